@@ -1,0 +1,68 @@
+"""The ``continuum`` command line (typer + rich), at the top of the import graph.
+
+Every command is a thin layer over the packages' public functions. Errors end
+the program with one readable line on stderr and a non-zero status (2 for an
+invalid input or usage, 1 otherwise); ``--debug`` shows the traceback instead.
+Each package's commands live in a module of their own here and are registered
+on the one ``app``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+import typer
+
+from federation.cli import common, core
+
+app = typer.Typer(
+    name="continuum",
+    help="Federated continuum digital-twin orchestrator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    """Federated continuum digital-twin orchestrator."""
+    common.STATE.debug = debug
+    if version:
+        from importlib.metadata import version as pkg_version
+
+        typer.echo(f"continuum {pkg_version('continuum-twin')}")
+        raise typer.Exit(0)
+
+
+core.register(app)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``continuum``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    common.STATE.debug = "--debug" in args
+    try:
+        rv = app(args=args, prog_name="continuum", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        common.err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:
+        if common.STATE.debug:
+            raise
+        sys.exit(common.report_error(exc))
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+__all__ = ["app", "main"]

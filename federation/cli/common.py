@@ -1,0 +1,76 @@
+"""What every CLI module shares: consoles, the debug flag, error reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from federation.errors import InvalidInput
+
+
+def _width(stream: object) -> int | None:
+    # Rich falls back to 80 columns when output is not a terminal, which squashes
+    # the wide tables into ellipses in logs and CI; use a wider page there.
+    isatty = getattr(stream, "isatty", None)
+    if (callable(isatty) and isatty()) or "COLUMNS" in os.environ:
+        return None
+    return 160
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+
+EXIT_INVALID = 2
+EXIT_FAILURE = 1
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+STATE = _State()
+
+
+def report_error(exc: BaseException) -> int:
+    """Print ``exc`` as one readable line on stderr; return the exit status for it."""
+    if isinstance(exc, InvalidInput):
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        return EXIT_INVALID
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    err_console.print(f"[bold red]error:[/] {text}", markup=True, soft_wrap=True)
+    return EXIT_FAILURE
+
+
+def write_json(obj: Any, path: Path | None) -> None:
+    """Write ``obj`` as JSON to ``path``, or to stdout when ``path`` is None or ``-``."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str)
+    if path is None or str(path) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def human_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"

@@ -1,0 +1,329 @@
+"""Loaders for WfCommons WfFormat instances (schema 1.5, and 1.4 and older).
+
+WfFormat records how a workflow ran: per task its runtime on a named machine,
+the files it read and wrote with their sizes, its parents and children. A
+``Workflow`` needs work in core-seconds at the reference speed, so each
+task's work is ``runtime * cores * (machine MHz / reference MHz)`` where the
+machine's speed is recorded (``speedInMHz`` in 1.5, ``speed`` in 1.4), and
+``runtime * cores`` where it is not. ``cores`` is the task's ``coreCount``
+(1.5) or ``cores`` (1.4), 1 when absent.
+
+Version 1.5 splits a workflow into ``specification`` (tasks, files) and
+``execution`` (runtimes, machines); 1.4 keeps one list of tasks, each with
+its ``files`` (``link: input|output``). In 1.4 a task is identified by its
+``name`` (the parents list names), which becomes the step id, so both
+versions of the same run give the same step ids.
+
+Reference: WfCommons, https://wfcommons.org (Coleman et al., FGCS 2022).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from datalogistics.items import DataItem
+from federation.errors import Problem, format_location
+from orchestrator.errors import InvalidWorkflow
+from orchestrator.workflow import Workflow
+
+REFERENCE_MHZ = 1000.0
+"""Clock of the reference core (1 GHz): work is in core-seconds of this core."""
+
+_CATEGORY_SUFFIX = re.compile(r"[_-]?(ID)?\d+$")
+
+
+def is_wfformat(data: Any) -> bool:
+    """True when ``data`` looks like a WfFormat instance."""
+    return (
+        isinstance(data, Mapping)
+        and isinstance(data.get("workflow"), Mapping)
+        and "schemaVersion" in data
+    )
+
+
+@cache
+def wfformat_schema() -> dict[str, Any]:
+    """The WfFormat 1.5 JSON schema shipped with the package (wfcommons/WfFormat, LGPL-3.0)."""
+    text = resources.files("orchestrator").joinpath("schemas/wfcommons-schema-1.5.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _category(name: str, task_id: str) -> str:
+    base = name if name and name != task_id else task_id
+    return _CATEGORY_SUFFIX.sub("", base) or base
+
+
+def _speed_factor(mhz: Any, reference_mhz: float) -> float:
+    if isinstance(mhz, int | float) and not isinstance(mhz, bool) and mhz > 0:
+        return float(mhz) / reference_mhz
+    return 1.0
+
+
+def _cores(value: Any) -> int:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
+        return round(value)
+    return 1
+
+
+def load_wfformat(
+    data: Any, source: str = "<wfformat>", reference_mhz: float = REFERENCE_MHZ
+) -> Workflow:
+    """Convert a WfFormat instance (1.5, or 1.4 and older) into a ``Workflow``.
+
+    Raises:
+        InvalidWorkflow: naming ``source`` and the JSON path of each problem.
+    """
+    if reference_mhz <= 0:
+        raise ValueError(f"reference_mhz must be > 0, got {reference_mhz}")
+    if not is_wfformat(data):
+        raise InvalidWorkflow.single(
+            source, "", "not a WfFormat instance: expected 'schemaVersion' and 'workflow' keys"
+        )
+    version = str(data["schemaVersion"])
+    if version == "1.5":
+        native, tasks_path = _from_v15(data, source, reference_mhz)
+    elif re.fullmatch(r"1\.[0-4]", version):
+        native, tasks_path = _from_v14(data, source, reference_mhz)
+    else:
+        raise InvalidWorkflow.single(
+            source, "schemaVersion", f"unsupported WfFormat version {version!r} (1.0 to 1.5)"
+        )
+    try:
+        return Workflow.from_dict(native, source)
+    except InvalidWorkflow as exc:
+        problems = [
+            Problem(re.sub(r"^steps", tasks_path, p.location), p.message) for p in exc.problems
+        ]
+        raise InvalidWorkflow(source, problems) from None
+
+
+def _schema_problems(data: Any) -> list[Problem]:
+    validator_cls = jsonschema.validators.validator_for(
+        wfformat_schema(), default=jsonschema.Draft7Validator
+    )
+    validator = validator_cls(wfformat_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    return [Problem(format_location(e.absolute_path), e.message) for e in errors[:20]]
+
+
+def _from_v15(data: Mapping[str, Any], source: str, ref: float) -> tuple[dict[str, Any], str]:
+    problems = _schema_problems(data)
+    if problems:
+        raise InvalidWorkflow(source, problems)
+    wf = data["workflow"]
+    spec = wf["specification"]
+    execution = wf.get("execution") or {}
+    base = "workflow.specification"
+    machines = {m.get("nodeName"): m for m in execution.get("machines", [])}
+    records = {t["id"]: t for t in execution.get("tasks", [])}
+
+    items: dict[str, dict[str, Any]] = {}
+    for i, f in enumerate(spec.get("files", [])):
+        size = f.get("sizeInBytes", 0)
+        if not isinstance(size, int | float) or size < 0:
+            problems.append(
+                Problem(f"{base}.files[{i}].sizeInBytes", f"must be >= 0, got {size!r}")
+            )
+        elif f["id"] in items:
+            problems.append(Problem(f"{base}.files[{i}].id", f"duplicate file id {f['id']!r}"))
+        else:
+            items[f["id"]] = {"id": f["id"], "size": size}
+
+    ids = [t["id"] for t in spec["tasks"]]
+    known = set(ids)
+    problems += _dup_problems(ids, f"{base}.tasks", "id")
+    parents = _merged_parents(spec["tasks"], "id")
+    steps = []
+    for i, t in enumerate(spec["tasks"]):
+        where = f"{base}.tasks[{i}]"
+        for rel in ("parents", "children"):
+            for k, ref_id in enumerate(t.get(rel, [])):
+                if ref_id not in known:
+                    problems.append(Problem(f"{where}.{rel}[{k}]", f"unknown task {ref_id!r}"))
+        for rel in ("inputFiles", "outputFiles"):
+            for k, fid in enumerate(t.get(rel, [])):
+                if fid not in items:
+                    problems.append(
+                        Problem(f"{where}.{rel}[{k}]", f"unknown file {fid!r} (not in files)")
+                    )
+        rec = records.get(t["id"], {})
+        cores = _cores(rec.get("coreCount"))
+        machine_names = rec.get("machines") or []
+        mhz = None
+        if machine_names:
+            mhz = (machines.get(machine_names[0], {}).get("cpu") or {}).get("speedInMHz")
+        runtime = float(rec.get("runtimeInSeconds", 0.0))
+        if runtime < 0:
+            problems.append(
+                Problem(f"workflow.execution.tasks[id={t['id']}].runtimeInSeconds", "must be >= 0")
+            )
+        steps.append(
+            _step(
+                t["id"],
+                t.get("name", ""),
+                cores,
+                max(runtime, 0.0) * cores * _speed_factor(mhz, ref),
+                rec.get("memoryInBytes"),
+                t.get("inputFiles", []),
+                t.get("outputFiles", []),
+                parents[t["id"]],
+                rec.get("priority"),
+                rec.get("command"),
+            )
+        )
+    if problems:
+        raise InvalidWorkflow(source, problems)
+    native = {
+        "name": str(data.get("name") or "wfformat"),
+        "description": str(data.get("description") or ""),
+        "steps": steps,
+        "data": [DataItem.model_validate(v).model_dump() for v in items.values()],
+    }
+    return native, f"{base}.tasks"
+
+
+def _merged_parents(tasks: list[Any], key: str) -> dict[str, list[str]]:
+    """Parents of each task: its ``parents`` plus every task that lists it as a child."""
+    parents: dict[str, list[str]] = {t[key]: list(t.get("parents", [])) for t in tasks}
+    for t in tasks:
+        for c in t.get("children", []):
+            if c in parents and t[key] not in parents[c]:
+                parents[c].append(t[key])
+    return parents
+
+
+def _from_v14(data: Mapping[str, Any], source: str, ref: float) -> tuple[dict[str, Any], str]:
+    wf = data["workflow"]
+    problems: list[Problem] = []
+    tasks = wf.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise InvalidWorkflow.single(
+            source, "workflow.tasks", "a non-empty list of tasks is required"
+        )
+    machines = {m.get("nodeName"): m for m in wf.get("machines", []) if isinstance(m, Mapping)}
+    names = [t.get("name") if isinstance(t, Mapping) else None for t in tasks]
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or not n:
+            problems.append(Problem(f"workflow.tasks[{i}].name", "a task name is required"))
+    problems += _dup_problems(names, "workflow.tasks", "name")
+    known = {n for n in names if isinstance(n, str)}
+    if problems:
+        raise InvalidWorkflow(source, problems)
+    parents = _merged_parents(tasks, "name")
+    items: dict[str, dict[str, Any]] = {}
+    steps = []
+    for i, t in enumerate(tasks):
+        where = f"workflow.tasks[{i}]"
+        if not isinstance(t, Mapping):
+            continue
+        for rel in ("parents", "children"):
+            for k, p in enumerate(t.get(rel, [])):
+                if p not in known:
+                    problems.append(Problem(f"{where}.{rel}[{k}]", f"unknown task {p!r}"))
+        inputs, outputs = [], []
+        for k, f in enumerate(t.get("files", [])):
+            size = f.get("sizeInBytes", f.get("size", 0))
+            fname = f.get("name") or f.get("id")
+            if not isinstance(size, int | float) or size < 0:
+                problems.append(
+                    Problem(f"{where}.files[{k}].sizeInBytes", f"must be >= 0, got {size!r}")
+                )
+                continue
+            if not fname:
+                problems.append(Problem(f"{where}.files[{k}].name", "a file name is required"))
+                continue
+            items.setdefault(fname, {"id": fname, "size": size})
+            if f.get("link") == "output":
+                outputs.append(fname)
+            elif f.get("link") == "input":
+                inputs.append(fname)
+            else:
+                problems.append(
+                    Problem(
+                        f"{where}.files[{k}].link",
+                        f"must be 'input' or 'output', got {f.get('link')!r}",
+                    )
+                )
+        runtime = t.get("runtimeInSeconds", t.get("runtime", 0.0))
+        if not isinstance(runtime, int | float) or runtime < 0:
+            problems.append(Problem(f"{where}.runtimeInSeconds", f"must be >= 0, got {runtime!r}"))
+            runtime = 0.0
+        cores = _cores(t.get("cores"))
+        mhz = (machines.get(t.get("machine"), {}).get("cpu") or {}).get("speed")
+        name = str(t.get("name"))
+        step = _step(
+            name,
+            name,
+            cores,
+            float(runtime) * cores * _speed_factor(mhz, ref),
+            t.get("memoryInBytes"),
+            inputs,
+            outputs,
+            parents.get(name, []),
+            t.get("priority"),
+            t.get("command"),
+        )
+        if t.get("category"):
+            step["category"] = str(t["category"])
+        steps.append(step)
+    if problems:
+        raise InvalidWorkflow(source, problems)
+    native = {
+        "name": str(data.get("name") or "wfformat"),
+        "description": str(data.get("description") or ""),
+        "steps": steps,
+        "data": list(items.values()),
+    }
+    return native, "workflow.tasks"
+
+
+def _dup_problems(values: list[Any], path: str, key: str) -> list[Problem]:
+    seen: dict[Any, int] = {}
+    out = []
+    for i, v in enumerate(values):
+        if v in seen:
+            out.append(
+                Problem(f"{path}[{i}].{key}", f"duplicate task {key} {v!r} (also [{seen[v]}])")
+            )
+        seen.setdefault(v, i)
+    return out
+
+
+def _step(
+    step_id: str,
+    name: str,
+    cores: int,
+    work: float,
+    memory: Any,
+    inputs: list[str],
+    outputs: list[str],
+    parents: list[str],
+    priority: Any,
+    command: Any,
+) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "id": step_id,
+        "name": name,
+        "category": _category(name, step_id),
+        "cores": cores,
+        "work": work,
+        "inputs": list(dict.fromkeys(inputs)),
+        "outputs": list(dict.fromkeys(o for o in outputs if o not in inputs)),
+        "after": list(dict.fromkeys(parents)),
+    }
+    if isinstance(memory, int | float) and memory > 0:
+        step["memory"] = float(memory)
+    if isinstance(priority, int | float):
+        step["priority"] = int(priority)
+    if isinstance(command, Mapping) and command.get("program"):
+        args = [str(a) for a in command.get("arguments", [])]
+        step["command"] = [str(command["program"]), *args]
+    return step
