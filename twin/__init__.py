@@ -2,6 +2,14 @@
 
 Only ``AbstractSiteState`` (forecasts with uncertainty, a health score) ever
 leaves a twin; raw telemetry, job ids, user names and node names never do.
+
+Public API::
+
+    from twin import static_view
+    view = static_view(federation)          # site id -> AbstractSiteState
+    view["ddf-fatnode"].available_cores.mean[:3]
 """
 
-__all__: list[str] = []
+from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView, static_view
+
+__all__ = ["AbstractSiteState", "Forecast", "SiteStatus", "SiteView", "static_view"]

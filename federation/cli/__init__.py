@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import click
 import typer
 
-from federation.cli import common, core
+from federation.cli import common, core, data_cmd, plan_cmd, twin_cmd
 
 app = typer.Typer(
     name="continuum",
@@ -42,6 +42,9 @@ def _root(
 
 
 core.register(app)
+twin_cmd.register(app)
+plan_cmd.register(app)
+data_cmd.register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

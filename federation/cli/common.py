@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -36,6 +36,26 @@ class _State:
 
 
 STATE = _State()
+
+if TYPE_CHECKING:
+    from federation.model import Federation
+    from orchestrator.workflow import Workflow
+
+
+@dataclass
+class DemoContext:
+    """What ``continuum demo`` hands from one section to the next.
+
+    Sections run in order (core summary, twin, placement, data logistics,
+    execution); each reads what earlier ones left in ``results`` (for
+    example the twin's view under ``"view"``, the plan under ``"plan"``) and
+    writes its files into ``output``.
+    """
+
+    federation: Federation
+    workflow: Workflow
+    output: Path
+    results: dict[str, Any] = field(default_factory=dict)
 
 
 def report_error(exc: BaseException) -> int:

@@ -14,6 +14,7 @@ from rich.table import Table
 from datalogistics.madpp import is_madmp, validate_madmp
 from federation.cli.common import (
     EXIT_INVALID,
+    DemoContext,
     console,
     err_console,
     human_bytes,
@@ -206,8 +207,13 @@ def demo(
     summary = wf.summary()
     console.print(workflow_table(wf, summary))
     output.mkdir(parents=True, exist_ok=True)
+    ctx = DemoContext(federation=fed, workflow=wf, output=output)
+    from federation.cli import data_cmd, plan_cmd, twin_cmd
+
+    for section in (twin_cmd.demo_section, plan_cmd.demo_section, data_cmd.demo_section):
+        section(ctx)
     write_json(
-        {"federation": fed.to_dict(), "workflow": summary},
+        {"federation": fed.to_dict(), "workflow": summary, **ctx.results.get("summary", {})},
         output / "summary.json",
     )
     console.print(f"summary written to {output / 'summary.json'}")
