@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 from datalogistics.items import DataItem
 from federation.errors import Problem, Problems, validate_document
@@ -100,14 +100,11 @@ class Workflow(_Frozen):
     _children: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
     _order: tuple[str, ...] = PrivateAttr(default=())
 
-    @model_validator(mode="after")
-    def _check_graph(self) -> Self:
+    def model_post_init(self, context: Any, /) -> None:
+        # Runs right after field validation; checks references before indexing them.
         problems = _graph_problems(self)
         if problems:
             raise Problems(problems)
-        return self
-
-    def model_post_init(self, context: Any, /) -> None:
         self._index = {s.id: i for i, s in enumerate(self.steps)}
         self._items = {d.id: d for d in self.data}
         self._producer = {o: s.id for s in self.steps for o in s.outputs}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
 
 from federation.cli import api_cmd, common, core, data_cmd, plan_cmd, twin_cmd
@@ -54,15 +53,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     common.STATE.debug = "--debug" in args
     try:
         rv = app(args=args, prog_name="continuum", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         common.err_console.print("aborted")
         sys.exit(130)
     except Exception as exc:
+        # Usage errors (click's, or the copy of click that newer typer vendors)
+        # know how to show themselves and carry their exit status (2).
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         if common.STATE.debug:
             raise
         sys.exit(common.report_error(exc))
