@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import typer
 
-from federation.cli import api_cmd, common, core, data_cmd, plan_cmd, twin_cmd
+from federation.cli import api_cmd, common, core, data_cmd, plan_cmd, sim_cmd, twin_cmd
 
 app = typer.Typer(
     name="continuum",
@@ -45,6 +45,7 @@ twin_cmd.register(app)
 plan_cmd.register(app)
 data_cmd.register(app)
 api_cmd.register(app)
+sim_cmd.register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
