@@ -7,22 +7,88 @@ Public API::
     wf.summary()                 # tasks, edges, levels, critical path, work, bytes
     wf.topological_order()[:3]
     length, path = wf.critical_path()
+
+Placement::
+
+    from orchestrator import ILPPlanner, Objective, PlanningConstraints, check_plan
+    from twin import static_view
+    view = static_view(federation)
+    plan = ILPPlanner().plan(wf, federation, view, PlanningConstraints(deadline=3600),
+                             Objective.parse("carbon"))
+    plan.metrics, plan.flows(), check_plan(plan, wf, federation, view, PlanningConstraints())
 """
 
-from orchestrator.errors import InvalidWorkflow, OrchestratorError
+from orchestrator.cdt import CDTProblem, CDTSchedule, load_cdt, solve_cdt
+from orchestrator.checker import check_plan, require_valid
+from orchestrator.costs import CostModel
+from orchestrator.errors import (
+    InfeasiblePlan,
+    InvalidCDT,
+    InvalidWorkflow,
+    OrchestratorError,
+    PlanInvalid,
+    PlanningError,
+)
 from orchestrator.loaders import load_workflow, workflow_from_data
+from orchestrator.plan import (
+    Assignment,
+    Objective,
+    ObjectiveKind,
+    Plan,
+    PlanMetrics,
+    Planner,
+    PlanningConstraints,
+    Transfer,
+)
+from orchestrator.planners import (
+    PLANNERS,
+    GreedyPlanner,
+    HEFTPlanner,
+    ILPPlanner,
+    ILPSettings,
+    MarketPlanner,
+    make_planner,
+)
+from orchestrator.timeshift import timeshift
 from orchestrator.wfformat import REFERENCE_MHZ, load_wfformat
 from orchestrator.workflow import Step, StepConstraints, Workflow, find_cycle
 
 __all__ = [
+    "PLANNERS",
     "REFERENCE_MHZ",
+    "Assignment",
+    "CDTProblem",
+    "CDTSchedule",
+    "CostModel",
+    "GreedyPlanner",
+    "HEFTPlanner",
+    "ILPPlanner",
+    "ILPSettings",
+    "InfeasiblePlan",
+    "InvalidCDT",
     "InvalidWorkflow",
+    "MarketPlanner",
+    "Objective",
+    "ObjectiveKind",
     "OrchestratorError",
+    "Plan",
+    "PlanInvalid",
+    "PlanMetrics",
+    "Planner",
+    "PlanningConstraints",
+    "PlanningError",
     "Step",
     "StepConstraints",
+    "Transfer",
     "Workflow",
+    "check_plan",
     "find_cycle",
+    "load_cdt",
     "load_wfformat",
     "load_workflow",
+    "make_planner",
+    "require_valid",
+    "solve_cdt",
+    "timeshift",
     "workflow_from_data",
 ]

@@ -1,0 +1,346 @@
+"""The cost model every planner shares: durations, energy, cost, carbon, transfers, eligibility.
+
+For a step ``j`` on site ``s`` starting at ``t`` (seconds from ``t0``):
+
+* duration ``d_js = work_j / (cores_j * speed_s)``  (``Site.duration``);
+* energy ``E_js = cores_j * d_js * power_busy_s * PUE_s``  joules (``Site.energy_j``),
+  reported in kWh (``/ 3.6e6``); GPUs draw no modelled power (the site model has none);
+* cost ``C_js(t) = cores_j * d_js / 3600 * price_core_s + gpus_j * d_js / 3600 * price_gpu_s
+  + E_js[kWh] * pbar_s(t, t + d_js)``: the price per core-hour covers the hardware and its
+  operation, the energy is passed through at the forecast power price (EUR/kWh), so
+  moving a step to a cheap hour lowers its cost; the average ``pbar`` is taken over
+  the slots the step actually runs in;
+* carbon ``G_js(t) = E_js[kWh] * cbar_s(t, t + d_js) / 1000``  kgCO2e with ``cbar`` the
+  forecast intensity (gCO2e/kWh) averaged over the slots used;
+* a data item of ``b`` bytes moved from ``s`` to ``s'`` takes ``latency + b / bandwidth``
+  (``Federation.transfer_time``) and costs the link's EUR/GB; every item moves at
+  the link's full bandwidth (links are not modelled as shared: the transfer
+  planner of ``datalogistics`` books the bandwidth); an unlinked pair of sites
+  cannot carry a data edge; a pure ordering edge (no bytes) has no delay.
+
+Forecasts come from the twin's view: slot ``k`` of site ``s`` covers
+``[issued_at + k L, issued_at + (k+1) L)``; beyond the horizon the last slot is
+repeated (persistence); a withheld price or intensity (None) falls back to the
+site's nominal figure. Capacity: ``mean - z * std`` available cores per slot,
+clipped to ``[0, cores]``; list schedulers use the smallest value over the
+horizon as a pool of identical cores (conservative, so every plan they make
+fits every slot).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from datalogistics.flows import Flow
+from federation.jurisdictions import VALID_JURISDICTIONS, jurisdiction_allows
+from federation.model import Federation, Site
+from orchestrator.plan import PlanningConstraints
+from orchestrator.workflow import Step, Workflow
+from twin.state import AbstractSiteState, SiteStatus, SiteView
+
+J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class SiteSeries:
+    """One site's forecasts on the plan's clock: slot length, offset and per-slot values."""
+
+    offset: float
+    """Plan time (s from t0) at which slot 0 starts."""
+    slot_seconds: float
+    price: tuple[float, ...]
+    carbon: tuple[float, ...]
+    capacity: tuple[float, ...]
+
+    def slot(self, t: float) -> int:
+        """Index of the slot holding plan time ``t`` (clamped to the horizon)."""
+        k = math.floor((t - self.offset) / self.slot_seconds)
+        return min(max(k, 0), len(self.capacity) - 1)
+
+    def average(self, series: Sequence[float], t0: float, t1: float) -> float:
+        """Time average of a per-slot ``series`` over ``[t0, t1)`` (value at ``t0`` if empty)."""
+        if t1 <= t0:
+            return series[self.slot(t0)]
+        total = 0.0
+        t = t0
+        while t < t1:
+            k = self.slot(t)
+            edge = self.offset + (k + 1) * self.slot_seconds
+            if k == len(series) - 1 or edge <= t:
+                edge = t1
+            nxt = min(edge, t1)
+            total += series[k] * (nxt - t)
+            t = nxt
+        return total / (t1 - t0)
+
+    def slot_start(self, k: int) -> float:
+        return self.offset + k * self.slot_seconds
+
+
+def plan_t0(view: SiteView, constraints: PlanningConstraints) -> float:
+    """Unix time of the plan's time 0: the constraint's ``t0``, else the earliest issue time."""
+    if constraints.t0 is not None:
+        return constraints.t0
+    return min((st.issued_at for st in view.values()), default=0.0)
+
+
+class CostModel:
+    """Durations, energy, costs, carbon, eligibility and transfers for one planning request."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        federation: Federation,
+        view: SiteView,
+        constraints: PlanningConstraints,
+    ) -> None:
+        self.workflow = workflow
+        self.federation = federation
+        self.constraints = constraints
+        self.t0 = plan_t0(view, constraints)
+        self.site_by_id: dict[str, Site] = {s.id: s for s in federation.sites}
+        self.states: dict[str, AbstractSiteState] = {
+            s.id: view[s.id] if s.id in view else AbstractSiteState.static(s)
+            for s in federation.sites
+        }
+        self.series: dict[str, SiteSeries] = {
+            sid: self._series(self.site_by_id[sid], st) for sid, st in self.states.items()
+        }
+        self.pool: dict[str, int] = {
+            sid: 0
+            if self.states[sid].status is SiteStatus.DOWN
+            else max(0, math.floor(min(ser.capacity) + 1e-9))
+            for sid, ser in self.series.items()
+        }
+        self.site_release: dict[str, float] = {
+            sid: st.expected_wait_s for sid, st in self.states.items()
+        }
+        self.sites: tuple[str, ...] = tuple(s.id for s in federation.sites)
+        self.steps: tuple[Step, ...] = workflow.steps
+        self.step_by_id: dict[str, Step] = {s.id: s for s in workflow.steps}
+        self.why_not: dict[str, dict[str, str]] = {}
+        self.eligible: dict[str, tuple[str, ...]] = {}
+        for step in workflow.steps:
+            reasons = {sid: self._ineligible(step, sid) for sid in self.sites}
+            self.why_not[step.id] = {k: v for k, v in reasons.items() if v}
+            self.eligible[step.id] = tuple(sid for sid in self.sites if not reasons[sid])
+        self.edge_items: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {}
+        for p, c in workflow.edges:
+            outs = set(workflow.step(p).outputs)
+            items = tuple((i, workflow.item(i).size) for i in workflow.step(c).inputs if i in outs)
+            self.edge_items[(p, c)] = items
+        self.consumers: dict[str, list[str]] = defaultdict(list)
+        for s in workflow.steps:
+            for i in s.inputs:
+                if workflow.producer(i) is not None:
+                    self.consumers[i].append(s.id)
+        self._dur: dict[tuple[str, str], float] = {}
+
+    # -- site series ---------------------------------------------------------------
+    def _series(self, site: Site, st: AbstractSiteState) -> SiteSeries:
+        n = st.horizon
+        price = st.power_price.mean if st.power_price is not None else None
+        carbon = st.carbon_intensity.mean if st.carbon_intensity is not None else None
+        cap = tuple(
+            min(float(site.cores), max(0.0, v))
+            for v in st.available_cores.lower(self.constraints.z)
+        )
+        return SiteSeries(
+            offset=st.issued_at - self.t0,
+            slot_seconds=st.slot_seconds,
+            price=_fit(price, n, site.energy_price_eur_per_kwh),
+            carbon=_fit(carbon, n, site.carbon_intensity_g_per_kwh),
+            capacity=cap,
+        )
+
+    # -- eligibility ---------------------------------------------------------------
+    def _ineligible(self, step: Step, sid: str) -> str:
+        """Why ``step`` may not run on ``sid`` ("" when it may)."""
+        site = self.site_by_id[sid]
+        c = step.constraints
+        if self.states[sid].status is SiteStatus.DOWN:
+            return "the twin reports the site down"
+        if c.sites is not None and sid not in c.sites:
+            return f"step allows only sites {', '.join(c.sites)}"
+        if not jurisdiction_allows(c.jurisdictions, site.jurisdiction):
+            return f"jurisdiction {site.jurisdiction} not in {', '.join(c.jurisdictions or ())}"
+        for k, v in c.labels.items():
+            if site.labels.get(k) != v:
+                return f"label {k}={v} missing"
+        for item_id in (*step.inputs, *step.outputs):
+            item = self.workflow.item(item_id)
+            if not item.may_reside_in(site.jurisdiction):
+                allowed = ", ".join(item.allowed_jurisdictions or ())
+                return f"data item {item_id} may reside only in {allowed}"
+        extra = self.constraints.eligible.get(step.id)
+        if extra is not None and not allows_site(extra, site):
+            return f"data project plan allows only {', '.join(extra)}"
+        if step.memory > site.memory:
+            return f"needs {step.memory:.3g} B of memory, site has {site.memory:.3g}"
+        if step.gpus > site.gpus:
+            return f"needs {step.gpus} GPUs, site has {site.gpus}"
+        if step.cores > self.pool[sid]:
+            return f"needs {step.cores} cores, forecast guarantees {self.pool[sid]}"
+        return ""
+
+    # -- per step ------------------------------------------------------------------
+    def duration(self, step: str, site: str) -> float:
+        key = (step, site)
+        d = self._dur.get(key)
+        if d is None:
+            s = self.step_by_id[step]
+            d = self.site_by_id[site].duration(s.work, s.cores)
+            self._dur[key] = d
+        return d
+
+    def energy_kwh(self, step: str, site: str) -> float:
+        """``cores * d * power_busy * PUE`` in kWh."""
+        s = self.step_by_id[step]
+        return self.site_by_id[site].energy_j(s.cores * self.duration(step, site)) / J_PER_KWH
+
+    def run_cost(self, step: str, site: str, start: float) -> float:
+        """EUR for running ``step`` on ``site`` from ``start`` (core, GPU and energy)."""
+        s = self.step_by_id[step]
+        st = self.site_by_id[site]
+        d = self.duration(step, site)
+        hours = d / 3600.0
+        power = self.series[site].average(self.series[site].price, start, start + d)
+        return (
+            s.cores * hours * st.price_per_core_hour
+            + s.gpus * hours * st.price_per_gpu_hour
+            + self.energy_kwh(step, site) * power
+        )
+
+    def carbon_kg(self, step: str, site: str, start: float) -> float:
+        """kgCO2e of ``step`` on ``site`` from ``start`` (intensity over the slots it runs in)."""
+        d = self.duration(step, site)
+        ci = self.series[site].average(self.series[site].carbon, start, start + d)
+        return self.energy_kwh(step, site) * ci / 1000.0
+
+    def terms(self, step: str, site: str, start: float) -> dict[str, float]:
+        """The criteria of one step placed at ``start``: end time, cost, energy, carbon."""
+        return {
+            "time": start + self.duration(step, site),
+            "cost": self.run_cost(step, site, start),
+            "energy": self.energy_kwh(step, site),
+            "carbon": self.carbon_kg(step, site, start),
+        }
+
+    # -- edges ---------------------------------------------------------------------
+    def edge_delay(self, parent: str, child: str, src: str, dst: str) -> float:
+        """Seconds between the parent's end and the child's start (inf: unlinked data edge)."""
+        items = self.edge_items.get((parent, child), ())
+        if src == dst or not items:
+            return 0.0
+        return max(self.federation.transfer_time(src, dst, size) for _, size in items)
+
+    def ready_time(self, step: str, site: str, placed: Mapping[str, tuple[str, float]]) -> float:
+        """Earliest start of ``step`` on ``site`` given the placed parents (site, end)."""
+        s = self.step_by_id[step]
+        t = max(s.constraints.release, self.site_release[site])
+        for p in self.workflow.parents(step):
+            psite, pend = placed[p]
+            t = max(t, pend + self.edge_delay(p, step, psite, site))
+        return t
+
+    # -- whole plans ---------------------------------------------------------------
+    def flows(self, placed: Mapping[str, tuple[str, float, float]]) -> list[Flow]:
+        """One flow per produced item per destination site, by the rule of datalogistics.flows.
+
+        ``placed`` maps a step id to (site, start, end). Transfers start as soon as the
+        producer ends.
+        """
+        out: list[Flow] = []
+        for item, consumers in self.consumers.items():
+            producer = self.workflow.producer(item)
+            if producer is None:
+                continue
+            psite, _, pend = placed[producer]
+            size = self.workflow.item(item).size
+            by_dst: dict[str, float] = {}
+            for c in consumers:
+                csite, _, cend = placed[c]
+                by_dst[csite] = max(by_dst.get(csite, 0.0), cend)
+            for dst, release in sorted(by_dst.items()):
+                dt = self.federation.transfer_time(psite, dst, size)
+                out.append(Flow(item, size, psite, dst, pend, pend, pend + dt, release))
+        return out
+
+    def evaluate(
+        self, placed: Mapping[str, tuple[str, float, float]], flows: Sequence[Flow]
+    ) -> dict[str, float]:
+        """Makespan, cost, energy, carbon and bytes moved of a full placement."""
+        makespan = max((e for _, _, e in placed.values()), default=0.0)
+        cost = energy = carbon = 0.0
+        for step, (site, start, _) in placed.items():
+            cost += self.run_cost(step, site, start)
+            energy += self.energy_kwh(step, site)
+            carbon += self.carbon_kg(step, site, start)
+        moved = 0.0
+        for f in flows:
+            if f.crosses_sites:
+                moved += f.size
+                cost += self.federation.transfer_cost(f.src, f.dst, f.size)
+        return {
+            "time": makespan,
+            "cost": cost,
+            "energy": energy,
+            "carbon": carbon,
+            "bytes_moved": moved,
+        }
+
+    def lower_bounds(self) -> dict[str, float]:
+        """Valid lower bounds of each criterion over every feasible plan.
+
+        time: the longest path with each step at its fastest eligible site and no
+        transfers, and the total core-seconds over the summed pools; cost, energy,
+        carbon: each step at its cheapest / most frugal / greenest site and slot
+        (per-slot minima of price and intensity), transfers free.
+        """
+        fastest = {
+            s.id: min((self.duration(s.id, x) for x in self.eligible[s.id]), default=0.0)
+            for s in self.steps
+        }
+        cp, _ = self.workflow.critical_path(duration=lambda st: fastest[st.id])
+        cores = sum(self.pool.values()) or 1
+        speed = max((self.site_by_id[x].speed for x in self.sites if self.pool[x]), default=1.0)
+        load = sum(s.work / speed for s in self.steps) / cores
+        lb = {"time": max(cp, load), "cost": 0.0, "energy": 0.0, "carbon": 0.0}
+        for s in self.steps:
+            opts = self.eligible[s.id]
+            if not opts:
+                continue
+            lb["energy"] += min(self.energy_kwh(s.id, x) for x in opts)
+            lb["carbon"] += min(
+                self.energy_kwh(s.id, x) * min(self.series[x].carbon) / 1000.0 for x in opts
+            )
+            lb["cost"] += min(self._min_cost(s, x) for x in opts)
+        return lb
+
+    def _min_cost(self, s: Step, site: str) -> float:
+        st = self.site_by_id[site]
+        hours = self.duration(s.id, site) / 3600.0
+        return (
+            s.cores * hours * st.price_per_core_hour
+            + s.gpus * hours * st.price_per_gpu_hour
+            + self.energy_kwh(s.id, site) * min(self.series[site].price)
+        )
+
+
+def allows_site(entries: Sequence[str], site: Site) -> bool:
+    """True when an eligibility list (site ids or jurisdictions, ``EU`` too) admits ``site``."""
+    if site.id in entries:
+        return True
+    codes = [e.upper() for e in entries if e.upper() in VALID_JURISDICTIONS]
+    return bool(codes) and jurisdiction_allows(codes, site.jurisdiction)
+
+
+def _fit(values: Sequence[float] | None, n: int, nominal: float) -> tuple[float, ...]:
+    """A per-slot series of length ``n`` (the nominal value when withheld or short)."""
+    if not values:
+        return (nominal,) * n
+    vals = tuple(float(v) for v in values[:n])
+    return vals + (vals[-1],) * (n - len(vals))

@@ -1,0 +1,26 @@
+"""Helpers every planner shares: the deadline and budget test, choosing by an objective."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from orchestrator.plan import Objective, Plan, PlanningConstraints
+from orchestrator.schedule import Option
+
+
+def limit_breach(plan: Plan, constraints: PlanningConstraints) -> str:
+    """Why ``plan`` breaks the request's deadline or budget ("" when it keeps both)."""
+    m = plan.metrics
+    if constraints.deadline is not None and m.makespan_s > constraints.deadline * (1 + 1e-9):
+        return f"makespan {m.makespan_s:.1f} s exceeds the deadline {constraints.deadline:.1f} s"
+    if constraints.budget is not None and m.cost_eur > constraints.budget * (1 + 1e-9):
+        return f"cost {m.cost_eur:.4g} EUR exceeds the budget {constraints.budget:.4g} EUR"
+    return ""
+
+
+def pick(
+    opts: list[Option], objective: Objective, terms: Mapping[str, Mapping[str, float]]
+) -> Option:
+    """The option with the lowest score, criteria normalised by their best value among options."""
+    ref = {t: min(terms[o.site][t] for o in opts) for t in ("time", "cost", "energy", "carbon")}
+    return min(opts, key=lambda o: (objective.score(terms[o.site], ref), o.end))
