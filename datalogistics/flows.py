@@ -34,6 +34,9 @@ class Flow:
     start: float
     end: float
     release: float
+    consumer_start: float | None = None
+    """Planned start of the last consumer of the item at ``dst``, when the planner knows it
+    (the transfer plan sets the destination buffer's TTL from it; else from ``release``)."""
 
     @property
     def crosses_sites(self) -> bool:

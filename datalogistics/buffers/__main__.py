@@ -1,0 +1,38 @@
+"""``python -m datalogistics.buffers --site ID --dir PATH --port N``: run one buffer service.
+
+The same as ``continuum buffer serve`` without the rest of the CLI (used by
+tests and benchmarks that start services as separate processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from datalogistics.buffers.service import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m datalogistics.buffers")
+    p.add_argument("--site", required=True)
+    p.add_argument("--dir", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--quota-bytes", type=int, default=10**12)
+    p.add_argument("--quota-count", type=int, default=10_000)
+    p.add_argument("--no-fsync", action="store_true")
+    a = p.parse_args(argv)
+    serve(
+        a.site,
+        a.dir,
+        a.port,
+        host=a.host,
+        secret=os.environ.get("CONTINUUM_BUFFER_SECRET"),
+        quota_bytes=a.quota_bytes,
+        quota_count=a.quota_count,
+        fsync=not a.no_fsync,
+    )
+
+
+if __name__ == "__main__":
+    main()

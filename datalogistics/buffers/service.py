@@ -1,0 +1,264 @@
+"""The buffer service of one site: a FastAPI app over a ``BufferStore``.
+
+Routes (every one needs ``Authorization: Bearer <capability token>``, see
+``datalogistics.buffers.tokens``; *right* is what the token must grant)::
+
+    GET    /health                          (none)  site, buffers, bytes reserved/stored, quota
+    POST   /buffers                         admin   create {max_size, ttl, consumers, item, id}
+    GET    /buffers                         admin   list live buffers
+    GET    /buffers/{id}                    read|write|admin   state, size, sha256, ...
+    POST   /buffers/{id}/data?offset=&tag=  write   append the body (X-Content-SHA256: chunk digest)
+    GET    /buffers/{id}/data?offset=&limit=        read  bytes from offset
+    GET    /buffers/{id}/data?session=&limit=       read  continue a named read session
+    GET    /buffers/{id}/tags/{tag}         read    where a tag's chunk lies, its sha256
+    POST   /buffers/{id}/seal               write   close to writes {sha256: expected digest}
+    POST   /buffers/{id}/drained?consumer=  read    a consumer is done with the buffer
+    POST   /buffers/{id}/disable            admin
+    DELETE /buffers/{id}                    admin
+
+Data responses carry ``X-Content-SHA256`` (digest of the bytes returned),
+``X-Offset``, ``X-Buffer-Size`` and ``X-Buffer-State``. Errors answer
+``{"error": <class>, "detail": <what to change>}`` with the status of
+``STATUS`` below (the only place the package maps errors to HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from datalogistics.buffers.store import BufferInfo, BufferStore, Quota
+from datalogistics.buffers.tokens import Capability, Right, verify_token
+from datalogistics.errors import (
+    BufferGone,
+    BufferNotFound,
+    BufferServiceError,
+    BufferStateError,
+    BufferTooLarge,
+    ChecksumMismatch,
+    Forbidden,
+    OffsetMismatch,
+    QuotaExceeded,
+    TagExists,
+    Unauthorized,
+)
+
+STATUS: dict[type[BufferServiceError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    BufferNotFound: 404,
+    BufferStateError: 409,
+    TagExists: 409,
+    OffsetMismatch: 409,
+    BufferGone: 410,
+    BufferTooLarge: 413,
+    ChecksumMismatch: 422,
+    QuotaExceeded: 507,
+}
+
+
+class CreateBuffer(BaseModel):
+    """Body of ``POST /buffers``."""
+
+    max_size: int = Field(gt=0, description="bytes")
+    ttl: float = Field(gt=0, description="seconds until the buffer is destroyed")
+    consumers: list[str] = Field(default_factory=list)
+    item: str | None = None
+    id: str | None = None
+
+
+class Seal(BaseModel):
+    """Body of ``POST /buffers/{id}/seal``."""
+
+    sha256: str | None = None
+
+
+def load_or_create_secret(root: Path) -> str:
+    """The secret in ``root/secret``, created (random, mode 0600) when missing."""
+    path = root / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    root.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value
+
+
+def capability(request: Request) -> Capability:
+    """The capability of the request's bearer token (``Unauthorized`` if none is valid)."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    store: BufferStore = request.app.state.store
+    return verify_token(request.app.state.secret, token.strip(), now=store.clock())
+
+
+Cap = Annotated[Capability, Depends(capability)]
+
+
+def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 30.0) -> FastAPI:
+    """The buffer service of ``store.site``; tokens are checked against ``secret``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async def reap() -> None:
+            while True:
+                await asyncio.sleep(reap_interval)
+                await run_in_threadpool(store.expire)
+
+        task = asyncio.create_task(reap())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title=f"continuum buffer service ({store.site})", lifespan=lifespan)
+    app.state.store = store
+    app.state.secret = secret
+
+    @app.exception_handler(BufferServiceError)
+    async def _buffer_error(_request: Request, exc: BufferServiceError) -> JSONResponse:
+        status = next((v for k, v in STATUS.items() if isinstance(exc, k)), 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        body = {"error": type(exc).__name__, "detail": str(exc)}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(ValueError)
+    async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"error": "ValueError", "detail": str(exc)}, status_code=422)
+
+    def data_response(data: bytes, offset: int, info: BufferInfo) -> Response:
+        return Response(
+            content=data,
+            media_type="application/octet-stream",
+            headers={
+                "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
+                "X-Offset": str(offset),
+                "X-Buffer-Size": str(info.size),
+                "X-Buffer-State": info.state,
+            },
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return store.usage()
+
+    @app.post("/buffers", status_code=201)
+    def create(body: CreateBuffer, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, "*", Right.ADMIN)
+        info = store.create(body.max_size, body.ttl, body.consumers, body.item, body.id)
+        return info.to_json()
+
+    @app.get("/buffers")
+    def list_buffers(cap: Cap) -> list[dict[str, Any]]:
+        cap.require(store.site, "*", Right.ADMIN)
+        return [b.to_json() for b in store.list_buffers()]
+
+    @app.get("/buffers/{buffer_id}")
+    def info(buffer_id: str, cap: Cap) -> dict[str, Any]:
+        if cap.right is not Right.ADMIN:
+            cap.require(store.site, buffer_id, cap.right)
+        else:
+            cap.require(store.site, "*", Right.ADMIN)
+        return store.info(buffer_id).to_json()
+
+    @app.post("/buffers/{buffer_id}/data")
+    async def append(
+        buffer_id: str,
+        request: Request,
+        cap: Cap,
+        offset: Annotated[int | None, Query(ge=0)] = None,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
+        cap.require(store.site, buffer_id, Right.WRITE)
+        body = await request.body()
+        digest = request.headers.get("x-content-sha256")
+        info = await run_in_threadpool(store.append, buffer_id, body, offset, tag, digest)
+        return info.to_json()
+
+    @app.get("/buffers/{buffer_id}/data")
+    def read(
+        buffer_id: str,
+        cap: Cap,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int | None, Query(ge=0)] = None,
+        session: str | None = None,
+    ) -> Response:
+        cap.require(store.site, buffer_id, Right.READ)
+        if session is not None:
+            data, start, info = store.read_session(buffer_id, session, limit)
+            return data_response(data, start, info)
+        data, info = store.read(buffer_id, offset, limit)
+        return data_response(data, offset, info)
+
+    @app.get("/buffers/{buffer_id}/tags/{tag}")
+    def tag(buffer_id: str, tag: str, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, buffer_id, Right.READ)
+        t = store.tag(buffer_id, tag)
+        return {
+            "buffer": t.buffer,
+            "tag": t.tag,
+            "offset": t.offset,
+            "length": t.length,
+            "sha256": t.sha256,
+        }
+
+    @app.post("/buffers/{buffer_id}/seal")
+    def seal(buffer_id: str, body: Seal, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, buffer_id, Right.WRITE)
+        return store.seal(buffer_id, body.sha256).to_json()
+
+    @app.post("/buffers/{buffer_id}/drained")
+    def drained(buffer_id: str, consumer: str, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, buffer_id, Right.READ)
+        return store.drained(buffer_id, consumer).to_json()
+
+    @app.post("/buffers/{buffer_id}/disable")
+    def disable(buffer_id: str, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, "*", Right.ADMIN)
+        return store.disable(buffer_id).to_json()
+
+    @app.delete("/buffers/{buffer_id}")
+    def delete(buffer_id: str, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, "*", Right.ADMIN)
+        return store.delete(buffer_id).to_json()
+
+    return app
+
+
+def serve(
+    site: str,
+    root: str | Path,
+    port: int,
+    host: str = "127.0.0.1",
+    secret: str | None = None,
+    quota_bytes: int = 10**12,
+    quota_count: int = 10_000,
+    reap_interval: float = 30.0,
+    fsync: bool = True,
+) -> None:
+    """Run the buffer service of ``site`` on ``host:port`` until interrupted (uvicorn)."""
+    import uvicorn
+
+    root = Path(root)
+    key = secret or load_or_create_secret(root)
+    store = BufferStore(root, site, Quota(quota_bytes, quota_count), fsync=fsync)
+    app = create_app(store, key, reap_interval=reap_interval)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        store.close()

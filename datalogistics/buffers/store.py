@@ -1,0 +1,585 @@
+"""The buffers of one site: bytes in files on local disk, metadata in SQLite.
+
+Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
+
+* A buffer has a unique id, a maximum size, a lifetime (TTL) and the list of
+  consumers expected to read it. States::
+
+      initialised -> created -> full -> deleted
+                        |         |
+                        +-> disabled / error -> deleted
+
+  ``initialised``: metadata recorded, no space allocated yet; ``created``:
+  space reserved, writes accepted; ``full``: the maximum size was reached or
+  the producer sealed it, reads only; ``disabled``: an administrator froze it;
+  ``error``: its bytes failed the end-to-end checksum or its file was damaged;
+  ``deleted``: destroyed, the row stays for the audit trail.
+* Site-wide quota: the sum of the *maximum* sizes of the live buffers and
+  their number are bounded (``QuotaExceeded`` -> HTTP 507). Reserving the
+  maximum at creation means a write that fits its buffer never fails for lack
+  of space, and a refused creation or append leaves every stored byte intact.
+* Writes are append-only: an append names the offset it expects to start at
+  (the buffer's size) and may carry a write-once *tag* naming the chunk; a
+  second write of a tag is ``TagExists`` (HTTP 409). With the chunk's sha256,
+  a corrupted chunk is refused (``ChecksumMismatch``) and nothing is stored.
+* Reads take ``offset``/``limit``, or a named read session that continues
+  where it stopped. A consumer whose read session reaches the end of a full
+  buffer has drained it; when every declared consumer has drained it, or when
+  its TTL expires, the buffer is destroyed (file removed, state ``deleted``).
+* Durability: every append is written and ``fsync``-ed before its metadata
+  row is committed, so the row never claims bytes the disk lacks; on start,
+  bytes beyond the committed size (a crash between the two) are cut off.
+
+A private declarative base keeps these tables out of the orchestrator's
+``federation.store.Base``: a buffer service owns its own SQLite file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from datalogistics.errors import (
+    BufferGone,
+    BufferNotFound,
+    BufferStateError,
+    BufferTooLarge,
+    ChecksumMismatch,
+    OffsetMismatch,
+    QuotaExceeded,
+    TagExists,
+)
+from federation.store import make_engine, sqlite_url
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BufferState(StrEnum):
+    """Life-cycle states of a buffer."""
+
+    INITIALISED = "initialised"
+    CREATED = "created"
+    FULL = "full"
+    DISABLED = "disabled"
+    DELETED = "deleted"
+    ERROR = "error"
+
+
+LIVE_STATES = frozenset(s.value for s in BufferState if s is not BufferState.DELETED)
+READABLE_STATES = frozenset({BufferState.CREATED.value, BufferState.FULL.value})
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class BufferRow(_Base):
+    __tablename__ = "buffers"
+
+    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    site: Mapped[str] = mapped_column(String(128))
+    item: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    max_size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    consumers: Mapped[str] = mapped_column(Text, default="[]")
+    drained: Mapped[str] = mapped_column(Text, default="[]")
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TagRow(_Base):
+    __tablename__ = "buffer_tags"
+
+    buffer_id: Mapped[str] = mapped_column(ForeignKey("buffers.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(256), primary_key=True)
+    offset: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class SessionRow(_Base):
+    __tablename__ = "buffer_read_sessions"
+
+    buffer_id: Mapped[str] = mapped_column(ForeignKey("buffers.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Site-wide limits: total bytes reserved by live buffers, and their number."""
+
+    max_bytes: int
+    max_count: int
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0 or self.max_count <= 0:
+            raise ValueError("a buffer quota needs positive max_bytes and max_count")
+
+
+@dataclass(frozen=True, slots=True)
+class BufferInfo:
+    """What a client may know about a buffer."""
+
+    id: str
+    site: str
+    item: str | None
+    state: str
+    max_size: int
+    size: int
+    created_at: float
+    expires_at: float
+    consumers: tuple[str, ...]
+    drained: tuple[str, ...]
+    sha256: str | None
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["consumers"] = list(self.consumers)
+        out["drained"] = list(self.drained)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BufferInfo:
+        return cls(
+            **{
+                **data,
+                "consumers": tuple(data.get("consumers", ())),
+                "drained": tuple(data.get("drained", ())),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """A write-once named chunk of a buffer."""
+
+    buffer: str
+    tag: str
+    offset: int
+    length: int
+    sha256: str
+
+
+def _info(row: BufferRow) -> BufferInfo:
+    return BufferInfo(
+        id=row.id,
+        site=row.site,
+        item=row.item,
+        state=row.state,
+        max_size=row.max_size,
+        size=row.size,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        consumers=tuple(json.loads(row.consumers)),
+        drained=tuple(json.loads(row.drained)),
+        sha256=row.sha256,
+        reason=row.reason,
+    )
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a valid buffer id, tag or session name; ``ValueError`` otherwise."""
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be 1-256 characters of letters, digits, '_', '.', ':' or '-'"
+            " and start with a letter or digit"
+        )
+    return value
+
+
+class BufferStore:
+    """The buffers of ``site`` under ``root`` (``root/buffers.db`` and ``root/data/``).
+
+    Thread-safe: mutations hold one lock; reads of committed bytes do not
+    (appends never change bytes below the committed size).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        site: str,
+        quota: Quota,
+        clock: Callable[[], float] = time.time,
+        fsync: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.site = site
+        self.quota = quota
+        self.clock = clock
+        self.fsync = fsync
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        self._engine = make_engine(sqlite_url(self.root / "buffers.db"))
+        _Base.metadata.create_all(self._engine)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._lock = threading.RLock()
+        # Running sha256 of each buffer's bytes, keyed by buffer id with the size it covers;
+        # rebuilt from the file when missing (after a restart) so sealing stays O(chunk).
+        self._hashes: dict[str, tuple[int, Any]] = {}
+        self._recover()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- plumbing --------------------------------------------------------------
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def path(self, buffer_id: str) -> Path:
+        return self.root / "data" / f"{buffer_id}.buf"
+
+    def _recover(self) -> None:
+        """Cut bytes past the committed size; flag buffers whose file lost bytes."""
+        with self._lock, self._session() as s:
+            for row in s.scalars(select(BufferRow).where(BufferRow.state.in_(LIVE_STATES))):
+                if row.state == BufferState.INITIALISED:
+                    continue
+                path = self.path(row.id)
+                on_disk = path.stat().st_size if path.exists() else -1
+                if on_disk > row.size:
+                    with open(path, "r+b") as f:
+                        f.truncate(row.size)
+                        os.fsync(f.fileno())
+                elif on_disk < row.size:
+                    row.state = BufferState.ERROR
+                    row.reason = f"data file holds {max(on_disk, 0)} of {row.size} bytes"
+
+    def _row(self, s: Session, buffer_id: str) -> BufferRow:
+        """The live row of ``buffer_id``, destroying it first if its TTL has passed."""
+        row = s.get(BufferRow, buffer_id)
+        if row is None:
+            raise BufferNotFound(f"no buffer {buffer_id!r} at site {self.site!r}")
+        if row.state == BufferState.DELETED:
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed ({row.reason})")
+        if row.expires_at <= self.clock():
+            self._destroy(row, "TTL expired")
+            s.commit()  # keep the destruction although the caller's operation fails
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed (TTL expired)")
+        return row
+
+    def _destroy(self, row: BufferRow, reason: str) -> None:
+        row.state = BufferState.DELETED
+        row.reason = reason
+        self._hashes.pop(row.id, None)
+        self.path(row.id).unlink(missing_ok=True)
+
+    def _running_hash(self, row: BufferRow) -> Any:
+        cached = self._hashes.get(row.id)
+        if cached is not None and cached[0] == row.size:
+            return cached[1]
+        h = hashlib.sha256()
+        with open(self.path(row.id), "rb") as f:
+            remaining = row.size
+            while remaining > 0:
+                block = f.read(min(remaining, 1 << 22))
+                if not block:
+                    break
+                h.update(block)
+                remaining -= len(block)
+        self._hashes[row.id] = (row.size, h)
+        return h
+
+    # -- life cycle ------------------------------------------------------------
+    def create(
+        self,
+        max_size: int,
+        ttl: float,
+        consumers: tuple[str, ...] | list[str] = (),
+        item: str | None = None,
+        buffer_id: str | None = None,
+    ) -> BufferInfo:
+        """Reserve a buffer of ``max_size`` bytes living ``ttl`` seconds; ``QuotaExceeded``."""
+        if max_size <= 0:
+            raise ValueError(f"max_size must be a positive number of bytes, got {max_size}")
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive seconds, got {ttl}")
+        for c in consumers:
+            check_name(c, "consumer")
+        buffer_id = check_name(buffer_id, "buffer id") if buffer_id else uuid.uuid4().hex
+        now = self.clock()
+        with self._lock, self._session() as s:
+            if s.get(BufferRow, buffer_id) is not None:
+                raise BufferStateError(f"buffer id {buffer_id!r} already exists; pick another")
+            live = BufferRow.state.in_(LIVE_STATES)
+            count, reserved = s.execute(
+                select(
+                    func.count(BufferRow.id), func.coalesce(func.sum(BufferRow.max_size), 0)
+                ).where(live)
+            ).one()
+            if count + 1 > self.quota.max_count:
+                raise QuotaExceeded(
+                    f"site {self.site!r} already holds {count} buffers (quota "
+                    f"{self.quota.max_count}); wait for buffers to drain or raise the quota"
+                )
+            if reserved + max_size > self.quota.max_bytes:
+                raise QuotaExceeded(
+                    f"site {self.site!r} has {self.quota.max_bytes - reserved} of "
+                    f"{self.quota.max_bytes} bytes free, buffer asks {max_size}; "
+                    "ask for less or wait for buffers to drain"
+                )
+            row = BufferRow(
+                id=buffer_id,
+                site=self.site,
+                item=item,
+                state=BufferState.INITIALISED,
+                max_size=max_size,
+                size=0,
+                created_at=now,
+                expires_at=now + ttl,
+                consumers=json.dumps(sorted(set(consumers))),
+                drained="[]",
+            )
+            s.add(row)
+            s.flush()
+            self.path(buffer_id).touch()
+            row.state = BufferState.CREATED
+            return _info(row)
+
+    def info(self, buffer_id: str) -> BufferInfo:
+        with self._lock, self._session() as s:
+            return _info(self._row(s, buffer_id))
+
+    def list_buffers(self, include_deleted: bool = False) -> list[BufferInfo]:
+        self.expire()
+        with self._session() as s:
+            q = select(BufferRow).order_by(BufferRow.created_at)
+            if not include_deleted:
+                q = q.where(BufferRow.state.in_(LIVE_STATES))
+            return [_info(r) for r in s.scalars(q)]
+
+    def usage(self) -> dict[str, Any]:
+        """Site-wide occupancy: live buffers, bytes reserved and stored, and the quota."""
+        with self._session() as s:
+            count, reserved, stored = s.execute(
+                select(
+                    func.count(BufferRow.id),
+                    func.coalesce(func.sum(BufferRow.max_size), 0),
+                    func.coalesce(func.sum(BufferRow.size), 0),
+                ).where(BufferRow.state.in_(LIVE_STATES))
+            ).one()
+        return {
+            "site": self.site,
+            "buffers": count,
+            "reserved_bytes": reserved,
+            "stored_bytes": stored,
+            "quota_bytes": self.quota.max_bytes,
+            "quota_count": self.quota.max_count,
+        }
+
+    def expire(self) -> list[str]:
+        """Destroy every buffer whose TTL has passed; the ids destroyed."""
+        now = self.clock()
+        with self._lock, self._session() as s:
+            rows = s.scalars(
+                select(BufferRow).where(
+                    BufferRow.state.in_(LIVE_STATES), BufferRow.expires_at <= now
+                )
+            ).all()
+            for row in rows:
+                self._destroy(row, "TTL expired")
+            return [r.id for r in rows]
+
+    def disable(self, buffer_id: str) -> BufferInfo:
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            row.state = BufferState.DISABLED
+            row.reason = "disabled by an administrator"
+            return _info(row)
+
+    def delete(self, buffer_id: str, reason: str = "deleted by an administrator") -> BufferInfo:
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            self._destroy(row, reason)
+            return _info(row)
+
+    # -- writing ---------------------------------------------------------------
+    def append(
+        self,
+        buffer_id: str,
+        data: bytes,
+        offset: int | None = None,
+        tag: str | None = None,
+        sha256: str | None = None,
+    ) -> BufferInfo:
+        """Append ``data`` at the end of the buffer (at ``offset`` if given, which must be the end).
+
+        Refused, with nothing stored, when the buffer is not writable, the tag
+        exists, ``offset`` is not the end, the buffer would overflow, or
+        ``sha256`` does not match ``data``.
+        """
+        if tag is not None:
+            check_name(tag, "tag")
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            if row.state != BufferState.CREATED:
+                raise BufferStateError(
+                    f"buffer {buffer_id!r} is {row.state}; only a 'created' buffer takes writes"
+                )
+            if tag is not None and s.get(TagRow, (buffer_id, tag)) is not None:
+                raise TagExists(f"tag {tag!r} of buffer {buffer_id!r} was already written")
+            if offset is not None and offset != row.size:
+                raise OffsetMismatch(
+                    f"append at offset {offset} but buffer {buffer_id!r} ends at {row.size}; "
+                    "resume from its current size"
+                )
+            if row.size + len(data) > row.max_size:
+                raise BufferTooLarge(
+                    f"append of {len(data)} bytes would bring buffer {buffer_id!r} to "
+                    f"{row.size + len(data)} bytes, above its maximum of {row.max_size}"
+                )
+            digest = hashlib.sha256(data).hexdigest()
+            if sha256 is not None and sha256.lower() != digest:
+                raise ChecksumMismatch(
+                    f"chunk at offset {row.size} of buffer {buffer_id!r} has sha256 {digest}, "
+                    f"sender declared {sha256}: corrupted in transit, send it again"
+                )
+            running = self._running_hash(row)
+            with open(self.path(buffer_id), "ab") as f:
+                f.write(data)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            running.update(data)
+            if tag is not None:
+                s.add(
+                    TagRow(
+                        buffer_id=buffer_id,
+                        tag=tag,
+                        offset=row.size,
+                        length=len(data),
+                        sha256=digest,
+                    )
+                )
+            row.size += len(data)
+            self._hashes[buffer_id] = (row.size, running)
+            if row.size == row.max_size:
+                row.state = BufferState.FULL
+                row.sha256 = running.hexdigest()
+            return _info(row)
+
+    def seal(self, buffer_id: str, sha256: str | None = None) -> BufferInfo:
+        """Close the buffer to writes (state ``full``) and record the sha256 of its bytes.
+
+        With ``sha256`` given (the producer's or the source buffer's digest),
+        a mismatch puts the buffer in ``error`` and raises ``ChecksumMismatch``.
+        Sealing a full buffer again only checks the digest.
+        """
+        if sha256 is not None and not _SHA_RE.match(sha256.lower()):
+            raise ValueError("sha256 must be 64 hexadecimal digits")
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            if row.state not in (BufferState.CREATED, BufferState.FULL):
+                raise BufferStateError(f"buffer {buffer_id!r} is {row.state}; it cannot be sealed")
+            digest = row.sha256 or self._running_hash(row).hexdigest()
+            if sha256 is not None and sha256.lower() != digest:
+                row.state = BufferState.ERROR
+                row.reason = f"sha256 {digest} of the {row.size} bytes stored != expected {sha256}"
+                s.commit()
+                raise ChecksumMismatch(f"buffer {buffer_id!r}: {row.reason}")
+            row.state = BufferState.FULL
+            row.sha256 = digest
+            return _info(row)
+
+    # -- reading ---------------------------------------------------------------
+    def _read_bytes(self, buffer_id: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            with open(self.path(buffer_id), "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError:
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
+
+    def read(
+        self, buffer_id: str, offset: int = 0, limit: int | None = None
+    ) -> tuple[bytes, BufferInfo]:
+        """Up to ``limit`` bytes from ``offset`` (to the committed end), and the buffer's info."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError("offset and limit must be >= 0")
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            if row.state not in READABLE_STATES:
+                raise BufferStateError(f"buffer {buffer_id!r} is {row.state}; it cannot be read")
+            if offset > row.size:
+                raise ValueError(
+                    f"offset {offset} is past the end of buffer {buffer_id!r} ({row.size})"
+                )
+            info = _info(row)
+        end = info.size if limit is None else min(info.size, offset + limit)
+        return self._read_bytes(buffer_id, offset, end - offset), info
+
+    def read_session(
+        self, buffer_id: str, name: str, limit: int | None = None
+    ) -> tuple[bytes, int, BufferInfo]:
+        """Continue the read session ``name``: (bytes, offset they start at, info after reading).
+
+        A session named after a declared consumer that reaches the end of a
+        ``full`` buffer drains it for that consumer.
+        """
+        check_name(name, "read session")
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            if row.state not in READABLE_STATES:
+                raise BufferStateError(f"buffer {buffer_id!r} is {row.state}; it cannot be read")
+            sess = s.get(SessionRow, (buffer_id, name))
+            if sess is None:
+                sess = SessionRow(buffer_id=buffer_id, name=name, position=0)
+                s.add(sess)
+            start = sess.position
+            end = row.size if limit is None else min(row.size, start + limit)
+            data = self._read_bytes(buffer_id, start, end - start)
+            sess.position = start + len(data)
+            if row.state == BufferState.FULL and sess.position == row.size:
+                self._mark_drained(row, name)
+            return data, start, _info(row)
+
+    def drained(self, buffer_id: str, consumer: str) -> BufferInfo:
+        """Record that ``consumer`` has everything it needs from the buffer."""
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            self._mark_drained(row, consumer)
+            return _info(row)
+
+    def _mark_drained(self, row: BufferRow, consumer: str) -> None:
+        consumers = json.loads(row.consumers)
+        if consumer not in consumers:
+            return
+        done = set(json.loads(row.drained)) | {consumer}
+        row.drained = json.dumps(sorted(done))
+        if done >= set(consumers):
+            self._destroy(row, "drained by every declared consumer")
+
+    def tag(self, buffer_id: str, tag: str) -> TagInfo:
+        with self._lock, self._session() as s:
+            self._row(s, buffer_id)
+            t = s.get(TagRow, (buffer_id, tag))
+            if t is None:
+                raise BufferNotFound(f"buffer {buffer_id!r} has no tag {tag!r}")
+            return TagInfo(buffer_id, t.tag, t.offset, t.length, t.sha256)

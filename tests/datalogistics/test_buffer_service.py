@@ -1,0 +1,249 @@
+"""The buffer service over real HTTP on loopback: semantics, quotas, tokens, TTL, restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from datalogistics.buffers import BufferClient, BufferRef, SiteClient, issue_token
+from datalogistics.errors import (
+    BufferGone,
+    BufferStateError,
+    BufferTooLarge,
+    ChecksumMismatch,
+    Forbidden,
+    OffsetMismatch,
+    QuotaExceeded,
+    TagExists,
+    Unauthorized,
+)
+from tests.datalogistics.conftest import SECRET, ServiceProcess, ServiceThread, Sites
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
+def writer(svc: ServiceThread | ServiceProcess, buffer: str, http: httpx.Client) -> BufferClient:
+    return BufferClient(BufferRef(svc.url, buffer, svc.token(buffer, "write")), http)
+
+
+def reader(svc: ServiceThread | ServiceProcess, buffer: str, http: httpx.Client) -> BufferClient:
+    return BufferClient(BufferRef(svc.url, buffer, svc.token(buffer, "read")), http)
+
+
+def test_append_read_and_seal_keep_bytes_and_digest(two_sites: Sites, http: httpx.Client) -> None:
+    a, _ = two_sites
+    buf = SiteClient(a.url, a.admin, http).create(1000, ttl=60, item="ms-1")
+    assert buf.state == "created"
+    assert buf.site == "alpha"
+    w = writer(a, buf.id, http)
+    parts = [os.urandom(300), os.urandom(200)]
+    w.append(parts[0], offset=0, tag="p0", sha256=hashlib.sha256(parts[0]).hexdigest())
+    info = w.append(parts[1], offset=300, tag="p1")
+    assert info.size == 500
+    whole = b"".join(parts)
+    sealed = w.seal(hashlib.sha256(whole).hexdigest())
+    assert sealed.state == "full"
+    assert sealed.sha256 == hashlib.sha256(whole).hexdigest()
+    r = reader(a, buf.id, http)
+    data, digest = r.read(100, 250)
+    assert data == whole[100:350]
+    assert digest == hashlib.sha256(whole[100:350]).hexdigest()
+    with pytest.raises(BufferStateError):
+        w.append(b"more")
+
+
+def test_tag_rewrite_is_409_and_keeps_the_first_write(two_sites: Sites, http: httpx.Client) -> None:
+    a, _ = two_sites
+    buf = SiteClient(a.url, a.admin, http).create(100, ttl=60)
+    w = writer(a, buf.id, http)
+    w.append(b"first", tag="t")
+    r = http.post(
+        f"{a.url}/buffers/{buf.id}/data",
+        params={"tag": "t"},
+        content=b"second",
+        headers={"Authorization": f"Bearer {a.token(buf.id, 'write')}"},
+    )
+    assert r.status_code == 409
+    assert r.json()["error"] == "TagExists"
+    with pytest.raises(TagExists):
+        w.append(b"second", tag="t")
+    tag = http.get(
+        f"{a.url}/buffers/{buf.id}/tags/t",
+        headers={"Authorization": f"Bearer {a.token(buf.id, 'read')}"},
+    ).json()
+    assert (tag["offset"], tag["length"]) == (0, 5)
+    assert reader(a, buf.id, http).read()[0] == b"first"
+
+
+def test_appends_are_append_only_and_checked(two_sites: Sites, http: httpx.Client) -> None:
+    a, _ = two_sites
+    buf = SiteClient(a.url, a.admin, http).create(100, ttl=60)
+    w = writer(a, buf.id, http)
+    w.append(b"abc")
+    with pytest.raises(OffsetMismatch):
+        w.append(b"xyz", offset=0)
+    with pytest.raises(ChecksumMismatch):
+        w.append(b"xyz", sha256=hashlib.sha256(b"xyZ").hexdigest())
+    assert w.info().size == 3
+    assert reader(a, buf.id, http).read()[0] == b"abc"
+
+
+def test_wrong_tokens_are_401_or_403(two_sites: Sites, http: httpx.Client) -> None:
+    a, b = two_sites
+    buf = SiteClient(a.url, a.admin, http).create(100, ttl=60)
+    url = f"{a.url}/buffers/{buf.id}/data"
+
+    def status(token: str | None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return int(http.post(url, content=b"x", headers=headers).status_code)
+
+    good = a.token(buf.id, "write")
+    assert status(None) == 401
+    assert status("not-a-token") == 401
+    forged = issue_token("another-secret-0123456789", site="alpha", buffer=buf.id, right="write")
+    assert status(forged) == 401
+    tampered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
+    assert status(tampered) == 401
+    expired = issue_token(
+        SECRET, site="alpha", buffer=buf.id, right="write", ttl=5, now=a.clock() - 10
+    )
+    assert status(expired) == 401
+    assert status(a.token(buf.id, "read")) == 403  # wrong right
+    assert status(a.token("other-buffer", "write")) == 403  # wrong buffer
+    assert status(b.token(buf.id, "write")) == 403  # token of another site
+    assert status(a.admin) == 403  # admin creates buffers, it does not write data
+    assert status(good) == 200
+    with pytest.raises(Unauthorized):
+        SiteClient(a.url, "bogus", http).create(10, ttl=1)
+    with pytest.raises(Forbidden):
+        SiteClient(a.url, good, http).create(10, ttl=1)
+
+
+def test_quota_exceeded_is_507_or_413_and_nothing_is_lost(
+    two_sites: Sites, http: httpx.Client
+) -> None:
+    a, _ = two_sites  # quota: 64 MiB, 8 buffers
+    site = SiteClient(a.url, a.admin, http)
+    big = site.create(48 * 2**20, ttl=60)
+    payload = os.urandom(2**20)
+    w = writer(a, big.id, http)
+    w.append(payload)
+    r = http.post(
+        f"{a.url}/buffers",
+        json={"max_size": 32 * 2**20, "ttl": 60},
+        headers={"Authorization": f"Bearer {a.admin}"},
+    )
+    assert r.status_code == 507
+    assert "free" in r.json()["detail"]
+    small = site.create(1000, ttl=60)
+    ws = writer(a, small.id, http)
+    ws.append(b"k" * 900)
+    with pytest.raises(BufferTooLarge):
+        ws.append(b"k" * 200)
+    r = http.post(
+        f"{a.url}/buffers/{small.id}/data",
+        content=b"k" * 200,
+        headers={"Authorization": f"Bearer {a.token(small.id, 'write')}"},
+    )
+    assert r.status_code == 413
+    for _ in range(6):
+        site.create(10, ttl=60)
+    with pytest.raises(QuotaExceeded, match="8 buffers"):
+        site.create(10, ttl=60)
+    assert reader(a, big.id, http).read()[0] == payload
+    assert reader(a, small.id, http).read()[0] == b"k" * 900
+    assert site.health()["buffers"] == 8
+
+
+def test_ttl_expiry_removes_data(two_sites: Sites, http: httpx.Client) -> None:
+    a, _ = two_sites
+    site = SiteClient(a.url, a.admin, http)
+    lazy = site.create(100, ttl=30)
+    swept = site.create(100, ttl=30)
+    kept = site.create(100, ttl=300)
+    for b in (lazy, swept, kept):
+        writer(a, b.id, http).append(b"payload")
+    assert a.store.path(lazy.id).exists()
+    a.clock.advance(31)
+    with pytest.raises(BufferGone, match="TTL"):
+        reader(a, lazy.id, http).read()
+    assert not a.store.path(lazy.id).exists()
+    assert a.store.expire() == [swept.id]  # what the service's reaper task runs
+    assert not a.store.path(swept.id).exists()
+    assert [b.id for b in site.list_buffers()] == [kept.id]
+    assert reader(a, kept.id, http).read()[0] == b"payload"
+    r = http.get(
+        f"{a.url}/buffers/{swept.id}",
+        headers={"Authorization": f"Bearer {a.token(swept.id, 'read')}"},
+    )
+    assert r.status_code == 410
+
+
+def test_read_sessions_continue_and_consumers_drain_the_buffer(
+    two_sites: Sites, http: httpx.Client
+) -> None:
+    a, _ = two_sites
+    buf = SiteClient(a.url, a.admin, http).create(10, ttl=60, consumers=["img", "cal"])
+    w = writer(a, buf.id, http)
+    w.append(b"0123456789")
+    r = reader(a, buf.id, http)
+    assert r.read_session("img", limit=4) == (b"0123", 0)
+    assert r.read_session("img", limit=4) == (b"4567", 4)
+    assert r.read_session("other", limit=3) == (b"012", 0)
+    info = r.info()
+    assert info.state == "full"  # reached its maximum size
+    assert r.read_session("img") == (b"89", 8)
+    assert r.info().drained == ("img",)
+    assert a.store.path(buf.id).exists()
+    r.drained("cal")
+    with pytest.raises(BufferGone, match="drained"):
+        r.info()
+    assert not a.store.path(buf.id).exists()
+
+
+def test_disabled_buffer_refuses_reads_and_writes(two_sites: Sites, http: httpx.Client) -> None:
+    a, _ = two_sites
+    site = SiteClient(a.url, a.admin, http)
+    buf = site.create(10, ttl=60)
+    writer(a, buf.id, http).append(b"x")
+    assert site.disable(buf.id).state == "disabled"
+    with pytest.raises(BufferStateError):
+        reader(a, buf.id, http).read()
+    with pytest.raises(BufferStateError):
+        writer(a, buf.id, http).append(b"y")
+    assert site.delete(buf.id).state == "deleted"
+
+
+def test_restarted_service_keeps_its_buffers(tmp_path: Path, http: httpx.Client) -> None:
+    svc = ServiceProcess(tmp_path / "site", "gamma").start()
+    try:
+        site = SiteClient(svc.url, svc.admin, http)
+        sealed = site.create(2**20, ttl=600, item="vis")
+        open_buf = site.create(2**20, ttl=600)
+        data = os.urandom(2**20)
+        w = writer(svc, sealed.id, http)
+        w.append(data[: 2**19], tag="a")
+        w.append(data[2**19 :], tag="b")
+        writer(svc, open_buf.id, http).append(b"half", tag="h")
+        svc.kill()
+        svc.start()
+        info = reader(svc, sealed.id, http).info()
+        assert (info.state, info.size, info.item) == ("full", 2**20, "vis")
+        assert info.sha256 == hashlib.sha256(data).hexdigest()
+        assert reader(svc, sealed.id, http).read()[0] == data
+        w2 = writer(svc, open_buf.id, http)
+        with pytest.raises(TagExists):
+            w2.append(b"again", tag="h")  # write-once tags survive the restart too
+        assert w2.append(b" more", offset=4).size == 9
+        assert len(site.list_buffers()) == 2
+    finally:
+        svc.kill()
