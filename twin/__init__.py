@@ -2,14 +2,79 @@
 
 Only ``AbstractSiteState`` (forecasts with uncertainty, a health score) ever
 leaves a twin; raw telemetry, job ids, user names and node names never do.
+The model, its equations and every state component are documented in
+``twin.ssm`` and ``twin.site`` (and docs/twin.md).
 
 Public API::
 
-    from twin import static_view
-    view = static_view(federation)          # site id -> AbstractSiteState
+    from twin import FederationTwin, read_telemetry
+    twin = FederationTwin(federation)
+    twin.ingest(read_telemetry("examples/telemetry/demo-telemetry.csv"))
+    view = twin.view()                      # site id -> AbstractSiteState
     view["ddf-fatnode"].available_cores.mean[:3]
+    twin.forecast("ddf-fatnode", controls=[(64, 3600 * 64)])  # what-if
 """
 
+from twin.disclosure import DisclosurePolicy, disclose
+from twin.errors import InvalidTelemetry, ModelError, TwinError
+from twin.federation_twin import FederationTwin, IngestReport, SiteFit, fit_sites
+from twin.fit import (
+    BacktestResult,
+    FitResult,
+    backtest,
+    default_spec,
+    filter_series,
+    fit_block,
+    rts_smooth,
+    series_loglik,
+)
+from twin.kalman import BatchKalman, UpdateStats, predict, project, update
+from twin.series import Series, load_series
+from twin.site import BlockForecast, SiteForecast, SiteTwin, TwinConfig, site_model
+from twin.ssm import BlockSpec, StateSpaceModel, discretise
 from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView, static_view
+from twin.telemetry import LocalProbe, TelemetrySample, read_telemetry, replay
 
-__all__ = ["AbstractSiteState", "Forecast", "SiteStatus", "SiteView", "static_view"]
+__all__ = [
+    "AbstractSiteState",
+    "BacktestResult",
+    "BatchKalman",
+    "BlockForecast",
+    "BlockSpec",
+    "DisclosurePolicy",
+    "FederationTwin",
+    "FitResult",
+    "Forecast",
+    "IngestReport",
+    "InvalidTelemetry",
+    "LocalProbe",
+    "ModelError",
+    "Series",
+    "SiteFit",
+    "SiteForecast",
+    "SiteStatus",
+    "SiteTwin",
+    "SiteView",
+    "StateSpaceModel",
+    "TelemetrySample",
+    "TwinConfig",
+    "TwinError",
+    "UpdateStats",
+    "backtest",
+    "default_spec",
+    "disclose",
+    "discretise",
+    "filter_series",
+    "fit_block",
+    "fit_sites",
+    "load_series",
+    "predict",
+    "project",
+    "read_telemetry",
+    "replay",
+    "rts_smooth",
+    "series_loglik",
+    "site_model",
+    "static_view",
+    "update",
+]

@@ -1,0 +1,341 @@
+"""Kalman filtering as pure functions over (batches of) arrays, and the batched engine.
+
+The functions follow filterpy's procedural form and its exact arithmetic
+(``KalmanFilter.predict`` / ``update``, Joseph-form covariance update), so a
+batch of ``N`` sites filtered here agrees with ``N`` filterpy objects to round-off
+(tests check 1e-9 on random cases). Shapes, with ``n`` states and ``m``
+observations:
+
+* ``x``: ``(N, n)`` state means; ``P``: ``(N, n, n)`` per-site covariances or
+  ``(n, n)`` one covariance *shared* by every site.
+* ``A``, ``Q``: ``(n, n)`` (shared) or ``(N, n, n)``; ``H``: ``(m, n)``;
+  ``R``: ``(m, m)`` or ``(N, m, m)``; ``z``: ``(N, m)``.
+* ``mask``: ``(N, m)`` booleans, True where the observation is present. Missing
+  observations are explicit (masked), never zeros: a masked row of ``H`` and
+  ``y`` is removed from the update exactly as if filterpy were called with the
+  reduced ``z``, ``H``, ``R``.
+
+When every site shares ``A``, ``Q``, ``H``, ``R``, the initial ``P`` and the
+observation pattern, the covariances evolve identically: ``BatchKalman`` then
+keeps one ``(n, n)`` covariance and one gain, and the mean update is two matrix
+products over the whole batch (the *shared-covariance path*). It falls back to
+per-site covariances automatically as soon as one of those stops holding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from twin.errors import ModelError
+
+Array = NDArray[np.float64]
+Mask = NDArray[np.bool_]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _sym(P: Array) -> Array:
+    """``(P + P^T) / 2``: removes the round-off asymmetry that makes a long recursion diverge."""
+    return 0.5 * (P + np.swapaxes(P, -1, -2))
+
+
+def _apply(M: Array, x: Array) -> Array:
+    """``M x`` for every row of ``x`` (``M`` shared ``(n, n)`` or per site ``(N, n, n)``)."""
+    if M.ndim == 2:
+        return x @ M.T
+    out: Array = np.matmul(M, x[..., None])[..., 0]
+    return out
+
+
+def predict(
+    x: Array,
+    P: Array,
+    A: Array,
+    Q: Array,
+    B: Array | None = None,
+    u: Array | None = None,
+) -> tuple[Array, Array]:
+    """One prediction step for a batch.
+
+    ``x' = A x + B u`` and ``P' = A P A^T + Q`` (filterpy's ``predict`` with
+    ``alpha = 1``). ``P`` stays shared when ``P``, ``A`` and ``Q`` all are.
+    """
+    x_new = _apply(A, x)  # x' = A x
+    if B is not None and u is not None:
+        x_new = x_new + _apply(B, u)  # + B u
+    if P.ndim == 3 and A.ndim == 2:
+        # A P A^T as two 2-D BLAS products over the stacked rows: (P A^T), then
+        # A (P A^T) = ((P A^T)^T A^T)^T = (A P) A^T since P is symmetric.
+        N, n, _ = P.shape
+        PAt = (P.reshape(N * n, n) @ A.T).reshape(N, n, n)
+        APAt = (np.swapaxes(PAt, 1, 2).reshape(N * n, n) @ A.T).reshape(N, n, n)
+        return x_new, APAt + Q  # P' = A P A^T + Q
+    P_new = A @ P @ np.swapaxes(A, -1, -2) + Q  # P' = A P A^T + Q
+    return x_new, P_new
+
+
+@dataclass(frozen=True)
+class UpdateStats:
+    """Innovation statistics of one update, per site.
+
+    ``nis`` is the normalised innovation squared ``y^T S^-1 y`` (chi-square with
+    ``dof`` degrees of freedom when the model is right); ``loglik`` is the
+    Gaussian log-likelihood of the innovation, ``-(dof log 2pi + log|S| + nis)/2``
+    (filterpy's ``log_likelihood``). Sites with nothing observed have dof 0,
+    nis 0 and loglik 0.
+    """
+
+    nis: Array
+    dof: NDArray[np.int64]
+    loglik: Array
+
+
+def _masked_terms(H: Array, R: Array, y: Array, mask: Mask) -> tuple[Array, Array, Array]:
+    """Per-site ``H``, ``R`` and ``y`` with the missing rows taken out.
+
+    A missing row of ``H`` and ``y`` is zeroed and its row and column of ``R``
+    replaced by the identity: the innovation covariance becomes block diagonal
+    with an identity block for the missing part, the gain's column for it is
+    zero, and the update equals filterpy's on the reduced observation.
+    """
+    fm = mask.astype(np.float64)
+    Hm = H[None, :, :] * fm[:, :, None] if H.ndim == 2 else H * fm[:, :, None]
+    RR = R if R.ndim == 3 else np.broadcast_to(R, (mask.shape[0], *R.shape))
+    outer = fm[:, :, None] * fm[:, None, :]
+    Rm = RR * outer + np.eye(mask.shape[1])[None] * (1.0 - fm)[:, :, None]
+    return Hm, Rm, y * fm
+
+
+def update(
+    x: Array,
+    P: Array,
+    z: Array,
+    H: Array,
+    R: Array,
+    mask: Mask | None = None,
+    stats: bool = False,
+) -> tuple[Array, Array, UpdateStats | None]:
+    """One measurement update for a batch (filterpy's ``update``, Joseph form).
+
+    Equations, per site::
+
+        y = z - H x                      innovation
+        S = H P H^T + R                  innovation covariance
+        K = P H^T S^-1                   gain
+        x+ = x + K y
+        P+ = (I - K H) P (I - K H)^T + K R K^T     (Joseph form, then symmetrised)
+
+    ``P`` shared (``(n, n)``) requires ``R`` shared and a ``mask`` that is None
+    or the same for every site; the gain is then computed once for the batch.
+    """
+    N, n = x.shape
+    m = H.shape[-2]
+    if z.shape != (N, m):
+        raise ModelError(f"z has shape {z.shape}; expected ({N}, {m}) for {N} sites")
+    if mask is not None and mask.all():
+        mask = None
+    if mask is not None and not mask.any() and not stats:
+        return x, _sym(P), None
+    shared = P.ndim == 2 and R.ndim == 2 and H.ndim == 2
+    if shared and mask is not None and not (mask == mask[0]).all():
+        shared = False
+        P = np.broadcast_to(P, (N, n, n))
+    zz = np.where(mask, z, 0.0) if mask is not None else z
+    if shared:
+        Hs, Rs = H, R
+        if mask is not None:
+            row = mask[0].astype(np.float64)
+            Hs = H * row[:, None]
+            Rs = R * np.outer(row, row) + np.diag(1.0 - row)
+        y = zz - x @ Hs.T  # y = z - H x (missing entries 0)
+        if mask is not None:
+            y = y * mask[0]
+        PHT = P @ Hs.T
+        S = Hs @ PHT + Rs  # S = H P H^T + R
+        SI = np.linalg.inv(S)
+        K = PHT @ SI  # K = P H^T S^-1
+        x_new = x + y @ K.T  # x+ = x + K y, for all sites at once
+        I_KH = np.eye(n) - K @ Hs
+        P_new = _sym(I_KH @ P @ I_KH.T + K @ Rs @ K.T)
+        if not stats:
+            return x_new, P_new, None
+        nis = np.einsum("ij,jk,ik->i", y, SI, y)
+        dof_row = int(mask[0].sum()) if mask is not None else m
+        _, logdet = np.linalg.slogdet(S)
+        ll = -0.5 * (dof_row * LOG_2PI + logdet + nis) if dof_row else np.zeros(N)
+        if not dof_row:
+            nis = np.zeros(N)
+        return (
+            x_new,
+            P_new,
+            UpdateStats(nis, np.full(N, dof_row, dtype=np.int64), np.asarray(ll)),
+        )
+    if P.ndim == 2:
+        P = np.broadcast_to(P, (N, n, n))
+    if mask is None and H.ndim == 2:
+        # Unmasked with a shared H: the products with H as 2-D BLAS calls.
+        Hb: Array = H
+        Rb: Array = R
+        y = zz - x @ H.T  # y = z - H x
+        PHT = (P.reshape(N * n, n) @ H.T).reshape(N, n, m)
+        S = (np.swapaxes(PHT, 1, 2).reshape(N * m, n) @ H.T).reshape(N, m, m) + R
+    else:
+        Hx = _apply(H, x) if H.ndim == 3 else x @ H.T
+        if mask is None:
+            Hb, Rb, y = H, R, zz - Hx
+        else:
+            Hb, Rb, y = _masked_terms(H, R, zz - Hx, mask)
+        PHT = P @ np.swapaxes(Hb, -1, -2)
+        S = Hb @ PHT + Rb  # S = H P H^T + R
+    SI = np.linalg.inv(S)
+    K = PHT @ SI  # K = P H^T S^-1
+    x_new = x + np.einsum("nij,nj->ni", K, y)  # x+ = x + K y
+    # P+ = (I - K H) P = P - K (P H^T)^T, symmetrised. Equal to filterpy's Joseph
+    # form for the optimal gain (to round-off), and about 1.7 times cheaper per site.
+    P_new = _sym(P - K @ np.swapaxes(PHT, 1, 2))
+    if not stats:
+        return x_new, P_new, None
+    nis = np.einsum("ni,nij,nj->n", y, SI, y)
+    dof = mask.sum(axis=1).astype(np.int64) if mask is not None else np.full(N, m, np.int64)
+    _, logdet = np.linalg.slogdet(S)  # identity blocks of missing entries add log 1 = 0
+    ll = np.where(dof > 0, -0.5 * (dof * LOG_2PI + logdet + nis), 0.0)
+    nis = np.where(dof > 0, nis, 0.0)
+    return x_new, P_new, UpdateStats(nis, dof, ll)
+
+
+def is_spd(P: Array, tol: float = 0.0) -> bool:
+    """Whether every covariance in ``P`` is symmetric and positive definite."""
+    if not np.allclose(P, np.swapaxes(P, -1, -2), rtol=1e-12, atol=1e-12):
+        return False
+    try:
+        np.linalg.cholesky(P)
+    except np.linalg.LinAlgError:
+        return False
+    return bool((np.linalg.eigvalsh(P) > tol).all())
+
+
+class BatchKalman:
+    """A Kalman filter over ``N`` sites at once (the batched engine).
+
+    The state is ``x`` ``(N, n)`` and either one shared covariance ``(n, n)`` or
+    per-site covariances ``(N, n, n)``. The shared form is used automatically
+    when the initial covariances are all equal and every call keeps them equal
+    (shared ``A``, ``Q``, ``R``, the same observation pattern for all sites);
+    ``shared`` tells which path is active. Per-site arrays that happen to be
+    identical are collapsed to the shared form.
+
+    Example::
+
+        kf = BatchKalman(np.zeros((10_000, 6)), np.eye(6))
+        kf.predict(A, Q)
+        kf.update(z, H, R, mask=z_present)
+    """
+
+    def __init__(self, x0: Array, P0: Array) -> None:
+        x0 = np.array(x0, dtype=np.float64)
+        if x0.ndim != 2:
+            raise ModelError(f"x0 must be (sites, states), got shape {x0.shape}")
+        N, n = x0.shape
+        P0 = np.array(P0, dtype=np.float64)
+        if P0.shape not in ((n, n), (N, n, n)):
+            raise ModelError(f"P0 must be ({n}, {n}) or ({N}, {n}, {n}), got {P0.shape}")
+        self.x: Array = x0
+        self.P: Array = _collapse(P0)
+
+    @property
+    def sites(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def shared(self) -> bool:
+        """True while one covariance serves every site (the fast path)."""
+        return self.P.ndim == 2
+
+    def covariances(self) -> Array:
+        """Per-site covariances ``(N, n, n)`` (a broadcast view when shared)."""
+        if self.P.ndim == 2:
+            return np.broadcast_to(self.P, (self.sites, self.dim, self.dim))
+        return self.P
+
+    def predict(self, A: Array, Q: Array, B: Array | None = None, u: Array | None = None) -> None:
+        """``x = A x + B u``, ``P = A P A^T + Q`` for every site."""
+        A = _collapse(np.asarray(A, dtype=np.float64))
+        Q = _collapse(np.asarray(Q, dtype=np.float64))
+        P = self.P
+        if P.ndim == 2 and (A.ndim == 3 or Q.ndim == 3):
+            P = np.broadcast_to(P, (self.sites, self.dim, self.dim))
+        self.x, self.P = predict(self.x, P, A, Q, B, u)
+
+    def update(
+        self,
+        z: Array,
+        H: Array,
+        R: Array,
+        mask: Mask | None = None,
+        stats: bool = False,
+    ) -> UpdateStats | None:
+        """Apply observations ``z`` (``mask`` False where missing); returns innovation stats."""
+        R = _collapse(np.asarray(R, dtype=np.float64))
+        self.x, self.P, st = update(self.x, self.P, z, H, R, mask, stats)
+        return st
+
+
+def _collapse(M: Array) -> Array:
+    """A stack of identical matrices as one matrix (so the shared path applies)."""
+    if M.ndim == 3 and M.shape[0] > 0 and (M[0] == M).all():
+        return np.array(M[0])
+    return M
+
+
+def project(
+    x: Array, P: Array, D: Array, lower: Array, upper: Array, max_iter: int | None = None
+) -> Array:
+    """Project one estimate onto ``{x : lower <= D x <= upper}`` in the ``P^-1`` metric.
+
+    Simon and Chia's estimate projection: with the active constraints ``D_a x = d_a``,
+    ``x~ = x - P D_a^T (D_a P D_a^T)^-1 (D_a x - d_a)``, the minimiser of
+    ``(x~ - x)^T P^-1 (x~ - x)`` on the active set. Constraints are activated
+    one by one until none is violated (at most one pass per constraint). The
+    covariance is left unchanged, so it stays symmetric positive definite.
+    """
+    active: dict[int, float] = {}
+    xt = x.copy()
+    for _ in range(max_iter or len(D) + 1):
+        v = D @ xt
+        viol = [
+            (i, lower[i] if v[i] < lower[i] else upper[i])
+            for i in range(len(D))
+            if (v[i] < lower[i] - 1e-12 or v[i] > upper[i] + 1e-12) and i not in active
+        ]
+        if not viol:
+            return xt
+        for i, bound in viol:
+            active[i] = float(bound)
+        idx = list(active)
+        Da = D[idx]
+        da = np.array([active[i] for i in idx])
+        M = Da @ P @ Da.T
+        try:
+            corr = P @ Da.T @ np.linalg.solve(M, Da @ x - da)
+        except np.linalg.LinAlgError:
+            break
+        xt = x - corr
+    # Fallback when the active-set pass did not settle (degenerate P): clip.
+    v = D @ xt
+    for i in range(len(D)):
+        if v[i] < lower[i] or v[i] > upper[i]:
+            row = D[i]
+            target = min(max(v[i], lower[i]), upper[i])
+            xt = xt + row * (target - v[i]) / float(row @ row)
+    return xt
+
+
+__all__ = ["BatchKalman", "UpdateStats", "is_spd", "predict", "project", "update"]

@@ -1,0 +1,402 @@
+"""The twin of one site: its state-space model, filter, anomaly test and forecasts.
+
+The site model (``site_model``) stacks these blocks (see ``twin.ssm`` for the
+equations of each kind); units are SI, as everywhere:
+
+==================  ==========  =============================================  ===========
+block               kind        states                                         bounds
+==================  ==========  =============================================  ===========
+utilisation         structural  level, damped trend, AR, one daily pair        0 .. 1
+backlog             queue       backlog (core-s queued), inflow (core-s / s)   >= 0
+power_price         structural  level, AR transient, 2 daily + 1 weekly pairs  none
+carbon_intensity    structural  level, AR transient, 2 daily pairs             >= 0
+link:<dst>          structural  level (bytes/s), one per outgoing link         >= 0
+==================  ==========  =============================================  ===========
+
+The control ``u = (cores, work)`` is what the orchestrator did in the interval:
+``cores`` started (+) or released (-) on the site, and ``work`` core-seconds it
+submitted to the queue. ``B`` adds ``cores / site.cores`` to the utilisation
+level and ``work`` to the backlog, so forecasts conditioned on a planned
+control sequence answer "if I send this load, what happens to the backlog".
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import chi2
+
+from federation.model import Site
+from twin.errors import ModelError
+from twin.kalman import Array, predict, project, update
+from twin.ssm import BlockSpec, StateSpaceModel
+from twin.state import SiteStatus
+from twin.telemetry import TelemetrySample
+
+HOUR = 3600.0
+CONTROLS = ("cores", "work")
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """Forecast horizon and the thresholds of the anomaly tests.
+
+    A window of the last ``nis_window`` updates is tested: the sum of their
+    normalised innovations squared is chi-square with the sum of their observed
+    dimensions as degrees of freedom when the model holds. Its upper-tail
+    probability below ``alpha_degraded`` flags the site degraded, below
+    ``alpha_down`` down. No sample for more than ``stale_after_s`` seconds: stale.
+    """
+
+    horizon: int = 48
+    slot_seconds: float = 3600.0
+    nis_window: int = 6
+    alpha_degraded: float = 1e-3
+    alpha_down: float = 1e-9
+    stale_after_s: float = 3 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.slot_seconds <= 0 or self.nis_window < 1:
+            raise ModelError("horizon and nis_window must be >= 1, slot_seconds > 0")
+        if not 0 < self.alpha_down < self.alpha_degraded < 1:
+            raise ModelError("need 0 < alpha_down < alpha_degraded < 1")
+        if self.stale_after_s <= 0:
+            raise ModelError("stale_after_s must be > 0")
+
+
+def default_blocks(site: Site, links: Mapping[str, float]) -> tuple[BlockSpec, ...]:
+    """Blocks sized to a site's nominal figures (``links``: dst -> nominal bytes/s)."""
+    price = max(site.energy_price_eur_per_kwh, 1e-3)
+    carbon = max(site.carbon_intensity_g_per_kwh, 1.0)
+    blocks = [
+        BlockSpec(
+            "utilisation",
+            trend=True,
+            ar=True,
+            daily=1,
+            q_level=0.01**2 / HOUR,
+            q_trend=(0.002 / HOUR) ** 2 / HOUR,
+            tau_trend=6 * HOUR,
+            q_ar=0.05**2 / HOUR,
+            tau_ar=3 * HOUR,
+            q_season=0.005**2 / HOUR,
+            r=0.02**2,
+            scale=0.5,
+            lower=0.0,
+            upper=1.0,
+        ),
+        BlockSpec(
+            "backlog",
+            kind="queue",
+            q_level=(0.05 * site.cores * HOUR) ** 2 / HOUR,
+            q_inflow=(0.05 * site.cores) ** 2 / HOUR,
+            tau_drain=HOUR,
+            r=(0.02 * site.cores * HOUR) ** 2,
+            scale=site.cores * HOUR,
+            lower=0.0,
+        ),
+        BlockSpec(
+            "power_price",
+            ar=True,
+            daily=2,
+            weekly=1,
+            q_level=(0.02 * price) ** 2 / HOUR,
+            q_ar=(0.1 * price) ** 2 / HOUR,
+            tau_ar=6 * HOUR,
+            q_season=(0.01 * price) ** 2 / HOUR,
+            q_week=(0.005 * price) ** 2 / HOUR,
+            r=(0.02 * price) ** 2,
+            scale=price,
+        ),
+        BlockSpec(
+            "carbon_intensity",
+            ar=True,
+            daily=2,
+            q_level=(0.02 * carbon) ** 2 / HOUR,
+            q_ar=(0.1 * carbon) ** 2 / HOUR,
+            tau_ar=6 * HOUR,
+            q_season=(0.01 * carbon) ** 2 / HOUR,
+            r=(0.02 * carbon) ** 2,
+            scale=carbon,
+            lower=0.0,
+        ),
+    ]
+    for dst, bw in sorted(links.items()):
+        blocks.append(
+            BlockSpec(
+                f"link:{dst}",
+                q_level=(0.1 * bw) ** 2 / HOUR,
+                r=(0.05 * bw) ** 2,
+                scale=bw,
+                lower=0.0,
+            )
+        )
+    return tuple(blocks)
+
+
+def site_model(
+    site: Site, links: Mapping[str, float], blocks: Sequence[BlockSpec] | None = None
+) -> StateSpaceModel:
+    """The state-space model of ``site`` (``blocks`` overrides the default parameters)."""
+    specs = tuple(blocks) if blocks is not None else default_blocks(site, links)
+    names = [b.name for b in specs]
+    for need in ("utilisation", "backlog"):
+        if need not in names:
+            raise ModelError(f"a site model needs a {need!r} block; got {names}")
+    dummy = StateSpaceModel(specs)
+    B = np.zeros((dummy.dim, len(CONTROLS)))
+    B[dummy.index("utilisation.level"), 0] = 1.0 / site.cores  # cores started -> utilisation
+    B[dummy.index("backlog.backlog"), 1] = 1.0  # work submitted -> backlog
+    return StateSpaceModel(specs, CONTROLS, B)
+
+
+@dataclass(frozen=True)
+class BlockForecast:
+    """Forecast of one observed metric per slot: mean and standard deviation."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SiteForecast:
+    """Forecasts of every metric of a site at the middle of each slot."""
+
+    site_id: str
+    issued_at: float
+    slot_seconds: float
+    blocks: dict[str, BlockForecast]
+
+
+@dataclass
+class Counters:
+    """What happened to the samples a twin was given."""
+
+    applied: int = 0
+    duplicates: int = 0
+    rejected_out_of_order: int = 0
+    conflicting: int = 0
+    ignored_metrics: int = 0
+
+
+class SiteTwin:
+    """Kalman twin of one site: ingest samples, test innovations, forecast.
+
+    The estimate ``x, P`` refers to time ``t``. A sample older than ``t`` is
+    rejected and counted (never applied: the filter cannot go back in time);
+    a sample at exactly ``t`` with the same values is a duplicate (ignored,
+    so replaying a file twice changes nothing). Controls recorded with
+    ``control`` enter the next prediction.
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        links: Mapping[str, float] | None = None,
+        config: TwinConfig | None = None,
+        blocks: Sequence[BlockSpec] | None = None,
+    ) -> None:
+        self.site = site
+        self.links = dict(links or {})
+        self.config = config or TwinConfig()
+        self.model = site_model(site, self.links, blocks)
+        self.x: Array | None = None
+        self.P: Array | None = None
+        self.t: float | None = None
+        self.last_sample_t: float | None = None
+        self.last_values: dict[str, float] = {}
+        self.up = True
+        self.pending = np.zeros(len(CONTROLS))
+        self.window: deque[tuple[float, int]] = deque(maxlen=self.config.nis_window)
+        self.counters = Counters()
+        self._D, self._lo, self._hi = self.model.constraints()
+
+    @property
+    def site_id(self) -> str:
+        return self.site.id
+
+    # --- filtering -------------------------------------------------------------------------
+    def control(self, cores: float = 0.0, work: float = 0.0) -> None:
+        """Record load the orchestrator started (``cores``, negative = released) and
+        ``work`` core-seconds it queued since the last sample."""
+        self.pending = self.pending + np.array([cores, work], dtype=np.float64)
+
+    def ingest(self, sample: TelemetrySample) -> str:
+        """Apply one sample; returns ``applied``, ``duplicate``, ``rejected`` or ``conflicting``."""
+        if sample.site != self.site.id:
+            raise ModelError(
+                f"sample of site {sample.site!r} given to the twin of {self.site.id!r}"
+            )
+        obs = sample.observed()
+        known = {k: v for k, v in obs.items() if k in self.model.offsets}
+        self.counters.ignored_metrics += len(obs) - len(known)
+        if self.t is not None and sample.timestamp < self.t:
+            self.counters.rejected_out_of_order += 1
+            return "rejected"
+        if self.t is not None and sample.timestamp == self.t:
+            if known == self.last_values and sample.up == self.up:
+                self.counters.duplicates += 1
+                return "duplicate"
+            self.counters.conflicting += 1
+            return "conflicting"
+        names = self.model.observations
+        z = np.array([[known.get(n, 0.0) for n in names]])
+        mask = np.array([[n in known for n in names]])
+        if self.x is None or self.P is None or self.t is None:
+            self.x, self.P = self.model.initial(known)
+            # the first sample defines the levels; nothing to test against yet
+        else:
+            A, Q = self.model.transition(sample.timestamp - self.t)
+            xb, Pb = predict(self.x[None], self.P[None], A, Q, self.model.B, self.pending[None])
+            self.pending = np.zeros(len(CONTROLS))
+            xb, Pb, st = update(xb, Pb, z, self.model.H, self.model.R, mask, stats=True)
+            self.x, self.P = xb[0], Pb[0]
+            if st is not None and int(st.dof[0]) > 0:
+                self.window.append((float(st.nis[0]), int(st.dof[0])))
+        if len(self._D):
+            self.x = project(self.x, self.P, self._D, self._lo, self._hi)
+        self.t = sample.timestamp
+        self.last_sample_t = sample.timestamp
+        self.last_values = known
+        self.up = sample.up
+        self.counters.applied += 1
+        return "applied"
+
+    # --- anomaly detection -----------------------------------------------------------------
+    def window_test(self) -> tuple[float, int, float]:
+        """``(statistic, dof, p_value)`` of the chi-square test on the NIS window."""
+        stat = sum(v for v, _ in self.window)
+        dof = sum(d for _, d in self.window)
+        if dof == 0:
+            return 0.0, 0, 1.0
+        return stat, dof, float(chi2.sf(stat, dof))
+
+    def status(self, now: float | None = None) -> tuple[SiteStatus, float]:
+        """The verdict and a health score in [0, 1] at time ``now`` (default: the estimate's).
+
+        Health is 1 when the window's p-value is 1 and falls linearly in
+        ``log p`` to 0 at ``alpha_down``; stale and down sites have health 0.
+        """
+        if self.t is None or self.last_sample_t is None:
+            return SiteStatus.STALE, 0.0
+        ref = self.t if now is None else now
+        if ref - self.last_sample_t > self.config.stale_after_s:
+            return SiteStatus.STALE, 0.0
+        if not self.up:
+            return SiteStatus.DOWN, 0.0
+        _, _, p = self.window_test()
+        if p < self.config.alpha_down:
+            return SiteStatus.DOWN, 0.0
+        health = 1.0 - min(1.0, math.log10(max(p, 1e-300)) / math.log10(self.config.alpha_down))
+        if p < self.config.alpha_degraded:
+            return SiteStatus.DEGRADED, health
+        return SiteStatus.OK, health
+
+    # --- forecasts -------------------------------------------------------------------------
+    def forecast(
+        self,
+        horizon: int | None = None,
+        slot_seconds: float | None = None,
+        controls: Sequence[tuple[float, float]] | Array | None = None,
+    ) -> SiteForecast:
+        """k-step-ahead forecasts at the middle of each slot from the current estimate.
+
+        ``controls[k] = (cores, work)`` is applied at the start of slot ``k`` (a
+        planned dispatch): the forecast is then conditional on it (what-if).
+        Means of bounded metrics are clipped to their bounds; the standard
+        deviation is that of the observation, ``sqrt(h P h^T + r)``.
+        """
+        if self.x is None or self.P is None or self.t is None:
+            raise ModelError(f"site {self.site.id!r} has no estimate yet: ingest telemetry first")
+        H = horizon or self.config.horizon
+        s = slot_seconds or self.config.slot_seconds
+        U = np.zeros((H, len(CONTROLS)))
+        if controls is not None:
+            c = np.asarray(controls, dtype=np.float64)
+            if c.ndim != 2 or c.shape[1] != len(CONTROLS) or len(c) > H:
+                raise ModelError(
+                    f"controls must be at most {H} rows of (cores, work), got shape {c.shape}"
+                )
+            U[: len(c)] = c
+        U[0] += self.pending
+        names = self.model.observations
+        means = np.empty((H, len(names)))
+        stds = np.empty((H, len(names)))
+        x, P = self.x[None], self.P[None]
+        Hm, r = self.model.H, np.diag(self.model.R)
+        for k in range(H):
+            A, Q = self.model.transition(0.5 * s if k == 0 else s)
+            x, P = predict(x, P, A, Q, self.model.B, U[k][None])
+            means[k] = Hm @ x[0]  # E[y] = h^T x
+            stds[k] = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", Hm, P[0], Hm) + r, 0.0))
+        out: dict[str, BlockForecast] = {}
+        for i, b in enumerate(self.model.blocks):
+            mu = means[:, i]
+            if b.lower is not None or b.upper is not None:
+                lo = -math.inf if b.lower is None else b.lower
+                hi = math.inf if b.upper is None else b.upper
+                mu = np.clip(mu, lo, hi)
+            out[b.name] = BlockForecast(tuple(map(float, mu)), tuple(map(float, stds[:, i])))
+        return SiteForecast(self.site.id, self.t, s, out)
+
+    # --- persistence -----------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready estimate, counters and parameters (what a snapshot stores)."""
+        return {
+            "x": None if self.x is None else self.x.tolist(),
+            "P": None if self.P is None else self.P.tolist(),
+            "t": self.t,
+            "last_sample_t": self.last_sample_t,
+            "last_values": self.last_values,
+            "up": self.up,
+            "pending": self.pending.tolist(),
+            "window": list(self.window),
+            "counters": asdict(self.counters),
+            "blocks": [asdict(b) for b in self.model.blocks],
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        site: Site,
+        links: Mapping[str, float],
+        config: TwinConfig,
+        state: Mapping[str, Any],
+    ) -> SiteTwin:
+        """A twin resumed from ``to_state`` output (same site and links)."""
+        blocks = [BlockSpec(**b) for b in state.get("blocks", [])]
+        twin = cls(site, links, config, blocks or None)
+        if state.get("x") is not None:
+            x = np.array(state["x"], dtype=np.float64)
+            if x.shape != (twin.model.dim,):
+                raise ModelError(
+                    f"snapshot of {site.id!r} has {x.shape[0]} states; the model has "
+                    f"{twin.model.dim} (links changed?)"
+                )
+            twin.x = x
+            twin.P = np.array(state["P"], dtype=np.float64)
+        twin.t = state.get("t")
+        twin.last_sample_t = state.get("last_sample_t")
+        twin.last_values = dict(state.get("last_values", {}))
+        twin.up = bool(state.get("up", True))
+        twin.pending = np.array(state.get("pending", [0.0, 0.0]), dtype=np.float64)
+        twin.window.extend((float(a), int(b)) for a, b in state.get("window", []))
+        twin.counters = Counters(**state.get("counters", {}))
+        return twin
+
+
+__all__ = [
+    "CONTROLS",
+    "BlockForecast",
+    "Counters",
+    "SiteForecast",
+    "SiteTwin",
+    "TwinConfig",
+    "default_blocks",
+    "site_model",
+]
