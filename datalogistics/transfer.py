@@ -179,6 +179,8 @@ class _Counters:
 class TransferEngine:
     """Moves sealed buffers between buffer services (see the module docstring).
 
+    ``limits`` maps a link ``(src site, dst site)`` to its token bucket;
+    ``default_limit`` applies to links not in ``limits`` (None: unlimited).
     ``transport`` is handed to ``httpx.Client`` (for example to bind a local
     address or inject a faulty network in tests); ``on_record`` receives each
     finished transfer's record (the twin's telemetry sink).
@@ -192,6 +194,7 @@ class TransferEngine:
         backoff_max: float = 5.0,
         timeout: float = 60.0,
         limits: Mapping[tuple[str, str], TokenBucket] | None = None,
+        default_limit: TokenBucket | None = None,
         on_record: Callable[[TransferRecord], None] | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -206,6 +209,7 @@ class TransferEngine:
         self.backoff_max = backoff_max
         self.timeout = timeout
         self.limits = dict(limits or {})
+        self.default_limit = default_limit
         self.on_record = on_record
         self.transport = transport
         self._sleep = sleep
@@ -255,7 +259,7 @@ class TransferEngine:
                 f"destination buffer {dinfo.id} takes at most {dinfo.max_size} bytes, the source "
                 f"holds {sinfo.size}: create it with max_size >= {sinfo.size}"
             )
-        bucket = self.limits.get((sinfo.site, dinfo.site))
+        bucket = self.limits.get((sinfo.site, dinfo.site), self.default_limit)
         started = time.time()
         offset = resumed_from = dinfo.size
         if dinfo.state != "full":
