@@ -1,0 +1,66 @@
+"""``/api/v1/sites``: register, update and list the federation's sites (federation-admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+from sqlalchemy import select
+
+from federation.api.deps import Admin, DbSession, Member
+from federation.api.errors import Conflict, NotFound
+from federation.api.tables import SiteRow, utcnow
+from federation.errors import InvalidInput
+from federation.model import ID_PATTERN, Site
+
+router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
+
+SiteId = ID_PATTERN
+
+
+def _site(row: SiteRow) -> Site:
+    return Site.model_validate(row.document)
+
+
+@router.get("", summary="List the registered sites", response_model=list[Site])
+def list_sites(_who: Member, db: DbSession) -> list[Site]:
+    """Every registered site, by id (any member of the federation)."""
+    return [_site(r) for r in db.scalars(select(SiteRow).order_by(SiteRow.id))]
+
+
+@router.get("/{site_id}", summary="One registered site", response_model=Site)
+def get_site(
+    _who: Member, db: DbSession, site_id: str = Path(pattern=SiteId, max_length=128)
+) -> Site:
+    row = db.get(SiteRow, site_id)
+    if row is None:
+        raise NotFound(f"site {site_id!r} not found")
+    return _site(row)
+
+
+@router.post("", status_code=201, summary="Register a site", response_model=Site)
+def register_site(site: Site, who: Admin, db: DbSession) -> Site:
+    """Register a new site (federation-admin); 409 if the id is taken."""
+    if db.get(SiteRow, site.id) is not None:
+        raise Conflict(f"site {site.id!r} is already registered: PUT /api/v1/sites/{site.id}")
+    db.add(SiteRow(id=site.id, document=site.model_dump(mode="json"), updated_by=who.subject))
+    return site
+
+
+@router.put("/{site_id}", summary="Replace a registered site", response_model=Site)
+def update_site(
+    site: Site,
+    who: Admin,
+    db: DbSession,
+    site_id: str = Path(pattern=SiteId, max_length=128),
+) -> Site:
+    """Replace the description of ``site_id`` (federation-admin); the body's id must match."""
+    if site.id != site_id:
+        raise InvalidInput.single(
+            "<api>", "body.id", f"the body's id {site.id!r} differs from the path's {site_id!r}"
+        )
+    row = db.get(SiteRow, site_id)
+    if row is None:
+        raise NotFound(f"site {site_id!r} not found: register it with POST /api/v1/sites")
+    row.document = site.model_dump(mode="json")
+    row.updated_at = utcnow()
+    row.updated_by = who.subject
+    return site

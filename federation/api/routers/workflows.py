@@ -1,0 +1,142 @@
+"""``/api/v1/projects/{project_id}/workflows`` and ``/api/v1/workflows/{id}``.
+
+A researcher submits a workflow (WfCommons WfFormat 1.4/1.5 or the native
+format) to one of their projects, optionally with the id of a data project
+plan of the same project. The document is validated by
+``orchestrator.loaders.workflow_from_data`` and stored with its summary; it is
+visible only to that project's researchers, auditors and admins (404 for
+anyone else).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from federation.api.deps import DbSession, Member, ProjectReader, ProjectWriter
+from federation.api.errors import NotFound
+from federation.api.routers._common import json_safe, prefixed
+from federation.api.tables import MadppRow, WorkflowRow
+from federation.errors import InvalidInput
+from orchestrator.loaders import workflow_from_data
+from orchestrator.wfformat import is_wfformat
+
+router = APIRouter(prefix="/api/v1", tags=["workflows"])
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+class WorkflowSubmission(BaseModel):
+    """A workflow document and, optionally, the data project plan it follows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: dict[str, Any] = Field(
+        description="WfCommons WfFormat 1.4/1.5 instance or native workflow ('steps')"
+    )
+    madpp_id: str | None = Field(
+        default=None, pattern=UUID_PATTERN, description="a data project plan of the same project"
+    )
+
+
+class WorkflowInfo(BaseModel):
+    """A stored workflow: who submitted it where, and its summary."""
+
+    id: str
+    project: str
+    name: str
+    format: str
+    madpp_id: str | None
+    created_at: datetime
+    submitted_by: str
+    summary: dict[str, Any]
+
+
+def _info(row: WorkflowRow) -> WorkflowInfo:
+    return WorkflowInfo(
+        id=row.id,
+        project=row.project,
+        name=row.name,
+        format=row.format,
+        madpp_id=row.madpp_id,
+        created_at=row.created_at,
+        submitted_by=row.submitted_by,
+        summary=row.summary,
+    )
+
+
+def _visible_row(db: DbSession, who: Member, workflow_id: str) -> WorkflowRow:
+    row = db.get(WorkflowRow, workflow_id)
+    if row is None or not who.can_read_project(row.project):
+        raise NotFound(f"workflow {workflow_id!r} not found")
+    return row
+
+
+@router.post(
+    "/projects/{project_id}/workflows",
+    status_code=201,
+    response_model=WorkflowInfo,
+    summary="Submit a workflow to a project",
+)
+def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, db: DbSession) -> WorkflowInfo:
+    """Validate and store a workflow of ``project_id`` (researcher of the project)."""
+    try:
+        wf = workflow_from_data(body.workflow, "<api>")
+    except InvalidInput as exc:
+        raise prefixed(exc, "body.workflow") from None
+    if body.madpp_id is not None:
+        plan = db.get(MadppRow, body.madpp_id)
+        if plan is None or plan.project != access.project:
+            raise InvalidInput.single(
+                "<api>",
+                "body.madpp_id",
+                f"no data project plan {body.madpp_id!r} in project {access.project!r}: "
+                f"submit it first (POST /api/v1/projects/{access.project}/madpp)",
+            )
+    row = WorkflowRow(
+        id=str(uuid.uuid4()),
+        project=access.project,
+        name=wf.name,
+        format="wfformat" if is_wfformat(body.workflow) else "native",
+        document=body.workflow,
+        summary=json_safe(wf.summary()),
+        madpp_id=body.madpp_id,
+        submitted_by=access.who.subject,
+    )
+    db.add(row)
+    db.flush()
+    return _info(row)
+
+
+@router.get(
+    "/projects/{project_id}/workflows",
+    response_model=list[WorkflowInfo],
+    summary="List a project's workflows",
+)
+def list_workflows(access: ProjectReader, db: DbSession) -> list[WorkflowInfo]:
+    rows = db.scalars(
+        select(WorkflowRow)
+        .where(WorkflowRow.project == access.project)
+        .order_by(WorkflowRow.created_at, WorkflowRow.id)
+    )
+    return [_info(r) for r in rows]
+
+
+@router.get("/workflows/{workflow_id}", response_model=WorkflowInfo, summary="One workflow")
+def get_workflow(
+    who: Member, db: DbSession, workflow_id: str = Path(pattern=UUID_PATTERN)
+) -> WorkflowInfo:
+    """The workflow; 404 when it does not exist or belongs to a project the caller cannot see."""
+    return _info(_visible_row(db, who, workflow_id))
+
+
+@router.get("/workflows/{workflow_id}/document", summary="The workflow document as submitted")
+def get_workflow_document(
+    who: Member, db: DbSession, workflow_id: str = Path(pattern=UUID_PATTERN)
+) -> dict[str, Any]:
+    return _visible_row(db, who, workflow_id).document

@@ -1,0 +1,87 @@
+"""The API's tables in the shared store: registered sites, submitted workflows and plans.
+
+Documents are kept as the JSON the client sent (after validation), so a
+``GET`` answers with exactly what was accepted. Workflows and data project
+plans carry their ``project``: every query filters on it (multi-tenancy).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from federation.store import Base
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend (SQLite keeps no time zone: stored naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class SiteRow(Base):
+    """A site registered in the federation (the ``Site`` model as JSON)."""
+
+    __tablename__ = "api_sites"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class MadppRow(Base):
+    """A data project plan (maDMP 1.2) of one project."""
+
+    __tablename__ = "api_madpp"
+    __table_args__ = (Index("ix_api_madpp_project", "project"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(String(512), default="")
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    submitted_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class WorkflowRow(Base):
+    """A submitted workflow of one project, with its summary and optional data plan."""
+
+    __tablename__ = "api_workflows"
+    __table_args__ = (Index("ix_api_workflows_project", "project"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(256))
+    format: Mapped[str] = mapped_column(String(32))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    madpp_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("api_madpp.id"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    submitted_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+__all__ = ["MadppRow", "SiteRow", "WorkflowRow", "utcnow"]

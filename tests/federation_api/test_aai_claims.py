@@ -1,0 +1,141 @@
+"""Roles and AARC-G069 entitlements -> Principal (pure functions, no server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from federation.api import LocalVerifier, Principal, Role, parse_entitlement, principal_from_claims
+from federation.api.errors import Unauthenticated
+from federation.settings import Settings
+
+SETTINGS = Settings(
+    entitlement_vo="continuum",
+    vo_projects={"vo.lofar.eu:ddf": "ddf"},
+)
+
+
+def test_parse_entitlement_splits_namespace_vo_groups_role_and_authority() -> None:
+    ent = parse_entitlement("urn:mace:egi.eu:group:vo.lofar.eu:ddf:imaging:role=member#aai.egi.eu")
+    assert ent is not None
+    assert ent.namespace == "mace:egi.eu"
+    assert ent.vo == "vo.lofar.eu"
+    assert ent.groups == ("ddf", "imaging")
+    assert ent.role == "member"
+    assert ent.authority == "aai.egi.eu"
+    bare = parse_entitlement("urn:geant:example.org:group:continuum")
+    assert bare is not None
+    assert (bare.vo, bare.groups, bare.role, bare.authority) == ("continuum", (), None, None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "continuum",
+        "urn:mace:egi.eu:vo.lofar.eu",
+        "urn:x:group:",
+        "urn:x:group:a::b",
+        "x:group:a",
+    ],
+)
+def test_parse_entitlement_rejects_non_entitlements(value: str) -> None:
+    assert parse_entitlement(value) is None
+
+
+def test_realm_and_own_client_roles_map_to_scoped_grants() -> None:
+    p = principal_from_claims(
+        {
+            "sub": "u1",
+            "preferred_username": "alice",
+            "realm_access": {"roles": ["auditor", "offline_access", "researcher:ignored-no"]},
+            "resource_access": {
+                "continuum-api": {"roles": ["site-operator:ddf-fatnode", "researcher:proj-a"]},
+                "other-client": {"roles": ["federation-admin", "researcher:proj-z"]},
+            },
+        },
+        SETTINGS,
+    )
+    assert p.subject == "alice"
+    assert p.auditor
+    assert not p.admin
+    assert p.sites == {"ddf-fatnode"}
+    assert p.projects == {"proj-a", "ignored-no"}
+    assert p.roles == {Role.AUDITOR, Role.SITE_OPERATOR, Role.RESEARCHER}
+
+
+def test_unscoped_operator_and_researcher_roles_grant_nothing_by_themselves() -> None:
+    p = principal_from_claims(
+        {"realm_access": {"roles": ["site-operator", "researcher"]}}, SETTINGS
+    )
+    assert not p.is_member
+
+
+def test_entitlements_of_the_federation_vo() -> None:
+    ents = [
+        "urn:geant:x.org:group:continuum:projects:proj-a#sso.x.org",
+        "urn:geant:x.org:group:continuum:projects:proj-b:role=manager#sso.x.org",
+        "urn:geant:x.org:group:continuum:projects:proj-c:role=guest#sso.x.org",
+        "urn:geant:x.org:group:continuum:sites:gpu-centre:role=operator#sso.x.org",
+        "urn:geant:x.org:group:continuum:sites:edge-station#sso.x.org",
+        "urn:geant:x.org:group:continuum:role=auditor#sso.x.org",
+        "urn:geant:x.org:group:elsewhere:projects:proj-d#sso.x.org",
+    ]
+    p = principal_from_claims({"sub": "s", "eduperson_entitlement": ents}, SETTINGS)
+    assert p.projects == {"proj-a", "proj-b"}  # guest is no researcher; other VOs unmapped
+    assert p.sites == {"gpu-centre"}  # a site group without the operator role grants nothing
+    assert p.auditor
+    assert not p.admin
+    admin = principal_from_claims(
+        {"eduperson_entitlement": "urn:a:group:continuum:role=federation-admin#b"}, SETTINGS
+    )
+    assert admin.admin
+
+
+def test_other_vos_map_to_projects_only_when_configured() -> None:
+    claims = {
+        "eduperson_entitlement": [
+            "urn:mace:egi.eu:group:vo.lofar.eu:ddf:role=member#aai.egi.eu",
+            "urn:mace:egi.eu:group:vo.lofar.eu:role=member#aai.egi.eu",
+        ]
+    }
+    assert principal_from_claims(claims, SETTINGS).projects == {"ddf"}
+
+
+def test_untrusted_authorities_are_ignored() -> None:
+    settings = Settings(entitlement_authorities=("sso.x.org",))
+    claims = {
+        "eduperson_entitlement": [
+            "urn:g:x:group:continuum:projects:good#sso.x.org",
+            "urn:g:x:group:continuum:projects:bad#evil.example",
+            "urn:g:x:group:continuum:role=admin",
+        ]
+    }
+    p = principal_from_claims(claims, settings)
+    assert p.projects == {"good"}
+    assert not p.admin
+
+
+def test_principal_permissions() -> None:
+    researcher = Principal("r", projects=frozenset({"a"}))
+    auditor = Principal("au", auditor=True)
+    admin = Principal("ad", admin=True)
+    assert researcher.can_write_project("a")
+    assert not researcher.can_read_project("b")
+    assert auditor.can_read_project("b")
+    assert not auditor.can_write_project("b")
+    assert admin.can_write_project("b")
+    assert admin.can_operate_site("any")
+    assert researcher.visible_projects() == frozenset({"a"})
+    assert auditor.visible_projects() is None
+
+
+def test_local_verifier_accepts_only_its_token() -> None:
+    verifier = LocalVerifier()
+    assert len(verifier.token) >= 40
+    who = asyncio.run(verifier.principal(verifier.token))
+    assert who.admin
+    with pytest.raises(Unauthenticated):
+        asyncio.run(verifier.principal(verifier.token[:-1] + "x"))
+    assert LocalVerifier().token != verifier.token
