@@ -232,8 +232,8 @@ def solve_cdt(
         raise ValueError(f"unknown CDT objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
     H = problem.safe_horizon()
     prob = pulp.LpProblem("cdt", pulp.LpMinimize)
-    x = _start_vars(problem, H)
-    C = pulp.LpVariable("C", lowBound=0)
+    x = _start_vars(prob, problem, H)
+    C = prob.add_variable("C", lowBound=0)
     by_job: dict[str, list[tuple[CDTMode, int, Any]]] = defaultdict(list)
     for (jid, m, t), var in x.items():
         by_job[jid].append((m, t, var))
@@ -288,7 +288,9 @@ def solve_cdt(
     )
 
 
-def _start_vars(problem: CDTProblem, H: int) -> dict[tuple[str, CDTMode, int], Any]:
+def _start_vars(
+    prob: pulp.LpProblem, problem: CDTProblem, H: int
+) -> dict[tuple[str, CDTMode, int], Any]:
     """``x[j, m, t]`` for every start t keeping release, deadline and horizon."""
     x = {}
     for i, j in enumerate(problem.jobs):
@@ -297,7 +299,7 @@ def _start_vars(problem: CDTProblem, H: int) -> dict[tuple[str, CDTMode, int], A
             if j.deadline is not None:
                 last = min(last, j.deadline - m.duration)
             for t in range(j.release_time, last + 1):
-                x[j.job_id, m, t] = pulp.LpVariable(f"x_{i}_{mi}_{t}", cat=pulp.LpBinary)
+                x[j.job_id, m, t] = prob.add_variable(f"x_{i}_{mi}_{t}", cat=pulp.LpBinary)
     return x
 
 

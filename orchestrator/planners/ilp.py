@@ -136,27 +136,33 @@ Vars = dict[str, Any]
 
 
 # -- the model ---------------------------------------------------------------------------
-def _var(name: str, low: float | None = 0.0, up: float | None = None, binary: bool = False) -> Any:
-    """The one place variables are created (pulp's API is moving)."""
+def _var(
+    prob: pulp.LpProblem,
+    name: str,
+    low: float | None = 0.0,
+    up: float | None = None,
+    binary: bool = False,
+) -> Any:
+    """The one place variables are created (pulp 3.3's ``add_variable``, the 4.0 API)."""
     cat = pulp.LpBinary if binary else pulp.LpContinuous
-    return pulp.LpVariable(name, lowBound=low, upBound=up, cat=cat)
+    return prob.add_variable(name, lowBound=low, upBound=up, cat=cat)
 
 
-def add_variables(data: ILPData) -> Vars:
+def add_variables(prob: pulp.LpProblem, data: ILPData) -> Vars:
     """``z[u, s, k]`` binaries for eligible (u, s), starts ``S[u]``, makespan ``M``, ``y[e]``."""
     z = {}
     for i, u in enumerate(data.units):
         for s in data.sites:
             for k in range(data.slots):
-                z[u, s, k] = _var(f"z_{i}_{data.sites.index(s)}_{k}", binary=True)
+                z[u, s, k] = _var(prob, f"z_{i}_{data.sites.index(s)}_{k}", binary=True)
     x = {
         (u, s): pulp.lpSum(z[u, s, k] for k in range(data.slots))
         for u in data.units
         for s in data.sites
     }
-    S = {u: _var(f"S_{i}", low=data.release[u]) for i, u in enumerate(data.units)}
-    y = {e: _var(f"y_{i}") for i, e in enumerate(data.edges) if data.tcost[e]}
-    return {"z": z, "x": x, "S": S, "M": _var("M"), "y": y}
+    S = {u: _var(prob, f"S_{i}", low=data.release[u]) for i, u in enumerate(data.units)}
+    y = {e: _var(prob, f"y_{i}") for i, e in enumerate(data.edges) if data.tcost[e]}
+    return {"z": z, "x": x, "S": S, "M": _var(prob, "M"), "y": y}
 
 
 def add_assignment_constraints(prob: pulp.LpProblem, v: Vars, data: ILPData) -> None:
@@ -270,8 +276,8 @@ def add_buffer_constraints(prob: pulp.LpProblem, v: Vars, data: ILPData) -> None
         for i, (a, b) in enumerate(data.edges):
             if data.ebytes[a, b] <= 0:
                 continue
-            o = _var(f"bo_{i}_{j}")
-            n = _var(f"bi_{i}_{j}")
+            o = _var(prob, f"bo_{i}_{j}")
+            n = _var(prob, f"bi_{i}_{j}")
             prob += o >= v["x"][a, s] - v["x"][b, s], f"bufo_{i}_{j}"
             prob += n >= v["x"][b, s] - v["x"][a, s], f"bufi_{i}_{j}"
             terms.append(data.ebytes[a, b] * (o + n))
@@ -332,7 +338,7 @@ def set_objective(prob: pulp.LpProblem, v: Vars, data: ILPData, objective: Objec
 def build_model(data: ILPData, objective: Objective) -> tuple[pulp.LpProblem, Vars]:
     """Variables, the constraint families, the objective."""
     prob = pulp.LpProblem("placement", pulp.LpMinimize)
-    v = add_variables(data)
+    v = add_variables(prob, data)
     add_assignment_constraints(prob, v, data)
     add_eligibility_constraints(prob, v, data)
     add_slot_window_constraints(prob, v, data)
@@ -611,7 +617,7 @@ class ILPPlanner:
         warm = _set_warm_start(v, data, heft, constraints)
         self._say(
             f"solving with {self.settings.solver.upper()} "
-            f"({len(prob.variables())} variables, {len(prob.constraints)} constraints, "
+            f"({prob.numVariables()} variables, {prob.numConstraints()} constraints, "
             f"limit {self.settings.time_limit:.0f} s)"
         )
         info = solve(prob, self.settings, warm)

@@ -1,0 +1,99 @@
+"""``continuum plan``, ``continuum cdt solve`` and the placement demo section, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from federation.cli import app
+from federation.cli.common import DemoContext
+from federation.cli.plan_cmd import demo_section
+from federation.model import Federation
+from orchestrator import Plan, load_workflow
+from tests.conftest import shared_path
+
+METRIC_KEYS = {
+    "makespan_s",
+    "cost_eur",
+    "energy_kwh",
+    "carbon_kg",
+    "bytes_moved",
+    "planner",
+    "status",
+    "gap",
+    "wall_s",
+}
+
+
+@pytest.mark.parametrize("planner", ["ilp", "heft", "greedy", "market"])
+def test_plan_writes_the_documented_json_and_a_gantt(tmp_path: Path, planner: str) -> None:
+    wf = shared_path("wfinstances", "montage-chameleon-2mass-005d-001.json")
+    out, png = tmp_path / "plan.json", tmp_path / "g.png"
+    res = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            str(wf),
+            "--planner",
+            planner,
+            "--objective",
+            "carbon",
+            "--deadline",
+            "60",
+            "--json",
+            str(out),
+            "--gantt",
+            str(png),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "checker: ok" in res.output
+    assert "why" in res.output
+    doc = json.loads(out.read_text())
+    assert set(doc["metrics"]) == METRIC_KEYS
+    assert doc["metrics"]["planner"] == planner
+    assert len(doc["assignments"]) == 58
+    assert set(doc["assignments"][0]) == {"step", "site", "start_s", "end_s"}
+    assert doc["metrics"]["makespan_s"] <= 60
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plan_reports_bad_options_and_infeasible_limits(tmp_path: Path) -> None:
+    wf = shared_path("wfinstances", "montage-chameleon-2mass-005d-001.json")
+    res = CliRunner().invoke(app, ["plan", str(wf), "--objective", "speed"])
+    assert res.exit_code != 0
+    res = CliRunner().invoke(app, ["plan", str(wf), "--deadline", "1", "--planner", "heft"])
+    assert res.exit_code != 0
+    assert "deadline" in str(res.exception)
+
+
+def test_cdt_solve_prints_and_writes_the_schedule(tmp_path: Path) -> None:
+    f = shared_path("cdt", "rcpsp_d3_10jobs.json")
+    out = tmp_path / "s.json"
+    res = CliRunner().invoke(
+        app, ["cdt", "solve", str(f), "--json", str(out), "--csv", str(tmp_path / "s.csv")]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["objective_value"] == 24
+    assert len(doc["schedule"]) == 10
+    assert set(doc["schedule"][0]) == {"job_id", "mode_id", "start", "finish"}
+    assert "checker: ok" in res.output
+
+
+def test_demo_section_plans_and_leaves_its_results(
+    tmp_path: Path, demo_federation: Federation
+) -> None:
+    wf = load_workflow(shared_path("wfinstances", "montage-chameleon-2mass-005d-001.json"))
+    ctx = DemoContext(federation=demo_federation, workflow=wf, output=tmp_path)
+    demo_section(ctx)
+    assert isinstance(ctx.results["plan"], Plan)
+    summary = ctx.results["summary"]["plan"]
+    assert set(summary) >= METRIC_KEYS
+    assert set(summary["compared"]) >= {"heft", "greedy", "market", "ilp"}
+    assert summary["carbon_cut_vs_heft_at_1_5x_deadline"] >= 0.2
+    assert (tmp_path / "plan-gantt.png").exists()
+    assert (tmp_path / "plan.json").exists()

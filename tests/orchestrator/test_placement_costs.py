@@ -1,0 +1,201 @@
+"""The shared cost model: formulas on hand-made sites, slot averages, eligibility reasons.
+
+Also holds the small federations and workflows the other placement tests build on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from federation.model import Federation
+from orchestrator.costs import CostModel, SiteSeries
+from orchestrator.plan import PlanningConstraints
+from orchestrator.workflow import Workflow
+from twin.state import AbstractSiteState, Forecast, SiteStatus, static_view
+
+
+def two_sites(**overrides: Any) -> Federation:
+    """Site ``slow`` (speed 1, FR, 10 g/kWh) and ``fast`` (speed 2, DE, 1000 g/kWh), linked
+    at 1 MB/s with no latency; ``overrides`` replace fields of the document."""
+    doc: dict[str, Any] = {
+        "name": "pair",
+        "sites": [
+            {
+                "id": "slow",
+                "kind": "hpc",
+                "cores": 4,
+                "memory": "16 GB",
+                "speed": 1.0,
+                "power_idle_w": 1.0,
+                "power_busy_w": 10.0,
+                "pue": 1.5,
+                "price_per_core_hour": 0.36,
+                "jurisdiction": "FR",
+                "buffer_capacity": "1 TB",
+                "carbon_intensity_g_per_kwh": 10.0,
+                "energy_price_eur_per_kwh": 0.1,
+                "labels": {"arch": "x86_64"},
+            },
+            {
+                "id": "fast",
+                "kind": "cloud",
+                "cores": 4,
+                "memory": "16 GB",
+                "speed": 2.0,
+                "power_idle_w": 1.0,
+                "power_busy_w": 10.0,
+                "pue": 1.5,
+                "price_per_core_hour": 0.72,
+                "jurisdiction": "DE",
+                "buffer_capacity": "1 TB",
+                "carbon_intensity_g_per_kwh": 1000.0,
+                "energy_price_eur_per_kwh": 0.1,
+                "labels": {"arch": "arm"},
+            },
+        ],
+        "links": [
+            {"src": "slow", "dst": "fast", "bandwidth": 1e6, "latency": 0, "symmetric": True}
+        ],
+    }
+    doc.update(overrides)
+    return Federation.from_dict(doc)
+
+
+def chain(n: int = 2, work: float = 10.0, size: float = 1e7, **step_extra: Any) -> Workflow:
+    """``s0 -> s1 -> ...``, each step writing ``size`` bytes read by the next."""
+    steps = []
+    for i in range(n):
+        steps.append(
+            {
+                "id": f"s{i}",
+                "work": work,
+                "inputs": [f"d{i - 1}"] if i else [],
+                "outputs": [f"d{i}"],
+                **step_extra,
+            }
+        )
+    data = [{"id": f"d{i}", "size": size} for i in range(n)]
+    return Workflow.from_dict({"name": "chain", "steps": steps, "data": data})
+
+
+def test_durations_energy_cost_and_carbon_follow_the_documented_formulas() -> None:
+    fed = two_sites()
+    wf = chain(1, work=3600.0)
+    m = CostModel(wf, fed, static_view(fed), PlanningConstraints())
+    assert m.duration("s0", "slow") == pytest.approx(3600.0)
+    assert m.duration("s0", "fast") == pytest.approx(1800.0)
+    # 1 core x 3600 s x 10 W x PUE 1.5 = 54 kJ = 0.015 kWh
+    assert m.energy_kwh("s0", "slow") == pytest.approx(0.015)
+    # 1 core-hour x 0.36 EUR + 0.015 kWh x 0.1 EUR/kWh
+    assert m.run_cost("s0", "slow", 0.0) == pytest.approx(0.36 + 0.0015)
+    # 0.015 kWh x 10 g/kWh = 0.15 g
+    assert m.carbon_kg("s0", "slow", 0.0) == pytest.approx(0.15e-3)
+    assert m.carbon_kg("s0", "fast", 0.0) == pytest.approx(0.0075 * 1000 / 1000)
+
+
+def test_carbon_is_averaged_over_the_slots_a_step_runs_in() -> None:
+    fed = two_sites()
+    wf = chain(1, work=3600.0)
+    view = static_view(fed, horizon=4, slot_seconds=1800.0)
+    carbon = Forecast(mean=(100.0, 300.0, 500.0, 500.0), std=(0.0,) * 4)
+    view["slow"] = view["slow"].model_copy(update={"carbon_intensity": carbon})
+    m = CostModel(wf, fed, view, PlanningConstraints())
+    kwh = m.energy_kwh("s0", "slow")
+    # a 3600 s step from t=0 spans slots 0 and 1 equally: mean intensity 200
+    assert m.carbon_kg("s0", "slow", 0.0) == pytest.approx(kwh * 200 / 1000)
+    # from t=900: a quarter hour at 100, a half at 300, a quarter at 500 -> 300
+    assert m.carbon_kg("s0", "slow", 900.0) == pytest.approx(kwh * 300 / 1000)
+    # beyond the horizon the last slot persists
+    assert m.carbon_kg("s0", "slow", 10 * 3600.0) == pytest.approx(kwh * 500 / 1000)
+
+
+def test_site_series_average_of_an_empty_interval_is_the_slot_value() -> None:
+    ser = SiteSeries(0.0, 10.0, (1.0, 2.0), (5.0, 7.0), (4.0, 4.0))
+    assert ser.average(ser.carbon, 12.0, 12.0) == 7.0
+    assert ser.average(ser.carbon, 5.0, 15.0) == pytest.approx(6.0)
+
+
+def test_withheld_forecasts_fall_back_to_nominal_figures() -> None:
+    fed = two_sites()
+    view = static_view(fed)
+    view["fast"] = view["fast"].model_copy(update={"carbon_intensity": None, "power_price": None})
+    m = CostModel(chain(1), fed, view, PlanningConstraints())
+    assert set(m.series["fast"].carbon) == {1000.0}
+    assert set(m.series["fast"].price) == {0.1}
+
+
+def test_capacity_pool_is_the_worst_slot_of_mean_minus_z_std() -> None:
+    fed = two_sites()
+    view = static_view(fed, horizon=3)
+    view["slow"] = view["slow"].model_copy(
+        update={"available_cores": Forecast(mean=(4.0, 3.5, 4.0), std=(0.0, 0.5, 0.0))}
+    )
+    assert CostModel(chain(1), fed, view, PlanningConstraints(z=1.0)).pool["slow"] == 3
+    assert CostModel(chain(1), fed, view, PlanningConstraints(z=2.0)).pool["slow"] == 2
+    assert CostModel(chain(1), fed, view, PlanningConstraints(z=0.0)).pool["slow"] == 3
+
+
+def test_eligibility_reasons_name_the_binding_rule() -> None:
+    fed = two_sites()
+    wf = Workflow.from_dict(
+        {
+            "name": "e",
+            "data": [{"id": "secret", "size": 10, "allowed_jurisdictions": ["FR"]}],
+            "steps": [
+                {"id": "pinned", "work": 1, "outputs": ["secret"]},
+                {"id": "arm", "work": 1, "constraints": {"labels": {"arch": "arm"}}},
+                {"id": "big", "work": 1, "memory": "20 GB"},
+                {"id": "gpu", "work": 1, "gpus": 1},
+                {"id": "wide", "work": 1, "cores": 8},
+                {"id": "dmp", "work": 1},
+            ],
+        }
+    )
+    view = static_view(fed)
+    m = CostModel(wf, fed, view, PlanningConstraints(eligible={"dmp": ("DE",)}))
+    assert m.eligible["pinned"] == ("slow",)
+    assert "may reside only in FR" in m.why_not["pinned"]["fast"]
+    assert m.eligible["arm"] == ("fast",)
+    assert "label arch=arm" in m.why_not["arm"]["slow"]
+    assert m.eligible["big"] == ()
+    assert "memory" in m.why_not["big"]["slow"]
+    assert m.eligible["gpu"] == ()
+    assert "GPUs" in m.why_not["gpu"]["fast"]
+    assert m.eligible["wide"] == ()
+    assert "cores" in m.why_not["wide"]["slow"]
+    assert m.eligible["dmp"] == ("fast",)
+    down = dict(view)
+    down["fast"] = AbstractSiteState.static(fed.site("fast")).model_copy(
+        update={"status": SiteStatus.DOWN}
+    )
+    m2 = CostModel(wf, fed, down, PlanningConstraints())
+    assert m2.eligible["arm"] == ()
+    assert "down" in m2.why_not["arm"]["fast"]
+
+
+def test_edge_delay_is_latency_plus_bytes_over_bandwidth_and_inf_when_unlinked() -> None:
+    fed = two_sites()
+    m = CostModel(chain(2, size=5e6), fed, static_view(fed), PlanningConstraints())
+    assert m.edge_delay("s0", "s1", "slow", "fast") == pytest.approx(5.0)
+    assert m.edge_delay("s0", "s1", "fast", "fast") == 0.0
+    lonely = two_sites(links=[])
+    m2 = CostModel(chain(2), lonely, static_view(lonely), PlanningConstraints())
+    assert m2.edge_delay("s0", "s1", "slow", "fast") == float("inf")
+
+
+def test_lower_bounds_do_not_exceed_any_single_site_plan() -> None:
+    fed = two_sites()
+    wf = chain(3, work=100.0)
+    m = CostModel(wf, fed, static_view(fed), PlanningConstraints())
+    lb = m.lower_bounds()
+    for site in ("slow", "fast"):
+        t, placed = 0.0, {}
+        for s in ("s0", "s1", "s2"):
+            d = m.duration(s, site)
+            placed[s] = (site, t, t + d)
+            t += d
+        values = m.evaluate(placed, m.flows(placed))
+        for term in ("time", "cost", "energy", "carbon"):
+            assert lb[term] <= values[term] + 1e-12
