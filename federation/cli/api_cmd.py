@@ -56,9 +56,9 @@ def serve(
     console.print(f"continuum API on {url}  (docs: {url}/docs)  data: {settings.data_dir}")
     if app.state.local_token:
         console.print(
-            "local mode (no Keycloak): send this admin token, shown only now:\n"
-            f"    Authorization: Bearer {app.state.local_token}\n"
-            f"    curl -H 'Authorization: Bearer {app.state.local_token}' {url}/api/v1/sites",
+            f'e.g. curl -H "Authorization: Bearer $TOKEN" {url}/api/v1/sites\n'
+            "local mode (no Keycloak): the admin token, shown only now:\n"
+            f"    Authorization: Bearer {app.state.local_token}",
             soft_wrap=True,
         )
     else:
