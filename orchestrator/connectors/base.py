@@ -1,0 +1,116 @@
+"""The ``SiteConnector`` plug-in point: how the executor reaches a site.
+
+A connector runs tasks (one attempt of one step) at its site. Four methods
+make the contract (parsl's Provider/Executor split is the model):
+
+``submit(spec) -> handle``
+    Start or queue the task; return a handle that survives a restart of the
+    orchestrator (a path, a job id): ``status(handle)`` must answer from it
+    alone after a crash.
+``status(handle) -> TaskInfo``
+    Where the task is; ``NOT_STARTED`` when the handle is known but the task
+    never began (the executor then submits it again: at-most-once execution
+    is guaranteed by the connector, e.g. an exclusive claim file).
+``cancel(handle)``
+    Stop the task if it runs; a no-op when it has finished.
+``telemetry() -> dict``
+    Current observations of the site (utilisation, queue backlog) for the
+    twin; never job ids, user names or node names.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class TaskStatus(StrEnum):
+    NOT_STARTED = "not-started"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"  # started, then vanished without a result (site or process died)
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.LOST, TaskStatus.CANCELLED}
+)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One attempt of one step, as a connector runs it.
+
+    ``command`` is an argv list (run without a shell) or a string (run by
+    ``/bin/sh -c``). ``inputs`` maps item ids to files the task reads; the
+    task writes its outputs into its working directory under their item ids.
+    """
+
+    run_id: str
+    step_id: str
+    attempt: int
+    command: tuple[str, ...] | str
+    cores: int = 1
+    inputs: dict[str, Path] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    duration_hint: float = 0.0  # seconds, for simulated sites
+
+    def key(self) -> str:
+        return f"{self.run_id}/{_safe(self.step_id)}/{self.attempt}"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    status: TaskStatus
+    exit_code: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    workdir: Path | None = None
+    message: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class ConnectorError(RuntimeError):
+    """A connector could not do what was asked (site down, task too large...)."""
+
+
+class SiteConnector(abc.ABC):
+    """How the executor runs tasks at one site (see the module docstring)."""
+
+    site_id: str
+
+    @abc.abstractmethod
+    def handle_for(self, spec: TaskSpec) -> str:
+        """The handle ``submit(spec)`` will return, known before submitting (so the
+        executor can record it first: a crash between the two then loses nothing)."""
+
+    @abc.abstractmethod
+    def submit(self, spec: TaskSpec) -> str: ...
+
+    @abc.abstractmethod
+    def status(self, handle: str) -> TaskInfo: ...
+
+    @abc.abstractmethod
+    def cancel(self, handle: str) -> None: ...
+
+    @abc.abstractmethod
+    def telemetry(self) -> dict[str, float]: ...
+
+    def output_path(self, handle: str, item_id: str) -> Path:
+        """Where the task behind ``handle`` wrote ``item_id`` (for staging it onwards)."""
+        raise ConnectorError(f"site {self.site_id} does not expose task outputs as files")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (process pools, clients)."""
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:200] or "_"

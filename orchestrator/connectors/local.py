@@ -1,0 +1,251 @@
+"""The ``local`` connector: a site is a bounded pool of real processes in a directory of its own.
+
+Each task gets ``<workdir>/tasks/<run>/<step>/<attempt>/`` with ``spec.json``;
+its inputs are staged into ``in/`` and it writes its outputs into ``out/``
+(file names are item ids made safe for a file system; the directories are in
+the task's environment as ``CONTINUUM_IN`` and ``CONTINUUM_OUT``). The task
+runs through ``orchestrator.connectors.runner`` (exclusive claim, atomic
+result file), in a session of its own so that it survives the orchestrator.
+The handle is the task directory: after a restart, ``status`` reads the
+claim and result files and checks the recorded process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from orchestrator.connectors import runner
+from orchestrator.connectors.base import (
+    ConnectorError,
+    SiteConnector,
+    TaskInfo,
+    TaskSpec,
+    TaskStatus,
+    _safe,
+)
+from orchestrator.connectors.runner import CLAIM, RESULT, SPEC, write_atomic
+
+RUNNER_SCRIPT = runner.__file__
+
+
+def safe_name(item_id: str) -> str:
+    """The file name under which an item lives in a task's ``in/`` or ``out/``."""
+    return _safe(item_id)
+
+
+class LocalConnector(SiteConnector):
+    """Runs tasks as local processes, at most ``slots`` cores' worth at a time."""
+
+    def __init__(self, site_id: str, workdir: str | Path, slots: int | None = None) -> None:
+        self.site_id = site_id
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.slots = slots or os.cpu_count() or 1
+        if self.slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self._queue: deque[tuple[str, int]] = deque()
+        self._running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        self._down = False
+
+    # -- the contract ----------------------------------------------------------------
+    def handle_for(self, spec: TaskSpec) -> str:
+        return str(self.workdir / "tasks" / spec.key())
+
+    def submit(self, spec: TaskSpec) -> str:
+        if self._down:
+            raise ConnectorError(f"site {self.site_id} is down")
+        handle = str(prepare_task(self.workdir, self.site_id, spec))
+        if handle not in self._running and all(h != handle for h, _ in self._queue):
+            self._queue.append((handle, min(max(spec.cores, 1), self.slots)))
+        self._dispatch()
+        return handle
+
+    def status(self, handle: str) -> TaskInfo:
+        self._reap()
+        self._dispatch()
+        task_dir = Path(handle)
+        result = task_dir / RESULT
+        done = read_result(task_dir)
+        if done is not None:
+            return done
+        if any(h == handle for h, _ in self._queue):
+            return TaskInfo(TaskStatus.QUEUED, workdir=task_dir)
+        claim = task_dir / CLAIM
+        if claim.exists():
+            pid, at = _read_claim(claim)
+            just_claimed = pid is None and time.time() - claim.stat().st_mtime < 10.0
+            if handle in self._running or just_claimed or (pid is not None and _alive(pid)):
+                return TaskInfo(TaskStatus.RUNNING, started_at=at, workdir=task_dir)
+            # Re-check: the runner may have finished between the two reads.
+            if result.exists():
+                return self.status(handle)
+            return TaskInfo(
+                TaskStatus.LOST, started_at=at, workdir=task_dir, message="process vanished"
+            )
+        if handle in self._running:
+            return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
+        if (task_dir / SPEC).exists():
+            return TaskInfo(TaskStatus.NOT_STARTED, workdir=task_dir)
+        return TaskInfo(TaskStatus.NOT_STARTED, message="unknown task")
+
+    def cancel(self, handle: str) -> None:
+        self._queue = deque((h, c) for h, c in self._queue if h != handle)
+        task_dir = Path(handle)
+        if (task_dir / RESULT).exists():
+            return
+        self._kill(handle)
+        if task_dir.exists():
+            write_atomic(
+                task_dir / RESULT, {"exit_code": None, "cancelled": True, "ended_at": time.time()}
+            )
+
+    def telemetry(self) -> dict[str, float]:
+        self._reap()
+        busy = sum(c for _, c in self._running.values())
+        return {
+            "utilisation": busy / self.slots,
+            "running": float(len(self._running)),
+            "queued": float(len(self._queue)),
+            "queue_backlog": float(sum(c for _, c in self._queue)),
+        }
+
+    def output_path(self, handle: str, item_id: str) -> Path:
+        return Path(handle) / "out" / safe_name(item_id)
+
+    def close(self) -> None:
+        self._reap()
+
+    # -- failure injection (a site going down) -----------------------------------------
+    def fail(self) -> None:
+        """Take the site down: kill its running tasks (recorded as lost), refuse new ones."""
+        self._down = True
+        for handle, _ in list(self._queue):
+            write_atomic(
+                Path(handle) / RESULT, {"exit_code": None, "lost": True, "message": "site down"}
+            )
+        self._queue.clear()
+        for handle in list(self._running):
+            self._kill(handle)
+            write_atomic(
+                Path(handle) / RESULT,
+                {"exit_code": None, "lost": True, "ended_at": time.time(), "message": "site down"},
+            )
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    # -- internals ---------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        busy = sum(c for _, c in self._running.values())
+        while self._queue and busy + self._queue[0][1] <= self.slots:
+            handle, cores = self._queue.popleft()
+            # The runner is started as a script, not with -m: it imports only the
+            # standard library, so a task costs one bare interpreter start.
+            proc = subprocess.Popen(
+                [sys.executable, RUNNER_SCRIPT, handle],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self._running[handle] = (proc, cores)
+            busy += cores
+
+    def _reap(self) -> None:
+        for handle, (proc, _) in list(self._running.items()):
+            if proc.poll() is not None:
+                del self._running[handle]
+
+    def _kill(self, handle: str) -> None:
+        entry = self._running.pop(handle, None)
+        pid = entry[0].pid if entry else _read_claim(Path(handle) / CLAIM)[0]
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if entry:
+            entry[0].wait()
+
+
+def prepare_task(workdir: Path, site_id: str, spec: TaskSpec) -> Path:
+    """Create the task directory (``spec.json``, ``in/`` with the inputs, ``out/``)."""
+    task_dir = workdir / "tasks" / spec.key()
+    (task_dir / "in").mkdir(parents=True, exist_ok=True)
+    (task_dir / "out").mkdir(exist_ok=True)
+    for item, src in spec.inputs.items():
+        dst = task_dir / "in" / safe_name(item)
+        if not dst.exists():
+            if _same_device(src, task_dir):
+                os.link(src, dst)
+            else:
+                shutil.copyfile(src, dst)
+    env = {
+        **spec.env,
+        "CONTINUUM_IN": str(task_dir / "in"),
+        "CONTINUUM_OUT": str(task_dir / "out"),
+        "CONTINUUM_SITE": site_id,
+    }
+    command = spec.command if isinstance(spec.command, str) else list(spec.command)
+    if not (task_dir / SPEC).exists():
+        write_atomic(task_dir / SPEC, {"command": command, "env": env, "cores": spec.cores})
+    return task_dir
+
+
+def read_result(task_dir: Path) -> TaskInfo | None:
+    """The finished state of a task from its result file, or None while there is none."""
+    try:
+        data = json.loads((task_dir / RESULT).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    code = data.get("exit_code")
+    if data.get("cancelled"):
+        st = TaskStatus.CANCELLED
+    elif data.get("lost"):
+        st = TaskStatus.LOST
+    else:
+        st = TaskStatus.SUCCEEDED if code == 0 else TaskStatus.FAILED
+    return TaskInfo(
+        st, code, data.get("started_at"), data.get("ended_at"), task_dir, data.get("message", "")
+    )
+
+
+def _read_claim(path: Path) -> tuple[int | None, float | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, json.JSONDecodeError):
+        return None, None
+    return data.get("pid"), data.get("at")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive: look at /proc where it exists.
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().split(") ", 1)[1][0] != "Z"
+        except (OSError, IndexError):
+            return True
+    return True
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False

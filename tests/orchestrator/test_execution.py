@@ -1,0 +1,324 @@
+"""Execution: real processes, durable state, exactly-once after SIGKILL, errors, re-planning."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federation.store import Store
+from orchestrator import Workflow, load_workflow
+from orchestrator.connectors import LocalConnector
+from orchestrator.execution import (
+    CopyStager,
+    Executor,
+    IllegalTransition,
+    OnError,
+    ReplanRequest,
+    RunState,
+    RunStore,
+    StepState,
+    synthetic_command,
+)
+from tests.conftest import REPO
+from tests.orchestrator.exec_driver import build
+
+
+def shell_workflow(
+    markers: Path, sleep: float = 0.0, fail_on: Mapping[str, str] | None = None
+) -> Workflow:
+    """a -> (b, c) -> d; each step appends to its marker file and writes its output."""
+
+    def cmd(step: str, out: str | None, reads: list[str]) -> str:
+        parts = [f'echo "$CONTINUUM_SITE" >> {markers}/{step}']
+        for r in reads:
+            parts.append(f'test -s "$CONTINUUM_IN/{r}"')
+        if fail_on and step in fail_on:
+            parts.append(fail_on[step])
+        if sleep:
+            parts.append(f"sleep {sleep}")
+        if out:
+            parts.append(f'echo "{step} made this" > "$CONTINUUM_OUT/{out}"')
+        return " && ".join(parts)
+
+    return Workflow.from_dict(
+        {
+            "name": "shell",
+            "data": [{"id": i, "size": 20} for i in ("xa", "xb", "xc")],
+            "steps": [
+                {"id": "a", "work": 1, "outputs": ["xa"], "command": cmd("a", "xa", [])},
+                {
+                    "id": "b",
+                    "work": 1,
+                    "inputs": ["xa"],
+                    "outputs": ["xb"],
+                    "command": cmd("b", "xb", ["xa"]),
+                },
+                {
+                    "id": "c",
+                    "work": 1,
+                    "inputs": ["xa"],
+                    "outputs": ["xc"],
+                    "command": cmd("c", "xc", ["xa"]),
+                },
+                {
+                    "id": "d",
+                    "work": 1,
+                    "inputs": ["xb", "xc"],
+                    "command": cmd("d", None, ["xb", "xc"]),
+                },
+            ],
+        }
+    )
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    (tmp_path / "markers").mkdir()
+    return tmp_path
+
+
+def make_executor(work: Path, **kw: Any) -> Executor:
+    runs = RunStore(Store.at(work / "state.db"))
+    sites = {s: LocalConnector(s, work / s, slots=2) for s in ("a", "b")}
+    return Executor(
+        runs, sites, stager=CopyStager(work), inputs_dir=work / "inputs", poll_interval=0.01, **kw
+    )
+
+
+def test_a_workflow_runs_across_two_sites_with_staged_data(work: Path) -> None:
+    wf = shell_workflow(work / "markers")
+    ex = make_executor(work)
+    rid = ex.submit(wf, {"a": "a", "b": "b", "c": "a", "d": "b"})
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    for step, site in {"a": "a", "b": "b", "c": "a", "d": "b"}.items():
+        assert lines(work / "markers" / step) == [site]
+    stager = ex.stager
+    assert isinstance(stager, CopyStager)
+    # xa goes a -> b once (for step b); xc goes a -> b for d; xb is local to b
+    assert sorted((m[0], m[1], m[2]) for m in stager.moves) == [("xa", "a", "b"), ("xc", "a", "b")]
+    steps = ex.runs.steps(rid)
+    assert all(r.state is StepState.DONE and r.attempts == 1 for r in steps.values())
+
+
+def test_sigkill_at_any_moment_then_restart_runs_every_step_exactly_once(work: Path) -> None:
+    wf = shell_workflow(work / "markers", sleep=0.3)
+    runs = RunStore(Store.at(work / "state.db"))
+    rid = runs.create_run(wf, {"a": "a", "b": "b", "c": "a", "d": "b"})
+    rng = random.Random(7)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.orchestrator.exec_driver",
+        str(work / "state.db"),
+        str(work),
+        rid,
+    ]
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            out, _ = proc.communicate(timeout=rng.uniform(0.4, 1.2))
+            if "done" in out:
+                break
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    else:
+        last = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert "done" in last.stdout, last.stderr
+    assert kills >= 1, "the orchestrator was never killed: make the steps longer"
+    for step, site in {"a": "a", "b": "b", "c": "a", "d": "b"}.items():
+        assert lines(work / "markers" / step) == [site], (
+            f"{step} ran {lines(work / 'markers' / step)}"
+        )
+    assert RunStore(Store.at(work / "state.db")).run(rid).state is RunState.DONE
+
+
+def test_retries_with_backoff_then_success(work: Path) -> None:
+    counter = work / "count"
+    # b fails on its first two attempts, succeeds on the third
+    flaky = f'n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; test "$n" -ge 2'
+    wf = shell_workflow(work / "markers", fail_on={"b": flaky})
+    ex = make_executor(work)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"), max_attempts=3, backoff_s=0.05)
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    assert ex.runs.steps(rid)["b"].attempts == 3
+    retries = [d for _, s, k, d in ex.runs.events(rid) if s == "b" and k == "failed->ready"]
+    assert len(retries) == 2
+    assert retries[0].startswith("retry in 0.05")
+    assert retries[1].startswith("retry in 0.10")
+
+
+@pytest.mark.parametrize(
+    "policy", [OnError.CANCEL_JOB, OnError.CONTINUE, OnError.PAUSE_TASK, OnError.PAUSE_JOB]
+)
+def test_on_error_policies(work: Path, policy: OnError) -> None:
+    wf = shell_workflow(work / "markers", fail_on={"b": "false"})
+    ex = make_executor(work)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"), on_error=policy, max_attempts=2, backoff_s=0.01)
+    state = ex.run(rid, timeout=60)
+    steps = ex.runs.steps(rid)
+    assert steps["b"].attempts == 2
+    assert steps["d"].state is not StepState.DONE
+    if policy is OnError.CANCEL_JOB:
+        assert state is RunState.FAILED
+        assert steps["d"].state is StepState.CANCELLED
+    elif policy is OnError.CONTINUE:
+        assert state is RunState.FAILED
+        assert steps["c"].state is StepState.DONE  # the independent branch finished
+        assert steps["b"].state is StepState.FAILED
+    elif policy is OnError.PAUSE_TASK:
+        assert state is RunState.PAUSED
+        assert steps["b"].state is StepState.PAUSED
+    else:
+        assert state is RunState.PAUSED
+
+
+def test_restart_in_error_steps_after_the_cause_is_fixed(work: Path) -> None:
+    gate = work / "gate"
+    wf = shell_workflow(work / "markers", fail_on={"b": f"test -e {gate}"})
+    ex = make_executor(work)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"), on_error=OnError.PAUSE_TASK, max_attempts=1)
+    assert ex.run(rid, timeout=60) is RunState.PAUSED
+    gate.touch()
+    assert ex.restart_failed(rid) == ["b"]
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    assert lines(work / "markers" / "b") == ["a", "a"]
+    assert lines(work / "markers" / "a") == ["a"]
+
+
+def test_pause_resume_and_kill(work: Path) -> None:
+    wf = shell_workflow(work / "markers", sleep=0.2)
+    ex = make_executor(work)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"))
+    ex.step_once(rid)  # a starts
+    ex.pause(rid)
+    assert ex.run(rid, timeout=5) is RunState.PAUSED
+    deadline = time.monotonic() + 30
+    while ex.runs.steps(rid)["a"].state is not StepState.DONE and time.monotonic() < deadline:
+        ex.step_once(rid)  # running work finishes while the run is paused
+        time.sleep(0.05)
+    assert ex.runs.steps(rid)["a"].state is StepState.DONE
+    assert ex.runs.steps(rid)["b"].state is StepState.PAUSED
+    assert lines(work / "markers" / "b") == []
+    ex.resume(rid)
+    ex.step_once(rid)
+    ex.step_once(rid)
+    ex.kill(rid)
+    assert ex.runs.run(rid).state is RunState.CANCELLED
+    assert {r.state for r in ex.runs.steps(rid).values()} <= {StepState.DONE, StepState.CANCELLED}
+    with pytest.raises(IllegalTransition, match="cannot go from done to running"):
+        ex.runs.transition(rid, "a", StepState.RUNNING)
+
+
+def test_higher_priority_dispatches_first(tmp_path: Path) -> None:
+    order = tmp_path / "order"
+    steps = [
+        {"id": f"s{p}", "work": 1, "priority": p, "command": f"echo s{p} >> {order}"}
+        for p in (1, 5, 3, 9, 2)
+    ]
+    wf = Workflow.from_dict({"name": "prio", "steps": steps})
+    runs = RunStore(Store.at(tmp_path / "db.sqlite"))
+    ex = Executor(runs, {"a": LocalConnector("a", tmp_path / "a", slots=1)}, poll_interval=0.01)
+    rid = ex.submit(wf, {f"s{p}": "a" for p in (1, 5, 3, 9, 2)})
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    started = sorted(ex.runs.steps(rid).values(), key=lambda r: r.started_at or 0)
+    assert [r.step_id for r in started] == ["s9", "s5", "s3", "s2", "s1"]
+
+
+def move_to_b(req: ReplanRequest) -> dict[str, str]:
+    """A re-planner for the tests: every requested step to the one site not excluded."""
+    assert "b" not in req.excluded
+    return dict.fromkeys(req.steps, "b")
+
+
+def test_site_failing_half_way_is_replanned_and_the_run_completes(work: Path) -> None:
+    wf = shell_workflow(work / "markers", sleep=0.3)
+    ex = make_executor(work, replanner=move_to_b)
+    rid = ex.submit(wf, {"a": "b", "b": "a", "c": "a", "d": "a"})
+    while ex.runs.steps(rid)["b"].state is not StepState.RUNNING:
+        ex.step_once(rid)
+        time.sleep(0.01)
+    site_a = ex.connectors["a"]
+    assert isinstance(site_a, LocalConnector)
+    site_a.fail()
+    moved = ex.site_down(rid, "a", "site a stopped answering")
+    assert set(moved) == {"b", "c", "d"}
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    assert {r.site for r in ex.runs.steps(rid).values()} == {"b"}
+    replans = [d for _, _, k, d in ex.runs.events(rid) if k == "replan"]
+    assert any("site a stopped answering" in d and "re-planned 3 step(s)" in d for d in replans)
+    assert lines(work / "markers" / "d") == ["b"]
+
+
+def test_exhausted_attempts_at_one_site_moves_the_step(work: Path) -> None:
+    only_on_b = 'test "$CONTINUUM_SITE" = b'
+    wf = shell_workflow(work / "markers", fail_on={"c": only_on_b})
+    ex = make_executor(work, replanner=move_to_b)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"), max_attempts=2, backoff_s=0.01)
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    assert lines(work / "markers" / "c") == ["a", "a", "b"]
+    assert ex.runs.steps(rid)["c"].failed_sites == ("a",)
+
+
+def test_wfcommons_instance_runs_end_to_end_with_the_synthetic_step(
+    work: Path, examples_dir: Path
+) -> None:
+    wf = load_workflow(examples_dir / "workflows" / "helloworld-forkjoin-10-chameleon.json")
+    ex = make_executor(work, command=synthetic_command(scale=1e-4), data_scale=1e-5)
+    order = wf.topological_order()
+    assignment = {sid: ("a" if i % 2 else "b") for i, sid in enumerate(order)}
+    rid = ex.submit(wf, assignment)
+    assert ex.run(rid, timeout=120) is RunState.DONE
+    steps = ex.runs.steps(rid)
+    for step in wf.steps:
+        conn = ex.connectors[steps[step.id].site]
+        for out in step.outputs:
+            path = conn.output_path(steps[step.id].handle, out)
+            assert path.stat().st_size == int(wf.item(out).size * 1e-5)
+
+
+def test_dask_connector_runs_a_workflow_on_a_local_cluster(work: Path) -> None:
+    from orchestrator.connectors.dask import DaskConnector
+
+    wf = shell_workflow(work / "markers")
+    runs = RunStore(Store.at(work / "state.db"))
+    dask_site = DaskConnector("d", work / "d", n_workers=2)
+    try:
+        sites = {"d": dask_site, "a": LocalConnector("a", work / "a", slots=2)}
+        ex = Executor(
+            runs, sites, stager=CopyStager(work), inputs_dir=work / "inputs", poll_interval=0.02
+        )
+        rid = ex.submit(wf, {"a": "d", "b": "d", "c": "a", "d": "d"})
+        assert ex.run(rid, timeout=120) is RunState.DONE
+        assert lines(work / "markers" / "b") == ["d"]
+        assert dask_site.telemetry()["workers"] == 2
+    finally:
+        dask_site.close()
+
+
+def test_store_records_every_transition_before_acting(work: Path) -> None:
+    wf = shell_workflow(work / "markers")
+    ex = build(work / "state.db", work)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"))
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    kinds = [k for _, s, k, _ in ex.runs.events(rid) if s == "a"]
+    assert kinds == ["pending->ready", "ready->staging", "staging->running", "running->done"]
+    spec = json.loads((Path(ex.runs.steps(rid)["a"].handle) / "spec.json").read_text())
+    assert "CONTINUUM_OUT" in spec["env"]
