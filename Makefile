@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 OUT    ?= demo-output
 
-.PHONY: run test lint typecheck unit bench clean .venv .venv-dev
+.PHONY: run test lint typecheck unit bench clean .venv .venv-dev .venv-bench
 
 # `make .venv` only builds the environment.
 .venv: $(VENV)/.stamp-base
@@ -22,6 +22,11 @@ $(VENV)/.stamp-base: pyproject.toml
 
 $(VENV)/.stamp-dev: $(VENV)/.stamp-base
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+.venv-bench: $(VENV)/.stamp-bench
+$(VENV)/.stamp-bench: $(VENV)/.stamp-dev
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	@touch $@
 
 # The main job on the embedded defaults.
@@ -41,8 +46,9 @@ typecheck: $(VENV)/.stamp-dev
 unit: $(VENV)/.stamp-dev
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.stamp-dev
-	$(BIN)/python -m benchmarks
+# Every benchmark (or BENCH="twin placement" for some of them).
+bench: $(VENV)/.stamp-bench
+	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(OUT) *.egg-info
