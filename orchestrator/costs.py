@@ -121,6 +121,13 @@ class CostModel:
         self.sites: tuple[str, ...] = tuple(s.id for s in federation.sites)
         self.steps: tuple[Step, ...] = workflow.steps
         self.step_by_id: dict[str, Step] = {s.id: s for s in workflow.steps}
+        # DAG lookups cached as plain dicts (the workflow's are behind pydantic attributes)
+        self.parents_of: dict[str, tuple[str, ...]] = {
+            s.id: workflow.parents(s.id) for s in workflow.steps
+        }
+        self.children_of: dict[str, tuple[str, ...]] = {
+            s.id: workflow.children(s.id) for s in workflow.steps
+        }
         self.why_not: dict[str, dict[str, str]] = {}
         self.eligible: dict[str, tuple[str, ...]] = {}
         for step in workflow.steps:
@@ -137,7 +144,18 @@ class CostModel:
             for i in s.inputs:
                 if workflow.producer(i) is not None:
                     self.consumers[i].append(s.id)
+        self.edge_max: dict[tuple[str, str], float] = {
+            e: max(size for _, size in items) for e, items in self.edge_items.items() if items
+        }
+        # (latency, bandwidth, EUR per byte) of every link, read once: Federation.link is slow
+        self.links: dict[tuple[str, str], tuple[float, float, float]] = {
+            (lk.src, lk.dst): (lk.latency, lk.bandwidth, lk.cost_per_gb / 1e9)
+            for lk in federation.links
+        }
         self._dur: dict[tuple[str, str], float] = {}
+        self._kwh: dict[tuple[str, str], float] = {}
+        self._lb: dict[str, float] | None = None
+        self.ranks: dict[str, float] | None = None
 
     # -- site series ---------------------------------------------------------------
     def _series(self, site: Site, st: AbstractSiteState) -> SiteSeries:
@@ -198,8 +216,13 @@ class CostModel:
 
     def energy_kwh(self, step: str, site: str) -> float:
         """``cores * d * power_busy * PUE`` in kWh."""
-        s = self.step_by_id[step]
-        return self.site_by_id[site].energy_j(s.cores * self.duration(step, site)) / J_PER_KWH
+        key = (step, site)
+        e = self._kwh.get(key)
+        if e is None:
+            s = self.step_by_id[step]
+            e = self.site_by_id[site].energy_j(s.cores * self.duration(step, site)) / J_PER_KWH
+            self._kwh[key] = e
+        return e
 
     def run_cost(self, step: str, site: str, start: float) -> float:
         """EUR for running ``step`` on ``site`` from ``start`` (core, GPU and energy)."""
@@ -230,18 +253,35 @@ class CostModel:
         }
 
     # -- edges ---------------------------------------------------------------------
-    def edge_delay(self, parent: str, child: str, src: str, dst: str) -> float:
-        """Seconds between the parent's end and the child's start (inf: unlinked data edge)."""
-        items = self.edge_items.get((parent, child), ())
-        if src == dst or not items:
+    def transfer_time(self, src: str, dst: str, nbytes: float) -> float:
+        """``latency + bytes / bandwidth`` (0 on one site, inf when unlinked)."""
+        if src == dst:
             return 0.0
-        return max(self.federation.transfer_time(src, dst, size) for _, size in items)
+        link = self.links.get((src, dst))
+        return math.inf if link is None else link[0] + nbytes / link[1]
+
+    def transfer_cost(self, src: str, dst: str, nbytes: float) -> float:
+        """EUR to move ``nbytes`` (0 on one site, inf when unlinked)."""
+        if src == dst:
+            return 0.0
+        link = self.links.get((src, dst))
+        return math.inf if link is None else link[2] * nbytes
+
+    def edge_delay(self, parent: str, child: str, src: str, dst: str) -> float:
+        """Seconds between the parent's end and the child's start (inf: unlinked data edge).
+
+        Every item of the edge moves in parallel: the largest one sets the delay.
+        """
+        if src == dst:
+            return 0.0
+        biggest = self.edge_max.get((parent, child))
+        return 0.0 if biggest is None else self.transfer_time(src, dst, biggest)
 
     def ready_time(self, step: str, site: str, placed: Mapping[str, tuple[str, float]]) -> float:
         """Earliest start of ``step`` on ``site`` given the placed parents (site, end)."""
         s = self.step_by_id[step]
         t = max(s.constraints.release, self.site_release[site])
-        for p in self.workflow.parents(step):
+        for p in self.parents_of[step]:
             psite, pend = placed[p]
             t = max(t, pend + self.edge_delay(p, step, psite, site))
         return t
@@ -265,7 +305,7 @@ class CostModel:
                 csite, _, cend = placed[c]
                 by_dst[csite] = max(by_dst.get(csite, 0.0), cend)
             for dst, release in sorted(by_dst.items()):
-                dt = self.federation.transfer_time(psite, dst, size)
+                dt = self.transfer_time(psite, dst, size)
                 out.append(Flow(item, size, psite, dst, pend, pend, pend + dt, release))
         return out
 
@@ -283,7 +323,7 @@ class CostModel:
         for f in flows:
             if f.crosses_sites:
                 moved += f.size
-                cost += self.federation.transfer_cost(f.src, f.dst, f.size)
+                cost += self.transfer_cost(f.src, f.dst, f.size)
         return {
             "time": makespan,
             "cost": cost,
@@ -300,6 +340,11 @@ class CostModel:
         carbon: each step at its cheapest / most frugal / greenest site and slot
         (per-slot minima of price and intensity), transfers free.
         """
+        if self._lb is None:
+            self._lb = self._lower_bounds()
+        return dict(self._lb)
+
+    def _lower_bounds(self) -> dict[str, float]:
         fastest = {
             s.id: min((self.duration(s.id, x) for x in self.eligible[s.id]), default=0.0)
             for s in self.steps

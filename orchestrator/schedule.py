@@ -96,7 +96,7 @@ def list_schedule(
     wf = model.workflow
     pools = pools if pools is not None else CorePools(model)
     order = {s: i for i, s in enumerate(wf.topological_order())}
-    waiting = {s.id: len(wf.parents(s.id)) for s in wf.steps}
+    waiting = {s: len(ps) for s, ps in model.parents_of.items()}
     ready = [(-priority[s], order[s], s) for s, n in waiting.items() if n == 0]
     heapq.heapify(ready)
     placed: dict[str, tuple[str, float]] = {}
@@ -114,7 +114,7 @@ def list_schedule(
         placed[step] = (best.site, best.end)
         out[step] = (best.site, best.start, best.end)
         compared[step] = opts
-        for c in wf.children(step):
+        for c in model.children_of[step]:
             waiting[c] -= 1
             if waiting[c] == 0:
                 heapq.heappush(ready, (-priority[c], order[c], c))
@@ -136,8 +136,10 @@ def upward_ranks(model: CostModel) -> dict[str, float]:
     """HEFT's upward rank: mean duration over eligible sites plus the heaviest path below.
 
     ``rank(j) = dbar_j + max_{c in children(j)} (cbar_jc + rank(c))`` with ``cbar``
-    the mean transfer delay of the edge over linked site pairs.
+    the mean transfer delay of the edge over linked site pairs (cached on the model).
     """
+    if model.ranks is not None:
+        return model.ranks
     wf = model.workflow
     dbar = {
         s.id: sum(model.duration(s.id, x) for x in model.eligible[s.id])
@@ -148,7 +150,7 @@ def upward_ranks(model: CostModel) -> dict[str, float]:
     rank: dict[str, float] = {}
     for s in reversed(wf.topological_order()):
         best = 0.0
-        for c in wf.children(s):
+        for c in model.children_of[s]:
             items = model.edge_items.get((s, c), ())
             cbar = 0.0
             if items:
@@ -157,6 +159,7 @@ def upward_ranks(model: CostModel) -> dict[str, float]:
                 cbar = sum(finite) / len(delays) if finite else 0.0
             best = max(best, cbar + rank[c])
         rank[s] = dbar[s] + best
+    model.ranks = rank
     return rank
 
 

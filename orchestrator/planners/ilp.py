@@ -454,7 +454,7 @@ def ilp_data(
             t = model.edge_delay(p, c, a, b)
             dd[a, b] = max(dd.get((a, b), 0.0), t)
             if not math.isinf(t):
-                eur = model.federation.transfer_cost(a, b, nbytes)
+                eur = model.transfer_cost(a, b, nbytes)
                 if eur > 0:
                     tc[a, b] = tc.get((a, b), 0.0) + eur
     edges = list(delay)

@@ -83,7 +83,7 @@ class SiteAgent:
         for p in m.workflow.parents(step):
             psite, _ = placed[p]
             for _, size in m.edge_items.get((p, step), ()):
-                transfer += m.federation.transfer_cost(psite, self.site, size)
+                transfer += m.transfer_cost(psite, self.site, size)
         busy = self.pools.busy_fraction(self.site, opt.start)
         base = m.run_cost(step, self.site, opt.start) + transfer
         price = base * (1 + self.markup) * (1 + self.surge * busy)
