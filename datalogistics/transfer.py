@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_CHUNK = 8 * 2**20
+PIECE = 2**20
+"""Bytes handed to the destination's socket at a time while a chunk streams through."""
 
 
 class TokenBucket:
@@ -105,6 +107,13 @@ def link_limits(
         (lk.src, lk.dst): TokenBucket(lk.bandwidth * scale, lk.bandwidth * scale * burst_seconds)
         for lk in federation.links
     }
+
+
+def _metered(pieces: Iterator[bytes], bucket: TokenBucket) -> Iterator[bytes]:
+    """``pieces``, each let through once ``bucket`` has its bytes."""
+    for piece in pieces:
+        bucket.acquire(len(piece))
+        yield piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +300,19 @@ class TransferEngine:
             self.on_record(record)
         return record
 
+    def _stream_chunk(
+        self, s: BufferClient, d: BufferClient, offset: int, n: int, bucket: TokenBucket | None
+    ) -> int:
+        """Stream ``n`` bytes at ``offset`` from the source's response into the destination's
+        append (no copy held in memory); the destination's new end."""
+        with s.open_read(offset, n) as r:
+            digest = r.headers["x-content-sha256"]
+            length = int(r.headers.get("content-length", n))
+            pieces: Iterator[bytes] = r.iter_bytes(PIECE)
+            if bucket is not None:
+                pieces = _metered(pieces, bucket)
+            return d.append(pieces, offset, f"o{offset}", digest, length=length).size
+
     def _move_chunk(
         self,
         s: BufferClient,
@@ -303,14 +325,10 @@ class TransferEngine:
         """Copy the chunk at ``offset``; the destination's new end (the next offset)."""
         n = min(self.chunk_size, size - offset)
         for _ in range(self.retries + 1):
-            data, digest = self._retrying("read", lambda: s.read(offset, n), c)
-            if bucket is not None:
-                bucket.acquire(len(data))
             try:
-                info = self._retrying(
-                    "append", partial(d.append, data, offset, f"o{offset}", digest), c
+                return self._retrying(
+                    "chunk", partial(self._stream_chunk, s, d, offset, n, bucket), c
                 )
-                return info.size
             except ChecksumMismatch as exc:
                 c.resent += 1  # corrupted on the way: nothing was stored, send it again
                 c.errors.append(str(exc))

@@ -7,6 +7,8 @@ class the service raised (the body names it), so callers catch
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,13 +91,28 @@ class BufferClient:
         raise_for(r)
         return r.content, int(r.headers["x-offset"])
 
+    @contextmanager
+    def open_read(self, offset: int, limit: int) -> Iterator[httpx.Response]:
+        """A streaming read of ``limit`` bytes from ``offset``: the response, body not yet read
+        (its ``X-Content-SHA256`` header is the digest the service computed)."""
+        params = {"offset": offset, "limit": limit}
+        with self.http.stream(
+            "GET", f"{self.ref.url}/data", params=params, headers=self._auth
+        ) as r:
+            if not r.is_success:
+                r.read()
+                raise_for(r)
+            yield r
+
     def append(
         self,
-        data: bytes,
+        data: bytes | Iterable[bytes],
         offset: int | None = None,
         tag: str | None = None,
         sha256: str | None = None,
+        length: int | None = None,
     ) -> BufferInfo:
+        """Append ``data`` (bytes, or pieces streamed as they come, ``length`` bytes in all)."""
         params: dict[str, Any] = {}
         if offset is not None:
             params["offset"] = offset
@@ -104,6 +121,8 @@ class BufferClient:
         headers = dict(self._auth)
         if sha256 is not None:
             headers["X-Content-SHA256"] = sha256
+        if length is not None and not isinstance(data, bytes):
+            headers["Content-Length"] = str(length)
         r = self.http.post(f"{self.ref.url}/data", params=params, content=data, headers=headers)
         raise_for(r)
         return BufferInfo.from_json(r.json())

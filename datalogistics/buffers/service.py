@@ -141,12 +141,14 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
     async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"error": "ValueError", "detail": str(exc)}, status_code=422)
 
-    def data_response(data: bytes, offset: int, info: BufferInfo) -> Response:
+    def data_response(
+        data: bytes, offset: int, info: BufferInfo, digest: str | None = None
+    ) -> Response:
         return Response(
             content=data,
             media_type="application/octet-stream",
             headers={
-                "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
+                "X-Content-SHA256": digest or hashlib.sha256(data).hexdigest(),
                 "X-Offset": str(offset),
                 "X-Buffer-Size": str(info.size),
                 "X-Buffer-State": info.state,
@@ -185,9 +187,25 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
         tag: str | None = None,
     ) -> dict[str, Any]:
         cap.require(store.site, buffer_id, Right.WRITE)
-        body = await request.body()
         digest = request.headers.get("x-content-sha256")
-        info = await run_in_threadpool(store.append, buffer_id, body, offset, tag, digest)
+        lease = await run_in_threadpool(store.begin_append, buffer_id, offset, tag)
+        refused: BufferTooLarge | None = None
+        try:
+            # Stream the body to disk as it arrives, hashing on the way; past the maximum
+            # size, keep draining the body so the client gets the 413 answer.
+            async for piece in request.stream():
+                if refused is None and piece:
+                    try:
+                        lease.write(piece)
+                    except BufferTooLarge as exc:
+                        refused = exc
+        except BaseException:
+            store.abort_append(lease)
+            raise
+        if refused is not None:
+            store.abort_append(lease)
+            raise refused
+        info = await run_in_threadpool(store.finish_append, lease, digest)
         return info.to_json()
 
     @app.get("/buffers/{buffer_id}/data")
@@ -202,8 +220,8 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
         if session is not None:
             data, start, info = store.read_session(buffer_id, session, limit)
             return data_response(data, start, info)
-        data, info = store.read(buffer_id, offset, limit)
-        return data_response(data, offset, info)
+        data, info, digest = store.read(buffer_id, offset, limit)
+        return data_response(data, offset, info, digest)
 
     @app.get("/buffers/{buffer_id}/tags/{tag}")
     def tag(buffer_id: str, tag: str, cap: Cap) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -111,6 +111,22 @@ class TagRow(_Base):
     buffer_id: Mapped[str] = mapped_column(ForeignKey("buffers.id"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(256), primary_key=True)
     offset: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class ExtentRow(_Base):
+    """The sha256 of every append, computed from the bytes as they arrived.
+
+    A read that covers exactly one extent is served with this digest instead
+    of hashing the bytes read back: if the disk returned other bytes, the
+    receiver's check against the original digest catches it.
+    """
+
+    __tablename__ = "buffer_extents"
+
+    buffer_id: Mapped[str] = mapped_column(ForeignKey("buffers.id"), primary_key=True)
+    offset: Mapped[int] = mapped_column(Integer, primary_key=True)
     length: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
 
@@ -180,6 +196,45 @@ class TagInfo:
     sha256: str
 
 
+class AppendLease:
+    """An append in progress: bytes go to the end of the file, hashed as they come.
+
+    Nothing counts until ``BufferStore.finish_append`` commits the new size;
+    the bytes past the committed size are cut off on abort (and on restart).
+    """
+
+    def __init__(
+        self,
+        buffer_id: str,
+        start: int,
+        max_size: int,
+        tag: str | None,
+        file: BinaryIO,
+        running: Any,
+    ) -> None:
+        self.buffer_id = buffer_id
+        self.start = start
+        self.max_size = max_size
+        self.tag = tag
+        self.file = file
+        self.running = running
+        self.chunk_hash = hashlib.sha256()
+        self.written = 0
+
+    def write(self, piece: bytes) -> None:
+        """Add ``piece``; ``BufferTooLarge`` (and nothing more written) past the maximum size."""
+        end = self.start + self.written + len(piece)
+        if end > self.max_size:
+            raise BufferTooLarge(
+                f"append would bring buffer {self.buffer_id!r} to at least {end} bytes, "
+                f"above its maximum of {self.max_size}"
+            )
+        self.file.write(piece)
+        self.chunk_hash.update(piece)
+        self.running.update(piece)
+        self.written += len(piece)
+
+
 def _info(row: BufferRow) -> BufferInfo:
     return BufferInfo(
         id=row.id,
@@ -235,6 +290,7 @@ class BufferStore:
         # Running sha256 of each buffer's bytes, keyed by buffer id with the size it covers;
         # rebuilt from the file when missing (after a restart) so sealing stays O(chunk).
         self._hashes: dict[str, tuple[int, Any]] = {}
+        self._writing: set[str] = set()
         self._recover()
 
     def close(self) -> None:
@@ -419,19 +475,15 @@ class BufferStore:
             return _info(row)
 
     # -- writing ---------------------------------------------------------------
-    def append(
-        self,
-        buffer_id: str,
-        data: bytes,
-        offset: int | None = None,
-        tag: str | None = None,
-        sha256: str | None = None,
-    ) -> BufferInfo:
-        """Append ``data`` at the end of the buffer (at ``offset`` if given, which must be the end).
+    def begin_append(
+        self, buffer_id: str, offset: int | None = None, tag: str | None = None
+    ) -> AppendLease:
+        """Open an append at the end of the buffer (at ``offset`` if given, which must be it).
 
-        Refused, with nothing stored, when the buffer is not writable, the tag
-        exists, ``offset`` is not the end, the buffer would overflow, or
-        ``sha256`` does not match ``data``.
+        Refused when the buffer is not writable, the tag exists, ``offset`` is
+        not the end, or another append to the buffer is in progress. The
+        bytes then go through ``AppendLease.write`` and the append ends with
+        ``finish_append`` (verify, fsync, commit) or ``abort_append``.
         """
         if tag is not None:
             check_name(tag, "tag")
@@ -448,40 +500,99 @@ class BufferStore:
                     f"append at offset {offset} but buffer {buffer_id!r} ends at {row.size}; "
                     "resume from its current size"
                 )
-            if row.size + len(data) > row.max_size:
-                raise BufferTooLarge(
-                    f"append of {len(data)} bytes would bring buffer {buffer_id!r} to "
-                    f"{row.size + len(data)} bytes, above its maximum of {row.max_size}"
+            if buffer_id in self._writing:
+                raise OffsetMismatch(
+                    f"another append to buffer {buffer_id!r} is in progress; retry after it"
                 )
-            digest = hashlib.sha256(data).hexdigest()
-            if sha256 is not None and sha256.lower() != digest:
-                raise ChecksumMismatch(
-                    f"chunk at offset {row.size} of buffer {buffer_id!r} has sha256 {digest}, "
-                    f"sender declared {sha256}: corrupted in transit, send it again"
-                )
-            running = self._running_hash(row)
-            with open(self.path(buffer_id), "ab") as f:
-                f.write(data)
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
-            running.update(data)
-            if tag is not None:
+            running = self._running_hash(row).copy()
+            # The lease owns the file: finish_append or abort_append closes it.
+            file = open(self.path(buffer_id), "ab")  # noqa: SIM115
+            lease = AppendLease(buffer_id, row.size, row.max_size, tag, file, running)
+            self._writing.add(buffer_id)
+            return lease
+
+    def finish_append(self, lease: AppendLease, sha256: str | None = None) -> BufferInfo:
+        """Verify the bytes of ``lease`` against ``sha256``, fsync them and commit the new size.
+
+        On a mismatch the bytes are cut off again (nothing stored) and
+        ``ChecksumMismatch`` is raised.
+        """
+        digest = lease.chunk_hash.hexdigest()
+        if sha256 is not None and sha256.lower() != digest:
+            self.abort_append(lease)
+            raise ChecksumMismatch(
+                f"chunk at offset {lease.start} of buffer {lease.buffer_id!r} has sha256 "
+                f"{digest}, sender declared {sha256}: corrupted in transit, send it again"
+            )
+        try:
+            lease.file.flush()
+            if self.fsync:
+                os.fsync(lease.file.fileno())
+            with self._lock, self._session() as s:
+                row = self._row(s, lease.buffer_id)
+                if row.state != BufferState.CREATED or row.size != lease.start:
+                    raise BufferStateError(
+                        f"buffer {lease.buffer_id!r} changed during the append ({row.state})"
+                    )
+                if lease.tag is not None:
+                    s.add(
+                        TagRow(
+                            buffer_id=lease.buffer_id,
+                            tag=lease.tag,
+                            offset=lease.start,
+                            length=lease.written,
+                            sha256=digest,
+                        )
+                    )
                 s.add(
-                    TagRow(
-                        buffer_id=buffer_id,
-                        tag=tag,
-                        offset=row.size,
-                        length=len(data),
+                    ExtentRow(
+                        buffer_id=lease.buffer_id,
+                        offset=lease.start,
+                        length=lease.written,
                         sha256=digest,
                     )
                 )
-            row.size += len(data)
-            self._hashes[buffer_id] = (row.size, running)
-            if row.size == row.max_size:
-                row.state = BufferState.FULL
-                row.sha256 = running.hexdigest()
-            return _info(row)
+                row.size += lease.written
+                self._hashes[lease.buffer_id] = (row.size, lease.running)
+                if row.size == row.max_size:
+                    row.state = BufferState.FULL
+                    row.sha256 = lease.running.hexdigest()
+                info = _info(row)
+        except BaseException:
+            self.abort_append(lease)
+            raise
+        lease.file.close()
+        self._writing.discard(lease.buffer_id)
+        return info
+
+    def abort_append(self, lease: AppendLease) -> None:
+        """Cut the buffer's file back to where ``lease`` started; nothing of it stays."""
+        try:
+            if not lease.file.closed:
+                lease.file.flush()
+                lease.file.truncate(lease.start)
+                lease.file.close()
+        except OSError:
+            pass  # the file was removed (buffer destroyed): nothing to cut
+        finally:
+            self._writing.discard(lease.buffer_id)
+
+    def append(
+        self,
+        buffer_id: str,
+        data: bytes,
+        offset: int | None = None,
+        tag: str | None = None,
+        sha256: str | None = None,
+    ) -> BufferInfo:
+        """Append ``data`` in one call (``begin_append``, ``write``, ``finish_append``)."""
+        lease = self.begin_append(buffer_id, offset, tag)
+        try:
+            lease.write(data)
+        except BaseException:
+            self.abort_append(lease)
+            raise
+        return self.finish_append(lease, sha256)
 
     def seal(self, buffer_id: str, sha256: str | None = None) -> BufferInfo:
         """Close the buffer to writes (state ``full``) and record the sha256 of its bytes.
@@ -519,8 +630,10 @@ class BufferStore:
 
     def read(
         self, buffer_id: str, offset: int = 0, limit: int | None = None
-    ) -> tuple[bytes, BufferInfo]:
-        """Up to ``limit`` bytes from ``offset`` (to the committed end), and the buffer's info."""
+    ) -> tuple[bytes, BufferInfo, str]:
+        """Up to ``limit`` bytes from ``offset`` (to the committed end), the buffer's info,
+        and the sha256 of those bytes (recorded at write time when the range is one
+        append's extent, computed otherwise)."""
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("offset and limit must be >= 0")
         with self._lock, self._session() as s:
@@ -532,8 +645,11 @@ class BufferStore:
                     f"offset {offset} is past the end of buffer {buffer_id!r} ({row.size})"
                 )
             info = _info(row)
-        end = info.size if limit is None else min(info.size, offset + limit)
-        return self._read_bytes(buffer_id, offset, end - offset), info
+            end = info.size if limit is None else min(info.size, offset + limit)
+            extent = s.get(ExtentRow, (buffer_id, offset))
+            known = extent.sha256 if extent is not None and extent.length == end - offset else None
+        data = self._read_bytes(buffer_id, offset, end - offset)
+        return data, info, known or hashlib.sha256(data).hexdigest()
 
     def read_session(
         self, buffer_id: str, name: str, limit: int | None = None

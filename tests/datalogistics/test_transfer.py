@@ -231,3 +231,21 @@ def test_buffer_urls_parse() -> None:
     )
     with pytest.raises(ValueError, match="buffers/<id>"):
         BufferRef.parse("http://127.0.0.1:8000/abc", "t")
+
+
+def test_bytes_rotted_on_the_source_disk_are_caught_end_to_end(
+    two_sites: Sites, http: httpx.Client
+) -> None:
+    """Digests are recorded when bytes are written: a bit flipped later on the source's disk
+    fails the destination's check instead of being blessed by a fresh hash."""
+    a, b = two_sites
+    data = os.urandom(2**20)
+    src = produce(a, data, http)
+    path = a.store.path(src.buffer)
+    raw = bytearray(path.read_bytes())
+    raw[12345] ^= 0x10
+    path.write_bytes(bytes(raw))
+    dst = destination(b, len(data), http)
+    with pytest.raises(TransferError, match="checksum"):
+        TransferEngine(chunk_size=2**20, retries=1, backoff=0).transfer(src, dst)
+    assert BufferClient(dst, http).info().size == 0
