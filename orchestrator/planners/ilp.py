@@ -48,6 +48,7 @@ import pulp
 from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan, PlanningError
 from orchestrator.explain import explain_all
+from orchestrator.improve import improve
 from orchestrator.plan import Objective, Plan, PlanningConstraints
 from orchestrator.planners.common import limit_breach
 from orchestrator.planners.heft import HEFTPlanner
@@ -69,7 +70,8 @@ class ILPSettings:
     ``solver``: ``"highs"`` (highspy, default) or ``"cbc"`` (pulp's bundled CBC);
     ``time_limit`` in seconds; ``exact_max_steps``: above this many steps the
     group-level model is solved; ``max_groups``: groups are coarsened (category
-    prefix, then level only) until at most this many remain; ``threads`` for HiGHS.
+    prefix, then level only) until at most this many remain; ``threads`` for HiGHS;
+    ``improve_seconds``: budget of the local search on the critical chain after decoding.
     """
 
     solver: str = "highs"
@@ -77,6 +79,7 @@ class ILPSettings:
     exact_max_steps: int = 120
     max_groups: int = 150
     gap_rel: float = 1e-4
+    improve_seconds: float = 3.0
     threads: int = 1
     msg: bool = False
 
@@ -129,7 +132,8 @@ class ILPData:
     deadline_all: float | None
     budget: float | None
     exact: bool
-    horizon_cap: float = field(default=0.0)
+    buffer_active: bool = field(default=False)
+    """Set when the buffer family was added (it is stricter than the flow rule)."""
 
 
 Vars = dict[str, Any]
@@ -269,6 +273,7 @@ def add_buffer_constraints(prob: pulp.LpProblem, v: Vars, data: ILPData) -> None
     total = sum(data.ebytes.values())
     if not data.edges or total <= min(data.buffer.values()):
         return
+    data.buffer_active = True
     for j, s in enumerate(data.sites):
         if total <= data.buffer[s]:
             continue
@@ -648,6 +653,15 @@ class ILPPlanner:
         best = min(candidates, key=lambda p: p.metrics.objective_value or 0.0)
         if best.metrics.planner != self.name:
             notes.append("the warm start (HEFT) scored better than the decoded solution: kept")
+        if data.slots == 1 and len(workflow) <= 3000 and self.settings.improve_seconds > 0:
+            self._say("local search on the critical chain")
+            placed = {s: (a.site, a.start, a.end) for s, a in best.assignments.items()}
+            better, moves = improve(
+                model, placed, objective, ref, constraints, self.settings.improve_seconds
+            )
+            if moves:
+                best = build_plan(model, better, objective, self.name, "heuristic", 0.0, ref=ref)
+                notes.append(f"local search: {moves} improving moves on the critical chain")
         return self._finish(model, best, objective, ref, info, data, notes, t_start)
 
     def _shifted(
@@ -720,10 +734,8 @@ class ILPPlanner:
     ) -> Plan:
         placed = {s: (a.site, a.start, a.end) for s, a in plan.assignments.items()}
         why = explain_all(model, placed, objective)
-        # the solver's bound is a bound of this problem only when the model is exact
-        # and single-slot (then its capacity and delays are relaxations of the real ones)
-        bound = info.bound if data.exact and data.slots == 1 else None
-        status = _status(info, data)
+        bound = info.bound if _is_relaxation(data, objective) else None
+        status = _status(info, data, objective)
         out = build_plan(
             model,
             placed,
@@ -741,10 +753,24 @@ class ILPPlanner:
         return out
 
 
-def _status(info: SolveInfo, data: ILPData) -> str:
-    """``optimal`` only when the exact model was proven optimal; else ``feasible``."""
+def _is_relaxation(data: ILPData, objective: Objective) -> bool:
+    """True when the model's optimum bounds the real problem's from below.
+
+    So when it is exact (one unit per step), single-slot (carbon and price not
+    attributed by start slot), has no buffer family (stricter than the flow rule)
+    and no transfer EUR in the objective (the model counts an item read by two
+    consumers on one site twice, the flows once). Its capacity (aggregate load)
+    and delays are then relaxations or exact.
+    """
+    if not data.exact or data.slots != 1 or data.buffer_active:
+        return False
+    return objective.weights()["cost"] == 0 or not any(data.tcost.values())
+
+
+def _status(info: SolveInfo, data: ILPData, objective: Objective) -> str:
+    """``optimal`` only when a relaxation was proven optimal; else ``feasible``."""
     s = info.status.lower()
-    if data.exact and data.slots == 1 and s.startswith("optimal") and (info.gap or 0.0) <= 1e-4:
+    if _is_relaxation(data, objective) and s.startswith("optimal") and (info.gap or 0.0) <= 1e-4:
         return "optimal"
     return "feasible" if info.has_solution else "heuristic"
 
