@@ -157,19 +157,32 @@ class BlockSpec:
 def discretise(F: Array, Qc: Array, dt: float) -> tuple[Array, Array]:
     """``(A, Q)`` of ``dx = F x dt + dW`` over ``dt`` seconds (Van Loan, 1978).
 
-    ``expm([[-F, Qc], [0, F^T]] dt) = [[., M12], [0, M22]]`` gives
-    ``A = M22^T`` and ``Q = A M12``.
+    ``expm([[-F, Qc], [0, F^T]] d) = [[., M12], [0, M22]]`` gives
+    ``A(d) = M22^T`` and ``Q(d) = A(d) M12``. The block ``-F`` grows like
+    ``exp(d / tau)`` for a decaying mode, so the step is first halved ``s`` times
+    until ``||F|| d <= 1`` and then doubled back exactly::
+
+        A(2d) = A(d)^2,   Q(2d) = A(d) Q(d) A(d)^T + Q(d)
+
+    (scaling and squaring; a week-long gap with a 30-minute time constant
+    stays accurate instead of overflowing).
     """
-    if not dt > 0:
+    if not (dt > 0 and math.isfinite(dt)):
         raise ModelError(f"a time step must be > 0 seconds, got {dt}")
     n = F.shape[0]
+    norm = float(np.abs(F).sum(axis=1).max()) if n else 0.0
+    s = max(0, math.ceil(math.log2(norm * dt))) if norm * dt > 1.0 else 0
+    d = dt / 2**s
     M = np.zeros((2 * n, 2 * n))
     M[:n, :n] = -F
     M[:n, n:] = Qc
     M[n:, n:] = F.T
-    E = expm(M * dt)
+    E = expm(M * d)
     A = E[n:, n:].T
     Q = A @ E[:n, n:]
+    for _ in range(s):
+        Q = A @ Q @ A.T + Q
+        A = A @ A
     return A, 0.5 * (Q + Q.T)
 
 

@@ -1,0 +1,216 @@
+"""The twin of one site: ordering, duplicates, masks, bounds, what-if, anomalies, staleness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from filterpy.kalman import KalmanFilter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federation.model import Federation
+from twin.errors import ModelError
+from twin.site import SiteTwin, TwinConfig
+from twin.state import SiteStatus
+from twin.telemetry import TelemetrySample
+
+T0 = 1_767_571_200.0
+H = 3600.0
+
+
+def _normal(site: str, k: int, rng: np.random.Generator, cores: int = 120) -> TelemetrySample:
+    hod = k % 24
+    return TelemetrySample(
+        site=site,
+        timestamp=T0 + H * k,
+        utilisation=float(
+            np.clip(0.5 + 0.2 * math.sin(2 * math.pi * hod / 24) + rng.normal(0, 0.02), 0, 1)
+        ),
+        backlog=float(max(0.0, 0.1 * cores * H + rng.normal(0, 0.01 * cores * H))),
+        power_price=0.1 + 0.02 * math.cos(2 * math.pi * (hod - 19) / 24) + rng.normal(0, 0.002),
+        carbon_intensity=50 + 10 * math.cos(2 * math.pi * (hod - 19) / 24) + rng.normal(0, 1),
+    )
+
+
+@pytest.fixture
+def twin(demo_federation: Federation) -> SiteTwin:
+    site = demo_federation.site("ddf-fatnode")
+    return SiteTwin(site, {"national-hpc": 28.7e6})
+
+
+def _feed(tw: SiteTwin, hours: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for k in range(hours):
+        assert tw.ingest(_normal(tw.site_id, k, rng)) == "applied"
+
+
+def test_out_of_order_samples_are_rejected_and_counted(twin: SiteTwin) -> None:
+    _feed(twin, 10)
+    assert twin.x is not None
+    x, P = twin.x.copy(), twin.P.copy() if twin.P is not None else None
+    late = TelemetrySample(site=twin.site_id, timestamp=T0 + 3.5 * H, utilisation=0.9)
+    assert twin.ingest(late) == "rejected"
+    assert twin.counters.rejected_out_of_order == 1
+    np.testing.assert_array_equal(twin.x, x)
+    np.testing.assert_array_equal(twin.P, P)
+
+
+def test_duplicates_are_idempotent_and_conflicts_counted(twin: SiteTwin) -> None:
+    rng = np.random.default_rng(1)
+    samples = [_normal(twin.site_id, k, rng) for k in range(12)]
+    for s in samples:
+        twin.ingest(s)
+    x = twin.x.copy() if twin.x is not None else None
+    assert twin.ingest(samples[-1]) == "duplicate"
+    for s in samples[:-1]:  # replaying the history again changes nothing either
+        assert twin.ingest(s) == "rejected"
+    np.testing.assert_array_equal(twin.x, x)
+    assert twin.counters.duplicates == 1
+    changed = samples[-1].model_copy(update={"utilisation": 0.01})
+    assert twin.ingest(changed) == "conflicting"
+    np.testing.assert_array_equal(twin.x, x)
+
+
+def test_missing_metrics_are_masked_not_zeros(twin: SiteTwin, demo_federation: Federation) -> None:
+    """A sample without utilisation leaves that block as filterpy's reduced update would."""
+    _feed(twin, 30)
+    assert twin.x is not None
+    assert twin.P is not None
+    assert twin.t is not None
+    x0, P0 = twin.x.copy(), twin.P.copy()
+    s = TelemetrySample(site=twin.site_id, timestamp=twin.t + H, power_price=0.3, backlog=1e5)
+    twin.ingest(s)
+    A, Q = twin.model.transition(H)
+    kf = KalmanFilter(dim_x=len(x0), dim_z=2)
+    kf.x, kf.P, kf.F, kf.Q = x0.reshape(-1, 1), P0, A, Q
+    kf.predict()
+    rows = [twin.model.observations.index(n) for n in ("backlog", "power_price")]
+    kf.update(np.array([[1e5], [0.3]]), R=twin.model.R[np.ix_(rows, rows)], H=twin.model.H[rows])
+    np.testing.assert_allclose(twin.x, kf.x[:, 0], rtol=1e-9, atol=1e-9)
+    # the same sample with utilisation = 0 instead of missing moves the utilisation estimate
+    other = SiteTwin(twin.site, twin.links)
+    other.x, other.P, other.t, other.last_sample_t = x0, P0, s.timestamp - H, s.timestamp - H
+    other.ingest(s.model_copy(update={"utilisation": 0.0}))
+    u = twin.model.index("utilisation.level")
+    assert other.x is not None
+    assert other.x[u] < twin.x[u] - 0.01
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    values=st.lists(
+        st.tuples(st.floats(0, 1), st.floats(0, 1e7), st.booleans()), min_size=2, max_size=30
+    )
+)
+def test_estimates_respect_physical_bounds(values: list[tuple[float, float, bool]]) -> None:
+    from federation.model import load_demo_federation
+
+    site = load_demo_federation().site("edge-station")
+    tw = SiteTwin(site, {"ddf-fatnode": 1e8})
+    for k, (u, b, jump) in enumerate(values):
+        tw.ingest(
+            TelemetrySample(
+                site=site.id,
+                timestamp=T0 + k * (H if jump else 60.0),
+                utilisation=u,
+                backlog=b,
+                links={"ddf-fatnode": 0.0},
+            )
+        )
+        assert tw.x is not None
+        assert tw.P is not None
+        D, lo, hi = tw.model.constraints()
+        v = D @ tw.x
+        assert (v >= lo - 1e-6).all()
+        assert (v <= hi + 1e-6).all()
+        assert np.allclose(tw.P, tw.P.T)
+        assert (np.linalg.eigvalsh(tw.P) > 0).all()
+
+
+def test_what_if_forecast_adds_the_planned_load(twin: SiteTwin) -> None:
+    _feed(twin, 48)
+    base = twin.forecast(horizon=6)
+    work = 50.0 * H * 120  # 50 core-hours per core of queued work
+    planned = twin.forecast(horizon=6, controls=[(60.0, work)])
+    tau = twin.model.block("backlog").tau_drain
+    b = twin.model.index("backlog.backlog")
+    # x_k = A x_{k-1} + B u_k: the queued work is in the backlog of slot 0...
+    diff = [
+        p - q
+        for p, q in zip(planned.blocks["backlog"].mean, base.blocks["backlog"].mean, strict=False)
+    ]
+    assert diff[0] == pytest.approx(work, rel=1e-9)
+    # ...and drains with the queue's time constant over the following slots
+    A, _ = twin.model.transition(H)
+    assert A[b, b] == pytest.approx(math.exp(-H / tau))
+    assert diff[1] == pytest.approx(A[b, b] * work, rel=1e-6)
+    assert diff[3] == pytest.approx(A[b, b] ** 3 * work, rel=1e-6)
+    # 60 more cores busy: utilisation up by 60 / 120 (before the bound clips it)
+    du = planned.blocks["utilisation"].mean[0] - base.blocks["utilisation"].mean[0]
+    assert 0 < du <= 0.5 + 1e-9
+    with pytest.raises(ModelError, match="controls must be"):
+        twin.forecast(horizon=2, controls=[(1.0, 0.0)] * 3)
+
+
+def test_recorded_control_enters_the_next_prediction(twin: SiteTwin) -> None:
+    _feed(twin, 24)
+    before = twin.forecast(horizon=1).blocks["backlog"].mean[0]
+    twin.control(cores=0.0, work=1e7)
+    after = twin.forecast(horizon=1).blocks["backlog"].mean[0]
+    assert after > before + 1e6
+
+
+def test_anomaly_window_flags_degraded_then_down(twin: SiteTwin) -> None:
+    _feed(twin, 24 * 5)
+    status, health = twin.status()
+    assert status is SiteStatus.OK
+    assert health > 0.5
+    t = twin.t or 0.0
+    # the site suddenly reports an empty machine and a huge queue: innovations explode
+    for k in range(1, 7):
+        twin.ingest(
+            TelemetrySample(
+                site=twin.site_id,
+                timestamp=t + k * H,
+                utilisation=0.0,
+                backlog=2e7,
+                power_price=0.1,
+                carbon_intensity=50,
+            )
+        )
+    _stat, dof, p = twin.window_test()
+    assert dof > 0
+    assert p < twin.config.alpha_down
+    assert twin.status()[0] is SiteStatus.DOWN
+
+
+def test_site_reporting_down_and_silence_make_it_down_then_stale(twin: SiteTwin) -> None:
+    _feed(twin, 24)
+    t = twin.t or 0.0
+    twin.ingest(TelemetrySample(site=twin.site_id, timestamp=t + H, up=False))
+    assert twin.status()[0] is SiteStatus.DOWN
+    cfg = twin.config
+    later = t + H + cfg.stale_after_s + 1
+    assert twin.status(later) == (SiteStatus.STALE, 0.0)
+    assert twin.status(t + H + cfg.stale_after_s - 1)[0] is SiteStatus.DOWN
+
+
+def test_state_round_trip(twin: SiteTwin) -> None:
+    _feed(twin, 30)
+    twin.control(cores=4)
+    again = SiteTwin.from_state(twin.site, twin.links, twin.config, twin.to_state())
+    np.testing.assert_array_equal(again.x, twin.x)
+    np.testing.assert_array_equal(again.P, twin.P)
+    assert again.window_test() == twin.window_test()
+    assert again.forecast().blocks == twin.forecast().blocks
+
+
+def test_config_and_site_checks(twin: SiteTwin) -> None:
+    with pytest.raises(ModelError, match="alpha"):
+        TwinConfig(alpha_degraded=1e-9, alpha_down=1e-3)
+    with pytest.raises(ModelError, match="given to the twin of"):
+        twin.ingest(TelemetrySample(site="elsewhere", timestamp=T0))
+    with pytest.raises(ModelError, match="no estimate yet"):
+        twin.forecast()
