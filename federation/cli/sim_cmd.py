@@ -1,9 +1,167 @@
-"""CLI commands of the simulations package: ``simulate``."""
+"""CLI commands of the simulations package: ``simulate``.
+
+``continuum simulate SCENARIO.yaml``                       every planner x seed, tables and plots
+``continuum simulate SCENARIO.yaml --sweep workload.load=1,2``   a sweep, one tidy table
+``continuum simulate SCENARIO.yaml --sweep ... --dask tcp://host:8786``   on a Dask cluster
+``continuum simulate --validate TRACE.swf``                 replay a log on one site, compare waits
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from federation.cli.common import console, human_seconds, write_json
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return "-" if value is None else str(value)
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("planner", "scenario") else "right")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    return table
+
+
+SUMMARY_COLUMNS = [
+    "planner",
+    "seed",
+    "jobs_done",
+    "mean_wait_s",
+    "median_wait_s",
+    "p95_wait_s",
+    "utilisation",
+    "energy_kwh",
+    "cost_eur",
+    "carbon_kg",
+    "workflows_done",
+    "workflow_mean_makespan_s",
+    "deadline_misses",
+]
+
+
+def simulate(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML (see examples/scenarios/).")
+    ] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option("--sweep", help="PARAM=v1,v2 (dotted path, e.g. workload.load=1,2); repeat."),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option("--dask", help="Run the sweep on the Dask scheduler at ADDRESS."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Dask LocalCluster workers (with --dask local).")
+    ] = 2,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for tables and plots.")
+    ] = Path("sim-output"),
+    seed: Annotated[
+        list[int] | None, typer.Option("--seed", help="Override the scenario's seeds; repeat.")
+    ] = None,
+    validate: Annotated[
+        Path | None,
+        typer.Option("--validate", help="Replay this SWF log on one site and compare waits."),
+    ] = None,
+    cores: Annotated[int | None, typer.Option("--cores", help="Cores for --validate.")] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
+) -> None:
+    """Run a what-if scenario on the simulated federation (or a sweep, or a trace validation)."""
+    from simulations import compare, load_scenario, run_scenario, save_results, validate_trace
+    from simulations.sweep import parse_sweep
+    from simulations.sweep import sweep as run_sweep
+
+    if validate is not None:
+        rows = []
+        for policy in ("easy", "fcfs"):
+            with console.status(f"replaying {validate.name} with {policy}"):
+                rows.append(validate_trace(validate, cores, policy).to_dict())
+        console.print(rows[0]["credit"])
+        cols = [
+            "policy",
+            "cores",
+            "jobs",
+            "simulated_mean_wait_s",
+            "recorded_mean_wait_s",
+            "simulated_median_wait_s",
+            "recorded_median_wait_s",
+            "pearson",
+            "spearman",
+            "wall_s",
+        ]
+        console.print(_table("Simulated vs recorded waits", rows, cols))
+        write_json(rows, output / "validation.json")
+        return
+    if scenario is None:
+        raise typer.BadParameter("give a SCENARIO.yaml (or --validate TRACE.swf)")
+    sc = load_scenario(scenario)
+    if seed:
+        sc = sc.with_overrides({"seeds": list(seed)})
+    if sweep or dask:
+        grid = parse_sweep(sweep or [])
+        backend = "dask" if dask else "local"
+        address = None if dask in (None, "local") else dask
+        with _progress() as bar:
+            n = len(sc.planners) * len(sc.seeds)
+            for values in grid.values():
+                n *= len(values)
+            task = bar.add_task(f"sweep of {sc.name} ({backend})", total=n)
+
+            def done(i: int, total: int) -> None:
+                bar.update(task, completed=i)
+
+            table = run_sweep(sc, grid, backend, address, workers, done)
+            bar.update(task, completed=n)
+        output.mkdir(parents=True, exist_ok=True)
+        table.to_csv(output / "sweep.csv", index=False)
+        cols = [*grid, *[c for c in SUMMARY_COLUMNS if c in table.columns]]
+        console.print(_table(f"Sweep of {sc.name}", table.to_dict("records"), cols))
+        console.print(f"sweep table: {output / 'sweep.csv'}")
+        return
+    with _progress() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(label: str, fraction: float) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(f"{sc.name}: {label}", total=1.0)
+            bar.update(tasks[label], completed=fraction)
+
+        results = run_scenario(sc, progress)
+    written = save_results(results, output, plots=not no_plots)
+    rows = compare(results).to_dict("records")
+    title = f"{sc.name}: {human_seconds(sc.horizon)} simulated"
+    console.print(_table(title, rows, SUMMARY_COLUMNS))
+    credit = next((r.credit for r in results if r.credit), "")
+    if credit:
+        console.print(f"workload: {credit}")
+    console.print(f"{len(written)} files written under {output}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the simulation commands to ``app``."""
+    app.command("simulate")(simulate)

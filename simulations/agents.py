@@ -1,0 +1,378 @@
+"""The agents of the federation model: sites, the job stream, the broker, workflow runs.
+
+Time is event-driven (mesa's DEVS simulator): agents schedule their own bound
+methods at the instants something happens (an arrival, a job end, a failure,
+a repair), so idle stretches cost nothing. Mesa keeps only weak references to
+scheduled callables: every event here is a bound method of a live agent,
+never a lambda.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mesa import Agent
+
+from federation.model import Site
+from simulations.batch import BatchQueue, Job, QueuePolicy
+from simulations.series import HourlySeries
+from twin import TelemetrySample
+
+if TYPE_CHECKING:
+    from simulations.model import FederationModel
+    from simulations.workload import JobTable
+
+
+class SiteAgent(Agent):
+    """A compute site: a batch queue on its cores, a power model, failures and repairs.
+
+    Power drawn from the grid, with ``b`` busy cores out of ``n`` (0 while down)::
+
+        P = (b * power_busy_w + (n - b) * power_idle_w) * pue        [W]
+
+    Between two changes of ``b`` the power is constant, so energy, its cost
+    and its carbon over ``[t0, t1]`` are exact::
+
+        E = P * (t1 - t0)                                           [J]
+        cost   = P / 1000 * f * integral(price, t0, t1) / 3600      [EUR]   (f: price factor)
+        carbon = P / 1000 * integral(carbon, t0, t1) / 3600         [gCO2e]
+    """
+
+    model: FederationModel
+
+    def __init__(
+        self,
+        model: FederationModel,
+        site: Site,
+        index: int,
+        price: HourlySeries,
+        carbon: HourlySeries,
+        policy: QueuePolicy,
+    ) -> None:
+        super().__init__(model)
+        self.site = site
+        self.index = index
+        self.queue = BatchQueue(site.cores, policy)
+        self.price = price
+        self.carbon = carbon
+        self.price_factor = 1.0
+        self.down: set[str] = set()
+        self.held = False
+        self.energy_j = 0.0
+        self.cost_eur = 0.0
+        self.carbon_g = 0.0
+        self.busy_core_s = 0.0
+        self.up_core_s = 0.0
+        self.jobs_done = 0
+        self.kills = 0
+        self.failures = 0
+        self._last = model.now
+        self._p_busy = site.power_busy_w * site.pue
+        self._p_idle = site.power_idle_w * site.pue
+        self._speed = site.speed
+        self._origin = model.origin
+        self._failure_event: Any = None
+
+    # -- state -----------------------------------------------------------------
+    @property
+    def is_up(self) -> bool:
+        return not self.down
+
+    @property
+    def status(self) -> str:
+        return "down" if self.down else ("held" if self.held else "ok")
+
+    @property
+    def utilisation(self) -> float:
+        return self.queue.busy / self.queue.capacity
+
+    @property
+    def power_w(self) -> float:
+        if self.down:
+            return 0.0
+        b = self.queue.busy
+        return b * self._p_busy + (self.queue.capacity - b) * self._p_idle
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
+    @property
+    def running(self) -> int:
+        return len(self.queue.running)
+
+    def price_now(self) -> float:
+        return self.price.at(self._origin + self.model.now) * self.price_factor
+
+    def carbon_now(self) -> float:
+        return self.carbon.at(self._origin + self.model.now)
+
+    def sample(self, stamp: float) -> TelemetrySample:
+        """What this site reports to its twin at unix time ``stamp``."""
+        up = not self.down
+        return TelemetrySample(
+            site=self.site.id,
+            timestamp=stamp,
+            utilisation=self.queue.busy / self.queue.capacity if up else None,
+            backlog=max(self.queue.backlog, 0.0),
+            power_price=self.price_now(),
+            carbon_intensity=self.carbon_now(),
+            up=up,
+        )
+
+    def account(self) -> None:
+        """Integrate power, cost, carbon and busy core-seconds up to now (see the class doc)."""
+        now = self.model.now
+        t0 = self._last
+        if now <= t0:
+            return
+        self._last = now
+        if self.down:
+            return
+        b = self.queue.busy
+        p_w = b * self._p_busy + (self.queue.capacity - b) * self._p_idle
+        dt = now - t0
+        self.energy_j += p_w * dt
+        u0, u1 = self._origin + t0, self._origin + now
+        kw_h = p_w / 3.6e6  # W -> kW, and series-seconds -> hours
+        self.cost_eur += kw_h * self.price_factor * self.price.integral(u0, u1)
+        self.carbon_g += kw_h * self.carbon.integral(u0, u1)
+        self.busy_core_s += b * dt
+        self.up_core_s += self.queue.capacity * dt
+
+    # -- jobs ------------------------------------------------------------------
+    def duration(self, reference_seconds: float) -> float:
+        """Seconds here for ``reference_seconds`` of a reference core's time."""
+        return reference_seconds / self._speed
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (its ``run``/``req`` already in seconds at this site) and dispatch."""
+        job.site = self.index
+        self.queue.submit(job)
+        if not self.down and not self.held:
+            self.dispatch()
+
+    def dispatch(self) -> None:
+        """Start what the queue policy allows now; schedule each started job's end."""
+        if self.down or self.held or not self.queue.queue:
+            return
+        self.account()
+        started = self.queue.schedule(self.model.now)
+        if not started:
+            return
+        schedule = self.model.simulator.schedule_event_absolute
+        on_end = self.on_job_end
+        for job in started:
+            schedule(on_end, job.end, function_args=[job, job.epoch])
+            if job.owner is None:
+                self.model.jobs.start[job.index] = job.start
+                self.model.jobs.site[job.index] = self.index
+
+    def on_job_end(self, job: Job, epoch: int) -> None:
+        """A job ends (ignored when the job was killed since this event was scheduled)."""
+        if epoch != job.epoch:
+            return
+        self.account()
+        self.queue.finish(job)
+        self.jobs_done += 1
+        if job.owner is None:
+            self.model.job_finished(job)
+        else:
+            job.owner.step_done(job)
+        self.dispatch()
+
+    # -- failures, outages, holds ------------------------------------------------
+    def go_down(self, reason: str) -> None:
+        """Stop the site (``reason``: failure or outage); running jobs are killed and requeued."""
+        self.account()
+        was_up = not self.down
+        self.down.add(reason)
+        if was_up:
+            killed = self.queue.kill_all()
+            self.kills += len(killed)
+            for job in killed:
+                if job.owner is None:
+                    self.model.jobs.kills[job.index] += 1
+                    self.model.jobs.start[job.index] = math.nan
+
+    def go_up(self, reason: str) -> None:
+        self.account()
+        self.down.discard(reason)
+        self.dispatch()
+
+    def set_held(self, held: bool) -> None:
+        """Hold (start no job, e.g. under a carbon cap) or release the site."""
+        if held == self.held:
+            return
+        self.held = held
+        if not held:
+            self.dispatch()
+
+    def set_price_factor(self, factor: float) -> None:
+        self.account()
+        self.price_factor = factor
+
+    def arm_failures(self, mtbf: float, mttr: float) -> None:
+        """Start the failure process: exponential times to failure and to repair."""
+        self._mtbf, self._mttr = mtbf, mttr
+        delay = self.model.random.expovariate(1.0 / mtbf)
+        self.model.simulator.schedule_event_relative(self.fail, delay)
+
+    def fail(self) -> None:
+        self.failures += 1
+        self.go_down("failure")
+        self.model.simulator.schedule_event_relative(
+            self.repair, self.model.random.expovariate(1.0 / self._mttr)
+        )
+
+    def repair(self) -> None:
+        self.go_up("failure")
+        self.model.simulator.schedule_event_relative(
+            self.fail, self.model.random.expovariate(1.0 / self._mtbf)
+        )
+
+
+class JobStream(Agent):
+    """Submits the batch jobs of a ``JobTable`` at their submit times, through the broker.
+
+    One arrival event is pending at a time (the next distinct submit time), so
+    the event list stays small however long the trace. ``load_factor`` (a load
+    event) duplicates arrivals: each arrival becomes ``floor(f)`` jobs plus one
+    more with probability ``f - floor(f)`` (``f < 1`` thins the stream).
+    """
+
+    model: FederationModel
+
+    def __init__(self, model: FederationModel, jobs: JobTable) -> None:
+        super().__init__(model)
+        self.jobs = jobs
+        self.next = 0
+        self.load_factor = 1.0
+        self.rejected = 0
+        self._submit = jobs.submit[: jobs.arrivals].tolist()
+        if self._submit:
+            model.simulator.schedule_event_absolute(self.on_arrival, self._submit[0])
+
+    def on_arrival(self) -> None:
+        now = self.model.now
+        subs = self._submit
+        n = len(subs)
+        i = self.next
+        route = self.model.broker.route
+        rnd = self.model.random.random
+        f = self.load_factor
+        while i < n and subs[i] <= now:
+            if f == 1.0:
+                route(i)
+            else:
+                copies = int(f) + (1 if rnd() < f - int(f) else 0)
+                for c in range(copies):
+                    route(i if c == 0 else self.jobs.append_copy(i, now))
+            i += 1
+        self.next = i
+        if i < n:
+            self.model.simulator.schedule_event_absolute(self.on_arrival, subs[i])
+
+
+class Broker(Agent):
+    """The orchestrator's job router: sends each batch job to a site.
+
+    It sees the sites only through telemetry (refreshed every telemetry
+    interval: queue backlog, price, carbon, status) plus what it has itself
+    sent since. Policies: ``home`` (a random site, weighted by cores),
+    ``least-wait`` (of ``choices`` random candidates that fit and are up, the
+    one with the least estimated wait: the power of d choices, which avoids
+    herding between telemetry refreshes), ``greenest`` and ``cheapest`` (the
+    candidate with the lowest ``metric * (1 + wait / 1 h)``).
+    """
+
+    model: FederationModel
+
+    def __init__(self, model: FederationModel, routing: str, choices: int) -> None:
+        super().__init__(model)
+        self.routing = routing
+        self.choices = choices
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Index the sites again (after one joins)."""
+        sites = self.model.sites
+        self.order = sorted(range(len(sites)), key=lambda i: -sites[i].site.cores)
+        self._neg_cores = [-sites[i].site.cores for i in self.order]
+        self.wait = [0.0] * len(sites)
+        self.metric = [0.0] * len(sites)
+        self.up = [True] * len(sites)
+        self._cum = np.cumsum([s.site.cores for s in sites]).tolist()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Take in the twin's latest view, or the raw telemetry without a twin.
+
+        From the view: expected wait, status (down sites get no job), and the
+        first slot of the price or carbon forecast (the site's nominal figure
+        when its policy withholds it).
+        """
+        view = self.model.last_view
+        for s in self.model.sites:
+            i = s.index
+            st = view.get(s.site.id)
+            if st is None:
+                self.wait[i] = s.queue.backlog / s.queue.capacity
+                self.up[i] = s.is_up and not s.held
+                price, carbon = s.price_now(), s.carbon_now()
+            else:
+                self.wait[i] = st.expected_wait_s
+                self.up[i] = st.status != "down" and not s.held
+                nominal = s.site.energy_price_eur_per_kwh
+                price = st.power_price.mean[0] if st.power_price else nominal
+                carbon = (
+                    st.carbon_intensity.mean[0]
+                    if st.carbon_intensity
+                    else s.site.carbon_intensity_g_per_kwh
+                )
+            if self.routing == "greenest":
+                self.metric[i] = carbon
+            elif self.routing == "cheapest":
+                self.metric[i] = price
+
+    def route(self, row: int) -> None:
+        """Send job ``row`` of the job table to a site."""
+        model = self.model
+        jobs = model.jobs
+        cores = int(jobs.cores[row])
+        n_fit = bisect_right(self._neg_cores, -cores)
+        if n_fit == 0:
+            model.stream.rejected += 1
+            return
+        sites = model.sites
+        rnd = model.random
+        if self.routing == "home":
+            pick = self._home(rnd.random(), cores)
+        else:
+            pick = -1
+            best = math.inf
+            for _ in range(self.choices):
+                i = self.order[int(rnd.random() * n_fit)]
+                if not self.up[i]:
+                    continue
+                score = self.wait[i]
+                if self.routing != "least-wait":
+                    score = self.metric[i] * (1.0 + score / 3600.0)
+                if score < best:
+                    best, pick = score, i
+            if pick < 0:
+                pick = self.order[int(rnd.random() * n_fit)]
+        site = sites[pick]
+        run = site.duration(float(jobs.run[row]))
+        req = site.duration(float(jobs.req[row]))
+        self.wait[pick] += cores * req / site.queue.capacity
+        site.submit(Job(row, cores, run, req, model.now))
+
+    def _home(self, u: float, cores: int) -> int:
+        cum = self._cum
+        i = bisect_right(cum, u * cum[-1])
+        i = min(i, len(cum) - 1)
+        return i if self.model.sites[i].site.cores >= cores else self.order[0]

@@ -1,0 +1,219 @@
+"""A site's batch queue: rigid jobs on a pool of cores, FCFS or EASY backfilling.
+
+This is plain Python with no Mesa in it, so it can be tested on its own and
+kept fast: the site agent (``simulations.agents.SiteAgent``) owns one queue
+and turns the jobs it starts into completion events.
+
+Policies
+--------
+``fcfs``
+    Start jobs strictly in arrival order; the first job that does not fit
+    blocks every job behind it.
+``easy``
+    EASY backfilling (Lifka 1995; Mu'alem and Feitelson, IEEE TPDS 2001): when
+    the head job ``h`` does not fit, reserve for it the earliest time its
+    cores are free, computed from the *requested* walltimes of the running
+    jobs (the scheduler never knows actual run times)::
+
+        shadow = min { t : free + sum_{j running, est_end(j) <= t} cores(j) >= cores(h) }
+        extra  = free + sum_{j running, est_end(j) <= shadow} cores(j) - cores(h)
+
+    then start, in queue order, any later job ``b`` that fits now and does not
+    delay the reservation: ``now + req(b) <= shadow`` or ``cores(b) <= extra``
+    (in the second case ``extra`` shrinks by ``cores(b)``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import StrEnum
+from operator import attrgetter
+from typing import Any
+
+
+class QueuePolicy(StrEnum):
+    """How a site's batch queue picks the next jobs to start."""
+
+    FCFS = "fcfs"
+    EASY = "easy"
+
+
+class Job:
+    """A rigid job: ``cores`` for ``run`` seconds; ``req`` is its walltime estimate.
+
+    ``index`` is the job's row in the simulation's job table (-1 for workflow
+    steps, which report to their ``owner``); ``epoch`` counts kills so that a
+    completion event of a killed run is recognised as stale.
+    """
+
+    __slots__ = (
+        "cores",
+        "end",
+        "epoch",
+        "est_end",
+        "index",
+        "kills",
+        "owner",
+        "req",
+        "run",
+        "site",
+        "start",
+        "submit",
+        "tag",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        cores: int,
+        run: float,
+        req: float,
+        submit: float,
+        owner: Any = None,
+        tag: str = "",
+    ) -> None:
+        if cores <= 0:
+            raise ValueError(f"a job needs at least one core, got {cores}")
+        if run < 0:
+            raise ValueError(f"a run time must be >= 0 s, got {run}")
+        self.index = index
+        self.cores = cores
+        self.run = run
+        self.req = max(req, run) if req <= 0 else req
+        self.submit = submit
+        self.start = -1.0
+        self.end = -1.0
+        self.est_end = 0.0
+        self.site = -1
+        self.epoch = 0
+        self.kills = 0
+        self.owner = owner
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        return f"Job({self.index}, cores={self.cores}, run={self.run}, req={self.req})"
+
+
+_by_est_end = attrgetter("est_end")
+
+
+class BatchQueue:
+    """Cores, the jobs waiting for them (in order) and the jobs running on them."""
+
+    __slots__ = ("backlog", "capacity", "free", "policy", "queue", "running")
+
+    def __init__(self, capacity: int, policy: QueuePolicy | str = QueuePolicy.EASY) -> None:
+        if capacity <= 0:
+            raise ValueError(f"a batch queue needs at least one core, got {capacity}")
+        self.capacity = capacity
+        self.free = capacity
+        self.policy = QueuePolicy(policy)
+        self.queue: deque[Job] = deque()
+        self.running: set[Job] = set()
+        self.backlog = 0.0
+        """Requested core-seconds waiting in the queue (what telemetry reports)."""
+
+    @property
+    def busy(self) -> int:
+        return self.capacity - self.free
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def submit(self, job: Job) -> None:
+        """Append ``job`` to the queue; ``ValueError`` if it can never fit."""
+        if job.cores > self.capacity:
+            raise ValueError(f"job needs {job.cores} cores, the site has {self.capacity}")
+        self.queue.append(job)
+        self.backlog += job.cores * job.req
+
+    def _start(self, job: Job, now: float) -> None:
+        self.free -= job.cores
+        self.backlog -= job.cores * job.req
+        job.start = now
+        job.est_end = now + job.req
+        job.end = now + job.run
+        self.running.add(job)
+
+    def schedule(self, now: float) -> list[Job]:
+        """Start what the policy allows at ``now``; return the jobs started."""
+        started: list[Job] = []
+        q = self.queue
+        while q:
+            head = q[0]
+            if head.cores <= self.free:
+                q.popleft()
+                self._start(head, now)
+                started.append(head)
+                continue
+            if self.policy is QueuePolicy.EASY and self.free > 0 and len(q) > 1:
+                self._backfill(now, started)
+            break
+        return started
+
+    def _backfill(self, now: float, started: list[Job]) -> None:
+        q = self.queue
+        head = q[0]
+        shadow, extra = self.reservation(head, now)
+        free = self.free
+        kept: deque[Job] = deque([head])
+        it = iter(q)
+        next(it)
+        for job in it:
+            if free == 0:
+                kept.append(job)
+                continue
+            c = job.cores
+            if c <= free:
+                ends_in_time = now + job.req <= shadow
+                if ends_in_time or c <= extra:
+                    self._start(job, now)
+                    started.append(job)
+                    free -= c
+                    if not ends_in_time:
+                        extra -= c
+                    continue
+            kept.append(job)
+        if len(kept) != len(q):
+            self.queue = kept
+
+    def reservation(self, head: Job, now: float) -> tuple[float, int]:
+        """``(shadow, extra)`` of the EASY reservation for ``head`` (see the module docstring).
+
+        Jobs that overran their estimate are taken to end now.
+        """
+        avail = self.free
+        ordered = sorted(self.running, key=_by_est_end)
+        n = len(ordered)
+        i = 0
+        while i < n:
+            t = ordered[i].est_end
+            # release every job with the same estimated end together
+            while i < n and ordered[i].est_end == t:
+                avail += ordered[i].cores
+                i += 1
+            if avail >= head.cores:
+                return max(t, now), avail - head.cores
+        return float("inf"), 0
+
+    def finish(self, job: Job) -> None:
+        """Release the cores of a running ``job``."""
+        self.running.remove(job)
+        self.free += job.cores
+
+    def kill_all(self) -> list[Job]:
+        """Stop every running job (a failure) and put them back at the front of the queue.
+
+        Killed jobs restart from scratch (no checkpointing); their ``epoch``
+        grows so that their pending completion events are ignored.
+        """
+        killed = sorted(self.running, key=attrgetter("start", "submit"))
+        for job in killed:
+            job.epoch += 1
+            job.kills += 1
+            job.start = job.end = -1.0
+            self.backlog += job.cores * job.req
+        self.running.clear()
+        self.free = self.capacity
+        self.queue.extendleft(reversed(killed))
+        return killed

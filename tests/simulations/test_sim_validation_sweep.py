@@ -1,0 +1,119 @@
+"""Validation against the KTH-SP2 log, sweeps (batch_run and Dask), and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from federation.cli import app
+from simulations import (
+    InvalidScenario,
+    jobs_from_trace,
+    parse_sweep,
+    read_swf,
+    scenario_from_dict,
+    sweep,
+    validate_trace,
+)
+from tests.conftest import shared_path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
+
+
+def test_kth_replay_with_easy_tracks_the_recorded_waits() -> None:
+    trace = read_swf(shared_path("swf", "KTH-SP2-1996-2.1-cln.swf")).head(6000)
+    easy = validate_trace(trace, cores=100, policy="easy")
+    fcfs = validate_trace(trace, cores=100, policy="fcfs")
+    assert easy.jobs == fcfs.jobs == 6000
+    # the log used EASY: EASY's waits correlate with the recorded ones, FCFS's far less
+    assert easy.pearson > 0.2
+    assert easy.pearson > fcfs.pearson
+    assert easy.simulated_mean_wait_s < fcfs.simulated_mean_wait_s
+    # work conservation: utilisation = processor-seconds / (cores x simulated span)
+    table = jobs_from_trace(trace)
+    assert 0 < easy.utilisation < 1
+    assert easy.utilisation == pytest.approx(fcfs.utilisation)
+    assert (table.run * table.cores).sum() > 0
+
+
+def test_copies_and_load_reshape_the_stream() -> None:
+    trace = read_swf(shared_path("swf", "KTH-SP2-1996-2.1-cln.swf")).head(1000)
+    one = jobs_from_trace(trace)
+    three = jobs_from_trace(trace, copies=3, load=2.0, rng=np.random.default_rng(1))
+    assert len(three) == 3 * len(one)
+    assert three.submit.max() <= one.submit.max() / 2 + 1
+    assert np.isnan(three.recorded_wait).sum() == 2 * len(one)
+
+
+def _small(**changes: Any) -> dict[str, Any]:
+    sc: dict[str, Any] = {
+        "name": "sw",
+        "horizon": "12 h",
+        "workload": {"synthetic": {"jobs": 1000, "arrival_rate_per_h": 40, "max_cores": 64}},
+        "twin": False,
+        "collect_sites": False,
+        "seeds": [1],
+    }
+    sc.update(changes)
+    return sc
+
+
+def test_parse_sweep_reads_yaml_scalars() -> None:
+    assert parse_sweep(["workload.load=1,1.5", "queue=fcfs,easy"]) == {
+        "workload.load": [1, 1.5],
+        "queue": ["fcfs", "easy"],
+    }
+    with pytest.raises(InvalidScenario, match="PARAM=v1,v2"):
+        parse_sweep(["workload.load"])
+
+
+def test_local_and_dask_sweeps_give_the_same_table() -> None:
+    sc = scenario_from_dict(_small())
+    grid = {"workload.load": [1, 2]}
+    local = sweep(sc, grid)
+    assert list(local["workload.load"]) == [1, 2]
+    assert local["jobs_done"].iloc[1] > local["jobs_done"].iloc[0]
+    assert local["energy_kwh"].iloc[1] > local["energy_kwh"].iloc[0]
+    dask = sweep(sc, grid, backend="dask", workers=2)
+    for col in ("jobs_done", "energy_kwh", "mean_wait_s", "utilisation"):
+        assert list(dask[col]) == pytest.approx(list(local[col])), col
+
+
+def test_cli_simulate_writes_tables_and_plots(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app, ["simulate", str(EXAMPLES / "carbon-cap.yaml"), "--seed", "3", "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "carbon-cap" in res.output
+    for name in ("comparison.csv", "waits.png", "energy.png", "utilisation.png"):
+        assert (out / name).stat().st_size > 0
+    summary = json.loads((out / "heft-seed3" / "summary.json").read_text())
+    assert summary["scenario"] == "carbon-cap"
+    assert summary["seed"] == 3
+    assert (out / "heft-seed3" / "model.csv").read_text().startswith("step,time_h")
+
+
+def test_cli_sweep_and_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    sc = tmp_path / "s.yaml"
+    import yaml
+
+    sc.write_text(yaml.safe_dump(_small()))
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["simulate", str(sc), "--sweep", "queue=fcfs,easy", "-o", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "o" / "sweep.csv").read_text().splitlines()
+    assert lines[0].startswith("queue,planner,seed")
+    assert len(lines) == 3
+    bad = runner.invoke(app, ["simulate", str(sc), "--sweep", "nothing"])
+    assert bad.exit_code != 0
