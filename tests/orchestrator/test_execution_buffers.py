@@ -1,0 +1,118 @@
+"""Data through real buffer services on loopback; re-planning with the real planners."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from federation.model import Federation
+from federation.store import Store
+from orchestrator import HEFTPlanner
+from orchestrator.connectors import LocalConnector
+from orchestrator.execution import (
+    CopyStager,
+    Executor,
+    ReplanRequest,
+    RunState,
+    RunStore,
+    StepState,
+)
+from orchestrator.execution.buffers import BufferStager, LocalBufferServices
+from orchestrator.execution.replan import PlannerReplanner, sub_workflow
+from tests.orchestrator.test_execution import lines, shell_workflow
+
+
+def test_data_moves_through_buffer_services_with_checksums(tmp_path: Path) -> None:
+    (tmp_path / "markers").mkdir()
+    wf = shell_workflow(tmp_path / "markers")
+    services = LocalBufferServices(tmp_path, ["a", "b"])
+    with services as endpoints:
+        stager = BufferStager(endpoints, tmp_path)
+        runs = RunStore(Store.at(tmp_path / "state.db"))
+        sites = {s: LocalConnector(s, tmp_path / s, slots=2) for s in ("a", "b")}
+        ex = Executor(runs, sites, stager=stager, inputs_dir=tmp_path / "in", poll_interval=0.01)
+        rid = ex.submit(wf, {"a": "a", "b": "b", "c": "a", "d": "b"})
+        assert ex.run(rid, timeout=120) is RunState.DONE
+        assert lines(tmp_path / "markers" / "d") == ["b"]
+        moved = sorted((r.item, r.src_site, r.dst_site) for r in stager.records)
+        assert moved == [("xa", "a", "b"), ("xc", "a", "b")]
+        assert all(r.bytes == r.total_bytes > 0 for r in stager.records)
+        assert all(r.telemetry()["link"] == "a->b" for r in stager.records)
+        staged = tmp_path / "b" / "staged" / rid / "xc"
+        assert staged.read_text() == "c made this\n"
+    # the services are stopped by PID when the block ends
+    assert not services._procs
+
+
+def two_site_federation() -> Federation:
+    site = {
+        "kind": "hpc",
+        "cores": 8,
+        "memory": "64 GB",
+        "power_idle_w": 2,
+        "power_busy_w": 8,
+        "price_per_core_hour": 0.02,
+        "jurisdiction": "FR",
+        "buffer_capacity": "1 TB",
+    }
+    return Federation.from_dict(
+        {
+            "name": "two",
+            "sites": [{"id": "a", **site}, {"id": "b", **site, "speed": 0.5}],
+            "links": [{"src": "a", "dst": "b", "bandwidth": "1 Gbit/s", "symmetric": True}],
+        }
+    )
+
+
+def test_the_planner_replans_the_unfinished_part_and_reuses_finished_data(tmp_path: Path) -> None:
+    (tmp_path / "markers").mkdir()
+    fed = two_site_federation()
+    wf = shell_workflow(tmp_path / "markers", sleep=0.3)
+    replanner = PlannerReplanner(fed, HEFTPlanner())
+    runs = RunStore(Store.at(tmp_path / "state.db"))
+    sites = {s: LocalConnector(s, tmp_path / s, slots=2) for s in ("a", "b")}
+    ex = Executor(
+        runs,
+        sites,
+        stager=CopyStager(tmp_path),
+        replanner=replanner,
+        inputs_dir=tmp_path / "in",
+        poll_interval=0.01,
+    )
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"))
+    while ex.runs.steps(rid)["a"].state is not StepState.DONE:
+        ex.step_once(rid)
+        time.sleep(0.01)
+    sites["a"].fail()
+    ex.site_down(rid, "a", "twin flagged site a down")
+    assert ex.run(rid, timeout=120) is RunState.DONE
+    final = ex.runs.steps(rid)
+    assert final["a"].site == "a"  # finished before the fault: not re-run
+    assert lines(tmp_path / "markers" / "a") == ["a"]
+    assert {final[s].site for s in "bcd"} == {"b"}
+    # b and c read xa, produced at a before the fault, staged from a's directory; an
+    # attempt that was running at a when it went down is lost and runs again at b
+    for step in "bc":
+        assert lines(tmp_path / "markers" / step)[-1] == "b"
+        assert len(lines(tmp_path / "markers" / step)) <= 2
+    assert lines(tmp_path / "markers" / "d") == ["b"]
+
+
+def test_sub_workflow_pins_finished_anchors_without_work() -> None:
+    wf = shell_workflow(Path("/tmp"))
+    request = ReplanRequest(
+        run_id="r",
+        workflow=wf,
+        steps=("b", "d"),
+        excluded=frozenset({"a"}),
+        assignment=dict.fromkeys("abcd", "a"),
+        done=frozenset({"a"}),
+        reason="test",
+    )
+    sub = sub_workflow(request, two_site_federation())
+    assert {s.id for s in sub.steps} == {"a", "b", "c", "d"}
+    assert sub.step("a").work == 0
+    assert sub.step("a").constraints.sites == ("a",)
+    assert sub.step("c").work == wf.step("c").work  # still running: keeps its work
+    assert sub.step("b").constraints.sites == ("b",)
+    assert sub.step("a").inputs == ()
