@@ -152,6 +152,7 @@ class CostModel:
             (lk.src, lk.dst): (lk.latency, lk.bandwidth, lk.cost_per_gb / 1e9)
             for lk in federation.links
         }
+        self.buffer: dict[str, float] = {s.id: s.buffer_capacity for s in federation.sites}
         self._dur: dict[tuple[str, str], float] = {}
         self._kwh: dict[tuple[str, str], float] = {}
         self._lb: dict[str, float] | None = None
@@ -270,12 +271,17 @@ class CostModel:
     def edge_delay(self, parent: str, child: str, src: str, dst: str) -> float:
         """Seconds between the parent's end and the child's start (inf: unlinked data edge).
 
-        Every item of the edge moves in parallel: the largest one sets the delay.
+        Every item of the edge moves in parallel: the largest one sets the delay. An
+        item larger than the source's or the destination's buffer cannot cross either.
         """
         if src == dst:
             return 0.0
         biggest = self.edge_max.get((parent, child))
-        return 0.0 if biggest is None else self.transfer_time(src, dst, biggest)
+        if biggest is None:
+            return 0.0
+        if biggest > min(self.buffer[src], self.buffer[dst]):
+            return math.inf
+        return self.transfer_time(src, dst, biggest)
 
     def ready_time(self, step: str, site: str, placed: Mapping[str, tuple[str, float]]) -> float:
         """Earliest start of ``step`` on ``site`` given the placed parents (site, end)."""

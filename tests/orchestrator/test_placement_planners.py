@@ -291,3 +291,43 @@ def test_random_dags_get_valid_plans_from_every_planner(wf: Workflow, objective:
         if name == "ilp":
             ref = heft.metrics.values()
             assert obj.score(p.metrics.values(), ref) <= obj.score(ref, ref) + 1e-9
+
+
+def test_buffers_too_small_for_an_item_keep_its_consumer_home() -> None:
+    doc = two_sites().to_dict()
+    doc["sites"][1]["buffer_capacity"] = 1000  # bytes at fast
+    fed = Federation.from_dict(doc)
+    wf = Workflow.from_dict(
+        {
+            "name": "big-item",
+            "data": [{"id": "x", "size": 1e6}, {"id": "y", "size": 10}],
+            "steps": [
+                {"id": "a", "work": 1, "outputs": ["x", "y"], "constraints": {"sites": ["slow"]}},
+                {"id": "b", "work": 1000, "inputs": ["x"]},  # 2x faster on fast, but x is 1 MB
+                {"id": "c", "work": 3000, "inputs": ["y"]},  # y (10 B) fits: c goes to fast
+            ],
+        }
+    )
+    view = static_view(fed)
+    for name in ALL:
+        plan = planned(name, wf, fed, view, PlanningConstraints(), Objective.parse("time"))
+        assert plan.site_of("b") == "slow"
+        assert plan.site_of("c") == "fast"
+
+
+def test_local_search_walks_the_critical_chain() -> None:
+    from orchestrator.improve import critical_chain, improve
+
+    fed, wf = two_sites(), chain(4, work=10.0, size=1.0)
+    view = static_view(fed)
+    model = CostModel(wf, fed, view, PlanningConstraints())
+    # a poor start: everything on the slow site
+    t, placed = 0.0, {}
+    for s in ("s0", "s1", "s2", "s3"):
+        placed[s] = ("slow", t, t + 10.0)
+        t += 10.0
+    assert critical_chain(model, placed) == ["s3", "s2", "s1", "s0"]
+    obj = Objective.parse("time")
+    better, moves = improve(model, placed, obj, {"time": 40.0}, PlanningConstraints(), 5.0)
+    assert moves >= 1
+    assert max(e for _, _, e in better.values()) < 40.0
