@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import typer
 
-from federation.cli import api_cmd, common, core, data_cmd, plan_cmd, sim_cmd, twin_cmd
+from federation.cli import api_cmd, common, core, data_cmd, exec_cmd, plan_cmd, sim_cmd, twin_cmd
 
 app = typer.Typer(
     name="continuum",
@@ -46,6 +46,7 @@ plan_cmd.register(app)
 data_cmd.register(app)
 api_cmd.register(app)
 sim_cmd.register(app)
+exec_cmd.register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -176,3 +176,13 @@ def test_demo_needs_no_shared_data(tmp_path: Path) -> None:
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["workflow"]["tasks"] == 58
     assert len(summary["federation"]["sites"]) == 5
+    # the main job: executed for real, one site down half-way, re-planned, completed
+    run = summary["run"]
+    assert run["state"] == "done"
+    assert run["failed_site"] in {s["id"] for s in summary["federation"]["sites"]}
+    assert run["replanned_steps"]
+    assert run["fault_to_replan_s"] is not None
+    assert f"site {run['failed_site']} went down" in proc.stdout
+    report = (out_dir / "report.md").read_text()
+    assert "gantt-planned-vs-actual.png" in report
+    assert (out_dir / "gantt-planned-vs-actual.png").stat().st_size > 0
