@@ -33,6 +33,7 @@ from federation.model import load_federation
 from federation.units import parse_bytes, parse_duration, parse_rate
 
 SECRET_ENV = "CONTINUUM_BUFFER_SECRET"
+DEMO_TRANSFER_ROWS = 10
 
 madpp_app = typer.Typer(
     help="Machine-actionable data project plans (RDA maDMP 1.2).", no_args_is_help=True
@@ -225,19 +226,43 @@ def demo_section(ctx: DemoContext) -> None:
         return
     console.rule("data logistics")
     tp = plan_transfers(flows_of(), ctx.federation)
-    table = Table(title="ephemeral buffers per site")
-    for col in ("site", "buffers", "bytes allocated", "peak held", "capacity", "peak / capacity"):
-        table.add_column(col, justify="left" if col == "site" else "right")
-    for site, row in tp.per_site().items():
-        table.add_row(
-            site,
-            str(int(row["buffers"])),
-            human_bytes(row["bytes"]),
-            human_bytes(row["peak"]),
-            human_bytes(row["capacity"]),
-            f"{100 * row['peak'] / row['capacity']:.2f} %" if row["capacity"] else "-",
-        )
-    console.print(table)
+    if tp.allocations:
+        table = Table(title="ephemeral buffers per site")
+        for col in (
+            "site",
+            "buffers",
+            "bytes allocated",
+            "peak held",
+            "capacity",
+            "peak / capacity",
+        ):
+            table.add_column(col, justify="left" if col == "site" else "right")
+        for site, row in tp.per_site().items():
+            table.add_row(
+                site,
+                str(int(row["buffers"])),
+                human_bytes(row["bytes"]),
+                human_bytes(row["peak"]),
+                human_bytes(row["capacity"]),
+                f"{100 * row['peak'] / row['capacity']:.2f} %" if row["capacity"] else "-",
+            )
+        console.print(table)
+    if tp.transfers:
+        shown = tp.transfers[:DEMO_TRANSFER_ROWS]
+        moves = Table(title=f"transfers in order (first {len(shown)} of {len(tp.transfers)})")
+        for col in ("#", "item", "from", "to", "size", "planned start", "link time"):
+            moves.add_column(col)
+        for tr in shown:
+            moves.add_row(
+                str(tr.order),
+                tr.item,
+                tr.src,
+                tr.dst,
+                human_bytes(tr.size),
+                human_seconds(tr.start),
+                human_seconds(tr.estimated_seconds),
+            )
+        console.print(moves)
     console.print(
         f"{len(tp.transfers)} transfer(s) cross sites, {human_bytes(tp.bytes_crossing)} in all; "
         f"{len(tp.local_flows)} local flow(s) use no buffer"
