@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 OUT    ?= demo-output
 
-.PHONY: run test lint typecheck unit bench clean .venv .venv-dev .venv-bench
+.PHONY: run test lint typecheck unit bench clean postgres-server .venv .venv-dev .venv-bench
 
 # `make .venv` only builds the environment.
 .venv: $(VENV)/.stamp-base
@@ -34,7 +34,20 @@ run: $(VENV)/.stamp-base
 	$(BIN)/continuum demo --output $(OUT)
 
 # Lint, types, then every test.
-test: $(VENV)/.stamp-dev lint typecheck unit
+test: $(VENV)/.stamp-dev lint typecheck postgres-server unit
+
+# The store tests also run against PostgreSQL: install the server from Debian's
+# packages when it is missing and we may (root with apt-get); the tests start and
+# stop their own cluster. Best effort: without it those tests skip, saying why.
+postgres-server:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL server binaries found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+			|| echo "could not install PostgreSQL: its tests will skip"; \
+	else \
+		echo "PostgreSQL not installed and not root: its tests will skip"; \
+	fi
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .

@@ -7,7 +7,9 @@ points elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,82 @@ def demo_federation() -> Federation:
 @pytest.fixture(scope="session")
 def examples_dir() -> Path:
     return REPO / "examples"
+
+
+# -- PostgreSQL, started and stopped by the test suite ------------------------------------
+
+
+def _pg_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on a free loopback port; its SQLAlchemy URL.
+
+    ``make test`` installs the server from Debian's packages when it can; without
+    ``initdb`` and ``pg_ctl`` (or the psycopg driver) the tests that need it skip.
+    initdb refuses to run as root, so as root the cluster belongs to the
+    ``postgres`` user (created by the Debian package).
+    """
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("the psycopg driver is not installed")
+    import tempfile
+
+    # Not under pytest's temporary folder: that one is private to the user running
+    # the tests, and the cluster may have to belong to the postgres user.
+    data = Path(tempfile.mkdtemp(prefix="continuum-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to own the cluster")
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without runuser")
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        prefix = [runuser, "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(
+        [*prefix, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+        )
+        with contextlib.suppress(ProcessLookupError):  # by PID if pg_ctl could not
+            os.kill(pid, 9)
+        time.sleep(0.1)
+        shutil.rmtree(data, ignore_errors=True)
