@@ -426,6 +426,12 @@ def ilp_data(
             dur[g, s] = max(max(ds), ld / model.pool[s]) if model.pool[s] else max(ds)
             load[g, s] = ld
             energy[g, s] = sum(model.energy_kwh(m, s) for m in ms)
+            if K == 1:
+                # one slot: the lowest price and intensity the step can meet (a relaxation)
+                limit = constraints.deadline
+                cost[g, s, 0] = sum(_min_cost(model, m, s, limit) for m in ms)
+                carbon[g, s, 0] = sum(_min_carbon(model, m, s, limit) for m in ms)
+                continue
             for k in range(K):
                 t = k * L
                 cost[g, s, k] = sum(model.run_cost(m, s, t) for m in ms)
@@ -459,7 +465,12 @@ def ilp_data(
             t = model.edge_delay(p, c, a, b)
             dd[a, b] = max(dd.get((a, b), 0.0), t)
             if not math.isinf(t):
-                eur = model.transfer_cost(a, b, nbytes)
+                # an item read by k consumers is charged 1/k per edge: never more than the
+                # flows pay (one move per destination site), so the model stays a relaxation
+                eur = sum(
+                    model.transfer_cost(a, b, size) / max(1, len(model.consumers[i]))
+                    for i, size in items
+                )
                 if eur > 0:
                     tc[a, b] = tc.get((a, b), 0.0) + eur
     edges = list(delay)
@@ -495,6 +506,34 @@ def ilp_data(
         budget=constraints.budget,
         exact=exact,
     )
+
+
+def _slot_range(model: CostModel, site: str, step: str, limit: float | None) -> range:
+    """Slots a step on ``site`` may touch: up to ``limit`` (the deadline) or the horizon's end."""
+    ser = model.series[site]
+    last = len(ser.capacity) - 1
+    if limit is not None:
+        last = ser.slot(limit + model.duration(step, site))
+    return range(ser.slot(0.0), last + 1)
+
+
+def _min_cost(model: CostModel, step: str, site: str, limit: float | None) -> float:
+    """Run cost of ``step`` on ``site`` at the cheapest power price it can meet."""
+    s = model.step_by_id[step]
+    st = model.site_by_id[site]
+    hours = model.duration(step, site) / 3600.0
+    price = min(model.series[site].price[k] for k in _slot_range(model, site, step, limit))
+    return (
+        s.cores * hours * st.price_per_core_hour
+        + s.gpus * hours * st.price_per_gpu_hour
+        + model.energy_kwh(step, site) * price
+    )
+
+
+def _min_carbon(model: CostModel, step: str, site: str, limit: float | None) -> float:
+    """kgCO2e of ``step`` on ``site`` at the lowest intensity it can meet."""
+    ci = min(model.series[site].carbon[k] for k in _slot_range(model, site, step, limit))
+    return model.energy_kwh(step, site) * ci / 1000.0
 
 
 # -- solving -------------------------------------------------------------------------------
@@ -734,8 +773,8 @@ class ILPPlanner:
     ) -> Plan:
         placed = {s: (a.site, a.start, a.end) for s, a in plan.assignments.items()}
         why = explain_all(model, placed, objective)
-        bound = info.bound if _is_relaxation(data, objective) else None
-        status = _status(info, data, objective)
+        bound = info.bound if _is_relaxation(data) else None
+        status = _status(info, data)
         out = build_plan(
             model,
             placed,
@@ -748,29 +787,31 @@ class ILPPlanner:
             ref=ref,
             notes=(*plan.notes, *notes),
         )
-        if out.metrics.gap is not None and out.metrics.gap <= self.settings.gap_rel:
-            out = out.with_metrics(status="optimal")
+        # "optimal" is a claim about this plan: its gap to a valid bound must be closed
+        closed = out.metrics.gap is not None and out.metrics.gap <= self.settings.gap_rel + 1e-9
+        if closed:
+            return out.with_metrics(status="optimal")
+        if status == "optimal":
+            return out.with_metrics(status="feasible")
         return out
 
 
-def _is_relaxation(data: ILPData, objective: Objective) -> bool:
+def _is_relaxation(data: ILPData) -> bool:
     """True when the model's optimum bounds the real problem's from below.
 
-    So when it is exact (one unit per step), single-slot (carbon and price not
-    attributed by start slot), has no buffer family (stricter than the flow rule)
-    and no transfer EUR in the objective (the model counts an item read by two
-    consumers on one site twice, the flows once). Its capacity (aggregate load)
-    and delays are then relaxations or exact.
+    So when it is exact (one unit per step), single-slot (then price and carbon
+    are the lowest a step can meet, transfer EUR at most what the flows pay) and
+    has no buffer family (stricter than the flow rule). Its capacity (aggregate
+    load) and delays are then relaxations or exact.
     """
-    if not data.exact or data.slots != 1 or data.buffer_active:
-        return False
-    return objective.weights()["cost"] == 0 or not any(data.tcost.values())
+    return data.exact and data.slots == 1 and not data.buffer_active
 
 
-def _status(info: SolveInfo, data: ILPData, objective: Objective) -> str:
-    """``optimal`` only when a relaxation was proven optimal; else ``feasible``."""
+def _status(info: SolveInfo, data: ILPData) -> str:
+    """``optimal`` only when a relaxation was proven optimal (``_finish`` then checks the
+    plan's own gap); else ``feasible``."""
     s = info.status.lower()
-    if _is_relaxation(data, objective) and s.startswith("optimal") and (info.gap or 0.0) <= 1e-4:
+    if _is_relaxation(data) and s.startswith("optimal") and (info.gap or 0.0) <= 1e-4:
         return "optimal"
     return "feasible" if info.has_solution else "heuristic"
 
