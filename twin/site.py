@@ -298,18 +298,19 @@ class SiteTwin:
         return SiteStatus.OK, health
 
     # --- forecasts -------------------------------------------------------------------------
-    def forecast(
+    def predict_states(
         self,
         horizon: int | None = None,
         slot_seconds: float | None = None,
         controls: Sequence[tuple[float, float]] | Array | None = None,
-    ) -> SiteForecast:
-        """k-step-ahead forecasts at the middle of each slot from the current estimate.
+    ) -> tuple[Array, Array]:
+        """k-step-ahead state means ``(H, n)`` and covariances ``(H, n, n)`` at slot middles.
 
-        ``controls[k] = (cores, work)`` is applied at the start of slot ``k`` (a
-        planned dispatch): the forecast is then conditional on it (what-if).
-        Means of bounded metrics are clipped to their bounds; the standard
-        deviation is that of the observation, ``sqrt(h P h^T + r)``.
+        From the estimate at ``t``: ``x_{k+1} = A(dt) x_k + B u_k``,
+        ``P_{k+1} = A(dt) P_k A(dt)^T + Q(dt)`` with ``dt`` half a slot for the
+        first step and a slot after. ``controls[k] = (cores, work)`` is applied
+        at the start of slot ``k`` (a planned dispatch), on top of any control
+        recorded since the last sample.
         """
         if self.x is None or self.P is None or self.t is None:
             raise ModelError(f"site {self.site.id!r} has no estimate yet: ingest telemetry first")
@@ -324,16 +325,32 @@ class SiteTwin:
                 )
             U[: len(c)] = c
         U[0] += self.pending
-        names = self.model.observations
-        means = np.empty((H, len(names)))
-        stds = np.empty((H, len(names)))
+        xs = np.empty((H, self.model.dim))
+        Ps = np.empty((H, self.model.dim, self.model.dim))
         x, P = self.x[None], self.P[None]
-        Hm, r = self.model.H, np.diag(self.model.R)
         for k in range(H):
             A, Q = self.model.transition(0.5 * s if k == 0 else s)
             x, P = predict(x, P, A, Q, self.model.B, U[k][None])
-            means[k] = Hm @ x[0]  # E[y] = h^T x
-            stds[k] = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", Hm, P[0], Hm) + r, 0.0))
+            xs[k], Ps[k] = x[0], P[0]
+        return xs, Ps
+
+    def forecast(
+        self,
+        horizon: int | None = None,
+        slot_seconds: float | None = None,
+        controls: Sequence[tuple[float, float]] | Array | None = None,
+    ) -> SiteForecast:
+        """Forecasts of every observed metric at the middle of each slot (see ``predict_states``).
+
+        With ``controls`` the forecast is conditional on that planned dispatch
+        (what-if). Means of bounded metrics are clipped to their bounds; the
+        standard deviation is that of the observation, ``sqrt(h P h^T + r)``.
+        """
+        s = slot_seconds or self.config.slot_seconds
+        xs, Ps = self.predict_states(horizon, s, controls)
+        Hm, r = self.model.H, np.diag(self.model.R)
+        means = xs @ Hm.T  # E[y_k] = C x_k
+        stds = np.sqrt(np.maximum(np.einsum("ij,kjl,il->ki", Hm, Ps, Hm) + r, 0.0))
         out: dict[str, BlockForecast] = {}
         for i, b in enumerate(self.model.blocks):
             mu = means[:, i]
@@ -342,7 +359,7 @@ class SiteTwin:
                 hi = math.inf if b.upper is None else b.upper
                 mu = np.clip(mu, lo, hi)
             out[b.name] = BlockForecast(tuple(map(float, mu)), tuple(map(float, stds[:, i])))
-        return SiteForecast(self.site.id, self.t, s, out)
+        return SiteForecast(self.site.id, float(self.t or 0.0), s, out)
 
     # --- persistence -----------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:

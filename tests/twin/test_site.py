@@ -214,3 +214,18 @@ def test_config_and_site_checks(twin: SiteTwin) -> None:
         twin.ingest(TelemetrySample(site="elsewhere", timestamp=T0))
     with pytest.raises(ModelError, match="no estimate yet"):
         twin.forecast()
+
+
+def test_k_step_state_forecast_mean_and_covariance(twin: SiteTwin) -> None:
+    _feed(twin, 24)
+    assert twin.x is not None
+    assert twin.P is not None
+    xs, Ps = twin.predict_states(horizon=4)
+    A0, Q0 = twin.model.transition(0.5 * H)
+    A, Q = twin.model.transition(H)
+    np.testing.assert_allclose(xs[0], A0 @ twin.x)
+    np.testing.assert_allclose(Ps[0], A0 @ twin.P @ A0.T + Q0)
+    np.testing.assert_allclose(xs[2], A @ xs[1])
+    np.testing.assert_allclose(Ps[2], A @ Ps[1] @ A.T + Q)
+    lv = twin.model.index("power_price.level")
+    assert Ps[3, lv, lv] > Ps[0, lv, lv]  # uncertainty grows with the lead time

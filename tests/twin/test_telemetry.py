@@ -134,3 +134,24 @@ def test_local_probe_on_a_fake_proc_tree(tmp_path: Path) -> None:
     (tmp_path / "stat").write_text("cpu  150 0 150 900 0 0 0 0 0 0\n")  # 100 busy of 200
     s = probe.sample(now=10.0)
     assert s.utilisation == pytest.approx(0.5)
+
+
+def test_a_local_site_twin_runs_on_probed_telemetry(demo_federation: Federation) -> None:
+    """The probe's real samples (utilisation missing on the first) drive a site twin."""
+    import os
+
+    from twin.site import SiteTwin
+
+    probe = LocalProbe("local")
+    if not probe.available():
+        pytest.skip("no /proc on this system")
+    site = demo_federation.site("edge-station").model_copy(
+        update={"id": "local", "cores": os.cpu_count() or 1}
+    )
+    tw = SiteTwin(site)
+    for k in range(4):
+        sum(i * i for i in range(50_000))
+        assert tw.ingest(probe.sample(now=1_000.0 + 60.0 * k)) == "applied"
+    fc = tw.forecast(horizon=3)
+    assert all(0.0 <= u <= 1.0 for u in fc.blocks["utilisation"].mean)
+    assert tw.counters.applied == 4
