@@ -158,7 +158,8 @@ def plot_results(results: list[RunResult], folder: Path) -> list[Path]:
         sv = first.site_vars
         steps = first.model_vars.set_index("step")["time_h"]
         for site, grp in sv.groupby("site"):
-            ax.plot(steps.reindex(grp["Step"]).to_numpy(), grp["utilisation"], label=str(site))
+            # agent-type rows carry the step count after the step; model rows start at 0
+            ax.plot(steps.reindex(grp["Step"] - 1).to_numpy(), grp["utilisation"], label=str(site))
         ax.set(xlabel="simulated time (h)", ylabel="busy cores / cores", ylim=(0, 1.05))
         ax.set_title(f"Utilisation per site ({first.label})")
         ax.legend(fontsize=7, ncols=2)

@@ -270,6 +270,11 @@ class Scenario(_Frozen):
     planners: tuple[str, ...] = ("heft",)
     seeds: tuple[int, ...] = (1,)
     twin: bool = True
+    twin_calibration: Seconds | None = Field(
+        default=None,
+        gt=0,
+        description="fit the twins on a warm-up replay this long before the run (None: defaults)",
+    )
     collect_sites: bool = True
     base_dir: str = Field(default=".", description="folder that relative paths start from")
 

@@ -216,3 +216,26 @@ def test_job_table_is_consistent() -> None:
     assert np.all(cols["start"][done] >= cols["submit"][done])
     assert np.all(cols["end"][done] >= cols["start"][done])
     assert set(np.unique(cols["site"][done])) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_calibrated_twin_raises_fewer_false_alarms() -> None:
+    # a healthy, busy federation: every "down" verdict of the twin is a false alarm
+    sc = _scenario(
+        twin=True,
+        horizon="1 d",
+        federation={"name": "f", "sites": [_site("a", cores=64)]},
+        workload={"synthetic": {"jobs": 800, "arrival_rate_per_h": 30, "max_cores": 32}},
+    )
+
+    def false_downs(**changes: Any) -> int:
+        m = FederationModel({**sc, **changes}, seed=2)
+        count = 0
+        while m.running:
+            m.step()
+            assert m.twin is not None
+            count += sum(v.value == "down" for v in m.twin.status(m.origin + m.now).values())
+        return count
+
+    calibrated, default = false_downs(twin_calibration="1 d"), false_downs()
+    assert calibrated < default

@@ -117,3 +117,19 @@ def test_cli_sweep_and_errors(tmp_path: Path) -> None:
     assert len(lines) == 3
     bad = runner.invoke(app, ["simulate", str(sc), "--sweep", "nothing"])
     assert bad.exit_code != 0
+
+
+def test_demo_section_runs_the_what_if(tmp_path: Path) -> None:
+    from federation.cli.common import DemoContext
+    from federation.cli.sim_cmd import demo_section
+    from federation.model import load_demo_federation
+    from orchestrator import load_workflow
+
+    wf = load_workflow(EXAMPLES.parent / "workflows" / "helloworld-forkjoin-10-chameleon.json")
+    ctx = DemoContext(federation=load_demo_federation(), workflow=wf, output=tmp_path)
+    demo_section(ctx)
+    base, spike = ctx.results["simulation"]
+    assert base["scenario"] == "demo-what-if"
+    assert spike["energy_kwh"] == pytest.approx(base["energy_kwh"], rel=0.05)
+    assert spike["cost_eur"] > base["cost_eur"]
+    assert (tmp_path / "simulation" / "price-spike" / "waits.png").is_file()
