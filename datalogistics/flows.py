@@ -43,15 +43,24 @@ class Flow:
         return self.src != self.dst
 
 
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """``size`` bytes of ``item`` held in ``site``'s buffer during ``[t0, t1)``."""
+    """``size`` bytes of ``item`` held in ``site``'s buffer during ``[t0, t1)``.
+
+    ``role`` is ``"inbound"`` for the copy a destination receives and
+    ``"outbound"`` for the copy a source keeps until its transfers end.
+    """
 
     site: str
     item: str
     size: float
     t0: float
     t1: float
+    role: str = INBOUND
 
 
 def buffer_holds(flows: Iterable[Flow]) -> list[Hold]:
@@ -62,9 +71,10 @@ def buffer_holds(flows: Iterable[Flow]) -> list[Hold]:
         if not f.crosses_sites:
             continue
         at_src[(f.src, f.item)].append(f)
-        holds.append(Hold(f.dst, f.item, f.size, f.start, max(f.release, f.end)))
+        holds.append(Hold(f.dst, f.item, f.size, f.start, max(f.release, f.end), INBOUND))
     for (site, item), fs in at_src.items():
-        holds.append(Hold(site, item, fs[0].size, min(f.ready for f in fs), max(f.end for f in fs)))
+        t0, t1 = min(f.ready for f in fs), max(f.end for f in fs)
+        holds.append(Hold(site, item, fs[0].size, t0, t1, OUTBOUND))
     return holds
 
 

@@ -27,13 +27,16 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from datalogistics.errors import BufferCapacityError
-from datalogistics.flows import Flow, buffer_holds, buffer_violations, peak_buffer_usage
+from datalogistics.flows import (
+    INBOUND,
+    Flow,
+    buffer_holds,
+    buffer_violations,
+    peak_buffer_usage,
+)
 
 if TYPE_CHECKING:
     from federation.model import Federation
-
-INBOUND = "inbound"
-OUTBOUND = "outbound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,18 +168,13 @@ def plan_transfers(
 
     allocations = []
     for h in buffer_holds(crossing):
-        into = inbound.get((h.site, h.item, h.t0))
+        into = inbound.get((h.site, h.item, h.t0)) if h.role == INBOUND else None
         if into is not None:
             last_use = into.consumer_start if into.consumer_start is not None else into.release
             expires = max(last_use, into.end) + slack
-            allocations.append(
-                BufferAllocation(h.site, h.item, h.size, INBOUND, h.t0, h.t1, expires)
-            )
         else:
             expires = outbound_end[(h.site, h.item)] + slack
-            allocations.append(
-                BufferAllocation(h.site, h.item, h.size, OUTBOUND, h.t0, h.t1, expires)
-            )
+        allocations.append(BufferAllocation(h.site, h.item, h.size, h.role, h.t0, h.t1, expires))
     allocations.sort(key=lambda a: (a.t0, a.site, a.item, a.role))
 
     ordered = sorted(crossing, key=lambda f: (f.start, -f.size, f.item, f.dst))

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datalogistics.errors import BufferCapacityError
-from datalogistics.flows import Flow, peak_buffer_usage
-from datalogistics.transfer_plan import INBOUND, OUTBOUND, plan_transfers
+from datalogistics.flows import INBOUND, OUTBOUND, Flow, peak_buffer_usage
+from datalogistics.transfer_plan import plan_transfers
 from federation.model import Federation, load_demo_federation
 
 FAT, HPC, GPU, EDGE, CLOUD = (
@@ -132,3 +132,15 @@ def test_allocations_reproduce_the_shared_peaks(flows: list[Flow]) -> None:
     assert {(t.item, t.src, t.dst) for t in plan.transfers} == {
         (f.item, f.src, f.dst) for f in crossing
     }
+
+
+def test_relay_site_holds_an_inbound_and_an_outbound_copy(demo_federation: Federation) -> None:
+    """EDGE -> FAT -> HPC: FAT receives the item and forwards it; the forward's ``ready``
+    coincides with the arrival's start, and the roles still come out right."""
+    flows = [
+        Flow("raw", 1e9, EDGE, FAT, 0, 10, 20, 60),
+        Flow("raw", 1e9, FAT, HPC, 10, 25, 35, 90),
+    ]
+    plan = plan_transfers(flows, demo_federation, slack=5)
+    at_fat = sorted((a.role, a.t0, a.t1, a.expires_at) for a in plan.allocations if a.site == FAT)
+    assert at_fat == [(INBOUND, 10, 60, 65), (OUTBOUND, 10, 35, 40)]
