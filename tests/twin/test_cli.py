@@ -51,7 +51,7 @@ def test_backtest_prints_the_table_and_writes_mae(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     src = tmp_path / "s.csv"
-    _hourly_csv(src)
+    _hourly_csv(src, days=16)
     out_json = tmp_path / "bt.json"
     code, out, err = call(
         capsys, "twin", "backtest", str(src), "--time-column", "Datetime (UTC)",
@@ -105,7 +105,7 @@ def test_fit_and_view_with_fitted_parameters(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, examples_dir: Path
 ) -> None:
     samples = read_telemetry(examples_dir / "telemetry" / "synthetic-demo-telemetry.csv")
-    small = [s for s in samples if s.site == "edge-station"][: 24 * 4]
+    small = [s for s in samples if s.site == "edge-station"][:36]
     tel = tmp_path / "edge.csv"
     write_telemetry_csv(small, tel)
     params = tmp_path / "params.json"
