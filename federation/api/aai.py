@@ -280,15 +280,24 @@ class KeycloakVerifier:
 
     async def refresh_keys(self) -> None:
         """Fetch the realm's signing keys (``/certs``) and replace the cache."""
-        certs = await self.openid.a_certs()
+        self.use_keys(await self.openid.a_certs())
+
+    def use_keys(self, jwks: Mapping[str, Any]) -> None:
+        """Replace the cached keys with the signing keys of a JWKS document (``{"keys": [...]}``).
+
+        Keys that are not for signatures, have no ``kid``, or that jwcrypto
+        cannot load are left out: they cannot have signed a token we accept.
+        """
         keys: dict[str, jwk.JWK] = {}
-        for cert in certs.get("keys", []):
-            if cert.get("use", "sig") != "sig" or "kid" not in cert:
+        for cert in jwks.get("keys", []):
+            if not isinstance(cert, Mapping) or cert.get("use", "sig") != "sig":
+                continue
+            if "kid" not in cert:
                 continue
             try:
                 keys[cert["kid"]] = jwk.JWK(**cert)
             except (JWException, ValueError, TypeError):
-                continue  # a key type jwcrypto cannot load cannot have signed our tokens
+                continue
         self._keys = keys
         self._last_refresh = time.monotonic()
         self.refreshes += 1

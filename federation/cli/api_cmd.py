@@ -38,6 +38,7 @@ def serve(
     import uvicorn
 
     from federation.api import create_app
+    from federation.api.server import bind_tcp, bound_port
     from federation.settings import load_settings
 
     settings = load_settings(host=host, port=port, data_dir=data_dir)
@@ -45,13 +46,13 @@ def serve(
     if federation is not None:
         n = _seed_sites(app, federation)
         console.print(f"registered {n} site(s) from {federation}")
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level)
+    try:
+        sock = bind_tcp(settings.host, settings.port)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    bound = bound_port(sock)
+    config = uvicorn.Config(app, host=settings.host, port=bound, log_level=log_level)
     server = uvicorn.Server(config)
-    config.load()
-    if not config.loaded:  # pragma: no cover - uvicorn prints why
-        raise typer.Exit(1)
-    sock = config.bind_socket()
-    bound = sock.getsockname()[1]
     url = f"http://{_url_host(settings.host)}:{bound}"
     console.print(f"continuum API on {url}  (docs: {url}/docs)  data: {settings.data_dir}")
     if app.state.local_token:

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from jwcrypto import jwk, jwt  # type: ignore[import-untyped]
 from keycloak import KeycloakOpenID
 
+from federation.api.server import bind_tcp, bound_port
 from federation.settings import Settings
 from federation.store import Store
 
@@ -204,10 +205,8 @@ class LiveServer:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        self.sock = bind_tcp("127.0.0.1", 0)
+        self.port = bound_port(self.sock)
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)

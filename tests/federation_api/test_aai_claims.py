@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from federation.api import LocalVerifier, Principal, Role, parse_entitlement, principal_from_claims
-from federation.api.errors import Unauthenticated
+from federation.api.deps import site_operator
+from federation.api.errors import Forbidden, Unauthenticated
 from federation.settings import Settings
 
 SETTINGS = Settings(
@@ -139,3 +140,14 @@ def test_local_verifier_accepts_only_its_token() -> None:
     with pytest.raises(Unauthenticated):
         asyncio.run(verifier.principal(verifier.token[:-1] + "x"))
     assert LocalVerifier().token != verifier.token
+
+
+def test_site_operator_dependency_for_telemetry_routes() -> None:
+    operator = Principal("o", sites=frozenset({"ddf-fatnode"}))
+    assert asyncio.run(site_operator("ddf-fatnode", operator)).site == "ddf-fatnode"
+    with pytest.raises(Forbidden):
+        asyncio.run(site_operator("gpu-centre", operator))
+    researcher = Principal("r", projects=frozenset({"ddf-fatnode"}))
+    with pytest.raises(Forbidden):
+        asyncio.run(site_operator("ddf-fatnode", researcher))
+    assert asyncio.run(site_operator("gpu-centre", Principal("a", admin=True))).who.admin

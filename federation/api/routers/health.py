@@ -40,5 +40,5 @@ def health(ctx: Context) -> JSONResponse:
 async def metrics(request: Request, ctx: Context) -> PlainTextResponse:
     """Request counts and latencies per route, auth failures, and the stored resources."""
     if not ctx.settings.metrics_public:
-        require_member(await current_principal(request, ctx))
+        await require_member(await current_principal(request, ctx))
     return PlainTextResponse(ctx.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)

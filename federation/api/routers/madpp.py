@@ -14,9 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from datalogistics.madpp import madmp_problems, validate_madmp
-from federation.api.deps import DbSession, Member, ProjectReader, ProjectWriter
+from federation.api.deps import Context, Member, ProjectReader, ProjectWriter
 from federation.api.errors import Forbidden, NotFound
 from federation.api.routers._common import prefixed
 from federation.api.routers.workflows import UUID_PATTERN
@@ -80,7 +81,7 @@ def _info(row: MadppRow) -> PlanInfo:
     )
 
 
-def _visible_row(db: DbSession, who: Member, plan_id: str) -> MadppRow:
+def _visible_row(db: Session, who: Member, plan_id: str) -> MadppRow:
     row = db.get(MadppRow, plan_id)
     if row is None or not who.can_read_project(row.project):
         raise NotFound(f"data project plan {plan_id!r} not found")
@@ -103,19 +104,20 @@ def validate_plan(_who: Member, document: dict[str, Any] = PlanDocument) -> Vali
     summary="Submit a data project plan to a project",
 )
 def submit_plan(
-    access: ProjectWriter, db: DbSession, document: dict[str, Any] = PlanDocument
+    access: ProjectWriter, ctx: Context, document: dict[str, Any] = PlanDocument
 ) -> PlanInfo:
-    doc = _validated(document)
-    row = MadppRow(
-        id=str(uuid.uuid4()),
-        project=access.project,
-        title=_title(doc),
-        document=doc,
-        submitted_by=access.who.subject,
-    )
-    db.add(row)
-    db.flush()
-    return _info(row)
+    with ctx.store.session() as db:
+        doc = _validated(document)
+        row = MadppRow(
+            id=str(uuid.uuid4()),
+            project=access.project,
+            title=_title(doc),
+            document=doc,
+            submitted_by=access.who.subject,
+        )
+        db.add(row)
+        db.flush()
+        return _info(row)
 
 
 @router.get(
@@ -123,36 +125,39 @@ def submit_plan(
     response_model=list[PlanInfo],
     summary="List a project's data project plans",
 )
-def list_plans(access: ProjectReader, db: DbSession) -> list[PlanInfo]:
-    rows = db.scalars(
-        select(MadppRow)
-        .where(MadppRow.project == access.project)
-        .order_by(MadppRow.created_at, MadppRow.id)
-    )
-    return [_info(r) for r in rows]
+def list_plans(access: ProjectReader, ctx: Context) -> list[PlanInfo]:
+    with ctx.store.session() as db:
+        rows = db.scalars(
+            select(MadppRow)
+            .where(MadppRow.project == access.project)
+            .order_by(MadppRow.created_at, MadppRow.id)
+        )
+        return [_info(r) for r in rows]
 
 
 @router.get("/madpp/{plan_id}", response_model=PlanWithDocument, summary="One plan")
 def get_plan(
-    who: Member, db: DbSession, plan_id: str = Path(pattern=UUID_PATTERN)
+    who: Member, ctx: Context, plan_id: str = Path(pattern=UUID_PATTERN)
 ) -> PlanWithDocument:
-    row = _visible_row(db, who, plan_id)
-    return PlanWithDocument(**_info(row).model_dump(), document=row.document)
+    with ctx.store.session() as db:
+        row = _visible_row(db, who, plan_id)
+        return PlanWithDocument(**_info(row).model_dump(), document=row.document)
 
 
 @router.put("/madpp/{plan_id}", response_model=PlanInfo, summary="Replace a plan")
 def replace_plan(
     who: Member,
-    db: DbSession,
+    ctx: Context,
     plan_id: str = Path(pattern=UUID_PATTERN),
     document: dict[str, Any] = PlanDocument,
 ) -> PlanInfo:
     """Replace the document (researcher of the plan's project); 404 if not visible."""
-    row = _visible_row(db, who, plan_id)
-    if not who.can_write_project(row.project):
-        raise Forbidden("the auditor role is read-only")
-    doc = _validated(document)
-    row.document = doc
-    row.title = _title(doc)
-    row.updated_at = utcnow()
-    return _info(row)
+    with ctx.store.session() as db:
+        row = _visible_row(db, who, plan_id)
+        if not who.can_write_project(row.project):
+            raise Forbidden("the auditor role is read-only")
+        doc = _validated(document)
+        row.document = doc
+        row.title = _title(doc)
+        row.updated_at = utcnow()
+        return _info(row)

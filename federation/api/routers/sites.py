@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 
-from federation.api.deps import Admin, DbSession, Member
+from federation.api.deps import Admin, Context, Member
 from federation.api.errors import Conflict, NotFound
 from federation.api.tables import SiteRow, utcnow
 from federation.errors import InvalidInput
@@ -21,46 +21,50 @@ def _site(row: SiteRow) -> Site:
 
 
 @router.get("", summary="List the registered sites", response_model=list[Site])
-def list_sites(_who: Member, db: DbSession) -> list[Site]:
+def list_sites(_who: Member, ctx: Context) -> list[Site]:
     """Every registered site, by id (any member of the federation)."""
-    return [_site(r) for r in db.scalars(select(SiteRow).order_by(SiteRow.id))]
+    with ctx.store.session() as db:
+        return [_site(r) for r in db.scalars(select(SiteRow).order_by(SiteRow.id))]
 
 
 @router.get("/{site_id}", summary="One registered site", response_model=Site)
 def get_site(
-    _who: Member, db: DbSession, site_id: str = Path(pattern=SiteId, max_length=128)
+    _who: Member, ctx: Context, site_id: str = Path(pattern=SiteId, max_length=128)
 ) -> Site:
-    row = db.get(SiteRow, site_id)
-    if row is None:
-        raise NotFound(f"site {site_id!r} not found")
-    return _site(row)
+    with ctx.store.session() as db:
+        row = db.get(SiteRow, site_id)
+        if row is None:
+            raise NotFound(f"site {site_id!r} not found")
+        return _site(row)
 
 
 @router.post("", status_code=201, summary="Register a site", response_model=Site)
-def register_site(site: Site, who: Admin, db: DbSession) -> Site:
+def register_site(site: Site, who: Admin, ctx: Context) -> Site:
     """Register a new site (federation-admin); 409 if the id is taken."""
-    if db.get(SiteRow, site.id) is not None:
-        raise Conflict(f"site {site.id!r} is already registered: PUT /api/v1/sites/{site.id}")
-    db.add(SiteRow(id=site.id, document=site.model_dump(mode="json"), updated_by=who.subject))
-    return site
+    with ctx.store.session() as db:
+        if db.get(SiteRow, site.id) is not None:
+            raise Conflict(f"site {site.id!r} is already registered: PUT /api/v1/sites/{site.id}")
+        db.add(SiteRow(id=site.id, document=site.model_dump(mode="json"), updated_by=who.subject))
+        return site
 
 
 @router.put("/{site_id}", summary="Replace a registered site", response_model=Site)
 def update_site(
     site: Site,
     who: Admin,
-    db: DbSession,
+    ctx: Context,
     site_id: str = Path(pattern=SiteId, max_length=128),
 ) -> Site:
     """Replace the description of ``site_id`` (federation-admin); the body's id must match."""
-    if site.id != site_id:
-        raise InvalidInput.single(
-            "<api>", "body.id", f"the body's id {site.id!r} differs from the path's {site_id!r}"
-        )
-    row = db.get(SiteRow, site_id)
-    if row is None:
-        raise NotFound(f"site {site_id!r} not found: register it with POST /api/v1/sites")
-    row.document = site.model_dump(mode="json")
-    row.updated_at = utcnow()
-    row.updated_by = who.subject
-    return site
+    with ctx.store.session() as db:
+        if site.id != site_id:
+            raise InvalidInput.single(
+                "<api>", "body.id", f"the body's id {site.id!r} differs from the path's {site_id!r}"
+            )
+        row = db.get(SiteRow, site_id)
+        if row is None:
+            raise NotFound(f"site {site_id!r} not found: register it with POST /api/v1/sites")
+        row.document = site.model_dump(mode="json")
+        row.updated_at = utcnow()
+        row.updated_by = who.subject
+        return site

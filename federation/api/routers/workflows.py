@@ -17,8 +17,9 @@ from typing import Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from federation.api.deps import DbSession, Member, ProjectReader, ProjectWriter
+from federation.api.deps import Context, Member, ProjectReader, ProjectWriter
 from federation.api.errors import NotFound
 from federation.api.routers._common import json_safe, prefixed
 from federation.api.tables import MadppRow, WorkflowRow
@@ -70,7 +71,7 @@ def _info(row: WorkflowRow) -> WorkflowInfo:
     )
 
 
-def _visible_row(db: DbSession, who: Member, workflow_id: str) -> WorkflowRow:
+def _visible_row(db: Session, who: Member, workflow_id: str) -> WorkflowRow:
     row = db.get(WorkflowRow, workflow_id)
     if row is None or not who.can_read_project(row.project):
         raise NotFound(f"workflow {workflow_id!r} not found")
@@ -83,34 +84,35 @@ def _visible_row(db: DbSession, who: Member, workflow_id: str) -> WorkflowRow:
     response_model=WorkflowInfo,
     summary="Submit a workflow to a project",
 )
-def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, db: DbSession) -> WorkflowInfo:
+def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, ctx: Context) -> WorkflowInfo:
     """Validate and store a workflow of ``project_id`` (researcher of the project)."""
-    try:
-        wf = workflow_from_data(body.workflow, "<api>")
-    except InvalidInput as exc:
-        raise prefixed(exc, "body.workflow") from None
-    if body.madpp_id is not None:
-        plan = db.get(MadppRow, body.madpp_id)
-        if plan is None or plan.project != access.project:
-            raise InvalidInput.single(
-                "<api>",
-                "body.madpp_id",
-                f"no data project plan {body.madpp_id!r} in project {access.project!r}: "
-                f"submit it first (POST /api/v1/projects/{access.project}/madpp)",
-            )
-    row = WorkflowRow(
-        id=str(uuid.uuid4()),
-        project=access.project,
-        name=wf.name,
-        format="wfformat" if is_wfformat(body.workflow) else "native",
-        document=body.workflow,
-        summary=json_safe(wf.summary()),
-        madpp_id=body.madpp_id,
-        submitted_by=access.who.subject,
-    )
-    db.add(row)
-    db.flush()
-    return _info(row)
+    with ctx.store.session() as db:
+        try:
+            wf = workflow_from_data(body.workflow, "<api>")
+        except InvalidInput as exc:
+            raise prefixed(exc, "body.workflow") from None
+        if body.madpp_id is not None:
+            plan = db.get(MadppRow, body.madpp_id)
+            if plan is None or plan.project != access.project:
+                raise InvalidInput.single(
+                    "<api>",
+                    "body.madpp_id",
+                    f"no data project plan {body.madpp_id!r} in project {access.project!r}: "
+                    f"submit it first (POST /api/v1/projects/{access.project}/madpp)",
+                )
+        row = WorkflowRow(
+            id=str(uuid.uuid4()),
+            project=access.project,
+            name=wf.name,
+            format="wfformat" if is_wfformat(body.workflow) else "native",
+            document=body.workflow,
+            summary=json_safe(wf.summary()),
+            madpp_id=body.madpp_id,
+            submitted_by=access.who.subject,
+        )
+        db.add(row)
+        db.flush()
+        return _info(row)
 
 
 @router.get(
@@ -118,25 +120,28 @@ def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, db: DbSessi
     response_model=list[WorkflowInfo],
     summary="List a project's workflows",
 )
-def list_workflows(access: ProjectReader, db: DbSession) -> list[WorkflowInfo]:
-    rows = db.scalars(
-        select(WorkflowRow)
-        .where(WorkflowRow.project == access.project)
-        .order_by(WorkflowRow.created_at, WorkflowRow.id)
-    )
-    return [_info(r) for r in rows]
+def list_workflows(access: ProjectReader, ctx: Context) -> list[WorkflowInfo]:
+    with ctx.store.session() as db:
+        rows = db.scalars(
+            select(WorkflowRow)
+            .where(WorkflowRow.project == access.project)
+            .order_by(WorkflowRow.created_at, WorkflowRow.id)
+        )
+        return [_info(r) for r in rows]
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowInfo, summary="One workflow")
 def get_workflow(
-    who: Member, db: DbSession, workflow_id: str = Path(pattern=UUID_PATTERN)
+    who: Member, ctx: Context, workflow_id: str = Path(pattern=UUID_PATTERN)
 ) -> WorkflowInfo:
     """The workflow; 404 when it does not exist or belongs to a project the caller cannot see."""
-    return _info(_visible_row(db, who, workflow_id))
+    with ctx.store.session() as db:
+        return _info(_visible_row(db, who, workflow_id))
 
 
 @router.get("/workflows/{workflow_id}/document", summary="The workflow document as submitted")
 def get_workflow_document(
-    who: Member, db: DbSession, workflow_id: str = Path(pattern=UUID_PATTERN)
+    who: Member, ctx: Context, workflow_id: str = Path(pattern=UUID_PATTERN)
 ) -> dict[str, Any]:
-    return _visible_row(db, who, workflow_id).document
+    with ctx.store.session() as db:
+        return _visible_row(db, who, workflow_id).document
