@@ -371,6 +371,34 @@ class CostModel:
             lb["cost"] += min(self._min_cost(s, x) for x in opts)
         return lb
 
+    def objective_bound(self, weights: Mapping[str, float], ref: Mapping[str, float]) -> float:
+        """A lower bound of ``sum_t w_t f_t / ref_t`` over every feasible plan.
+
+        The makespan term from ``lower_bounds``; the additive terms (cost, energy,
+        carbon) minimised jointly per step over its eligible sites and the lowest
+        price and intensity of the horizon, transfers free. Tighter than summing
+        each criterion's own bound, since one site must serve all three.
+        """
+
+        def r(t: str) -> float:
+            v = ref.get(t, 0.0)
+            return v if v > 0 else 1.0
+
+        total = weights.get("time", 0.0) * self.lower_bounds()["time"] / r("time")
+        wc, we, wg = (weights.get(t, 0.0) / r(t) for t in ("cost", "energy", "carbon"))
+        if not (wc or we or wg):
+            return total
+        for s in self.steps:
+            opts = self.eligible[s.id]
+            if opts:
+                total += min(
+                    wc * self._min_cost(s, x)
+                    + we * self.energy_kwh(s.id, x)
+                    + wg * self.energy_kwh(s.id, x) * min(self.series[x].carbon) / 1000.0
+                    for x in opts
+                )
+        return total
+
     def _min_cost(self, s: Step, site: str) -> float:
         st = self.site_by_id[site]
         hours = self.duration(s.id, site) / 3600.0

@@ -186,7 +186,7 @@ def build_plan(
     values = model.evaluate(placed, flows)
     reference = dict(ref) if ref is not None else values
     value = objective.score(values, reference)
-    lb = objective.score(model.lower_bounds(), reference)
+    lb = model.objective_bound(objective.weights(), reference)
     best_bound = max(lb, bound) if bound is not None else lb
     gap = max(0.0, (value - best_bound) / value) if value > 0 else 0.0
     assignments = {
