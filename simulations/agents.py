@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mesa import Agent
@@ -74,7 +74,8 @@ class SiteAgent(Agent):
         self._p_idle = site.power_idle_w * site.pue
         self._speed = site.speed
         self._origin = model.origin
-        self._failure_event: Any = None
+        self._cycle = model.scenario.scheduling_interval
+        self._cycle_pending = False
 
     # -- state -----------------------------------------------------------------
     @property
@@ -156,9 +157,32 @@ class SiteAgent(Agent):
             self.dispatch()
 
     def dispatch(self) -> None:
-        """Start what the queue policy allows now; schedule each started job's end."""
+        """Start what the queue policy allows now; schedule each started job's end.
+
+        With a scheduling interval ``c`` (``scenario.scheduling_interval``), the
+        scheduler runs only at multiples of ``c`` (as batch schedulers run in
+        cycles): a dispatch between two cycles waits for the next one.
+        """
         if self.down or self.held or not self.queue.queue:
             return
+        cycle = self._cycle
+        if cycle > 0.0:
+            now = self.model.now
+            tick = math.ceil(now / cycle) * cycle
+            if tick > now:
+                if not self._cycle_pending:
+                    self._cycle_pending = True
+                    self.model.simulator.schedule_event_absolute(self.on_cycle, tick)
+                return
+        self._start_jobs()
+
+    def on_cycle(self) -> None:
+        """A scheduling cycle: start what the policy allows."""
+        self._cycle_pending = False
+        if not self.down and not self.held and self.queue.queue:
+            self._start_jobs()
+
+    def _start_jobs(self) -> None:
         self.account()
         started = self.queue.schedule(self.model.now)
         if not started:

@@ -261,6 +261,9 @@ class Scenario(_Frozen):
         default=3600.0, gt=0, description="how often the broker asks the twin for its view"
     )
     queue: QueuePolicy = QueuePolicy.EASY
+    scheduling_interval: Seconds = Field(
+        default=0.0, ge=0, description="the batch scheduler runs every this many s (0: at once)"
+    )
     routing: Routing = "least-wait"
     choices: int = Field(default=2, ge=1, description="candidate sites per routed job")
     workload: WorkloadSpec

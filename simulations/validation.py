@@ -32,6 +32,7 @@ class ValidationReport:
     trace: str
     credit: str
     policy: str
+    scheduling_interval_s: float
     cores: int
     jobs: int
     simulated_mean_wait_s: float
@@ -47,7 +48,9 @@ class ValidationReport:
         return asdict(self)
 
 
-def single_site_scenario(cores: int, policy: QueuePolicy | str, horizon: float) -> dict[str, Any]:
+def single_site_scenario(
+    cores: int, policy: QueuePolicy | str, horizon: float, interval: float = 0.0
+) -> dict[str, Any]:
     """A scenario of one ``cores``-core site at reference speed, jobs routed home, no twin."""
     site = {
         "id": "replay",
@@ -66,6 +69,7 @@ def single_site_scenario(cores: int, policy: QueuePolicy | str, horizon: float) 
         "horizon": horizon,
         "step": 7 * DAY,
         "queue": str(policy),
+        "scheduling_interval": interval,
         "routing": "home",
         "twin": False,
         "collect_sites": False,
@@ -78,14 +82,20 @@ def validate_trace(
     cores: int | None = None,
     policy: QueuePolicy | str = QueuePolicy.EASY,
     jobs: int | None = None,
+    scheduling_interval: float = 0.0,
 ) -> ValidationReport:
-    """Replay ``trace`` on one site of ``cores`` cores (default: the log's ``MaxProcs``)."""
+    """Replay ``trace`` on one site of ``cores`` cores (default: the log's ``MaxProcs``).
+
+    ``scheduling_interval`` (s): the scheduler runs in cycles of this length.
+    """
     tr = trace if isinstance(trace, SwfTrace) else read_swf(trace)
     n_cores = cores or tr.max_procs
     table = jobs_from_trace(tr, jobs)
     # long enough for the last job to finish even if the queue is deep
     horizon = float(table.submit.max() + table.run.sum() / n_cores + 30 * DAY)
-    sc = scenario_from_dict(single_site_scenario(n_cores, policy, horizon), "validation")
+    sc = scenario_from_dict(
+        single_site_scenario(n_cores, policy, horizon, scheduling_interval), "validation"
+    )
     t0 = time.perf_counter()
     model = FederationModel(sc, seed=0, jobs=table)
     model.run()
@@ -97,6 +107,7 @@ def validate_trace(
         trace=Path(tr.source).name,
         credit=tr.credit(),
         policy=str(QueuePolicy(policy)),
+        scheduling_interval_s=scheduling_interval,
         cores=n_cores,
         jobs=int(done.sum()),
         simulated_mean_wait_s=float(sim.mean()),

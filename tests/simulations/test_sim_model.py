@@ -239,3 +239,12 @@ def test_calibrated_twin_raises_fewer_false_alarms() -> None:
 
     calibrated, default = false_downs(twin_calibration="1 d"), false_downs()
     assert calibrated < default
+
+
+def test_scheduling_cycle_starts_jobs_only_on_ticks() -> None:
+    m = _run(scheduling_interval="10 min")
+    starts = m.jobs.columns()["start"]
+    starts = starts[~np.isnan(starts)]
+    assert starts.size > 100
+    assert np.all(np.mod(starts, 600.0) == 0.0)
+    assert m.summary()["mean_wait_s"] > _run().summary()["mean_wait_s"]
