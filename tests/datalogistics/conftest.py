@@ -48,7 +48,9 @@ class Clock:
 class ServiceThread:
     """A buffer service of ``site`` on a free loopback port, in a thread."""
 
-    def __init__(self, root: Path, site: str, quota: Quota, clock: Clock) -> None:
+    def __init__(
+        self, root: Path, site: str, quota: Quota, clock: Clock, reap_interval: float = 3600
+    ) -> None:
         self.site = site
         self.root = root
         self.clock = clock
@@ -56,7 +58,7 @@ class ServiceThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(self.store, SECRET, reap_interval=3600),
+            create_app(self.store, SECRET, reap_interval=reap_interval),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from datalogistics.buffers import BufferClient, BufferRef, SiteClient, issue_token
+from datalogistics.buffers import (
+    BufferClient,
+    BufferRef,
+    BufferStore,
+    Quota,
+    SiteClient,
+    issue_token,
+)
 from datalogistics.errors import (
     BufferGone,
     BufferStateError,
@@ -22,7 +33,14 @@ from datalogistics.errors import (
     TagExists,
     Unauthorized,
 )
-from tests.datalogistics.conftest import SECRET, ServiceProcess, ServiceThread, Sites
+from tests.datalogistics.conftest import (
+    SECRET,
+    Clock,
+    ServiceProcess,
+    ServiceThread,
+    Sites,
+    free_port,
+)
 
 
 @pytest.fixture
@@ -247,3 +265,76 @@ def test_restarted_service_keeps_its_buffers(tmp_path: Path, http: httpx.Client)
         assert len(site.list_buffers()) == 2
     finally:
         svc.kill()
+
+
+def test_the_reaper_destroys_expired_buffers_without_any_request(
+    tmp_path: Path, clock: Clock
+) -> None:
+    svc = ServiceThread(tmp_path / "r", "rho", Quota(2**20, 4), clock, reap_interval=0.02).start()
+    try:
+        with httpx.Client() as http:
+            buf = SiteClient(svc.url, svc.admin, http).create(10, ttl=5)
+        path = svc.store.path(buf.id)
+        assert path.exists()
+        clock.advance(6)
+        deadline = time.monotonic() + 10
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not path.exists()
+        assert svc.store.usage()["buffers"] == 0
+    finally:
+        svc.stop()
+
+
+def test_one_append_at_a_time_per_buffer(tmp_path: Path) -> None:
+    store = BufferStore(tmp_path, "s", Quota(2**20, 4))
+    buf = store.create(100, ttl=60)
+    lease = store.begin_append(buf.id, offset=0)
+    lease.write(b"abc")
+    with pytest.raises(OffsetMismatch, match="in progress"):
+        store.begin_append(buf.id)
+    store.abort_append(lease)
+    assert store.info(buf.id).size == 0
+    assert store.path(buf.id).stat().st_size == 0  # the aborted bytes were cut off
+    assert store.append(buf.id, b"xyz", offset=0).size == 3
+    store.close()
+
+
+def test_continuum_buffer_serve_creates_a_private_secret(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CONTINUUM_BUFFER_SECRET"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "federation.cli",
+        "buffer",
+        "serve",
+        "--site",
+        "sigma",
+        "--dir",
+        str(tmp_path / "sigma"),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.1)
+        assert health["site"] == "sigma"
+        secret_file = tmp_path / "sigma" / "secret"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        admin = issue_token(
+            secret_file.read_text().strip(), site="sigma", buffer="*", right="admin"
+        )
+        with httpx.Client() as http:
+            assert SiteClient(f"http://127.0.0.1:{port}", admin, http).create(5, ttl=9).size == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
