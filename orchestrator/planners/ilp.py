@@ -538,29 +538,54 @@ def _min_carbon(model: CostModel, step: str, site: str, limit: float | None) -> 
 
 # -- solving -------------------------------------------------------------------------------
 class _WarmHiGHS(pulp.HiGHS):
-    """pulp's highspy interface, plus a MIP start from the variables' initial values."""
+    """pulp's highspy interface, plus a MIP start from the variables' initial values and
+    live progress (incumbent, dual bound, gap) through HiGHS's own callbacks."""
 
-    def __init__(self, warm: bool, **kwargs: Any) -> None:
+    def __init__(self, warm: bool, progress: Progress | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.warm = warm
+        self.progress = progress
 
     def callSolver(self, lp: Any) -> None:  # noqa: N802 (pulp's method name)
         import numpy as np
 
+        h = lp.solverModel
         if self.warm:
             cols = sorted(lp.variables(), key=lambda var: var.index)
             vals = np.array([float(c.varValue or 0.0) for c in cols], dtype=np.float64)
             idx = np.arange(len(cols), dtype=np.int32)
-            lp.solverModel.setSolution(len(cols), idx, vals)
-        lp.solverModel.run()
+            h.setSolution(len(cols), idx, vals)
+        if self.progress is not None:
+            report = self.progress
+            last = [-1.0]
+
+            def on_event(event: Any) -> None:
+                d = event.data_out
+                if d.running_time - last[0] < 0.25:
+                    return
+                last[0] = d.running_time
+                inc = d.objective_function_value
+                inc_s = f"{inc:.6g}" if math.isfinite(inc) else "-"
+                gap = f"{d.mip_gap:.2%}" if math.isfinite(d.mip_gap) else "-"
+                report(
+                    f"HiGHS {d.running_time:.1f} s: incumbent {inc_s}, "
+                    f"bound {d.mip_dual_bound:.6g}, gap {gap}"
+                )
+
+            h.cbMipImprovingSolution.subscribe(on_event)
+            h.cbMipInterrupt.subscribe(on_event)
+        h.run()
 
 
-def solve(prob: pulp.LpProblem, settings: ILPSettings, warm: bool) -> SolveInfo:
+def solve(
+    prob: pulp.LpProblem, settings: ILPSettings, warm: bool, progress: Progress | None = None
+) -> SolveInfo:
     """Solve with the chosen solver; status, bound and gap as the solver reports them."""
     t0 = time.perf_counter()
     if settings.solver == "highs":
         solver = _WarmHiGHS(
             warm,
+            progress,
             msg=settings.msg,
             timeLimit=settings.time_limit,
             gapRel=settings.gap_rel,
@@ -664,7 +689,7 @@ class ILPPlanner:
             f"({prob.numVariables()} variables, {prob.numConstraints()} constraints, "
             f"limit {self.settings.time_limit:.0f} s)"
         )
-        info = solve(prob, self.settings, warm)
+        info = solve(prob, self.settings, warm, self.progress)
         self.last_solve = info
         self._say(f"solver: {info.status}, gap {info.gap}")
         notes = [f"solver {info.solver}: {info.status}, {info.wall_s:.2f} s"]
