@@ -97,3 +97,12 @@ def test_demo_section_plans_and_leaves_its_results(
     assert summary["carbon_cut_vs_heft_at_1_5x_deadline"] >= 0.2
     assert (tmp_path / "plan-gantt.png").exists()
     assert (tmp_path / "plan.json").exists()
+
+
+def test_plan_json_to_stdout_is_pure_json() -> None:
+    wf = shared_path("wfinstances", "helloworld-chain-5-chameleon.json")
+    res = CliRunner().invoke(app, ["plan", str(wf), "--planner", "heft", "--json", "-"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc["metrics"]) == METRIC_KEYS
+    assert len(doc["assignments"]) == 5

@@ -11,6 +11,7 @@ from datalogistics.flows import Flow
 from federation.model import Federation
 from orchestrator import (
     HEFTPlanner,
+    ILPPlanner,
     ILPSettings,
     InfeasiblePlan,
     Objective,
@@ -331,3 +332,15 @@ def test_local_search_walks_the_critical_chain() -> None:
     better, moves = improve(model, placed, obj, {"time": 40.0}, PlanningConstraints(), 5.0)
     assert moves >= 1
     assert max(e for _, _, e in better.values()) < 40.0
+
+
+def test_ilp_reports_its_phases_and_the_solver_verdict() -> None:
+    fed, wf = two_sites(), chain(3)
+    said: list[str] = []
+    planner = ILPPlanner(ILPSettings(time_limit=5.0), progress=said.append)
+    plan = planner.plan(wf, fed, static_view(fed), PlanningConstraints(), Objective())
+    assert said[0] == "warm start: HEFT"
+    assert any(s.startswith("solving with HIGHS") for s in said)
+    assert planner.last_solve is not None
+    assert planner.last_solve.status == "Optimal"
+    assert any("solver highs: Optimal" in n for n in plan.notes)
