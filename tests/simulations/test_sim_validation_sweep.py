@@ -133,3 +133,16 @@ def test_demo_section_runs_the_what_if(tmp_path: Path) -> None:
     assert spike["energy_kwh"] == pytest.approx(base["energy_kwh"], rel=0.05)
     assert spike["cost_eur"] > base["cost_eur"]
     assert (tmp_path / "simulation" / "price-spike" / "waits.png").is_file()
+
+
+@pytest.mark.slow
+def test_dask_sweep_on_a_scheduler_address() -> None:
+    from distributed import LocalCluster
+
+    sc = scenario_from_dict(_small())
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        table = sweep(sc, {"queue": ["fcfs", "easy"]}, address=cluster.scheduler_address)
+    assert list(table["queue"]) == ["easy", "fcfs"]  # sorted by the swept parameter
+    assert table["mean_wait_s"].iloc[0] <= table["mean_wait_s"].iloc[1]
