@@ -297,7 +297,7 @@ class CostModel:
         """One flow per produced item per destination site, by the rule of datalogistics.flows.
 
         ``placed`` maps a step id to (site, start, end). Transfers start as soon as the
-        producer ends.
+        producer ends; ``consumer_start`` is the start of the last consumer at ``dst``.
         """
         out: list[Flow] = []
         for item, consumers in self.consumers.items():
@@ -306,13 +306,14 @@ class CostModel:
                 continue
             psite, _, pend = placed[producer]
             size = self.workflow.item(item).size
-            by_dst: dict[str, float] = {}
+            by_dst: dict[str, tuple[float, float]] = {}
             for c in consumers:
-                csite, _, cend = placed[c]
-                by_dst[csite] = max(by_dst.get(csite, 0.0), cend)
-            for dst, release in sorted(by_dst.items()):
+                csite, cstart, cend = placed[c]
+                rel, last = by_dst.get(csite, (0.0, 0.0))
+                by_dst[csite] = (max(rel, cend), max(last, cstart))
+            for dst, (release, last_start) in sorted(by_dst.items()):
                 dt = self.transfer_time(psite, dst, size)
-                out.append(Flow(item, size, psite, dst, pend, pend, pend + dt, release))
+                out.append(Flow(item, size, psite, dst, pend, pend, pend + dt, release, last_start))
         return out
 
     def evaluate(

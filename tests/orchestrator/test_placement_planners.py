@@ -173,6 +173,7 @@ def test_flows_follow_the_shared_buffer_rule() -> None:
     assert f.ready == f.start == plan.assignments["p"].end
     assert f.end == pytest.approx(f.start + 1.0)
     assert f.release == max(plan.assignments["c1"].end, plan.assignments["c2"].end)
+    assert f.consumer_start == max(plan.assignments["c1"].start, plan.assignments["c2"].start)
     assert plan.metrics.bytes_moved == 1e6
     assert [t.item for t in plan.transfers] == ["x"]
 
