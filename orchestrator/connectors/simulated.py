@@ -40,6 +40,7 @@ class SimulatedConnector(SiteConnector):
         self.cores = cores
         self.clock = clock
         self._tasks: dict[str, _Task] = {}
+        self._active: dict[str, _Task] = {}  # queued or running, in submission order
         self._down = False
 
     def handle_for(self, spec: TaskSpec) -> str:
@@ -51,7 +52,8 @@ class SimulatedConnector(SiteConnector):
         handle = self.handle_for(spec)
         if handle not in self._tasks:
             cores = min(max(spec.cores, 1), self.cores)
-            self._tasks[handle] = _Task(cores, max(spec.duration_hint, 0.0), self.clock())
+            task = _Task(cores, max(spec.duration_hint, 0.0), self.clock())
+            self._tasks[handle] = self._active[handle] = task
         self._advance()
         return handle
 
@@ -70,12 +72,13 @@ class SimulatedConnector(SiteConnector):
         t = self._tasks.get(handle)
         if t is not None and t.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             t.status = TaskStatus.CANCELLED
+            self._active.pop(handle, None)
 
     def telemetry(self) -> dict[str, float]:
         self._advance()
-        busy = sum(t.cores for t in self._tasks.values() if t.status is TaskStatus.RUNNING)
+        busy = sum(t.cores for t in self._active.values() if t.status is TaskStatus.RUNNING)
         backlog = sum(
-            t.cores * t.duration for t in self._tasks.values() if t.status is TaskStatus.QUEUED
+            t.cores * t.duration for t in self._active.values() if t.status is TaskStatus.QUEUED
         )
         return {"utilisation": busy / self.cores, "queue_backlog": backlog}
 
@@ -84,22 +87,22 @@ class SimulatedConnector(SiteConnector):
 
     def fail(self) -> None:
         self._down = True
-        for t in self._tasks.values():
-            if t.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-                t.status = TaskStatus.LOST
+        for t in self._active.values():
+            t.status = TaskStatus.LOST
+        self._active.clear()
 
     def _advance(self) -> None:
         now = self.clock()
-        for t in self._tasks.values():
+        busy = 0
+        for handle, t in list(self._active.items()):
             started = t.started
-            if (
-                t.status is TaskStatus.RUNNING
-                and started is not None
-                and started + t.duration <= now
-            ):
-                t.status = TaskStatus.SUCCEEDED
-        busy = sum(t.cores for t in self._tasks.values() if t.status is TaskStatus.RUNNING)
-        for t in sorted(self._tasks.values(), key=lambda t: t.submitted):
+            if t.status is TaskStatus.RUNNING and started is not None:
+                if started + t.duration <= now:
+                    t.status = TaskStatus.SUCCEEDED
+                    del self._active[handle]
+                else:
+                    busy += t.cores
+        for t in self._active.values():
             if t.status is TaskStatus.QUEUED and busy + t.cores <= self.cores:
                 t.status = TaskStatus.RUNNING
                 t.started = now

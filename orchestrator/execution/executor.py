@@ -161,6 +161,11 @@ class Executor:
         self.clock = clock
         self.down_sites: set[str] = set()
         self._workflows: dict[str, Workflow] = {}
+        self._order: dict[str, dict[str, int]] = {}
+        # The steps of each run as last read or written by this executor. The store
+        # stays the source of truth: every change is written there first, then
+        # mirrored here; each pass starts from a fresh read.
+        self._cache: dict[str, dict[str, StepRecord]] = {}
 
     # -- submitting and controlling ------------------------------------------------------
     def submit(
@@ -189,33 +194,37 @@ class Executor:
 
     def pause(self, run_id: str) -> None:
         """No new step starts; running steps finish; waiting steps are paused."""
+        self._cache[run_id] = self.runs.steps(run_id)
         self.runs.set_run_state(run_id, RunState.PAUSED, "paused by user")
-        for rec in self.runs.steps(run_id).values():
+        for rec in self._steps(run_id).values():
             if rec.state in (S.PENDING, S.READY):
-                self.runs.transition(run_id, rec.step_id, S.PAUSED, "run paused")
+                self._move(run_id, rec.step_id, S.PAUSED, "run paused")
 
     def resume(self, run_id: str) -> None:
+        self._cache[run_id] = self.runs.steps(run_id)
         self.runs.set_run_state(run_id, RunState.RUNNING, "resumed by user")
-        for rec in self.runs.steps(run_id).values():
+        for rec in self._steps(run_id).values():
             if rec.state is S.PAUSED:
-                self.runs.transition(run_id, rec.step_id, S.PENDING, "run resumed")
+                self._move(run_id, rec.step_id, S.PENDING, "run resumed")
 
     def kill(self, run_id: str) -> None:
         """Cancel every unfinished step (running tasks are stopped) and the run."""
-        for rec in self.runs.steps(run_id).values():
+        self._cache[run_id] = self.runs.steps(run_id)
+        for rec in self._steps(run_id).values():
             if rec.state in ACTIVE and rec.handle:
                 self._connector(rec.site).cancel(rec.handle)
             if rec.state not in (S.DONE, S.CANCELLED):
-                self.runs.transition(run_id, rec.step_id, S.CANCELLED, "run killed")
+                self._move(run_id, rec.step_id, S.CANCELLED, "run killed")
         self.runs.set_run_state(run_id, RunState.CANCELLED, "killed by user")
 
     def restart_failed(self, run_id: str) -> list[str]:
         """Put steps in error (failed, cancelled, paused) back in the queue with fresh attempts."""
+        self._cache[run_id] = self.runs.steps(run_id)
         restarted = []
-        for rec in self.runs.steps(run_id).values():
+        for rec in self._steps(run_id).values():
             if rec.state in (S.FAILED, S.CANCELLED, S.PAUSED):
                 target = S.READY if rec.state is S.FAILED else S.PENDING
-                self.runs.transition(
+                self._move(
                     run_id,
                     rec.step_id,
                     target,
@@ -229,17 +238,16 @@ class Executor:
 
     def site_down(self, run_id: str, site: str, reason: str = "site down") -> list[str]:
         """A site is down: its unfinished steps go back to the queue and are re-planned."""
+        self._cache[run_id] = self.runs.steps(run_id)
         self.down_sites.add(site)
         moved = []
-        for rec in self.runs.steps(run_id).values():
+        for rec in self._steps(run_id).values():
             if rec.site != site or rec.state in (S.DONE, S.CANCELLED):
                 continue
             if rec.state in ACTIVE:
                 with contextlib.suppress(ConnectorError):
                     self._connector(site).cancel(rec.handle)
-                self.runs.transition(
-                    run_id, rec.step_id, S.READY, reason, attempt_base=rec.attempt_base + 1
-                )
+                self._move(run_id, rec.step_id, S.READY, reason, attempt_base=rec.attempt_base + 1)
             moved.append(rec.step_id)
         if moved:
             self._replan(run_id, moved, reason)
@@ -263,21 +271,50 @@ class Executor:
         if run.state in (RunState.DONE, RunState.CANCELLED, RunState.FAILED):
             return run.state
         wf = self._workflow(run_id)
-        steps = self.runs.steps(run_id)
-        for rec in steps.values():
-            if rec.state in ACTIVE:
+        self._cache[run_id] = self.runs.steps(run_id)
+        active = [r for r in self._steps(run_id).values() if r.state in ACTIVE]
+        for rec in active:
+            if self._steps(run_id)[rec.step_id] == rec:  # not moved by a re-plan meanwhile
                 self._poll(run_id, rec, run.max_attempts, run.backoff_s, run.on_error)
-        steps = self.runs.steps(run_id)
+        steps = self._steps(run_id)
         done = {sid for sid, r in steps.items() if r.state is S.DONE}
-        for sid, rec in steps.items():
-            if rec.state is S.PENDING and all(p in done for p in wf.parents(sid)):
-                self.runs.transition(run_id, sid, S.READY, "parents done")
+        promote = [
+            sid
+            for sid, rec in steps.items()
+            if rec.state is S.PENDING and all(p in done for p in wf.parents(sid))
+        ]
+        for rec in self.runs.transition_many(run_id, promote, S.READY, "parents done"):
+            steps[rec.step_id] = rec
         run = self.runs.run(run_id)
         if run.state is RunState.RUNNING:
             self._dispatch(run_id, wf)
         return self._settle(run_id, wf)
 
     # -- internals -----------------------------------------------------------------------
+    def _steps(self, run_id: str) -> dict[str, StepRecord]:
+        cache = self._cache.get(run_id)
+        if cache is None:
+            cache = self._cache[run_id] = self.runs.steps(run_id)
+        return cache
+
+    def _move(
+        self,
+        run_id: str,
+        step_id: str,
+        wanted: StepState | list[StepState],
+        detail: str = "",
+        **fields: object,
+    ) -> StepRecord:
+        """Record a transition in the store, then in the pass cache."""
+        rec = self.runs.transition(run_id, step_id, wanted, detail, **fields)
+        self._steps(run_id)[step_id] = rec
+        return rec
+
+    def _update(self, run_id: str, step_id: str, **fields: object) -> StepRecord:
+        rec = self.runs.update_step(run_id, step_id, **fields)
+        self._steps(run_id)[step_id] = rec
+        return rec
+
     def _workflow(self, run_id: str) -> Workflow:
         wf = self._workflows.get(run_id)
         if wf is None:
@@ -295,13 +332,13 @@ class Executor:
     ) -> None:
         if rec.state is S.STAGING:
             # Interrupted while staging (a crash): stage again from the start.
-            self.runs.transition(run_id, rec.step_id, S.READY, "staging interrupted")
+            self._move(run_id, rec.step_id, S.READY, "staging interrupted")
             return
         conn = self._connector(rec.site)
         info = conn.status(rec.handle)
         st = info.status
         if st is TaskStatus.SUCCEEDED:
-            self.runs.transition(
+            self._move(
                 run_id,
                 rec.step_id,
                 S.DONE,
@@ -321,7 +358,7 @@ class Executor:
                 why += f" (exit {info.exit_code})"
             if info.message:
                 why += f": {info.message}"
-            self.runs.transition(
+            self._move(
                 run_id, rec.step_id, S.FAILED, why, exit_code=info.exit_code, ended_at=info.ended_at
             )
             self._after_failure(run_id, rec, max_attempts, backoff, on_error, why)
@@ -336,14 +373,12 @@ class Executor:
         why: str,
     ) -> None:
         if rec.site in self.down_sites:
-            self.runs.transition(
-                run_id, rec.step_id, S.READY, "site down", attempt_base=rec.attempt_base + 1
-            )
+            self._move(run_id, rec.step_id, S.READY, "site down", attempt_base=rec.attempt_base + 1)
             self._replan(run_id, [rec.step_id], f"site {rec.site} down")
             return
         if rec.attempts_in_series < max_attempts:
             delay = backoff * 2 ** (rec.attempts_in_series - 1)
-            self.runs.transition(
+            self._move(
                 run_id,
                 rec.step_id,
                 S.READY,
@@ -352,25 +387,25 @@ class Executor:
             )
             return
         failed_sites = (*rec.failed_sites, rec.site)
-        self.runs.update_step(run_id, rec.step_id, failed_sites=",".join(failed_sites))
+        self._update(run_id, rec.step_id, failed_sites=",".join(failed_sites))
         if self.replanner is not None:
-            before = self.runs.steps(run_id)[rec.step_id].site
-            self.runs.transition(
+            before = self._steps(run_id)[rec.step_id].site
+            self._move(
                 run_id, rec.step_id, S.READY, "attempts exhausted", attempt_base=rec.attempts
             )
             self._replan(
                 run_id, [rec.step_id], f"{rec.step_id} exhausted its attempts at {rec.site}"
             )
-            after = self.runs.steps(run_id)[rec.step_id]
+            after = self._steps(run_id)[rec.step_id]
             if after.site != before:
                 return
-            self.runs.transition(run_id, rec.step_id, S.FAILED, "no other site to re-plan on")
+            self._move(run_id, rec.step_id, S.FAILED, "no other site to re-plan on")
         self._apply_policy(run_id, rec.step_id, on_error, why)
 
     def _apply_policy(self, run_id: str, step_id: str, on_error: OnError, why: str) -> None:
         self.runs.log(run_id, "on-error", f"{on_error.value}: {why}", step_id)
         if on_error is OnError.PAUSE_TASK:
-            self.runs.transition(run_id, step_id, S.PAUSED, "paused after its last attempt")
+            self._move(run_id, step_id, S.PAUSED, "paused after its last attempt")
         elif on_error is OnError.PAUSE_JOB:
             self.pause(run_id)
         elif on_error is OnError.CANCEL_JOB:
@@ -378,7 +413,7 @@ class Executor:
             self.runs.set_run_state(run_id, RunState.FAILED, f"cancelled after {step_id} failed")
 
     def _replan(self, run_id: str, step_ids: Iterable[str], reason: str) -> None:
-        steps = self.runs.steps(run_id)
+        steps = self._steps(run_id)
         todo = tuple(s for s in step_ids if steps[s].state not in (S.DONE, S.CANCELLED))
         if not todo:
             return
@@ -406,7 +441,7 @@ class Executor:
                 continue
             if site not in self.connectors or site in excluded:
                 raise OrchestratorError(f"re-planner put {sid} on unusable site {site!r}")
-            self.runs.update_step(run_id, sid, site=site)
+            self._update(run_id, sid, site=site)
             moves.append(f"{sid} -> {site}")
         ms = (time.perf_counter() - t0) * 1000
         self.runs.log(
@@ -444,7 +479,7 @@ class Executor:
         )
 
     def _stage_inputs(self, run_id: str, wf: Workflow, step: Step, site: str) -> dict[str, Path]:
-        steps = self.runs.steps(run_id)
+        steps = self._steps(run_id)
         paths: dict[str, Path] = {}
         for item in step.inputs:
             producer = wf.producer(item)
@@ -473,24 +508,30 @@ class Executor:
 
     def _dispatch(self, run_id: str, wf: Workflow) -> None:
         now = self.clock()
-        order = {sid: i for i, sid in enumerate(wf.topological_order())}
+        order = self._order.get(run_id)
+        if order is None:
+            order = self._order[run_id] = {sid: i for i, sid in enumerate(wf.topological_order())}
         ready = [
             r
-            for r in self.runs.steps(run_id).values()
+            for r in self._steps(run_id).values()
             if r.state is S.READY and r.not_before <= now and r.site not in self.down_sites
         ]
         ready.sort(key=lambda r: (-r.priority, order[r.step_id]))
         for rec in ready:
+            if self._steps(run_id)[rec.step_id] != rec:
+                continue  # moved by a re-plan during this pass
             conn = self._connector(rec.site)
-            self.runs.transition(run_id, rec.step_id, S.STAGING, f"staging at {rec.site}")
             attempt = rec.attempts + 1
+            staging = self._needs_staging(run_id, wf, rec.step_id, rec.site)
             try:
+                if staging:
+                    self._move(run_id, rec.step_id, S.STAGING, f"staging at {rec.site}")
                 spec = self._spec(run_id, rec.step_id, rec.site, attempt)
                 handle = conn.handle_for(spec)
-                self.runs.transition(
+                self._move(
                     run_id,
                     rec.step_id,
-                    S.RUNNING,
+                    [S.RUNNING] if staging else [S.STAGING, S.RUNNING],
                     f"attempt {attempt} at {rec.site}",
                     attempts=attempt,
                     handle=handle,
@@ -498,18 +539,27 @@ class Executor:
                 )
                 conn.submit(spec)
             except ConnectorError as exc:
-                cur = self.runs.steps(run_id)[rec.step_id]
-                self.runs.transition(
+                cur = self._steps(run_id)[rec.step_id]
+                self._move(
                     run_id, rec.step_id, S.READY, str(exc), attempt_base=cur.attempt_base + 1
                 )
                 self.down_sites.add(rec.site)
                 self._replan(run_id, [rec.step_id], f"site {rec.site} refused work: {exc}")
 
+    def _needs_staging(self, run_id: str, wf: Workflow, step_id: str, site: str) -> bool:
+        """True when an input of the step lives at another site."""
+        steps = self._steps(run_id)
+        for item in wf.step(step_id).inputs:
+            producer = wf.producer(item)
+            if producer is not None and steps[producer].site != site:
+                return True
+        return False
+
     def _settle(self, run_id: str, wf: Workflow) -> RunState:
         run = self.runs.run(run_id)
         if run.state is not RunState.RUNNING:
             return run.state
-        steps = self.runs.steps(run_id)
+        steps = self._steps(run_id)
         states = {r.state for r in steps.values()}
         if states == {S.DONE}:
             self.runs.set_run_state(run_id, RunState.DONE, "all steps done")

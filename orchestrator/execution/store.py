@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,29 +242,72 @@ class RunStore:
 
     # -- changing ----------------------------------------------------------------
     def transition(
-        self, run_id: str, step_id: str, wanted: StepState, detail: str = "", **fields: Any
+        self,
+        run_id: str,
+        step_id: str,
+        wanted: StepState | Sequence[StepState],
+        detail: str = "",
+        **fields: Any,
     ) -> StepRecord:
-        """Move one step to ``wanted`` (checked), updating ``fields``, with an event row."""
+        """Move one step to ``wanted`` (checked), updating ``fields``, with an event row.
+
+        ``wanted`` may be a chain of states (``[STAGING, RUNNING]``): each hop is
+        checked and recorded, all in one transaction.
+        """
+        chain = [wanted] if isinstance(wanted, StepState) else list(wanted)
         with self.store.session() as s:
             row = self._step(s, run_id, step_id)
-            check_transition(step_id, StepState(row.state), wanted)
-            before = row.state
-            row.state = wanted.value
-            for k, v in fields.items():
-                if not hasattr(row, k):
-                    raise AttributeError(f"a step has no field {k!r}")
-                setattr(row, k, v)
+            self._apply(s, run_id, row, chain, detail, fields)
+            self._touch(s, run_id)
+            return StepRecord.of(row)
+
+    def transition_many(
+        self, run_id: str, step_ids: Sequence[str], wanted: StepState, detail: str = ""
+    ) -> list[StepRecord]:
+        """Move several steps to ``wanted`` in one transaction (all checked first)."""
+        if not step_ids:
+            return []
+        with self.store.session() as s:
+            rows = s.scalars(
+                select(StepRow).where(StepRow.run_id == run_id, StepRow.step_id.in_(step_ids))
+            ).all()
+            if len(rows) != len(set(step_ids)):
+                found = {r.step_id for r in rows}
+                missing = [x for x in step_ids if x not in found]
+                raise UnknownRun(f"unknown step(s) {', '.join(missing[:5])} in run {run_id!r}")
+            for row in rows:
+                check_transition(row.step_id, StepState(row.state), wanted)
+            for row in rows:
+                self._apply(s, run_id, row, [wanted], detail, {})
+            self._touch(s, run_id)
+            return [StepRecord.of(r) for r in rows]
+
+    @staticmethod
+    def _apply(
+        s: Session,
+        run_id: str,
+        row: StepRow,
+        chain: Sequence[StepState],
+        detail: str,
+        fields: Mapping[str, Any],
+    ) -> None:
+        now = time.time()
+        for wanted in chain:
+            check_transition(row.step_id, StepState(row.state), wanted)
             s.add(
                 EventRow(
                     run_id=run_id,
-                    step_id=step_id,
-                    at=time.time(),
-                    kind=f"{before}->{wanted.value}",
+                    step_id=row.step_id,
+                    at=now,
+                    kind=f"{row.state}->{wanted.value}",
                     detail=detail,
                 )
             )
-            self._touch(s, run_id)
-            return StepRecord.of(row)
+            row.state = wanted.value
+        for k, v in fields.items():
+            if not hasattr(row, k) or k == "state":
+                raise AttributeError(f"a step has no settable field {k!r}")
+            setattr(row, k, v)
 
     def update_step(self, run_id: str, step_id: str, **fields: Any) -> StepRecord:
         """Change fields of a step without changing its state (site, handle, not_before...)."""
