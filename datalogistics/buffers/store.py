@@ -44,6 +44,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -197,10 +198,13 @@ class TagInfo:
 
 
 class AppendLease:
-    """An append in progress: bytes go to the end of the file, hashed as they come.
+    """An append in progress: bytes go to the end of the file as they come.
 
-    Nothing counts until ``BufferStore.finish_append`` commits the new size;
-    the bytes past the committed size are cut off on abort (and on restart).
+    Nothing counts until ``BufferStore.finish_append`` hashes and commits
+    them; the bytes past the committed size are cut off on abort (and on
+    restart). The pieces stay in memory until then, so that the two sha256
+    passes (the chunk's digest, the buffer's running digest) and the fsync
+    can run side by side at the end (hashlib and fsync release the GIL).
     """
 
     def __init__(
@@ -218,7 +222,7 @@ class AppendLease:
         self.tag = tag
         self.file = file
         self.running = running
-        self.chunk_hash = hashlib.sha256()
+        self.pieces: list[bytes] = []
         self.written = 0
 
     def write(self, piece: bytes) -> None:
@@ -230,9 +234,12 @@ class AppendLease:
                 f"above its maximum of {self.max_size}"
             )
         self.file.write(piece)
-        self.chunk_hash.update(piece)
-        self.running.update(piece)
+        self.pieces.append(piece)
         self.written += len(piece)
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _info(row: BufferRow) -> BufferInfo:
@@ -291,9 +298,11 @@ class BufferStore:
         # rebuilt from the file when missing (after a restart) so sealing stays O(chunk).
         self._hashes: dict[str, tuple[int, Any]] = {}
         self._writing: set[str] = set()
+        self._helpers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="buffer-append")
         self._recover()
 
     def close(self) -> None:
+        self._helpers.shutdown(wait=True)
         self._engine.dispose()
 
     # -- plumbing --------------------------------------------------------------
@@ -517,7 +526,20 @@ class BufferStore:
         On a mismatch the bytes are cut off again (nothing stored) and
         ``ChecksumMismatch`` is raised.
         """
-        digest = lease.chunk_hash.hexdigest()
+        data = lease.pieces[0] if len(lease.pieces) == 1 else b"".join(lease.pieces)
+        lease.pieces = []
+        try:
+            lease.file.flush()
+            # Three independent jobs side by side: fsync, the chunk's digest, the running digest.
+            synced = self._helpers.submit(os.fsync, lease.file.fileno()) if self.fsync else None
+            chunk = self._helpers.submit(_sha256_hex, data)
+            lease.running.update(data)
+            digest = chunk.result()
+            if synced is not None:
+                synced.result()
+        except BaseException:
+            self.abort_append(lease)
+            raise
         if sha256 is not None and sha256.lower() != digest:
             self.abort_append(lease)
             raise ChecksumMismatch(
@@ -525,9 +547,6 @@ class BufferStore:
                 f"{digest}, sender declared {sha256}: corrupted in transit, send it again"
             )
         try:
-            lease.file.flush()
-            if self.fsync:
-                os.fsync(lease.file.fileno())
             with self._lock, self._session() as s:
                 row = self._row(s, lease.buffer_id)
                 if row.state != BufferState.CREATED or row.size != lease.start:
