@@ -329,6 +329,8 @@ class Broker(Agent):
         self.wait = [0.0] * len(sites)
         self.metric = [0.0] * len(sites)
         self.up = [True] * len(sites)
+        self.queued_work = [0.0] * len(sites)
+        """Core-seconds sent to each site since the last telemetry (the twin's control input)."""
         self._cum = np.cumsum([s.site.cores for s in sites]).tolist()
         self.refresh()
 
@@ -393,6 +395,7 @@ class Broker(Agent):
         run = site.duration(float(jobs.run[row]))
         req = site.duration(float(jobs.req[row]))
         self.wait[pick] += cores * req / site.queue.capacity
+        self.queued_work[pick] += cores * req
         site.submit(Job(row, cores, run, req, model.now))
 
     def _home(self, u: float, cores: int) -> int:

@@ -287,7 +287,11 @@ class FederationModel(Model):
         """Every telemetry interval: the sites report to the twin; the broker reads its view.
 
         Each site sends a ``twin.TelemetrySample`` (utilisation, queue backlog in
-        core-seconds, power price, carbon intensity, up/down); the real
+        core-seconds, power price, carbon intensity, up/down); the broker's
+        dispatches since the last samples go in as the twin's control input
+        when ``scenario.twin_control`` (``FederationTwin.control``: core-seconds
+        queued; off by default: on the site-outage example it raised the twin's
+        down verdicts from 306 to 436 of 480 site-hours); the real
         ``FederationTwin`` ingests the batch and the broker takes the twin's
         abstracted view (expected wait, price and carbon forecasts, status).
         The view is taken every ``scenario.view_interval`` (a view costs about
@@ -301,11 +305,18 @@ class FederationModel(Model):
             if self.scenario.collect_sites:
                 self.telemetry.extend(samples)
             if self.twin is not None:
+                if self.scenario.twin_control:
+                    # what the broker queued since the last samples: the twin's control input
+                    queued = self.broker.queued_work
+                    for s in self.sites:
+                        if queued[s.index] > 0.0 and s.site.id in self.twin.sites:
+                            self.twin.control(s.site.id, 0.0, queued[s.index])
                 self.twin.ingest(samples)
                 due = self.now - self._view_at >= self.scenario.view_interval
                 if due and self.scenario.routing != "home":
                     self.last_view = self.view()
                     self._view_at = self.now
+        self.broker.queued_work = [0.0] * len(self.sites)
         self.broker.refresh()
         nxt = self.now + self.scenario.telemetry_interval
         if nxt <= self.horizon:

@@ -273,6 +273,9 @@ class Scenario(_Frozen):
     planners: tuple[str, ...] = ("heft",)
     seeds: tuple[int, ...] = (1,)
     twin: bool = True
+    twin_control: bool = Field(
+        default=False, description="tell the twin what the broker dispatched (its control input)"
+    )
     twin_calibration: Seconds | None = Field(
         default=None,
         gt=0,

@@ -248,3 +248,24 @@ def test_scheduling_cycle_starts_jobs_only_on_ticks() -> None:
     assert starts.size > 100
     assert np.all(np.mod(starts, 600.0) == 0.0)
     assert m.summary()["mean_wait_s"] > _run().summary()["mean_wait_s"]
+
+
+def test_twin_control_input_carries_the_dispatched_work() -> None:
+    m = FederationModel(_scenario(twin=True, twin_control=True, horizon="2 h"), seed=1)
+    seen: list[tuple[str, float]] = []
+    assert m.twin is not None
+    real = m.twin.control
+
+    def spy(site_id: str, cores: float = 0.0, work: float = 0.0) -> None:
+        seen.append((site_id, work))
+        real(site_id, cores, work)
+
+    m.twin.control = spy  # type: ignore[method-assign]
+    m.run()
+    sent = m.jobs.columns()
+    routed = sent["submit"] <= m.now
+    assert seen
+    assert {s for s, _ in seen} <= {"a", "b"}
+    # every core-second the broker queued reached the twin (bar the last interval's)
+    assert sum(w for _, w in seen) <= float((sent["cores"] * sent["req"])[routed].sum()) + 1e-6
+    assert sum(w for _, w in seen) > 0
