@@ -118,7 +118,7 @@ def save_results(
     series), ``workflows``, ``jobs`` (when at most ``max_job_rows`` rows),
     ``site_totals``, ``telemetry`` and ``summary.json``. At the top:
     ``comparison`` (one row per run) and, with ``plots``, ``utilisation.png``,
-    ``waits.png`` and ``energy.png``.
+    ``waits.png``, ``energy.png`` and ``makespans.png``.
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,8 @@ def save_results(
 
 
 def plot_results(results: list[RunResult], folder: Path) -> list[Path]:
-    """PNG plots: utilisation per site (first run), wait-time CDFs, energy and carbon."""
+    """PNG plots: utilisation per site (first run), wait-time CDFs, energy and carbon,
+    workflow makespans against the deadline."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,6 +184,20 @@ def plot_results(results: list[RunResult], folder: Path) -> list[Path]:
     a2.set(xlabel="simulated time (h)", ylabel="carbon (kgCO2e, cumulative)")
     a1.legend(fontsize=7)
     out.append(_save(fig, folder / "energy.png"))
+    runs = [r for r in results if len(r.workflows)]
+    if runs:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        data = [r.workflows["makespan_s"].dropna().to_numpy(dtype=float) for r in runs]
+        ax.boxplot([d if d.size else np.zeros(1) for d in data], showfliers=True)
+        ax.set_xticks(range(1, len(runs) + 1), [r.label for r in runs], rotation=20, fontsize=7)
+        deadlines = runs[0].workflows["deadline_s"].dropna()
+        if len(deadlines):
+            ax.axhline(float(deadlines.min()), color="red", ls="--", lw=1, label="deadline")
+            ax.legend(fontsize=7)
+        misses = [int(r.workflows["deadline_missed"].sum()) for r in runs]
+        ax.set(ylabel="workflow makespan (s)")
+        ax.set_title(f"Workflow makespans (deadline misses: {misses})")
+        out.append(_save(fig, folder / "makespans.png"))
     return out
 
 

@@ -92,7 +92,7 @@ def test_cli_simulate_writes_tables_and_plots(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "carbon-cap" in res.output
-    for name in ("comparison.csv", "waits.png", "energy.png", "utilisation.png"):
+    for name in ("comparison.csv", "waits.png", "energy.png", "utilisation.png", "makespans.png"):
         assert (out / name).stat().st_size > 0
     summary = json.loads((out / "heft-seed3" / "summary.json").read_text())
     assert summary["scenario"] == "carbon-cap"
