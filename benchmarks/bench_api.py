@@ -7,7 +7,7 @@ one for each side. For every endpoint and concurrency level a fixed number of
 requests is sent by ``concurrency`` workers, each waiting for its answer
 before sending the next (closed loop); latency is measured per request on the
 client, so it includes the client's own overhead, identical for baseline and
-API.
+API. Both servers run at once and the rows are interleaved per concurrency level.
 
 Endpoints:
   * bare GET / POST: FastAPI handlers returning a constant / validating a
@@ -41,7 +41,7 @@ import httpx
 from federation.model import Site
 
 REPO = Path(__file__).resolve().parents[1]
-REQUESTS = 1200
+REQUESTS = 1000
 CONCURRENCY = (1, 4, 16)
 WARMUP = 100
 AUDIENCE = "continuum-api"
@@ -187,13 +187,10 @@ async def _load(
 
 
 def measure(
-    name: str, base_url: str, call: Call, headers: dict[str, str] | None = None
-) -> list[Result]:
-    out = []
-    for c in CONCURRENCY:
-        seconds, lat, errors = asyncio.run(_load(base_url, call, c, REQUESTS, headers or {}))
-        out.append(Result(name, c, len(lat), seconds, lat, errors))
-    return out
+    name: str, base_url: str, call: Call, concurrency: int, headers: dict[str, str] | None = None
+) -> Result:
+    seconds, lat, errors = asyncio.run(_load(base_url, call, concurrency, REQUESTS, headers or {}))
+    return Result(name, concurrency, len(lat), seconds, lat, errors)
 
 
 # -- tokens ------------------------------------------------------------------------------
@@ -244,8 +241,35 @@ def _print(results: list[Result]) -> None:
         )
 
 
+def verification_cost(jwks_path: Path, token: str, n: int = 2000) -> tuple[float, float]:
+    """Microseconds per call of token verification and of the role mapping, in-process."""
+    from federation.api import principal_from_claims
+
+    app = _api_app(jwks_path.parent / "verify", jwks_path)
+    verifier = app.state.ctx.verifier
+
+    async def verify_all() -> dict[str, Any]:
+        claims: dict[str, Any] = {}
+        for _ in range(n):
+            claims = await verifier.claims(token)
+        return claims
+
+    t0 = time.perf_counter()
+    claims = asyncio.run(verify_all())
+    verify_us = (time.perf_counter() - t0) / n * 1e6
+    settings = app.state.ctx.settings
+    t0 = time.perf_counter()
+    for _ in range(n):
+        principal_from_claims(claims, settings)
+    map_us = (time.perf_counter() - t0) / n * 1e6
+    app.state.ctx.store.close()
+    return verify_us, map_us
+
+
 def main() -> None:
     from federation.model import load_demo_federation
+
+    load_start = os.getloadavg()[0]
 
     fed = load_demo_federation()
     site = fed.site("gpu-centre").model_dump(mode="json")
@@ -254,35 +278,52 @@ def main() -> None:
         tmp = Path(tmp_name)
         jwks_path, token = _keys_and_token(tmp)
         auth = {"Authorization": f"Bearer {token}"}
-        with ServerProcess("bare", tmp / "bare", jwks_path) as bare:
-            results += measure("baseline: bare GET (constant)", bare.url, Call("GET", "/bare"))
-            results += measure(
-                "baseline: bare POST (one Site body)", bare.url, Call("POST", "/bare", site)
-            )
-        with ServerProcess("api", tmp / "api", jwks_path) as api:
+        with (
+            ServerProcess("bare", tmp / "bare", jwks_path) as bare,
+            ServerProcess("api", tmp / "api", jwks_path) as api,
+        ):
             with httpx.Client(base_url=api.url, headers=auth) as client:
                 for s in fed.sites:
                     client.post("/api/v1/sites", json=s.model_dump(mode="json")).raise_for_status()
-            results += measure(
-                "API: GET /api/v1/sites (5 sites)", api.url, Call("GET", "/api/v1/sites"), auth
-            )
-            results += measure(
-                "API: GET /api/v1/sites/{id}",
-                api.url,
-                Call("GET", "/api/v1/sites/gpu-centre"),
-                auth,
-            )
-            results += measure(
-                "API: POST workflow (7 steps, stored)",
-                api.url,
-                Call("POST", "/api/v1/projects/demo/workflows", {"workflow": _workflow()}, 201),
-                auth,
-            )
+            workflow = {"workflow": _workflow()}
+            rows = [
+                ("baseline: bare GET (constant)", bare.url, Call("GET", "/bare"), {}),
+                ("baseline: bare POST (one Site body)", bare.url, Call("POST", "/bare", site), {}),
+                ("API: GET /api/v1/sites (5 sites)", api.url, Call("GET", "/api/v1/sites"), auth),
+                (
+                    "API: GET /api/v1/sites/{id}",
+                    api.url,
+                    Call("GET", "/api/v1/sites/gpu-centre"),
+                    auth,
+                ),
+                (
+                    "API: POST workflow (7 steps, stored)",
+                    api.url,
+                    Call("POST", "/api/v1/projects/demo/workflows", workflow, 201),
+                    auth,
+                ),
+            ]
+            # Interleaved: at each concurrency every endpoint runs back to back, so a
+            # change in the machine's load hits the baseline and the API alike.
+            for c in CONCURRENCY:
+                for name, url, call, headers in rows:
+                    results.append(measure(name, url, call, c, headers))
+        verify_us, map_us = verification_cost(jwks_path, token)
+    results.sort(key=lambda r: (not r.name.startswith("baseline"), r.name, r.concurrency))
     print(
         f"loopback, 1 uvicorn worker per server process, async httpx closed-loop client, "
         f"{REQUESTS} requests per row after {WARMUP} warm-up; API rows verify an RS256 token"
     )
     _print(results)
+    print(
+        f"in-process, per call: RS256 token verification (cached key, iss/aud/exp checks) "
+        f"{verify_us:.0f} us; roles and entitlements -> principal {map_us:.1f} us"
+    )
+    print(
+        f"machine load average (1 min): {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at "
+        f"end, on {os.cpu_count()} cores (other processes share them; above ~1 the tails "
+        "measure the machine rather than the API)"
+    )
     bare_get = [r for r in results if r.name.startswith("baseline: bare GET")]
     ok = [r for r in bare_get if r.pct(99) < 5.0]
     if not ok:

@@ -12,16 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import schemathesis
-from fastapi import FastAPI
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import Case, GenerationMode
-from schemathesis.core.result import Err
 
-from federation.api import create_app
-from federation.settings import Settings
-from tests.federation_api.conftest import LiveServer
+schemathesis = pytest.importorskip(
+    "schemathesis", reason="schemathesis (a dev dependency) is needed for the fuzz test"
+)
+
+from fastapi import FastAPI  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis.errors import Unsatisfiable  # noqa: E402
+from schemathesis import Case, GenerationMode  # noqa: E402
+from schemathesis.core.result import Err  # noqa: E402
+
+from federation.api import create_app  # noqa: E402
+from federation.settings import Settings  # noqa: E402
+from tests.federation_api.conftest import LiveServer  # noqa: E402
 
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
 
