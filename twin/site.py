@@ -50,19 +50,26 @@ class TwinConfig:
     normalised innovations squared is chi-square with the sum of their observed
     dimensions as degrees of freedom when the model holds. Its upper-tail
     probability below ``alpha_degraded`` flags the site degraded, below
-    ``alpha_down`` down. No sample for more than ``stale_after_s`` seconds: stale.
+    ``alpha_down`` down, once ``confirm`` consecutive windows agree. The test
+    leaves out the window's ``trim`` most extreme samples, so that a single
+    outlier does not flag a site while a fault that persists does. No sample
+    for more than ``stale_after_s`` seconds: stale.
     """
 
     horizon: int = 48
     slot_seconds: float = 3600.0
     nis_window: int = 6
+    confirm: int = 2
+    trim: int = 2
     alpha_degraded: float = 1e-3
     alpha_down: float = 1e-9
     stale_after_s: float = 3 * 3600.0
 
     def __post_init__(self) -> None:
-        if self.horizon < 1 or self.slot_seconds <= 0 or self.nis_window < 1:
-            raise ModelError("horizon and nis_window must be >= 1, slot_seconds > 0")
+        if min(self.horizon, self.nis_window, self.confirm) < 1 or self.slot_seconds <= 0:
+            raise ModelError("horizon, nis_window and confirm must be >= 1, slot_seconds > 0")
+        if not 0 <= self.trim < self.nis_window:
+            raise ModelError("trim must be >= 0 and smaller than nis_window")
         if not 0 < self.alpha_down < self.alpha_degraded < 1:
             raise ModelError("need 0 < alpha_down < alpha_degraded < 1")
         if self.stale_after_s <= 0:
@@ -213,6 +220,7 @@ class SiteTwin:
         self.up = True
         self.pending = np.zeros(len(CONTROLS))
         self.window: deque[tuple[float, int]] = deque(maxlen=self.config.nis_window)
+        self.recent_p: deque[float] = deque(maxlen=self.config.confirm)
         self.counters = Counters()
         self._D, self._lo, self._hi = self.model.constraints()
 
@@ -258,6 +266,7 @@ class SiteTwin:
             self.x, self.P = xb[0], Pb[0]
             if st is not None and int(st.dof[0]) > 0:
                 self.window.append((float(st.nis[0]), int(st.dof[0])))
+                self.recent_p.append(self.window_test(trim=self.config.trim)[2])
         if len(self._D):
             self.x = project(self.x, self.P, self._D, self._lo, self._hi)
         self.t = sample.timestamp
@@ -268,10 +277,20 @@ class SiteTwin:
         return "applied"
 
     # --- anomaly detection -----------------------------------------------------------------
-    def window_test(self) -> tuple[float, int, float]:
-        """``(statistic, dof, p_value)`` of the chi-square test on the NIS window."""
-        stat = sum(v for v, _ in self.window)
-        dof = sum(d for _, d in self.window)
+    def window_test(self, trim: int = 0) -> tuple[float, int, float]:
+        """``(statistic, dof, p_value)`` of the chi-square test on the NIS window.
+
+        The statistic is the sum of the window's normalised innovations squared
+        ``y^T S^-1 y``, chi-square with the sum of their observed dimensions as
+        degrees of freedom under the model. ``trim`` leaves out that many of the
+        most extreme samples (largest NIS per degree of freedom): one outlier
+        then cannot flag a site, a fault that persists still does.
+        """
+        entries = sorted(self.window, key=lambda e: e[0] / e[1])
+        if trim:
+            entries = entries[: max(len(entries) - trim, 0)]
+        stat = sum(v for v, _ in entries)
+        dof = sum(d for _, d in entries)
         if dof == 0:
             return 0.0, 0, 1.0
         return stat, dof, float(chi2.sf(stat, dof))
@@ -289,7 +308,8 @@ class SiteTwin:
             return SiteStatus.STALE, 0.0
         if not self.up:
             return SiteStatus.DOWN, 0.0
-        _, _, p = self.window_test()
+        # the least significant of the last ``confirm`` window tests
+        p = max(self.recent_p) if len(self.recent_p) == self.config.confirm else 1.0
         if p < self.config.alpha_down:
             return SiteStatus.DOWN, 0.0
         health = 1.0 - min(1.0, math.log10(max(p, 1e-300)) / math.log10(self.config.alpha_down))
@@ -373,6 +393,7 @@ class SiteTwin:
             "up": self.up,
             "pending": self.pending.tolist(),
             "window": list(self.window),
+            "recent_p": list(self.recent_p),
             "counters": asdict(self.counters),
             "blocks": [asdict(b) for b in self.model.blocks],
         }
@@ -403,6 +424,7 @@ class SiteTwin:
         twin.up = bool(state.get("up", True))
         twin.pending = np.array(state.get("pending", [0.0, 0.0]), dtype=np.float64)
         twin.window.extend((float(a), int(b)) for a, b in state.get("window", []))
+        twin.recent_p.extend(float(p) for p in state.get("recent_p", []))
         twin.counters = Counters(**state.get("counters", {}))
         return twin
 

@@ -229,3 +229,31 @@ def test_k_step_state_forecast_mean_and_covariance(twin: SiteTwin) -> None:
     np.testing.assert_allclose(Ps[2], A @ Ps[1] @ A.T + Q)
     lv = twin.model.index("power_price.level")
     assert Ps[3, lv, lv] > Ps[0, lv, lv]  # uncertainty grows with the lead time
+
+
+def test_a_single_outlier_does_not_flag_but_a_persisting_fault_does(twin: SiteTwin) -> None:
+    _feed(twin, 24 * 3)
+    rng = np.random.default_rng(9)
+    t = twin.t or 0.0
+    normal = _normal(twin.site_id, 24 * 3, rng)
+    assert normal.power_price is not None
+    glitch = normal.model_copy(update={"timestamp": t + H, "power_price": normal.power_price + 0.3})
+    twin.ingest(glitch)
+    statuses = [twin.status()[0]]
+    raw = []
+    for k in range(1, 8):
+        s = _normal(twin.site_id, 24 * 3 + k, rng).model_copy(update={"timestamp": t + (k + 1) * H})
+        twin.ingest(s)
+        statuses.append(twin.status()[0])
+        raw.append(twin.window_test()[2])
+    assert min(raw) < twin.config.alpha_down  # the raw window sees the spike (and the recovery)
+    assert all(st is SiteStatus.OK for st in statuses)  # ...but one glitch never flags the site
+    t = twin.t or 0.0
+    flagged = []
+    for k in range(1, 5):
+        twin.ingest(
+            TelemetrySample(site=twin.site_id, timestamp=t + k * H, utilisation=0.0, backlog=3e7)
+        )
+        flagged.append(twin.status()[0])
+    assert flagged[0] is SiteStatus.OK  # one bad sample is not yet a fault
+    assert flagged[-1] in (SiteStatus.DEGRADED, SiteStatus.DOWN)
