@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from federation.api.aai import Principal, Role, Verifier
 from federation.api.errors import Forbidden, NotFound, Unauthenticated
@@ -53,14 +54,23 @@ async def get_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(get_context)]
 
 
-async def current_principal(request: Request, ctx: Context) -> Principal:
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A Keycloak access token, or the local-mode token printed by `continuum serve`.",
+)
+"""Declares the bearer scheme in the OpenAPI document (the /docs page's Authorize button)."""
+
+
+async def current_principal(
+    ctx: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
     """The verified caller of this request (401 without a valid bearer token)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
     try:
-        if scheme.lower() != "bearer" or not token.strip():
+        if credentials is None or not credentials.credentials.strip():
             raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-        return await ctx.verifier.principal(token.strip())
+        return await ctx.verifier.principal(credentials.credentials.strip())
     except Unauthenticated:
         ctx.metrics.auth_failure()
         raise

@@ -8,7 +8,7 @@ wrong: ``{"error": <code>, "message": <one line>, "detail": [{"loc", "msg"}]}``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -90,29 +90,32 @@ def _request_validation_detail(exc: RequestValidationError) -> list[dict[str, st
     return out
 
 
+# Starlette types every handler as (Request, Exception); each is registered for one
+# class only, hence the casts.
+
+
 async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)  # registered for ApiError only
-    return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
+    err = cast(ApiError, exc)
+    return JSONResponse(error_body(err.code, err.message), err.status, headers=err.headers)
 
 
 async def _on_invalid_input(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InvalidInput)  # registered for InvalidInput only
-    return JSONResponse(error_body("invalid_input", str(exc), exc.details()), 422)
+    err = cast(InvalidInput, exc)
+    return JSONResponse(error_body("invalid_input", str(err), err.details()), 422)
 
 
 async def _on_request_validation(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)  # registered for it only
-    detail = _request_validation_detail(exc)
+    detail = _request_validation_detail(cast(RequestValidationError, exc))
     first = detail[0] if detail else {"loc": "", "msg": "invalid request"}
     message = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
     return JSONResponse(error_body("invalid_input", message, detail), 422)
 
 
 async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)  # registered for it only
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    err = cast(StarletteHTTPException, exc)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
     return JSONResponse(
-        error_body(code, str(exc.detail)), exc.status_code, headers=dict(exc.headers or {})
+        error_body(code, str(err.detail)), err.status_code, headers=dict(err.headers or {})
     )
 
 

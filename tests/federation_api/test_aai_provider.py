@@ -250,3 +250,28 @@ def test_unknown_kids_do_not_refresh_more_than_the_cooldown_allows(
             assert verifier.refreshes == 1
     finally:
         app.state.ctx.store.close()
+
+
+def test_me_shows_what_the_api_made_of_each_token(
+    kc_server: LiveServer, tokens: dict[str, str]
+) -> None:
+    def me(who: str) -> dict[str, Any]:
+        with kc_server.client(tokens[who]) as c:
+            r = c.get("/api/v1/me")
+            assert r.status_code == 200
+            body: dict[str, Any] = r.json()
+            return body
+
+    assert me("researcher-a")["projects"] == ["proj-a"]  # from the entitlement
+    assert me("researcher-b")["projects"] == ["proj-b"]  # other-app's roles ignored
+    assert me("researcher-b")["roles"] == ["researcher"]
+    assert me("operator-client")["sites"] == ["ddf-fatnode"]
+    assert me("admin-client")["roles"] == ["federation-admin"]
+    assert me("nobody-client") == {
+        "subject": "nobody-client",
+        "client": "nobody-client",
+        "roles": [],
+        "projects": [],
+        "sites": [],
+    }
+    assert _status(kc_server, None, "GET", "/api/v1/me") == 401

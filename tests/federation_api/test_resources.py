@@ -277,3 +277,15 @@ def test_health_and_metrics(local_server: LiveServer, admin: httpx.Client) -> No
     assert "continuum_auth_failures_total 1" in text
     assert "continuum_sites 1" in text
     assert 'continuum_http_request_duration_seconds_bucket{le="+Inf",method="GET"' in text
+
+
+def test_private_metrics_need_a_token_and_openapi_declares_bearer(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, metrics_public=False))
+    schemes = app.openapi()["components"]["securitySchemes"]
+    assert {s["scheme"] for s in schemes.values()} == {"bearer"}
+    with LiveServer(app) as server:
+        with server.client() as anonymous:
+            assert anonymous.get("/metrics").status_code == 401
+        with server.client(app.state.local_token) as c:
+            assert c.get("/metrics").status_code == 200
+    store_of(app).close()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from federation.api.deps import Context, current_principal, require_member
+from federation.api.deps import Context, bearer_scheme, current_principal, require_member
 
 router = APIRouter(tags=["health"])
 
@@ -40,5 +40,6 @@ def health(ctx: Context) -> JSONResponse:
 async def metrics(request: Request, ctx: Context) -> PlainTextResponse:
     """Request counts and latencies per route, auth failures, and the stored resources."""
     if not ctx.settings.metrics_public:
-        await require_member(await current_principal(request, ctx))
+        credentials = await bearer_scheme(request)
+        await require_member(await current_principal(ctx, credentials))
     return PlainTextResponse(ctx.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
