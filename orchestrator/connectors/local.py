@@ -4,7 +4,7 @@ Each task gets ``<workdir>/tasks/<run>/<step>/<attempt>/`` with ``spec.json``;
 its inputs are staged into ``in/`` and it writes its outputs into ``out/``
 (file names are item ids made safe for a file system; the directories are in
 the task's environment as ``CONTINUUM_IN`` and ``CONTINUUM_OUT``). The task
-runs through ``orchestrator.connectors.runner`` (exclusive claim, atomic
+runs through ``runner.sh`` (the shell twin of ``runner.py``: exclusive claim, atomic
 result file), in a session of its own so that it survives the orchestrator.
 The handle is the task directory: after a restart, ``status`` reads the
 claim and result files and checks the recorded process.
@@ -15,15 +15,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from pathlib import Path
 
-from orchestrator.connectors import runner
 from orchestrator.connectors.base import (
     ConnectorError,
     SiteConnector,
@@ -34,7 +33,9 @@ from orchestrator.connectors.base import (
 )
 from orchestrator.connectors.runner import CLAIM, RESULT, SPEC, write_atomic
 
-RUNNER_SCRIPT = runner.__file__
+RUNNER_SCRIPT = str(Path(__file__).with_name("runner.sh"))
+"""The shell runner (same protocol as ``runner.py``: claim, run ``task.sh``, result file).
+A task then costs two ``sh`` starts rather than a Python interpreter."""
 
 
 def safe_name(item_id: str) -> str:
@@ -149,10 +150,8 @@ class LocalConnector(SiteConnector):
         busy = sum(c for _, c in self._running.values())
         while self._queue and busy + self._queue[0][1] <= self.slots:
             handle, cores = self._queue.popleft()
-            # The runner is started as a script, not with -m: it imports only the
-            # standard library, so a task costs one bare interpreter start.
             proc = subprocess.Popen(
-                [sys.executable, RUNNER_SCRIPT, handle],
+                ["/bin/sh", RUNNER_SCRIPT, handle],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -197,6 +196,10 @@ def prepare_task(workdir: Path, site_id: str, spec: TaskSpec) -> Path:
     }
     command = spec.command if isinstance(spec.command, str) else list(spec.command)
     if not (task_dir / SPEC).exists():
+        script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        script += command if isinstance(command, str) else shlex.join(command)
+        (task_dir / "task.sh").write_text(script + "\n", encoding="utf-8")
+        # spec.json last: its presence says the task directory is complete.
         write_atomic(task_dir / SPEC, {"command": command, "env": env, "cores": spec.cores})
     return task_dir
 
