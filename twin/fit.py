@@ -394,11 +394,13 @@ def backtest(
     test_fraction: float = 0.2,
     spec: BlockSpec | None = None,
     season: int = 24,
-    window: int | None = 1500,
+    window: int | None = 3000,
 ) -> BacktestResult:
     """Fit on the first part of a regular hourly series, forecast the held-out rest.
 
-    From every origin ``k`` in the held-out part, each method forecasts
+    The parameters are fitted on the last ``window`` samples before the split
+    (default 3,000 hours, about four months; None: all of them); the filter
+    then runs over the whole series. From every origin ``k`` in the held-out part, each method forecasts
     ``y_{k+1..k+horizon}`` using data up to ``k`` only: the twin with
     ``g_h . x_k`` (filtered estimate), persistence with the last observed value,
     seasonal naive with the value one ``season`` earlier (``y_{k+h-season*ceil(h/season)}``).

@@ -192,6 +192,9 @@ def backtest_cmd(
     value_column: Annotated[str, typer.Option("--value-column", help="Column of values.")],
     horizon: Annotated[int, typer.Option(help="Lead times forecast from each origin.")] = 24,
     test_fraction: Annotated[float, typer.Option(help="Held-out last part.")] = 0.2,
+    window: Annotated[
+        int, typer.Option(help="Fit on the last N samples before the held-out part.")
+    ] = 3000,
     output: JsonOpt = None,
 ) -> None:
     """Fit on the first part of an hourly series, forecast the held-out rest horizon by horizon.
@@ -201,7 +204,9 @@ def backtest_cmd(
     """
     series = load_series(csv, time_column, value_column)
     try:
-        res = backtest(series.times, series.values, horizon=horizon, test_fraction=test_fraction)
+        res = backtest(
+            series.times, series.values, horizon=horizon, test_fraction=test_fraction, window=window
+        )
     except ModelError as exc:
         raise InvalidInput.single(str(csv), f"column {value_column!r}", str(exc)) from None
     table = Table(
