@@ -400,8 +400,9 @@ def backtest(
 
     The parameters are fitted on the last ``window`` samples before the split
     (default 3,000 hours, about four months; None: all of them); the filter
-    then runs over the whole series. From every origin ``k`` in the held-out part, each method forecasts
-    ``y_{k+1..k+horizon}`` using data up to ``k`` only: the twin with
+    then runs over the whole series. From every origin ``k`` in the held-out
+    part, each method forecasts ``y_{k+1..k+horizon}`` using data up to ``k``
+    only: the twin with
     ``g_h . x_k`` (filtered estimate), persistence with the last observed value,
     seasonal naive with the value one ``season`` earlier (``y_{k+h-season*ceil(h/season)}``).
     """
