@@ -40,6 +40,7 @@ from simulations import (
     read_swf,
     scenario_from_dict,
     sweep_dask,
+    sweep_local,
     validate_trace,
 )
 
@@ -243,17 +244,33 @@ def sweep_table() -> None:
         "bench",
     )
     grid = {"workload.load": [1, 1.5, 2, 2.5]}
-    head = f"{'workers':>7} {'points':>6} {'wall s':>8} {'speed-up':>9}"
+    head = (
+        f"{'backend':<26} {'points':>6} {'wall s':>8} {'sum of points s':>16} "
+        f"{'speed-up':>9} {'load avg':>9}"
+    )
     print(head)
     print("-" * len(head))
-    base = None
+    rows: list[tuple[str, int, float, str]] = []
+    t0 = time.perf_counter()
+    local = sweep_local(sc, grid)
+    rows.append(("mesa batch_run, 1 process", len(local), time.perf_counter() - t0, "-"))
+    load = [os.getloadavg()[0]]
     for workers in (1, 2):
         t0 = time.perf_counter()
         table = sweep_dask(sc, grid, workers=workers)
         wall = time.perf_counter() - t0
-        base = base or wall
-        print(f"{workers:>7} {len(table):>6} {wall:>8.1f} {base / wall:>9.2f}")
-    print("(Dask LocalCluster, one single-threaded worker process each; cluster start included)")
+        rows.append(
+            (f"dask LocalCluster, {workers} wkr", len(table), wall, f"{table['wall_s'].sum():.1f}")
+        )
+        load.append(os.getloadavg()[0])
+    one_worker = rows[1][2]
+    for (label, n, wall, points), la in zip(rows, load, strict=True):
+        print(f"{label:<26} {n:>6} {wall:>8.1f} {points:>16} {one_worker / wall:>9.2f} {la:>9.1f}")
+    print(
+        "(speed-up against 1 Dask worker; Dask times include starting the cluster; 'sum of"
+        " points' is the\n points' own wall times; the load average shows how busy the 2 shared"
+        " cores were)"
+    )
 
 
 def main() -> None:

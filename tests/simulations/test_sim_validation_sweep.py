@@ -146,3 +146,21 @@ def test_dask_sweep_on_a_scheduler_address() -> None:
         table = sweep(sc, {"queue": ["fcfs", "easy"]}, address=cluster.scheduler_address)
     assert list(table["queue"]) == ["easy", "fcfs"]  # sorted by the swept parameter
     assert table["mean_wait_s"].iloc[0] <= table["mean_wait_s"].iloc[1]
+
+
+def test_tables_are_saved_as_csv_and_parquet(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+
+    from simulations import run_scenario, save_results
+
+    sc = scenario_from_dict(_small(horizon="3 h"))
+    results = run_scenario(sc)
+    save_results(results, tmp_path, plots=False)
+    run = tmp_path / results[0].label
+    for name in ("model", "jobs", "site_totals"):
+        csv = pd.read_csv(run / f"{name}.csv")
+        parquet = pd.read_parquet(run / f"{name}.parquet")
+        assert list(csv.columns) == list(parquet.columns)
+        assert len(csv) == len(parquet) > 0
+    assert len(pd.read_parquet(run / "jobs.parquet")) == results[0].summary["jobs"]
