@@ -351,6 +351,11 @@ class KeycloakVerifier:
             raise Unauthenticated(f"token signature invalid: {exc}") from None
         except (JWException, ValueError, TypeError) as exc:
             raise Unauthenticated(f"token rejected: {exc}") from None
+        typ = claims.get("typ")
+        if typ is not None and str(typ).lower() not in ("bearer", "at+jwt"):
+            # Keycloak's ID and refresh tokens are signed by the same key and may carry
+            # the same audience: only access tokens open the API.
+            raise Unauthenticated(f"not an access token (typ {typ!r})")
         nbf = claims.get("nbf")
         if isinstance(nbf, int | float) and nbf > time.time() + s.token_leeway_s:
             raise Unauthenticated("token not valid yet (nbf in the future)")

@@ -133,6 +133,8 @@ def test_bad_tokens_are_401(
         "wrong audience (forged)": provider.sign({**admin_claims, "aud": "some-other-api"}),
         "wrong audience (provider)": provider.token("other-audience"),
         "no expiry": provider.sign({**admin_claims, "exp": None}),
+        "an ID token": provider.sign({**admin_claims, "typ": "ID"}),
+        "a refresh token": provider.sign({**admin_claims, "typ": "Refresh"}),
         "unknown key": provider.sign(admin_claims, key=new_key("not-published")),
         "garbage": "not-a-jwt",
     }
@@ -145,6 +147,8 @@ def test_bad_tokens_are_401(
     assert _status(kc_server, None, "GET", "/api/v1/sites") == 401
     # the same claims, correctly signed and dated, are accepted: each rejection is the claim's
     assert _status(kc_server, provider.sign(admin_claims), "GET", "/api/v1/sites") == 200
+    bearer = provider.sign({**admin_claims, "typ": "Bearer"})
+    assert _status(kc_server, bearer, "GET", "/api/v1/sites") == 200
 
 
 def test_an_unsigned_or_hmac_token_is_401(kc_server: LiveServer, provider: Provider) -> None:

@@ -289,3 +289,36 @@ def test_private_metrics_need_a_token_and_openapi_declares_bearer(tmp_path: Path
         with server.client(app.state.local_token) as c:
             assert c.get("/metrics").status_code == 200
     store_of(app).close()
+
+
+def test_a_workflow_may_bring_its_plan_along(admin: httpx.Client, local_app: FastAPI) -> None:
+    doc = yaml.safe_load((WORKFLOWS / "ddf-pipeline.yaml").read_text())
+    bad_plan = copy.deepcopy(MINIMAL_DMP)
+    bad_plan["dmp"]["language"] = 42
+    r = admin.post("/api/v1/projects/demo/workflows", json={"workflow": doc, "madpp": bad_plan})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == "body.madpp.dmp.language"
+    assert _count(local_app, MadppRow) == 0
+    assert _count(local_app, WorkflowRow) == 0
+    both = {
+        "workflow": doc,
+        "madpp": MINIMAL_DMP,
+        "madpp_id": "0" * 8 + "-0000-0000-0000-" + "0" * 12,
+    }
+    assert admin.post("/api/v1/projects/demo/workflows", json=both).status_code == 422
+    r = admin.post("/api/v1/projects/demo/workflows", json={"workflow": doc, "madpp": MINIMAL_DMP})
+    assert r.status_code == 201, r.text
+    plans = admin.get("/api/v1/projects/demo/madpp").json()
+    assert [p["id"] for p in plans] == [r.json()["madpp_id"]]
+
+
+def test_lists_are_paged_oldest_first(admin: httpx.Client) -> None:
+    ids = [admin.post("/api/v1/projects/demo/madpp", json=MINIMAL_DMP).json()["id"] for _ in "abc"]
+    assert [p["id"] for p in admin.get("/api/v1/projects/demo/madpp").json()] == ids
+    page = admin.get("/api/v1/projects/demo/madpp", params={"limit": 2}).json()
+    assert [p["id"] for p in page] == ids[:2]
+    page = admin.get("/api/v1/projects/demo/madpp", params={"limit": 2, "offset": 2}).json()
+    assert [p["id"] for p in page] == ids[2:]
+    r = admin.get("/api/v1/projects/demo/workflows", params={"limit": 0})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == "query.limit"

@@ -3,9 +3,33 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query
 
 from federation.errors import InvalidInput, Problem
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""Ids of stored workflows and plans (uuid4, lower case)."""
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """``?limit=&offset=`` of a list endpoint (oldest first)."""
+
+    limit: int
+    offset: int
+
+
+def _page(
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many items")] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9, description="items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit, offset)
+
+
+Page = Annotated[PageParams, Depends(_page)]
 
 
 def prefixed(exc: InvalidInput, prefix: str) -> InvalidInput:

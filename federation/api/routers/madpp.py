@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 from datalogistics.madpp import madmp_problems, validate_madmp
 from federation.api.deps import Context, Member, ProjectReader, ProjectWriter
 from federation.api.errors import Forbidden, NotFound
-from federation.api.routers._common import prefixed
-from federation.api.routers.workflows import UUID_PATTERN
+from federation.api.routers._common import UUID_PATTERN, Page, prefixed
 from federation.api.tables import MadppRow, utcnow
 from federation.errors import InvalidInput
 
@@ -55,12 +54,24 @@ class PlanWithDocument(PlanInfo):
     document: dict[str, Any]
 
 
-def _validated(document: dict[str, Any]) -> dict[str, Any]:
+def validated_plan(document: dict[str, Any], where: str = "body") -> dict[str, Any]:
+    """``document`` if it is a valid maDMP 1.2 plan; ``InvalidInput`` under ``where`` if not."""
     try:
         validate_madmp(document, "<api>")
     except InvalidInput as exc:
-        raise prefixed(exc, "body") from None
+        raise prefixed(exc, where) from None
     return document
+
+
+def new_plan_row(project: str, document: dict[str, Any], who: str) -> MadppRow:
+    """A store row for a validated plan of ``project``."""
+    return MadppRow(
+        id=str(uuid.uuid4()),
+        project=project,
+        title=_title(document),
+        document=document,
+        submitted_by=who,
+    )
 
 
 def _title(document: dict[str, Any]) -> str:
@@ -107,14 +118,8 @@ def submit_plan(
     access: ProjectWriter, ctx: Context, document: dict[str, Any] = PlanDocument
 ) -> PlanInfo:
     with ctx.store.session() as db:
-        doc = _validated(document)
-        row = MadppRow(
-            id=str(uuid.uuid4()),
-            project=access.project,
-            title=_title(doc),
-            document=doc,
-            submitted_by=access.who.subject,
-        )
+        doc = validated_plan(document)
+        row = new_plan_row(access.project, doc, access.who.subject)
         db.add(row)
         db.flush()
         return _info(row)
@@ -125,12 +130,14 @@ def submit_plan(
     response_model=list[PlanInfo],
     summary="List a project's data project plans",
 )
-def list_plans(access: ProjectReader, ctx: Context) -> list[PlanInfo]:
+def list_plans(access: ProjectReader, ctx: Context, page: Page) -> list[PlanInfo]:
     with ctx.store.session() as db:
         rows = db.scalars(
             select(MadppRow)
             .where(MadppRow.project == access.project)
             .order_by(MadppRow.created_at, MadppRow.id)
+            .limit(page.limit)
+            .offset(page.offset)
         )
         return [_info(r) for r in rows]
 
@@ -156,7 +163,7 @@ def replace_plan(
         row = _visible_row(db, who, plan_id)
         if not who.can_write_project(row.project):
             raise Forbidden("the auditor role is read-only")
-        doc = _validated(document)
+        doc = validated_plan(document)
         row.document = doc
         row.title = _title(doc)
         row.updated_at = utcnow()

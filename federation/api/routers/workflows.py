@@ -21,15 +21,14 @@ from sqlalchemy.orm import Session
 
 from federation.api.deps import Context, Member, ProjectReader, ProjectWriter
 from federation.api.errors import NotFound
-from federation.api.routers._common import json_safe, prefixed
+from federation.api.routers._common import UUID_PATTERN, Page, json_safe, prefixed
+from federation.api.routers.madpp import new_plan_row, validated_plan
 from federation.api.tables import MadppRow, WorkflowRow
 from federation.errors import InvalidInput
 from orchestrator.loaders import workflow_from_data
 from orchestrator.wfformat import is_wfformat
 
 router = APIRouter(prefix="/api/v1", tags=["workflows"])
-
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 class WorkflowSubmission(BaseModel):
@@ -42,6 +41,9 @@ class WorkflowSubmission(BaseModel):
     )
     madpp_id: str | None = Field(
         default=None, pattern=UUID_PATTERN, description="a data project plan of the same project"
+    )
+    madpp: dict[str, Any] | None = Field(
+        default=None, description="or a new maDMP 1.2 plan, stored with the workflow"
     )
 
 
@@ -91,7 +93,19 @@ def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, ctx: Contex
             wf = workflow_from_data(body.workflow, "<api>")
         except InvalidInput as exc:
             raise prefixed(exc, "body.workflow") from None
-        if body.madpp_id is not None:
+        if body.madpp is not None and body.madpp_id is not None:
+            raise InvalidInput.single(
+                "<api>", "body.madpp", "give either madpp (a new plan) or madpp_id, not both"
+            )
+        madpp_id = body.madpp_id
+        if body.madpp is not None:
+            plan_row = new_plan_row(
+                access.project, validated_plan(body.madpp, "body.madpp"), access.who.subject
+            )
+            db.add(plan_row)
+            db.flush()  # the plan's row first: the workflow's madpp_id refers to it
+            madpp_id = plan_row.id
+        elif body.madpp_id is not None:
             plan = db.get(MadppRow, body.madpp_id)
             if plan is None or plan.project != access.project:
                 raise InvalidInput.single(
@@ -107,7 +121,7 @@ def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, ctx: Contex
             format="wfformat" if is_wfformat(body.workflow) else "native",
             document=body.workflow,
             summary=json_safe(wf.summary()),
-            madpp_id=body.madpp_id,
+            madpp_id=madpp_id,
             submitted_by=access.who.subject,
         )
         db.add(row)
@@ -120,12 +134,14 @@ def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, ctx: Contex
     response_model=list[WorkflowInfo],
     summary="List a project's workflows",
 )
-def list_workflows(access: ProjectReader, ctx: Context) -> list[WorkflowInfo]:
+def list_workflows(access: ProjectReader, ctx: Context, page: Page) -> list[WorkflowInfo]:
     with ctx.store.session() as db:
         rows = db.scalars(
             select(WorkflowRow)
             .where(WorkflowRow.project == access.project)
             .order_by(WorkflowRow.created_at, WorkflowRow.id)
+            .limit(page.limit)
+            .offset(page.offset)
         )
         return [_info(r) for r in rows]
 
