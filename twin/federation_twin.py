@@ -69,6 +69,8 @@ class FederationTwin:
         params: fitted blocks per site (``fit_site_params`` output) to start from.
         store: where snapshots go; with ``resume`` a previous snapshot of the same
             ``name`` is loaded.
+        autosave: with a store, snapshot after every ``ingest`` that applied
+            samples, so that a restart resumes from the last estimate.
     """
 
     def __init__(
@@ -80,8 +82,10 @@ class FederationTwin:
         store: Store | None = None,
         name: str = "default",
         resume: bool = True,
+        autosave: bool = True,
     ) -> None:
         self.federation = federation
+        self.autosave = autosave
         self.config = config or TwinConfig()
         self.name = name
         self.store = store
@@ -122,6 +126,8 @@ class FederationTwin:
             after = tw.status()[0]
             if after != before[sid] and after in (SiteStatus.DEGRADED, SiteStatus.DOWN):
                 rep.flagged[sid] = after.value
+        if self.autosave and self.store is not None and rep.applied:
+            self.snapshot()
         return rep
 
     def control(self, site_id: str, cores: float = 0.0, work: float = 0.0) -> None:

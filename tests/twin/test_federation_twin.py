@@ -220,3 +220,18 @@ def test_degraded_site_is_flagged_in_the_ingest_report(demo_federation: Federati
     assert rep.flagged.get("gpu-centre") in ("degraded", "down")
     assert tw.view(now=T0 + 75 * H)["gpu-centre"].status in (SiteStatus.DEGRADED, SiteStatus.DOWN)
     assert tw.view(now=T0 + 75 * H)["ddf-fatnode"].status is SiteStatus.STALE  # silent 4 h > 3 h
+
+
+def test_autosave_lets_a_restarted_twin_resume(demo_federation: Federation, tmp_path: Path) -> None:
+    db = tmp_path / "auto.db"
+    a = FederationTwin(demo_federation, store=Store.at(db))
+    a.ingest(_samples(demo_federation, 20))  # no explicit snapshot: autosave wrote it
+    b = FederationTwin(demo_federation, store=Store.at(db))
+    assert sorted(b.resumed) == sorted(demo_federation.site_ids)
+    for sid in demo_federation.site_ids:
+        assert b.sites[sid].t == a.sites[sid].t
+        np.testing.assert_array_equal(np.asarray(b.sites[sid].x), np.asarray(a.sites[sid].x))
+    off = FederationTwin(demo_federation, store=Store.at(tmp_path / "off.db"), autosave=False)
+    off.ingest(_samples(demo_federation, 5))
+    again = FederationTwin(demo_federation, store=Store.at(tmp_path / "off.db"))
+    assert again.resumed == []
