@@ -6,7 +6,8 @@ the realm's JSON Web Key Set (fetched with python-keycloak from
 its issuer, audience, expiry and not-before, with a small clock-skew leeway. A
 token signed with a ``kid`` the cache does not know triggers one refresh of the
 key set (at most one per ``jwks_min_refresh_s``), which is how a realm's key
-rotation reaches the API without a restart.
+rotation reaches the API without a restart. When the realm cannot be reached
+the answer is 503 (retry later), not 401: the token may well be valid.
 
 Authorisation (``principal_from_claims``): roles come from
 ``realm_access.roles`` and ``resource_access.<api client>.roles``; scoped roles
@@ -46,7 +47,7 @@ from jwcrypto import jwk, jws, jwt  # type: ignore[import-untyped]
 from jwcrypto.common import JWException  # type: ignore[import-untyped]
 from keycloak import KeycloakOpenID
 
-from federation.api.errors import Unauthenticated
+from federation.api.errors import IdentityProviderUnavailable, Unauthenticated
 from federation.settings import Settings
 
 
@@ -274,6 +275,8 @@ class KeycloakVerifier:
         )
         self._keys: dict[str, jwk.JWK] = {}
         self._last_refresh = -float("inf")
+        self._last_failure = -float("inf")
+        self._unreachable = IdentityProviderUnavailable("the realm's keys are unavailable")
         self._lock = asyncio.Lock()
         self.refreshes = 0
         """How many times the key set was fetched (for tests and metrics)."""
@@ -308,13 +311,18 @@ class KeycloakVerifier:
             return key
         async with self._lock:
             key = self._keys.get(kid)
-            if key is None and (
-                time.monotonic() - self._last_refresh >= self.settings.jwks_min_refresh_s
-            ):
+            now = time.monotonic()
+            if key is None and now - self._last_refresh >= self.settings.jwks_min_refresh_s:
+                if now - self._last_failure < min(self.settings.jwks_min_refresh_s, 5.0):
+                    raise self._unreachable  # do not hammer a realm that just failed
                 try:
                     await self.refresh_keys()
                 except Exception as exc:
-                    raise Unauthenticated(f"cannot fetch the realm's keys: {exc}") from None
+                    self._last_failure = time.monotonic()
+                    self._unreachable = IdentityProviderUnavailable(
+                        f"cannot fetch the realm's keys from {self.settings.keycloak_url}: {exc}"
+                    )
+                    raise self._unreachable from None
                 key = self._keys.get(kid)
         if key is None:
             raise Unauthenticated(f"token signed with a key the realm does not publish (kid {kid})")

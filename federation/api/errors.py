@@ -69,6 +69,16 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class IdentityProviderUnavailable(ApiError):
+    """The realm's keys cannot be fetched: the token may be fine, retry later (503)."""
+
+    status = 503
+    code = "identity_provider_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "5"})
+
+
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', "'")
 

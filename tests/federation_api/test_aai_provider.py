@@ -23,6 +23,7 @@ from federation.api import KeycloakVerifier, create_app
 from tests.federation_api.conftest import (
     LiveServer,
     Provider,
+    free_port,
     keycloak_settings,
     new_key,
     start_provider,
@@ -279,3 +280,22 @@ def test_me_shows_what_the_api_made_of_each_token(
         "sites": [],
     }
     assert _status(kc_server, None, "GET", "/api/v1/me") == 401
+
+
+def test_an_unreachable_realm_is_503_not_401(provider: Provider, tmp_path: Path) -> None:
+    from federation.settings import Settings
+
+    closed = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    settings = Settings(data_dir=tmp_path, keycloak_url=closed, keycloak_timeout_s=2)
+    app = create_app(settings)
+    token = provider.sign({"realm_access": {"roles": ["federation-admin"]}, "iss": settings.issuer})
+    try:
+        with LiveServer(app) as server, server.client(token) as c:
+            for _ in range(3):  # the second and third answer at once, without retrying
+                r = c.get("/api/v1/sites")
+                assert r.status_code == 503
+                assert r.json()["error"] == "identity_provider_unavailable"
+                assert r.headers["retry-after"] == "5"
+        assert app.state.ctx.verifier.refreshes == 0
+    finally:
+        app.state.ctx.store.close()
