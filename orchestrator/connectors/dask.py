@@ -42,7 +42,7 @@ class DaskConnector(SiteConnector):
         from distributed import Client, LocalCluster
 
         self.site_id = site_id
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._cluster: Any = None
         if address is None:

@@ -48,7 +48,7 @@ class LocalConnector(SiteConnector):
 
     def __init__(self, site_id: str, workdir: str | Path, slots: int | None = None) -> None:
         self.site_id = site_id
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.slots = slots or os.cpu_count() or 1
         if self.slots < 1:

@@ -5,8 +5,8 @@
 #    another runner has (or had) the task and this one exits at once;
 # 2. run TASK_DIR/task.sh with stdout and stderr in TASK_DIR/stdout and stderr;
 # 3. write TASK_DIR/result.json atomically (temporary file, sync, rename).
-d="$1"
-[ -d "$d" ] || { echo "usage: runner.sh TASK_DIR" >&2; exit 2; }
+[ -d "$1" ] || { echo "usage: runner.sh TASK_DIR" >&2; exit 2; }
+d=$(cd "$1" && pwd)
 now() { date +%s.%N; }
 set -C
 if ! { printf '{"pid": %s, "at": %s}\n' "$$" "$(now)" > "$d/claim"; } 2>/dev/null; then

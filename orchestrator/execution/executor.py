@@ -107,6 +107,8 @@ class ReplanRequest:
     assignment: Mapping[str, str]
     done: frozenset[str]
     reason: str
+    sites: frozenset[str] = frozenset()
+    """Sites the executor can reach (has a connector for); empty: any site."""
 
 
 Replanner = Callable[[ReplanRequest], Mapping[str, str]]
@@ -432,6 +434,7 @@ class Executor:
             assignment={sid: r.site for sid, r in steps.items()},
             done=frozenset(sid for sid, r in steps.items() if r.state is S.DONE),
             reason=reason,
+            sites=frozenset(self.connectors),
         )
         new = self.replanner(request)
         moves = []

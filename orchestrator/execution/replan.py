@@ -37,7 +37,8 @@ class PlannerReplanner:
     def __call__(self, request: ReplanRequest) -> Mapping[str, str]:
         sub = sub_workflow(request, self.federation)
         view = self.view() if self.view is not None else static_view(self.federation)
-        healthy = {k: v for k, v in view.items() if k not in request.excluded}
+        reachable = request.sites or frozenset(view)
+        healthy = {k: v for k, v in view.items() if k in reachable and k not in request.excluded}
         plan = self.planner.plan(
             sub, self.federation, healthy, PlanningConstraints(), self.objective
         )
@@ -49,7 +50,8 @@ def sub_workflow(request: ReplanRequest, federation: Federation) -> Workflow:
     """The steps to place and their anchors, with site restrictions (module docstring)."""
     wf = request.workflow
     todo = set(request.steps)
-    usable = tuple(s for s in federation.site_ids if s not in request.excluded)
+    reachable = request.sites or frozenset(federation.site_ids)
+    usable = tuple(s for s in federation.site_ids if s in reachable and s not in request.excluded)
     if not usable:
         raise PlanningError("no site is left to re-plan on: every site is excluded")
     anchors = {p for sid in todo for p in wf.parents(sid) if p not in todo}

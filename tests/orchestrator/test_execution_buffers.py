@@ -116,3 +116,28 @@ def test_sub_workflow_pins_finished_anchors_without_work() -> None:
     assert sub.step("c").work == wf.step("c").work  # still running: keeps its work
     assert sub.step("b").constraints.sites == ("b",)
     assert sub.step("a").inputs == ()
+
+
+def test_sub_workflow_keeps_to_the_sites_the_executor_reaches() -> None:
+    fed = Federation.from_dict(
+        {
+            **{k: v for k, v in two_site_federation().to_dict().items() if k != "links"},
+            "sites": [
+                *two_site_federation().to_dict()["sites"],
+                {**two_site_federation().to_dict()["sites"][0], "id": "c"},
+            ],
+        }
+    )
+    request = ReplanRequest(
+        run_id="r",
+        workflow=shell_workflow(Path("/tmp")),
+        steps=("b",),
+        excluded=frozenset({"a"}),
+        assignment=dict.fromkeys("abcd", "a"),
+        done=frozenset({"a"}),
+        reason="test",
+        sites=frozenset({"a", "b"}),
+    )
+    assert sub_workflow(request, fed).step("b").constraints.sites == ("b",)
+    unrestricted = ReplanRequest(**{**request.__dict__, "sites": frozenset()})
+    assert sub_workflow(unrestricted, fed).step("b").constraints.sites == ("b", "c")
