@@ -9,8 +9,9 @@ Public API::
 
     from twin import FederationTwin, read_telemetry
     twin = FederationTwin(federation)
-    twin.ingest(read_telemetry("examples/telemetry/demo-telemetry.csv"))
-    view = twin.view()                      # site id -> AbstractSiteState
+    twin.ingest(read_telemetry("examples/telemetry/synthetic-demo-telemetry.csv"))
+    view = twin.view()        # site id -> AbstractSiteState, judged at the wall clock
+    view = twin.view(now=1768777200)        # ... or at a replayed time (end of that file)
     view["ddf-fatnode"].available_cores.mean[:3]
     twin.forecast("ddf-fatnode", controls=[(64, 3600 * 64)])  # what-if
 """
