@@ -21,7 +21,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port (default 8080; 0: any free).")] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder of the SQLite store and buffers (default ~/.local/share)."),
+        typer.Option(help="Folder of the SQLite store and buffers (~/.local/share/continuum)."),
     ] = None,
     federation: Annotated[
         Path | None,
@@ -147,7 +147,10 @@ def bootstrap(
         client_secret_key=client_secret,
         grant_type="client_credentials" if client_secret else "password",
     )
-    done = bootstrap_realm(KeycloakAdmin(connection=connection))
+    try:
+        done = bootstrap_realm(KeycloakAdmin(connection=connection))
+    except Exception as exc:
+        raise RuntimeError(f"Keycloak at {url}, realm {realm!r}: {exc}") from exc
     for action in done:
         console.print(f"created {action}")
     err_console.print(f"realm {realm!r}: {len(done)} item(s) created, the rest already existed")
