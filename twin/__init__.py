@@ -34,7 +34,14 @@ from twin.series import Series, load_series
 from twin.site import BlockForecast, SiteForecast, SiteTwin, TwinConfig, site_model
 from twin.ssm import BlockSpec, StateSpaceModel, discretise
 from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView, static_view
-from twin.telemetry import LocalProbe, TelemetrySample, read_telemetry, replay
+from twin.telemetry import (
+    LocalProbe,
+    ReplaySource,
+    TelemetrySample,
+    TelemetrySource,
+    read_telemetry,
+    replay,
+)
 
 __all__ = [
     "AbstractSiteState",
@@ -50,6 +57,7 @@ __all__ = [
     "InvalidTelemetry",
     "LocalProbe",
     "ModelError",
+    "ReplaySource",
     "Series",
     "SiteFit",
     "SiteForecast",
@@ -58,6 +66,7 @@ __all__ = [
     "SiteView",
     "StateSpaceModel",
     "TelemetrySample",
+    "TelemetrySource",
     "TwinConfig",
     "TwinError",
     "UpdateStats",

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,53 @@ def replay(
         yield batch
 
 
-class LocalProbe:
+class TelemetrySource(ABC):
+    """Where samples come from: a narrow plug-in point (a file replay, a probe, a connector).
+
+    ``poll(until)`` returns the samples available up to time ``until`` (unix s)
+    that were not returned before, in time order; ``exhausted`` tells a finite
+    source has nothing left.
+    """
+
+    @abstractmethod
+    def poll(self, until: float) -> list[TelemetrySample]:
+        """Samples with ``timestamp <= until`` not yet returned, oldest first."""
+
+    @property
+    def exhausted(self) -> bool:
+        return False
+
+
+class ReplaySource(TelemetrySource):
+    """Replays a telemetry file (or samples) as if it were arriving live.
+
+    ``poll(until)`` hands out the samples up to ``until``: a caller advancing a
+    simulated clock hour by hour receives each hour's samples once.
+    """
+
+    def __init__(self, samples: Iterable[TelemetrySample] | str | Path) -> None:
+        rows = read_telemetry(samples) if isinstance(samples, (str, Path)) else list(samples)
+        self._rows = sorted(rows, key=lambda s: s.timestamp)
+        self._next = 0
+
+    @property
+    def start(self) -> float | None:
+        """Time of the first sample (None when empty)."""
+        return self._rows[0].timestamp if self._rows else None
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next >= len(self._rows)
+
+    def poll(self, until: float) -> list[TelemetrySample]:
+        out = []
+        while self._next < len(self._rows) and self._rows[self._next].timestamp <= until:
+            out.append(self._rows[self._next])
+            self._next += 1
+        return out
+
+
+class LocalProbe(TelemetrySource):
     """Real telemetry of this machine, read from ``/proc`` (Linux; no psutil needed).
 
     * utilisation: busy share of CPU time between two reads of ``/proc/stat``
@@ -220,6 +267,10 @@ class LocalProbe:
         total = sum(v[:8])
         return total - idle, total
 
+    def poll(self, until: float) -> list[TelemetrySample]:
+        """One fresh sample of this machine, stamped ``until``."""
+        return [self.sample(until)]
+
     def sample(self, now: float | None = None) -> TelemetrySample:
         """One sample; utilisation is missing on the first call (it needs two reads)."""
         t = time.time() if now is None else now
@@ -243,7 +294,9 @@ class LocalProbe:
 __all__ = [
     "METRICS",
     "LocalProbe",
+    "ReplaySource",
     "TelemetrySample",
+    "TelemetrySource",
     "read_telemetry",
     "replay",
     "sample_from_mapping",

@@ -155,3 +155,21 @@ def test_a_local_site_twin_runs_on_probed_telemetry(demo_federation: Federation)
     fc = tw.forecast(horizon=3)
     assert all(0.0 <= u <= 1.0 for u in fc.blocks["utilisation"].mean)
     assert tw.counters.applied == 4
+
+
+def test_replay_source_hands_out_each_sample_once(examples_dir: Path) -> None:
+    from twin import ReplaySource
+
+    src = ReplaySource(examples_dir / "telemetry" / "synthetic-demo-telemetry.csv")
+    assert src.start is not None
+    first = src.poll(src.start)
+    assert len(first) == 5  # one per site at the first hour
+    assert src.poll(src.start) == []  # nothing new until the clock moves
+    rest = src.poll(src.start + 10 * 86400)
+    assert len(rest) == 5 * 24 * 10
+    assert not src.exhausted
+    assert len(src.poll(float("inf"))) == 5 * 24 * 4 - 5
+    assert src.exhausted
+    probe = LocalProbe("local")
+    if probe.available():
+        assert [s.site for s in probe.poll(123.0)] == ["local"]
