@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from federation.api import LocalVerifier, Principal, Role, parse_entitlement, principal_from_claims
 from federation.api.deps import site_operator
@@ -151,3 +153,30 @@ def test_site_operator_dependency_for_telemetry_routes() -> None:
     with pytest.raises(Forbidden):
         asyncio.run(site_operator("ddf-fatnode", researcher))
     assert asyncio.run(site_operator("gpu-centre", Principal("a", admin=True))).who.admin
+
+
+_PART = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-_", min_size=1, max_size=12)
+
+
+@given(
+    namespace=st.lists(_PART.filter(lambda p: p != "group"), min_size=1, max_size=3).map(":".join),
+    vo=_PART,
+    groups=st.lists(_PART.filter(lambda g: g != "group"), max_size=3).map(tuple),
+    role=st.none() | _PART,
+    authority=st.none() | _PART,
+)
+def test_entitlements_round_trip(
+    namespace: str, vo: str, groups: tuple[str, ...], role: str | None, authority: str | None
+) -> None:
+    text = f"urn:{namespace}:group:" + ":".join((vo, *groups))
+    text += f":role={role}" if role else ""
+    text += f"#{authority}" if authority else ""
+    ent = parse_entitlement(text)
+    assert ent is not None
+    assert (ent.namespace, ent.vo, ent.groups, ent.role, ent.authority) == (
+        namespace,
+        vo,
+        groups,
+        role,
+        authority,
+    )
