@@ -239,7 +239,10 @@ class FederationModel(Model):
             for s in self._targets(ev):
                 s.go_down("outage")
         elif ev.kind is EventKind.ADD_SITE and ev.new_site is not None:
-            self._add_site(ev.new_site)
+            agent = self._add_site(ev.new_site)
+            f = self.scenario.failures
+            if f is not None and (f.sites is None or ev.new_site.id in f.sites):
+                agent.arm_failures(f.mtbf, f.mttr)
             data = self.federation.to_dict()
             data["sites"].append(ev.new_site.model_dump(mode="json"))
             self.federation = Federation.from_dict(data, f"scenario {self.scenario.name}")

@@ -167,8 +167,12 @@ def test_load_event_multiplies_arrivals() -> None:
 
 
 def test_random_failures_happen_and_are_repaired() -> None:
-    m = _run(failures={"mtbf": "6 h", "mttr": "1 h"})
+    m = _run(
+        failures={"mtbf": "6 h", "mttr": "1 h"},
+        events=[{"at": "12 h", "kind": "add_site", "new_site": _site("c")}],
+    )
     assert sum(s.failures for s in m.sites) >= 4
+    assert m.sites[2].failures >= 1  # a site that joins later fails too
     up = sum(s.up_core_s for s in m.sites)
     total = sum(s.site.cores for s in m.sites) * m.horizon
     assert 0.5 * total < up < total
