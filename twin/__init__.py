@@ -29,6 +29,7 @@ from twin.fit import (
     rts_smooth,
     series_loglik,
 )
+from twin.fleet import FleetTwin
 from twin.kalman import BatchKalman, UpdateStats, predict, project, update
 from twin.series import Series, load_series
 from twin.site import BlockForecast, SiteForecast, SiteTwin, TwinConfig, site_model
@@ -52,6 +53,7 @@ __all__ = [
     "DisclosurePolicy",
     "FederationTwin",
     "FitResult",
+    "FleetTwin",
     "Forecast",
     "IngestReport",
     "InvalidTelemetry",
