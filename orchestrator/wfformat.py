@@ -56,7 +56,17 @@ def wfformat_schema() -> dict[str, Any]:
     return schema
 
 
-def _category(name: str, task_id: str) -> str:
+_PROGRAM = re.compile(r"^[\w.+-]+$")
+
+
+def _category(name: str, task_id: str, command: Any = None) -> str:
+    """The kind of task: its program when that is one plain word (``mProject``,
+    ``fast2bfq``: what WfFormat 1.4 records as ``category``), else its name
+    without the trailing id (``..._ID0000001``, ``..._3``)."""
+    if isinstance(command, Mapping):
+        program = str(command.get("program") or "").rsplit("/", 1)[-1]
+        if program and _PROGRAM.match(program):
+            return program
     base = name if name and name != task_id else task_id
     return _CATEGORY_SUFFIX.sub("", base) or base
 
@@ -312,7 +322,7 @@ def _step(
     step: dict[str, Any] = {
         "id": step_id,
         "name": name,
-        "category": _category(name, step_id),
+        "category": _category(name, step_id, command),
         "cores": cores,
         "work": work,
         "inputs": list(dict.fromkeys(inputs)),

@@ -60,6 +60,8 @@ def test_v14_and_v15_of_the_same_run_agree(path: Path) -> None:
     assert sorted(old.edges) == sorted(new.edges)
     assert old.bytes_on_edges() == pytest.approx(new.bytes_on_edges())
     assert old.total_work() == pytest.approx(new.total_work(), rel=0.02)
+    # 1.4 records a category; 1.5 gives the same one through the program's name
+    assert {s.id: s.category for s in old.steps} == {s.id: s.category for s in new.steps}
 
 
 def hello(n_extra: int = 0) -> dict[str, Any]:
