@@ -107,6 +107,33 @@ def register(app: typer.Typer) -> None:
     """Add the execution commands to ``app``."""
     app.add_typer(runs_app, name="runs")
     app.command(name="run")(run_workflow)
+    app.command(name="site-agent")(site_agent)
+
+
+def site_agent(
+    site: Annotated[str, typer.Option(help="The site this agent serves.")],
+    server: Annotated[str, typer.Option(help="The federation API, e.g. https://fed.example.org")],
+    token: Annotated[
+        str,
+        typer.Option(envvar="CONTINUUM_AGENT_TOKEN", help="Bearer token (site-operator role)."),
+    ],
+    workdir: Annotated[Path, typer.Option(help="Where tasks run.")] = Path("continuum-agent"),
+    max_tasks: Annotated[int | None, typer.Option(help="Stop after this many tasks.")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without work.")
+    ] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 1.0,
+) -> None:
+    """Run inside a site that accepts no inbound connection: pull tasks from the federation
+    API, run them, push results, outputs and heartbeats (outbound HTTPS only)."""
+    from orchestrator.connectors.agent import SiteAgent
+
+    agent = SiteAgent(server, site, token, workdir, poll_s=poll)
+    try:
+        done = agent.run(max_tasks=max_tasks, idle_exit_s=idle_exit)
+    finally:
+        agent.close()
+    console.print(f"site agent {agent.agent_id} of {site}: {done} task(s) done")
 
 
 def run_workflow(

@@ -1,10 +1,13 @@
 """Site connectors: how the executor reaches a site (``SiteConnector``).
 
 ``LocalConnector`` (processes in a directory), ``DaskConnector`` (a Dask
-scheduler; import ``orchestrator.connectors.dask``), ``SimulatedConnector``
-(tasks that take time on a clock).
+scheduler; import ``orchestrator.connectors.dask``), ``PullConnector`` (a
+queue that a site agent inside an HPC zone pulls from through the API;
+``SiteAgent`` is that agent), ``SimulatedConnector`` (tasks that take time on
+a clock).
 """
 
+from orchestrator.connectors.agent import SiteAgent
 from orchestrator.connectors.base import (
     ConnectorError,
     SiteConnector,
@@ -13,12 +16,15 @@ from orchestrator.connectors.base import (
     TaskStatus,
 )
 from orchestrator.connectors.local import LocalConnector
+from orchestrator.connectors.pull import PullConnector
 from orchestrator.connectors.simulated import SimulatedConnector
 
 __all__ = [
     "ConnectorError",
     "LocalConnector",
+    "PullConnector",
     "SimulatedConnector",
+    "SiteAgent",
     "SiteConnector",
     "TaskInfo",
     "TaskSpec",

@@ -104,6 +104,10 @@ class SiteConnector(abc.ABC):
     @abc.abstractmethod
     def telemetry(self) -> dict[str, float]: ...
 
+    def healthy(self) -> bool:
+        """Whether the site answers (a local pool that is not down, an agent seen lately)."""
+        return True
+
     def output_path(self, handle: str, item_id: str) -> Path:
         """Where the task behind ``handle`` wrote ``item_id`` (for staging it onwards)."""
         raise ConnectorError(f"site {self.site_id} does not expose task outputs as files")

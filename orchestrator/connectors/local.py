@@ -145,6 +145,9 @@ class LocalConnector(SiteConnector):
     def down(self) -> bool:
         return self._down
 
+    def healthy(self) -> bool:
+        return not self._down
+
     # -- internals ---------------------------------------------------------------------
     def _dispatch(self) -> None:
         busy = sum(c for _, c in self._running.values())

@@ -1,7 +1,14 @@
 """One router per resource; each handler is a thin call into the packages below."""
 
-from federation.api.routers import health, identity, madpp, sites, workflows
+from federation.api.routers import agents, health, identity, madpp, sites, workflows
 
-ROUTERS = (health.router, identity.router, sites.router, workflows.router, madpp.router)
+ROUTERS = (
+    health.router,
+    identity.router,
+    sites.router,
+    workflows.router,
+    madpp.router,
+    agents.router,
+)
 
-__all__ = ["ROUTERS", "health", "identity", "madpp", "sites", "workflows"]
+__all__ = ["ROUTERS", "agents", "health", "identity", "madpp", "sites", "workflows"]
