@@ -91,9 +91,11 @@ def scale_scenario(horizon: float) -> dict[str, Any]:
     }
 
 
-def run_mesa(n_sites: int, jobs: JobTable, twin: bool = False) -> dict[str, float]:
+def run_mesa(n_sites: int, jobs: JobTable, twin: str = "") -> dict[str, float]:
+    """One scale run; ``twin``: "" (raw telemetry), "federation" or "fleet"."""
     horizon = float(jobs.submit.max()) + 20 * DAY
-    sc = scenario_from_dict({**scale_scenario(horizon), "twin": twin}, "bench")
+    mode = {"twin": bool(twin), "twin_mode": twin or "federation"}
+    sc = scenario_from_dict({**scale_scenario(horizon), **mode}, "bench")
     t0 = time.perf_counter()
     model = FederationModel(sc, seed=1, federation=federation_of(n_sites), jobs=jobs)
     build = time.perf_counter() - t0
@@ -166,9 +168,10 @@ def scale_table() -> None:
                 f"{base['jobs'] / base['wall_s']:>9,.0f} {base['sim_days'] / base['wall_s']:>8.1f} "
                 f"{base['sim_days']:>9.1f} {'-':>12} {'-':>6}"
             )
-        engines = [("mesa DEVS + broker", False)]
+        engines = [("mesa DEVS + broker", "")]
         if n <= 10:
-            engines.append(("  same, twin's view", True))
+            engines.append(("  same, twin's view", "federation"))
+        engines.append(("  same, FleetTwin view", "fleet"))
         for label, twin in engines:
             r = run_mesa(n, workload_for(n, 1000), twin)
             print(
@@ -178,8 +181,8 @@ def scale_table() -> None:
             )
     print(
         "(1,000 jobs per site; wall time includes building the model; the broker reads raw"
-        " telemetry\n except on the 'twin's view' row: hourly samples into the real"
-        " FederationTwin, hourly views)"
+        " telemetry,\n or the view of the real FederationTwin (one SiteTwin per site) or"
+        " FleetTwin (one batched filter),\n fed hourly samples, viewed hourly)"
     )
 
 

@@ -111,6 +111,16 @@ class SiteAgent(Agent):
     def carbon_now(self) -> float:
         return self.carbon.at(self._origin + self.model.now)
 
+    def observations(self) -> dict[str, float | None]:
+        """This site's observed metrics now, by the twin's block names (None: not observed)."""
+        up = not self.down
+        return {
+            "utilisation": self.queue.busy / self.queue.capacity if up else None,
+            "backlog": max(self.queue.backlog, 0.0),
+            "power_price": self.price_now(),
+            "carbon_intensity": self.carbon_now(),
+        }
+
     def sample(self, stamp: float) -> TelemetrySample:
         """What this site reports to its twin at unix time ``stamp``."""
         up = not self.down

@@ -28,6 +28,7 @@ from mesa.experimental.devs import DEVSimulator
 from federation.model import Federation, Site
 from simulations.agents import Broker, JobStream, SiteAgent
 from simulations.batch import Job
+from simulations.fleet import FleetTelemetry
 from simulations.scenario import EventKind, EventSpec, Scenario, scenario_from_dict
 from simulations.series import HourlySeries
 from simulations.workload import JobTable, jobs_from_swf, synthetic_jobs
@@ -69,7 +70,9 @@ class FederationModel(Model):
         self._by_id: dict[str, SiteAgent] = {}
         for site in self.federation.sites:
             self._add_site(site)
-        self.twin = self._make_twin() if sc.twin else None
+        fleet = sc.twin and sc.twin_mode == "fleet"
+        self.twin = self._make_twin() if sc.twin and not fleet else None
+        self.fleet = FleetTelemetry(self.sites) if fleet else None
         self.last_view: dict[str, AbstractSiteState] = {}
         self.telemetry: list[TelemetrySample] = []
         self._view_at = -math.inf
@@ -298,11 +301,18 @@ class FederationModel(Model):
         ``FederationTwin`` ingests the batch and the broker takes the twin's
         abstracted view (expected wait, price and carbon forecasts, status).
         The view is taken every ``scenario.view_interval`` (a view costs about
-        2.5 ms per site, an ingested sample 0.4 ms). Without a twin
+        2.5 ms per site, an ingested sample 0.4 ms). With ``twin_mode: fleet``
+        the samples go into one batched ``FleetTwin`` instead
+        (``simulations.fleet``). Without a twin
         (``scenario.twin: false``, for the largest runs) the broker reads the
         sites' raw telemetry instead.
         """
         stamp = self.origin + self.now
+        if self.fleet is not None:
+            self.fleet.tick(stamp)
+            if self.now - self._view_at >= self.scenario.view_interval:
+                self.last_view = self.view()
+                self._view_at = self.now
         if self.twin is not None or self.scenario.collect_sites:
             samples = [s.sample(stamp) for s in self.sites]
             if self.scenario.collect_sites:
@@ -333,6 +343,8 @@ class FederationModel(Model):
         """
         stamp = self.origin + self.now
         fallback = static_view(self.federation, issued_at=stamp)
+        if self.fleet is not None:
+            return {**fallback, **self.fleet.view(stamp)}
         if self.twin is None:
             return fallback
         return {**fallback, **self.twin.view(now=stamp)}

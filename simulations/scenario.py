@@ -273,6 +273,10 @@ class Scenario(_Frozen):
     planners: tuple[str, ...] = ("heft",)
     seeds: tuple[int, ...] = (1,)
     twin: bool = True
+    twin_mode: Literal["federation", "fleet"] = Field(
+        default="federation",
+        description="one SiteTwin per site, or one batched FleetTwin for many alike sites",
+    )
     twin_control: bool = Field(
         default=False, description="tell the twin what the broker dispatched (its control input)"
     )

@@ -273,3 +273,25 @@ def test_twin_control_input_carries_the_dispatched_work() -> None:
     # every core-second the broker queued reached the twin (bar the last interval's)
     assert sum(w for _, w in seen) <= float((sent["cores"] * sent["req"])[routed].sum()) + 1e-6
     assert sum(w for _, w in seen) > 0
+
+
+def test_fleet_twin_mode_feeds_one_batched_twin() -> None:
+    events = [{"at": "6 h", "kind": "outage", "site": "a", "duration": "6 h"}]
+    m = FederationModel(
+        _scenario(twin=True, twin_mode="fleet", horizon="1 d", view_interval="1 h", events=events),
+        seed=1,
+    )
+    assert m.twin is None
+    assert m.fleet is not None
+    while m.now < 9 * 3600:
+        m.step()
+    assert m.fleet.fleet.t == pytest.approx(m.origin + m.now)
+    view = m.last_view
+    assert set(view) == {"a", "b"}
+    assert view["a"].status == "down"  # its samples say so
+    assert view["a"].health == 0.0
+    # the carbon forecast follows the zone's series (100 and 400 gCO2e/kWh)
+    assert view["a"].carbon_intensity is not None
+    assert view["b"].carbon_intensity is not None
+    assert view["b"].carbon_intensity.mean[0] > view["a"].carbon_intensity.mean[0]
+    assert all(0 <= st.available_cores.mean[0] <= 16 for st in view.values())
