@@ -23,7 +23,7 @@ checked before anything is read, and a project the caller cannot see answers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -44,6 +44,7 @@ class ApiContext:
     store: Store
     verifier: Verifier
     metrics: Metrics
+    engine: Any = None  # federation.api.engine.Engine, created on first use
 
 
 async def get_context(request: Request) -> ApiContext:

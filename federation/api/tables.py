@@ -85,3 +85,32 @@ class WorkflowRow(Base):
 
 
 __all__ = ["MadppRow", "SiteRow", "WorkflowRow", "utcnow"]
+
+
+class PlanRow(Base):
+    """A plan of a stored workflow: previewed, approved within a budget, then run."""
+
+    __tablename__ = "api_plans"
+    __table_args__ = (Index("ix_api_plans_project", "project"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128))
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("api_workflows.id"))
+    planner: Mapped[str] = mapped_column(String(32))
+    objective: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="preview")
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    assignments: Mapped[list[Any]] = mapped_column(JSON)
+    approved_budget: Mapped[float | None] = mapped_column(default=None)
+    run_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class TelemetryIdRow(Base):
+    """Ids of telemetry samples already ingested (ingest is idempotent by sample id)."""
+
+    __tablename__ = "api_telemetry_ids"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sample_id: Mapped[str] = mapped_column(String(128), primary_key=True)

@@ -1,6 +1,17 @@
 """One router per resource; each handler is a thin call into the packages below."""
 
-from federation.api.routers import agents, health, identity, madpp, sites, workflows
+from federation.api.routers import (
+    agents,
+    health,
+    identity,
+    madpp,
+    plans,
+    runs,
+    sites,
+    telemetry,
+    twin,
+    workflows,
+)
 
 ROUTERS = (
     health.router,
@@ -9,6 +20,22 @@ ROUTERS = (
     workflows.router,
     madpp.router,
     agents.router,
+    telemetry.router,
+    twin.router,
+    plans.router,
+    runs.router,
 )
 
-__all__ = ["ROUTERS", "agents", "health", "identity", "madpp", "sites", "workflows"]
+__all__ = [
+    "ROUTERS",
+    "agents",
+    "health",
+    "identity",
+    "madpp",
+    "plans",
+    "runs",
+    "sites",
+    "telemetry",
+    "twin",
+    "workflows",
+]

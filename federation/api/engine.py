@@ -1,0 +1,173 @@
+"""The orchestration side of the service: the federation twin, planning and execution.
+
+The service keeps one ``Engine`` on ``app.state.engine``:
+
+* the **twin** of the registered sites (``FederationTwin`` on the service's
+  store, snapshotted so a restarted service resumes from its last estimates,
+  rebuilt when sites are registered or removed);
+* **planning** on the twin's view with the placement planners;
+* the **executor** of approved plans. In a federation service every site is
+  reached through its pull agent (``continuum site-agent``, outbound HTTPS
+  only), so each registered site gets a ``PullConnector`` whose queue lives
+  in the same store; a background thread reconciles the running runs.
+
+Handlers call these methods; the engine holds a lock so that the background
+thread and request threads never interleave inside the executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from federation.api.errors import Conflict
+from federation.api.tables import SiteRow
+from federation.model import Federation
+from orchestrator.connectors.pull import PullConnector
+from orchestrator.execution import CopyStager, Executor, RunState, RunStore, synthetic_command
+from orchestrator.execution.replan import PlannerReplanner
+from orchestrator.planners import HEFTPlanner
+from twin.federation_twin import FederationTwin, IngestReport
+from twin.state import AbstractSiteState
+from twin.telemetry import TelemetrySample
+
+if TYPE_CHECKING:
+    from federation.api.deps import ApiContext
+    from orchestrator.workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Twin, planner view and executor of the service (see the module docstring)."""
+
+    def __init__(self, ctx: ApiContext, reconcile_s: float = 0.2) -> None:
+        self.ctx = ctx
+        self.reconcile_s = reconcile_s
+        self.lock = threading.RLock()
+        self._twin: FederationTwin | None = None
+        self._twin_sites: tuple[str, ...] = ()
+        self._executor: Executor | None = None
+        self._ingests = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.ctx.settings.data_dir)
+
+    # -- the federation and its twin ---------------------------------------------------------
+    def federation(self) -> Federation:
+        """The registered sites as a federation (409 when none is registered)."""
+        with self.ctx.store.session() as db:
+            docs = [r.document for r in db.scalars(select(SiteRow).order_by(SiteRow.id))]
+        if not docs:
+            raise Conflict("no site is registered yet: POST /api/v1/sites first")
+        return Federation.from_dict({"name": "federation", "sites": docs}, "<site registry>")
+
+    def twin(self) -> FederationTwin:
+        with self.lock:
+            fed = self.federation()
+            if self._twin is None or fed.site_ids != self._twin_sites:
+                self._twin = FederationTwin(fed, store=self.ctx.store, name="service")
+                self._twin_sites = fed.site_ids
+            return self._twin
+
+    def ingest(self, samples: list[TelemetrySample]) -> IngestReport:
+        with self.lock:
+            twin = self.twin()
+            report = twin.ingest(samples)
+            self._ingests += 1
+            if self._ingests % 20 == 1:
+                twin.snapshot()
+            return report
+
+    def view(self, now: float | None = None) -> dict[str, AbstractSiteState]:
+        with self.lock:
+            return self.twin().view(now)
+
+    # -- execution -----------------------------------------------------------------------------
+    def executor(self) -> Executor:
+        with self.lock:
+            fed = self.federation()
+            if self._executor is None:
+                self._executor = Executor(
+                    RunStore(self.ctx.store),
+                    {},
+                    stager=CopyStager(self.data_dir / "staging"),
+                    replanner=PlannerReplanner(fed, HEFTPlanner(), view=self.view),
+                    inputs_dir=self.data_dir / "inputs",
+                )
+            for site in fed.site_ids:
+                if site not in self._executor.connectors:
+                    self._executor.connectors[site] = PullConnector(
+                        site, self.ctx.store, self.data_dir / "agents" / site
+                    )
+            return self._executor
+
+    def submit(
+        self,
+        workflow: Workflow,
+        assignment: dict[str, str],
+        project: str,
+        synthetic: bool,
+        scale: float,
+        **policy: Any,
+    ) -> str:
+        with self.lock:
+            ex = self.executor()
+            if synthetic:
+                speed = {s.id: s.speed for s in self.federation().sites}
+                ex.command = synthetic_command(scale, speed)
+                ex.data_scale = scale
+            rid = ex.submit(workflow, assignment, project=project, **policy)
+            self._start()
+            return rid
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._loop, name="continuum-executor", daemon=True
+            )
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.lock:
+                    ex = self.executor()
+                    for rid in ex.runs.runs([RunState.RUNNING]):
+                        ex.step_once(rid)
+            except Exception:  # keep reconciling; the error goes to the log
+                log.exception("reconciling runs failed")
+            self._stop.wait(self.reconcile_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wait(self, run_id: str, timeout: float) -> RunState:
+        """Block until the run leaves ``running`` (for tests and scripts)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                state = self.executor().runs.run(run_id).state
+            if state is not RunState.RUNNING:
+                return state
+            time.sleep(0.05)
+        return RunState.RUNNING
+
+
+def engine_of(ctx: ApiContext) -> Engine:
+    """The service's engine, created on first use."""
+    if ctx.engine is None:
+        ctx.engine = Engine(ctx)
+    engine: Engine = ctx.engine
+    return engine

@@ -1,0 +1,254 @@
+"""``/api/v1/projects/{project_id}/plans`` and ``/api/v1/plans/{id}``: preview, approve, run.
+
+The HEROES "budget preview and validation": a researcher asks for a plan of a
+stored workflow (or a comparison of every planner) on the twin's current
+view, sees its makespan, cost, energy and carbon, approves it within a budget
+(409 when the plan costs more), then runs it. Runs go to the sites' pull
+agents (``continuum site-agent``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from federation.api.deps import Context, Member, ProjectWriter
+from federation.api.engine import engine_of
+from federation.api.errors import Conflict, Forbidden, NotFound
+from federation.api.routers._common import UUID_PATTERN, json_safe
+from federation.api.tables import PlanRow, WorkflowRow
+from orchestrator import Objective, PlanningConstraints, check_plan, make_planner
+from orchestrator.execution import OnError
+from orchestrator.loaders import workflow_from_data
+from orchestrator.planners import ILPSettings
+from orchestrator.workflow import Workflow
+
+router = APIRouter(prefix="/api/v1", tags=["plans"])
+
+PlannerName = Literal["heft", "greedy", "market", "ilp"]
+ObjectiveName = Literal["time", "cost", "energy", "carbon", "weighted"]
+
+
+class PlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str = Field(pattern=UUID_PATTERN)
+    planner: PlannerName = "heft"
+    objective: ObjectiveName = "weighted"
+    deadline_s: float | None = Field(default=None, gt=0)
+    budget_eur: float | None = Field(default=None, ge=0)
+    time_limit_s: float = Field(default=20.0, gt=0, le=600, description="ILP solver limit")
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str = Field(pattern=UUID_PATTERN)
+    objective: ObjectiveName = "weighted"
+    deadline_s: float | None = Field(default=None, gt=0)
+    budget_eur: float | None = Field(default=None, ge=0)
+    time_limit_s: float = Field(default=20.0, gt=0, le=600)
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    budget_eur: float = Field(ge=0, description="the most the project will pay for this plan")
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    synthetic: bool = Field(
+        default=False,
+        description="run WfCommons steps as the synthetic step (CPU for the recorded runtime)",
+    )
+    scale: float = Field(default=1e-3, gt=0, le=1, description="of runtimes and data sizes")
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    on_error: Literal["cancel-job", "pause-task", "pause-job", "continue"] = "cancel-job"
+
+
+class PlanInfo(BaseModel):
+    id: str
+    project: str
+    workflow_id: str
+    planner: str
+    objective: str
+    state: str
+    metrics: dict[str, Any]
+    assignments: list[dict[str, Any]]
+    approved_budget: float | None
+    run_id: str | None
+    created_at: datetime
+
+
+def _info(row: PlanRow) -> PlanInfo:
+    return PlanInfo(
+        id=row.id,
+        project=row.project,
+        workflow_id=row.workflow_id,
+        planner=row.planner,
+        objective=row.objective,
+        state=row.state,
+        metrics=row.metrics,
+        assignments=row.assignments,
+        approved_budget=row.approved_budget,
+        run_id=row.run_id,
+        created_at=row.created_at,
+    )
+
+
+def _workflow(db: Session, project: str, workflow_id: str) -> Workflow:
+    row = db.get(WorkflowRow, workflow_id)
+    if row is None or row.project != project:
+        raise NotFound(f"workflow {workflow_id!r} not found in project {project!r}")
+    return workflow_from_data(row.document, f"workflow {workflow_id}")
+
+
+def _plan(
+    ctx: Any,
+    wf: Workflow,
+    planner: str,
+    objective: str,
+    deadline: float | None,
+    budget: float | None,
+    time_limit: float,
+) -> Any:
+    engine = engine_of(ctx)
+    fed = engine.federation()
+    view = engine.view()
+    constraints = PlanningConstraints(deadline=deadline, budget=budget)
+    settings = ILPSettings(time_limit=time_limit) if planner == "ilp" else None
+    plan = make_planner(planner, settings).plan(
+        wf, fed, view, constraints, Objective.parse(objective)
+    )
+    problems = check_plan(plan, wf, fed, view, constraints)
+    return plan, problems
+
+
+@router.post(
+    "/projects/{project_id}/plans",
+    status_code=201,
+    response_model=PlanInfo,
+    summary="Plan a stored workflow on the twin's view (a preview)",
+)
+def create_plan(body: PlanRequest, access: ProjectWriter, ctx: Context) -> PlanInfo:
+    with ctx.store.session() as db:
+        wf = _workflow(db, access.project, body.workflow_id)
+    plan, problems = _plan(
+        ctx, wf, body.planner, body.objective, body.deadline_s, body.budget_eur, body.time_limit_s
+    )
+    metrics = json_safe(plan.metrics.to_dict())
+    metrics["checker_problems"] = [str(p) for p in problems]
+    row = PlanRow(
+        id=str(uuid.uuid4()),
+        project=access.project,
+        workflow_id=body.workflow_id,
+        planner=body.planner,
+        objective=body.objective,
+        metrics=metrics,
+        assignments=[
+            {"step": a.step, "site": a.site, "start_s": a.start, "end_s": a.end}
+            for a in plan.assignments.values()
+        ],
+        created_by=access.who.subject,
+    )
+    with ctx.store.session() as db:
+        db.add(row)
+        db.flush()
+        return _info(row)
+
+
+@router.post("/projects/{project_id}/plans/compare", summary="Every planner on the same inputs")
+def compare(body: CompareRequest, access: ProjectWriter, ctx: Context) -> dict[str, Any]:
+    with ctx.store.session() as db:
+        wf = _workflow(db, access.project, body.workflow_id)
+    out: dict[str, Any] = {}
+    for name in ("heft", "greedy", "market", "ilp"):
+        plan, problems = _plan(
+            ctx, wf, name, body.objective, body.deadline_s, body.budget_eur, body.time_limit_s
+        )
+        out[name] = {**json_safe(plan.metrics.to_dict()), "checker_problems": len(problems)}
+    return out
+
+
+def _visible(db: Session, who: Any, plan_id: str) -> PlanRow:
+    row = db.get(PlanRow, plan_id)
+    if row is None or not who.can_read_project(row.project):
+        raise NotFound(f"plan {plan_id!r} not found")
+    return row
+
+
+def _writable(db: Session, who: Any, plan_id: str) -> PlanRow:
+    row = _visible(db, who, plan_id)
+    if not who.can_write_project(row.project):
+        raise Forbidden("the auditor role is read-only")
+    return row
+
+
+@router.get("/plans/{plan_id}", response_model=PlanInfo, summary="One plan")
+def get_plan(who: Member, ctx: Context, plan_id: str = Path(pattern=UUID_PATTERN)) -> PlanInfo:
+    with ctx.store.session() as db:
+        return _info(_visible(db, who, plan_id))
+
+
+@router.post(
+    "/plans/{plan_id}/approve",
+    response_model=PlanInfo,
+    summary="Approve a plan within a budget (409 when it costs more)",
+)
+def approve(
+    body: Approval, who: Member, ctx: Context, plan_id: str = Path(pattern=UUID_PATTERN)
+) -> PlanInfo:
+    with ctx.store.session() as db:
+        row = _writable(db, who, plan_id)
+        cost = float(row.metrics.get("cost_eur") or 0.0)
+        if cost > body.budget_eur:
+            raise Conflict(
+                f"the plan costs {cost:.4g} EUR, over the budget of {body.budget_eur:.4g} EUR: "
+                "plan again with a budget (budget_eur) or a cheaper objective"
+            )
+        if row.metrics.get("checker_problems"):
+            raise Conflict("the plan failed the plan checker; plan again")
+        if row.state == "running":
+            raise Conflict("the plan is already running")
+        row.state, row.approved_budget = "approved", body.budget_eur
+        db.flush()
+        return _info(row)
+
+
+@router.post(
+    "/plans/{plan_id}/run",
+    status_code=202,
+    response_model=PlanInfo,
+    summary="Run an approved plan on the sites' pull agents",
+)
+def run(
+    body: RunRequest, who: Member, ctx: Context, plan_id: str = Path(pattern=UUID_PATTERN)
+) -> PlanInfo:
+    with ctx.store.session() as db:
+        row = _writable(db, who, plan_id)
+        if row.state != "approved":
+            raise Conflict(f"the plan is {row.state}: approve it first (POST .../approve)")
+        wf = _workflow(db, row.project, row.workflow_id)
+        assignment = {a["step"]: a["site"] for a in row.assignments}
+        project = row.project
+    run_id = engine_of(ctx).submit(
+        wf,
+        assignment,
+        project,
+        body.synthetic,
+        body.scale,
+        on_error=OnError(body.on_error),
+        max_attempts=body.max_attempts,
+    )
+    with ctx.store.session() as db:
+        row = _writable(db, who, plan_id)
+        row.state, row.run_id = "running", run_id
+        db.flush()
+        return _info(row)
