@@ -144,7 +144,7 @@ def sweep_dask(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             host="127.0.0.1",
         )
         client = Client(cluster)

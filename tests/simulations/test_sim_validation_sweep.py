@@ -141,7 +141,7 @@ def test_dask_sweep_on_a_scheduler_address() -> None:
 
     sc = scenario_from_dict(_small())
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, dashboard_address=None, host="127.0.0.1"
+        n_workers=1, threads_per_worker=1, dashboard_address=":0", host="127.0.0.1"
     ) as cluster:
         table = sweep(sc, {"queue": ["fcfs", "easy"]}, address=cluster.scheduler_address)
     assert list(table["queue"]) == ["easy", "fcfs"]  # sorted by the swept parameter
