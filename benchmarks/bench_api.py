@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,10 @@ class Call:
     path: str
     body: Any = None
     expect: int = 200
+    make_body: Callable[[], Any] | None = None  # a fresh body per request (e.g. new sample ids)
+
+    def payload(self) -> Any:
+        return self.make_body() if self.make_body is not None else self.body
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,7 @@ async def _load(
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
-                r = await client.request(call.method, call.path, json=call.body)
+                r = await client.request(call.method, call.path, json=call.payload())
                 latencies.append((time.perf_counter() - t0) * 1000)
                 errors += r.status_code != call.expect
 
@@ -175,7 +181,7 @@ async def _load(
         for _ in range(max(1, WARMUP // concurrency)):
             await asyncio.gather(
                 *(
-                    client.request(call.method, call.path, json=call.body)
+                    client.request(call.method, call.path, json=call.payload())
                     for _ in range(concurrency)
                 )
             )
@@ -226,6 +232,28 @@ def _workflow() -> dict[str, Any]:
         (REPO / "examples" / "workflows" / "ddf-pipeline.yaml").read_text()
     )
     return doc
+
+
+def _telemetry() -> Callable[[], dict[str, Any]]:
+    """Batches of 100 new samples (fresh ids, later timestamps): each one is applied."""
+    counter = itertools.count()
+    start = time.time() - 86400.0
+
+    def batch() -> dict[str, Any]:
+        k = next(counter)
+        return {
+            "samples": [
+                {
+                    "id": f"b{k}-{i}",
+                    "timestamp": start + k + i / 100.0,
+                    "utilisation": 0.3 + 0.2 * ((k + i) % 7) / 7,
+                    "backlog": 100.0,
+                }
+                for i in range(100)
+            ]
+        }
+
+    return batch
 
 
 def _print(results: list[Result]) -> None:
@@ -293,6 +321,18 @@ def main() -> None:
                     "API: GET /api/v1/sites/{id}",
                     api.url,
                     Call("GET", "/api/v1/sites/gpu-centre"),
+                    auth,
+                ),
+                (
+                    "API: POST telemetry (batch of 100 samples)",
+                    api.url,
+                    Call("POST", "/api/v1/sites/gpu-centre/telemetry", make_body=_telemetry()),
+                    auth,
+                ),
+                (
+                    "API: GET /api/v1/twin/states (5 sites)",
+                    api.url,
+                    Call("GET", "/api/v1/twin/states"),
                     auth,
                 ),
                 (

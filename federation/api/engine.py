@@ -12,7 +12,9 @@ The service keeps one ``Engine`` on ``app.state.engine``:
   in the same store; a background thread reconciles the running runs.
 
 Handlers call these methods; the engine holds a lock so that the background
-thread and request threads never interleave inside the executor.
+thread and request threads never interleave inside the executor. Lock order:
+the engine's lock first, then store connections; a handler never waits for
+the lock while it holds a session (the connection pool would run dry).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from federation.api.errors import Conflict
 from federation.api.tables import SiteRow
@@ -53,7 +55,10 @@ class Engine:
         self._twin: FederationTwin | None = None
         self._twin_sites: tuple[str, ...] = ()
         self._executor: Executor | None = None
-        self._ingests = 0
+        self._federation: Federation | None = None
+        self._federation_version: tuple[object, ...] = ()
+        self._last_snapshot = 0.0
+        self.snapshot_every_s = 10.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -63,12 +68,21 @@ class Engine:
 
     # -- the federation and its twin ---------------------------------------------------------
     def federation(self) -> Federation:
-        """The registered sites as a federation (409 when none is registered)."""
+        """The registered sites as a federation (409 when none is registered).
+
+        Rebuilt only when the registry changed (count and last update), so hot
+        paths (telemetry ingest) do not validate every site on every request.
+        """
         with self.ctx.store.session() as db:
+            version = tuple(db.execute(select(func.count(), func.max(SiteRow.updated_at))).one())
+            if self._federation is not None and version == self._federation_version:
+                return self._federation
             docs = [r.document for r in db.scalars(select(SiteRow).order_by(SiteRow.id))]
         if not docs:
             raise Conflict("no site is registered yet: POST /api/v1/sites first")
-        return Federation.from_dict({"name": "federation", "sites": docs}, "<site registry>")
+        fed = Federation.from_dict({"name": "federation", "sites": docs}, "<site registry>")
+        self._federation, self._federation_version = fed, version
+        return fed
 
     def twin(self) -> FederationTwin:
         with self.lock:
@@ -82,9 +96,9 @@ class Engine:
         with self.lock:
             twin = self.twin()
             report = twin.ingest(samples)
-            self._ingests += 1
-            if self._ingests % 20 == 1:
-                twin.snapshot()
+            if time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
+                twin.snapshot()  # a restarted service resumes from here
+                self._last_snapshot = time.monotonic()
             return report
 
     def view(self, now: float | None = None) -> dict[str, AbstractSiteState]:

@@ -59,20 +59,24 @@ def ingest(batch: Batch, access: SiteOperator, ctx: Context) -> dict[str, Any]:
         TelemetrySample(site=access.site, **s.model_dump(exclude={"id"})) for s in batch.samples
     ]
     ids = [s.id for s in batch.samples]
-    with ctx.store.session() as db:
-        seen = set(
-            db.scalars(
-                select(TelemetryIdRow.sample_id).where(
-                    TelemetryIdRow.site == access.site, TelemetryIdRow.sample_id.in_(ids)
+    # The engine's lock first, then store connections (never the other way round: a
+    # request waiting for the lock holds no connection of the pool).
+    with engine.lock:
+        with ctx.store.session() as db:
+            seen = set(
+                db.scalars(
+                    select(TelemetryIdRow.sample_id).where(
+                        TelemetryIdRow.site == access.site, TelemetryIdRow.sample_id.in_(ids)
+                    )
                 )
             )
-        )
         fresh: dict[str, TelemetrySample] = {}
         for sid, sample in zip(ids, samples, strict=True):
             if sid not in seen and sid not in fresh:
                 fresh[sid] = sample
         report = engine.ingest(list(fresh.values()))
-        db.add_all(TelemetryIdRow(site=access.site, sample_id=sid) for sid in fresh)
+        with ctx.store.session() as db:
+            db.add_all(TelemetryIdRow(site=access.site, sample_id=sid) for sid in fresh)
     out = report.to_dict()
     out["duplicates"] = out.get("duplicates", 0) + len(samples) - len(fresh)
     return out
