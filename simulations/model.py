@@ -342,9 +342,13 @@ class FederationModel(Model):
         its static figures.
         """
         stamp = self.origin + self.now
-        fallback = static_view(self.federation, issued_at=stamp)
         if self.fleet is not None:
-            return {**fallback, **self.fleet.view(stamp)}
+            view = self.fleet.view(stamp)
+            for site in self.federation.sites:
+                if site.id not in view:
+                    view[site.id] = AbstractSiteState.static(site, issued_at=stamp)
+            return view
+        fallback = static_view(self.federation, issued_at=stamp)
         if self.twin is None:
             return fallback
         return {**fallback, **self.twin.view(now=stamp)}
