@@ -88,7 +88,10 @@ class Engine:
         with self.lock:
             fed = self.federation()
             if self._twin is None or fed.site_ids != self._twin_sites:
-                self._twin = FederationTwin(fed, store=self.ctx.store, name="service")
+                # Snapshots on a timer (``ingest``), not after every batch.
+                self._twin = FederationTwin(
+                    fed, store=self.ctx.store, name="service", autosave=False
+                )
                 self._twin_sites = fed.site_ids
             return self._twin
 
