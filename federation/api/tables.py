@@ -114,3 +114,21 @@ class TelemetryIdRow(Base):
 
     site: Mapped[str] = mapped_column(String(128), primary_key=True)
     sample_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class SimulationRow(Base):
+    """A what-if simulation of one project: its scenario, progress and results."""
+
+    __tablename__ = "api_simulations"
+    __table_args__ = (Index("ix_api_simulations_project", "project"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(256))
+    scenario: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[float] = mapped_column(default=0.0)
+    results: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    error: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    submitted_by: Mapped[str] = mapped_column(String(256), default="")

@@ -169,8 +169,14 @@ def test_plans_and_runs_of_another_project_are_404(
         assert plan.status_code == 201
         plan_id = plan.json()["id"]
         assert a.get(f"/api/v1/plans/{plan_id}").status_code == 200
+        from tests.federation_api.test_simulations_api import TINY
+
+        sim = a.post("/api/v1/projects/proj-a/simulations", json={"scenario": TINY})
+        assert sim.status_code == 202
+        sim_id = sim.json()["id"]
     with server.client(rb) as b:
         assert b.get(f"/api/v1/plans/{plan_id}").status_code == 404
+        assert b.get(f"/api/v1/simulations/{sim_id}").status_code == 404
         assert b.post(f"/api/v1/plans/{plan_id}/approve", json={"budget_eur": 1}).status_code == 404
         other = b.post("/api/v1/projects/proj-a/plans", json={"workflow_id": wf["id"]})
         assert other.status_code == 404

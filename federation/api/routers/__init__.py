@@ -7,6 +7,7 @@ from federation.api.routers import (
     madpp,
     plans,
     runs,
+    simulations,
     sites,
     telemetry,
     twin,
@@ -24,6 +25,7 @@ ROUTERS = (
     twin.router,
     plans.router,
     runs.router,
+    simulations.router,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "madpp",
     "plans",
     "runs",
+    "simulations",
     "sites",
     "telemetry",
     "twin",
