@@ -236,7 +236,7 @@ class EventSpec(_Frozen):
     def _fields(self) -> Self:
         missing = [f for f in _NEEDS[self.kind] if getattr(self, f) is None]
         if missing:
-            raise ValueError(f"a {self.kind.value} event needs {', '.join(missing)}")
+            raise ValueError(f"the {self.kind.value} event needs {', '.join(missing)}")
         return self
 
     @property
