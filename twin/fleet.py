@@ -143,11 +143,13 @@ class FleetTwin:
         return np.where(d > 0, chdtrc(np.maximum(d, 1), stat), 1.0)
 
     def statuses(self) -> list[SiteStatus]:
-        """Each site's verdict (ok, degraded, down) from the last ``confirm`` window tests."""
+        """Each site's verdict (ok or degraded) from the last ``confirm`` window tests.
+
+        As for a single site's twin, the innovation test alone flags a site
+        degraded, never down (down is what a site says of itself).
+        """
         p = self._recent.max(axis=1)
-        code = np.where(
-            p < self.config.alpha_down, 2, np.where(p < self.config.alpha_degraded, 1, 0)
-        )
+        code = np.where(p < self.config.alpha_degraded, 1, 0)
         return [STATUS_CODES[c] for c in code]
 
     def forecast(self, horizon: int, slot_seconds: float = 3600.0) -> tuple[Array, Array]:

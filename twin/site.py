@@ -50,7 +50,8 @@ class TwinConfig:
     normalised innovations squared is chi-square with the sum of their observed
     dimensions as degrees of freedom when the model holds. Its upper-tail
     probability below ``alpha_degraded`` flags the site degraded, below
-    ``alpha_down`` down, once ``confirm`` consecutive windows agree. The test
+    ``alpha_down`` degraded with health 0 (a site is *down* only when it says so,
+    ``up`` false, and stale when silent), once ``confirm`` consecutive windows agree. The test
     leaves out the window's ``trim`` most extreme samples, so that a single
     outlier does not flag a site while a fault that persists does. No sample
     for more than ``stale_after_s`` seconds: stale.
@@ -311,7 +312,10 @@ class SiteTwin:
         # the least significant of the last ``confirm`` window tests
         p = max(self.recent_p) if len(self.recent_p) == self.config.confirm else 1.0
         if p < self.config.alpha_down:
-            return SiteStatus.DOWN, 0.0
+            # The innovations say the model no longer explains the site, not that the
+            # site stopped: a statistical test alone flags it degraded (health 0).
+            # Down comes from the site itself (``up`` false) or from its silence (stale).
+            return SiteStatus.DEGRADED, 0.0
         health = 1.0 - min(1.0, math.log10(max(p, 1e-300)) / math.log10(self.config.alpha_down))
         if p < self.config.alpha_degraded:
             return SiteStatus.DEGRADED, health
