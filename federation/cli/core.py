@@ -208,13 +208,14 @@ def demo(
     console.print(workflow_table(wf, summary))
     output.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(federation=fed, workflow=wf, output=output)
-    from federation.cli import data_cmd, exec_cmd, plan_cmd, twin_cmd
+    from federation.cli import data_cmd, exec_cmd, plan_cmd, sim_cmd, twin_cmd
 
     sections = (
         twin_cmd.demo_section,
         plan_cmd.demo_section,
         data_cmd.demo_section,
         exec_cmd.demo_section,
+        sim_cmd.demo_section,
     )
     for section in sections:
         section(ctx)
