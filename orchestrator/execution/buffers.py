@@ -33,8 +33,8 @@ import httpx
 from datalogistics.buffers.client import BufferClient, BufferRef, SiteClient
 from datalogistics.buffers.tokens import Right, issue_token
 from datalogistics.transfer import TransferEngine, TransferRecord
-from orchestrator.connectors.local import safe_name
 from orchestrator.errors import OrchestratorError
+from orchestrator.execution.executor import sha256_file, staging_target
 
 CHUNK = 4 * 2**20
 
@@ -69,11 +69,8 @@ class BufferStager:
     ) -> Path:
         if src_site == dst_site:
             return src_path
-        dst_dir = self.root / dst_site / "staged" / run_id
-        dst_dir.mkdir(parents=True, exist_ok=True)
-        dst_path = dst_dir / safe_name(item_id)
-        want = _sha256(src_path)
-        if dst_path.exists() and _sha256(dst_path) == want:
+        dst_path, want, present = staging_target(self.root, run_id, item_id, src_path, dst_site)
+        if present:
             return dst_path
         src_ep, dst_ep = self._endpoint(src_site), self._endpoint(dst_site)
         size = src_path.stat().st_size
@@ -105,7 +102,7 @@ class BufferStager:
                     offset += len(data)
                 f.flush()
                 os.fsync(f.fileno())
-            if _sha256(tmp) != want:
+            if sha256_file(tmp) != want:
                 tmp.unlink()
                 raise OrchestratorError(
                     f"{item_id}: checksum differs after {src_site} -> {dst_site} through buffers"
@@ -160,14 +157,6 @@ class BufferStager:
         with self._lock:
             self._sources[key] = info.id
         return info.id
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -70,11 +70,8 @@ class CopyStager:
     ) -> Path:
         if src_site == dst_site:
             return src_path
-        dst_dir = self.root / dst_site / "staged" / run_id
-        dst_dir.mkdir(parents=True, exist_ok=True)
-        dst = dst_dir / safe_name(item_id)
-        want = sha256_file(src_path)
-        if dst.exists() and sha256_file(dst) == want:
+        dst, want, present = staging_target(self.root, run_id, item_id, src_path, dst_site)
+        if present:
             return dst
         for _ in range(self.retries + 1):
             tmp = dst.with_name(dst.name + ".part")
@@ -86,6 +83,19 @@ class CopyStager:
                 self.moves.append((item_id, src_site, dst_site, size))
                 return dst
         raise OrchestratorError(f"checksum mismatch staging {item_id} {src_site} -> {dst_site}")
+
+
+def staging_target(
+    root: Path, run_id: str, item_id: str, src_path: Path, dst_site: str
+) -> tuple[Path, str, bool]:
+    """Where a stager puts ``item_id`` at ``dst_site`` (``<root>/<site>/staged/<run>/``),
+    the source's sha256, and whether a verified copy is already there (staging is
+    idempotent: a restarted run does not move the same bytes twice)."""
+    dst_dir = root / dst_site / "staged" / run_id
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / safe_name(item_id)
+    want = sha256_file(src_path)
+    return dst, want, dst.exists() and sha256_file(dst) == want
 
 
 def sha256_file(path: Path) -> str:
