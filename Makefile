@@ -59,9 +59,10 @@ typecheck: $(VENV)/.stamp-dev
 unit: $(VENV)/.stamp-dev
 	$(BIN)/python -m pytest
 
-# Every benchmark (or BENCH="twin placement" for some of them).
+# Every benchmark (or BENCH="twin placement" for some of them). One BLAS thread:
+# on a shared 2-core machine multithreaded OpenBLAS makes the batched figures erratic.
 bench: $(VENV)/.stamp-bench
-	$(BIN)/python -m benchmarks $(BENCH)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(OUT) *.egg-info

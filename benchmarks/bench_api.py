@@ -326,7 +326,12 @@ def main() -> None:
                 (
                     "API: POST telemetry (batch of 100 samples)",
                     api.url,
-                    Call("POST", "/api/v1/sites/gpu-centre/telemetry", make_body=_telemetry()),
+                    Call(
+                        "POST",
+                        "/api/v1/sites/gpu-centre/telemetry",
+                        expect=202,
+                        make_body=_telemetry(),
+                    ),
                     auth,
                 ),
                 (

@@ -59,6 +59,14 @@ class Engine:
         self._federation_version: tuple[object, ...] = ()
         self._last_snapshot = 0.0
         self.snapshot_every_s = 10.0
+        self._version = 0
+        self._view: tuple[tuple[int, float], dict[str, AbstractSiteState]] | None = None
+        self.totals = IngestReport()
+        self._queue: list[TelemetrySample] = []
+        self._queue_lock = threading.Lock()
+        self._applying = False
+        self._wake = threading.Event()
+        self._applier: threading.Thread | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -88,6 +96,7 @@ class Engine:
         with self.lock:
             fed = self.federation()
             if self._twin is None or fed.site_ids != self._twin_sites:
+                self._version += 1
                 # Snapshots on a timer (``ingest``), not after every batch.
                 self._twin = FederationTwin(
                     fed, store=self.ctx.store, name="service", autosave=False
@@ -96,17 +105,78 @@ class Engine:
             return self._twin
 
     def ingest(self, samples: list[TelemetrySample]) -> IngestReport:
+        """Apply samples to the twin now (what ``?wait=true`` and the applier call)."""
         with self.lock:
             twin = self.twin()
             report = twin.ingest(samples)
+            self._version += 1
+            self.totals.applied += report.applied
+            self.totals.duplicates += report.duplicates
+            self.totals.rejected_out_of_order += report.rejected_out_of_order
+            self.totals.flagged.update(report.flagged)
             if time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
                 twin.snapshot()  # a restarted service resumes from here
                 self._last_snapshot = time.monotonic()
             return report
 
+    def enqueue(self, samples: list[TelemetrySample]) -> int:
+        """Queue samples for the background applier; returns how many wait in the queue.
+
+        Ingest requests return as soon as the samples are validated and their ids
+        recorded; one thread applies the queue to the twin in batches, so
+        concurrent senders do not wait for each other's Kalman updates.
+        """
+        with self._queue_lock:
+            self._queue.extend(samples)
+            waiting = len(self._queue)
+        self._wake.set()
+        self._start_applier()
+        return waiting
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until the queue is applied; False if it is not after ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._queue_lock:
+                if not self._queue and not self._applying:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def _start_applier(self) -> None:
+        if self._applier is None or not self._applier.is_alive():
+            self._applier = threading.Thread(
+                target=self._apply_loop, name="continuum-telemetry", daemon=True
+            )
+            self._applier.start()
+
+    def _apply_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while True:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                    self._applying = bool(batch)
+                if not batch:
+                    break
+                try:
+                    self.ingest(batch)
+                except Exception:  # a bad batch must not stop the applier
+                    log.exception("applying telemetry failed")
+                finally:
+                    with self._queue_lock:
+                        self._applying = False
+
     def view(self, now: float | None = None) -> dict[str, AbstractSiteState]:
+        """The twin's view; cached for up to a second while no telemetry arrives."""
         with self.lock:
-            return self.twin().view(now)
+            key = (self._version, int(time.time()) if now is None else now)
+            if self._view is not None and self._view[0] == key:
+                return self._view[1]
+            view = self.twin().view(now)
+            self._view = (key, view)
+            return view
 
     # -- execution -----------------------------------------------------------------------------
     def executor(self) -> Executor:

@@ -87,11 +87,18 @@ def test_plan_approve_and_run_through_pull_agents(
         {"id": f"t{k}", "timestamp": now - 3600 * (5 - k), "utilisation": 0.25, "up": True}
         for k in range(5)
     ]
-    first = admin.post("/api/v1/sites/s1/telemetry", json={"samples": samples}).json()
-    assert first["applied"] == 5
-    again = admin.post("/api/v1/sites/s1/telemetry", json={"samples": samples}).json()
-    assert again["applied"] == 0
-    assert again["duplicates"] == 5
+    first = admin.post(
+        "/api/v1/sites/s1/telemetry", json={"samples": samples[:3]}, params={"wait": True}
+    )
+    assert first.status_code == 202
+    assert first.json()["applied"] == 3
+    queued = admin.post("/api/v1/sites/s1/telemetry", json={"samples": samples}).json()
+    assert (queued["accepted"], queued["duplicates"]) == (2, 3)  # applied in the background
+    again = admin.post(
+        "/api/v1/sites/s1/telemetry", json={"samples": samples}, params={"wait": True}
+    ).json()
+    assert (again["accepted"], again["applied"], again["duplicates"]) == (0, 0, 5)
+    assert local_app.state.ctx.engine.totals.applied == 5  # the queued two were applied too
     bad = admin.post(
         "/api/v1/sites/s1/telemetry",
         json={"samples": [{"id": "z", "timestamp": 1, "utilisation": 3}]},
@@ -189,4 +196,4 @@ def test_plans_and_runs_of_another_project_are_404(
         )
     with server.client(provider.token("operator-client")) as op:
         sample = {"samples": [{"id": "1", "timestamp": time.time(), "utilisation": 0.5}]}
-        assert op.post("/api/v1/sites/ddf-fatnode/telemetry", json=sample).status_code == 200
+        assert op.post("/api/v1/sites/ddf-fatnode/telemetry", json=sample).status_code == 202

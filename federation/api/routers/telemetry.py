@@ -12,16 +12,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select
 
 from federation.api.deps import Context, SiteOperator
 from federation.api.engine import engine_of
+from federation.api.errors import ApiError
 from federation.api.tables import TelemetryIdRow
 from twin.telemetry import TelemetrySample
 
 router = APIRouter(prefix="/api/v1/sites/{site_id}", tags=["telemetry"])
+
+
+class Busy(ApiError):
+    """The twin is behind on queued telemetry (503, retry shortly)."""
+
+    status = 503
+    code = "busy"
+
 
 MAX_BATCH = 10_000
 
@@ -52,8 +61,25 @@ class Batch(BaseModel):
     samples: list[Sample] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-@router.post("/telemetry", summary="Ingest a batch of the site's telemetry (idempotent by id)")
-def ingest(batch: Batch, access: SiteOperator, ctx: Context) -> dict[str, Any]:
+@router.post(
+    "/telemetry",
+    summary="Ingest a batch of the site's telemetry (idempotent by sample id)",
+    status_code=202,
+)
+def ingest(
+    batch: Batch,
+    access: SiteOperator,
+    ctx: Context,
+    wait: bool = Query(
+        default=False, description="apply to the twin before answering, and report how"
+    ),
+) -> dict[str, Any]:
+    """Record the batch; the twin applies it in the background (``wait=true``: now).
+
+    The answer says how many samples were new (``accepted``) and how many had
+    an id already ingested (``duplicates``); with ``wait=true`` it also has the
+    twin's report (``applied``, ``rejected_out_of_order``, ``flagged`` sites).
+    """
     engine = engine_of(ctx)
     # Already validated by ``Sample`` (same bounds, finite numbers): built without
     # validating a second time.
@@ -63,8 +89,10 @@ def ingest(batch: Batch, access: SiteOperator, ctx: Context) -> dict[str, Any]:
     ]
     ids = [s.id for s in batch.samples]
     # The engine's lock first, then store connections (never the other way round: a
-    # request waiting for the lock holds no connection of the pool).
+    # request waiting for the lock holds no connection of the pool). The lock also
+    # makes "which ids are new" and "record them" one step.
     with engine.lock:
+        engine.twin()  # 409 before anything is recorded when no site is registered
         with ctx.store.session() as db:
             seen = set(
                 db.scalars(
@@ -73,17 +101,24 @@ def ingest(batch: Batch, access: SiteOperator, ctx: Context) -> dict[str, Any]:
                     )
                 )
             )
-        fresh: dict[str, TelemetrySample] = {}
-        for sid, sample in zip(ids, samples, strict=True):
-            if sid not in seen and sid not in fresh:
-                fresh[sid] = sample
-        report = engine.ingest(list(fresh.values()))
-        if fresh:
-            with ctx.store.session() as db:  # one multi-row INSERT, not a unit of work
+            fresh: dict[str, TelemetrySample] = {}
+            for sid, sample in zip(ids, samples, strict=True):
+                if sid not in seen and sid not in fresh:
+                    fresh[sid] = sample
+            if fresh:  # one multi-row INSERT, not a unit of work
                 db.execute(
                     insert(TelemetryIdRow),
                     [{"site": access.site, "sample_id": sid} for sid in fresh],
                 )
-    out = report.to_dict()
-    out["duplicates"] = out.get("duplicates", 0) + len(samples) - len(fresh)
+    out: dict[str, Any] = {"accepted": len(fresh), "duplicates": len(samples) - len(fresh)}
+    if wait:
+        if not engine.drain():
+            raise Busy(
+                "telemetry queued earlier is still being applied; retry", {"Retry-After": "1"}
+            )
+        report = engine.ingest(list(fresh.values())).to_dict()
+        report["duplicates"] += out["duplicates"]
+        out.update(report)
+    elif fresh:
+        out["queued"] = engine.enqueue(list(fresh.values()))
     return out
