@@ -220,7 +220,12 @@ class Executor:
                 self._move(run_id, rec.step_id, S.PENDING, "run resumed")
 
     def kill(self, run_id: str) -> None:
-        """Cancel every unfinished step (running tasks are stopped) and the run."""
+        """Cancel every unfinished step (running tasks are stopped) and the run.
+
+        A finished run (done) stays as it is.
+        """
+        if self.runs.run(run_id).state is RunState.DONE:
+            return
         self._cache[run_id] = self.runs.steps(run_id)
         for rec in self._steps(run_id).values():
             if rec.state in ACTIVE and rec.handle:
@@ -245,7 +250,8 @@ class Executor:
                     not_before=0.0,
                 )
                 restarted.append(rec.step_id)
-        self.runs.set_run_state(run_id, RunState.RUNNING, f"restarted {len(restarted)} step(s)")
+        if restarted:
+            self.runs.set_run_state(run_id, RunState.RUNNING, f"restarted {len(restarted)} step(s)")
         return restarted
 
     def site_down(self, run_id: str, site: str, reason: str = "site down") -> list[str]:

@@ -1,0 +1,80 @@
+"""`continuum run` and `continuum runs ...`: plan, execute on local sites, follow and control."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "federation.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_run_then_follow_it(tmp_path: Path, examples_dir: Path) -> None:
+    wf = examples_dir / "workflows" / "helloworld-forkjoin-10-chameleon.json"
+    work = tmp_path / "work"
+    proc = cli(
+        "run",
+        str(wf),
+        "--workdir",
+        str(work),
+        "--fail-site",
+        "cloud-burst",
+        "--fail-after",
+        "0.3",
+        "--report",
+        str(tmp_path / "report"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"run ([0-9a-f]{12}): done", proc.stdout)
+    assert found, proc.stdout
+    run_id = found.group(1)
+    assert "fault: site cloud-burst went down" in proc.stdout
+    assert (tmp_path / "report" / "report.md").exists()
+    state = str(work / "state.db")
+    listed = cli("runs", "list", "--state", state, cwd=tmp_path)
+    assert run_id in listed.stdout
+    assert "10/10" in listed.stdout
+    status = cli("runs", "status", run_id, "--state", state, cwd=tmp_path)
+    assert status.returncode == 0
+    assert status.stdout.count(" done ") >= 10
+    step = "cpuhog_forkjoin_00000001"
+    logs = cli("runs", "logs", run_id, step, "--state", state, cwd=tmp_path)
+    assert logs.returncode == 0, logs.stderr
+    missing = cli("runs", "logs", run_id, "nope", "--state", state, cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "has no step 'nope'" in missing.stderr
+    # a finished run stays done: restart finds nothing to do, kill changes nothing
+    restarted = cli("runs", "restart", run_id, "--state", state, cwd=tmp_path)
+    assert "restarted 0 step(s)" in restarted.stdout
+    cli("runs", "kill", run_id, "--state", state, cwd=tmp_path)
+    assert "10/10" in cli("runs", "list", "--state", state, cwd=tmp_path).stdout
+    assert " done " in cli("runs", "list", "--state", state, cwd=tmp_path).stdout
+
+
+def test_run_refuses_an_unknown_site_and_a_missing_store(
+    tmp_path: Path, examples_dir: Path
+) -> None:
+    wf = examples_dir / "workflows" / "helloworld-forkjoin-10-chameleon.json"
+    bad = cli("run", str(wf), "--fail-site", "atlantis", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "unknown site 'atlantis'" in bad.stderr
+    none = cli("runs", "list", "--state", str(tmp_path / "nothing.db"), cwd=tmp_path)
+    assert none.returncode == 2
+    assert "no run store" in none.stderr
+    assert not (tmp_path / "nothing.db").exists()
+    assert REPO.exists()
