@@ -229,7 +229,8 @@ class Engine:
             try:
                 with self.lock:
                     ex = self.executor()
-                    for rid in ex.runs.runs([RunState.RUNNING]):
+                    # paused runs too: their running steps finish and are recorded
+                    for rid in ex.runs.runs([RunState.RUNNING, RunState.PAUSED]):
                         ex.step_once(rid)
             except Exception:  # keep reconciling; the error goes to the log
                 log.exception("reconciling runs failed")
