@@ -161,6 +161,8 @@ class Executor:
         inputs_dir: Path | None = None,
         poll_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
+        duration: Callable[[Step, str], float] | None = None,
+        move_data: bool = True,
     ) -> None:
         self.runs = runs
         self.connectors = dict(connectors)
@@ -171,6 +173,10 @@ class Executor:
         self.inputs_dir = inputs_dir
         self.poll_interval = poll_interval
         self.clock = clock
+        # For simulated sites: how long a step lasts there (``TaskSpec.duration_hint``),
+        # and whether data is materialised and staged at all.
+        self.duration = duration
+        self.move_data = move_data
         self.down_sites: set[str] = set()
         self._workflows: dict[str, Workflow] = {}
         self._order: dict[str, dict[str, int]] = {}
@@ -485,6 +491,8 @@ class Executor:
                 )
         elif step.command is not None:
             command = step.command
+        elif not self.move_data:
+            command = "true"  # a simulated site runs nothing
         else:
             raise OrchestratorError(f"step {step_id!r} has no command and no command builder")
         return TaskSpec(
@@ -493,8 +501,9 @@ class Executor:
             attempt=attempt,
             command=command,
             cores=step.cores,
-            inputs=self._stage_inputs(run_id, wf, step, site),
+            inputs=self._stage_inputs(run_id, wf, step, site) if self.move_data else {},
             outputs=step.outputs,
+            duration_hint=self.duration(step, site) if self.duration is not None else 0.0,
         )
 
     def _stage_inputs(self, run_id: str, wf: Workflow, step: Step, site: str) -> dict[str, Path]:
@@ -567,6 +576,8 @@ class Executor:
 
     def _needs_staging(self, run_id: str, wf: Workflow, step_id: str, site: str) -> bool:
         """True when an input of the step lives at another site."""
+        if not self.move_data:
+            return False
         steps = self._steps(run_id)
         for item in wf.step(step_id).inputs:
             producer = wf.producer(item)

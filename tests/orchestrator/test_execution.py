@@ -17,7 +17,7 @@ import pytest
 
 from federation.store import Store
 from orchestrator import Workflow, load_workflow
-from orchestrator.connectors import LocalConnector
+from orchestrator.connectors import LocalConnector, SimulatedConnector
 from orchestrator.execution import (
     CopyStager,
     Executor,
@@ -322,3 +322,44 @@ def test_store_records_every_transition_before_acting(work: Path) -> None:
     assert kinds == ["pending->ready", "ready->staging", "staging->running", "running->done"]
     spec = json.loads((Path(ex.runs.steps(rid)["a"].handle) / "spec.json").read_text())
     assert "CONTINUUM_OUT" in spec["env"]
+
+
+def test_simulated_sites_run_steps_for_their_duration_on_the_executors_clock(
+    tmp_path: Path,
+) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    wf = Workflow.from_dict(
+        {
+            "name": "sim",
+            "data": [{"id": "x", "size": 1e9}],
+            "steps": [
+                {"id": "a", "work": 20, "cores": 2, "outputs": ["x"]},
+                {"id": "b", "work": 40, "cores": 1, "inputs": ["x"]},
+            ],
+        }
+    )
+    speed = {"s": 1.0}
+    ex = Executor(
+        RunStore(Store.at(tmp_path / "sim.db")),
+        {"s": SimulatedConnector("s", cores=4, clock=clock)},
+        clock=clock,
+        duration=lambda step, site: step.work / (step.cores * speed[site]),
+        move_data=False,
+    )
+    rid = ex.submit(wf, {"a": "s", "b": "s"})
+    for t in (0.0, 9.0, 10.0, 49.0, 50.0):
+        now[0] = t
+        state = ex.step_once(rid)
+        steps = ex.runs.steps(rid)
+        if t < 10:
+            assert steps["a"].state is StepState.RUNNING
+        elif t < 50:
+            assert steps["a"].state is StepState.DONE
+            assert steps["b"].state is StepState.RUNNING
+    assert state is RunState.DONE
+    assert ex.runs.steps(rid)["b"].started_at == 10.0
+    assert not (tmp_path / "inputs").exists()  # nothing materialised for a simulated site
