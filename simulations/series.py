@@ -18,48 +18,15 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from federation.errors import Problem
 from simulations.errors import InvalidTrace
+from twin.series import parse_time  # one timestamp reader for twin and simulations
 
 HOUR = 3600.0
-
-_TIME_FORMATS = (
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%dT%H:%M:%SZ",
-    "%Y-%m-%d %H:%M",
-    "%d%b%Y %H:%M:%S",
-    "%d/%m/%Y %H:%M",
-)
-
-
-def parse_time(text: str) -> float:
-    """Unix seconds of a timestamp (UTC when no zone is given), or a number of seconds."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        dt = None
-        for fmt in _TIME_FORMATS:
-            try:
-                dt = datetime.strptime(text, fmt)
-                break
-            except ValueError:
-                continue
-    if dt is None:
-        raise ValueError(f"unreadable time {text!r}; use ISO 8601, e.g. 2023-01-01T00:00:00Z")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 @dataclass(frozen=True)

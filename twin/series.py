@@ -24,7 +24,14 @@ from federation.errors import Problem
 from twin.errors import InvalidTelemetry
 from twin.kalman import Array
 
-_FORMATS = ("%d%b%Y %H:%M:%S", "%d%b%Y %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
+_FORMATS = (
+    "%d%b%Y %H:%M:%S",
+    "%d%b%Y %H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%d/%m/%Y %H:%M",
+)
 
 
 def parse_time(text: str) -> float:
