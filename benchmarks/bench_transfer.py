@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import httpx
 
 from datalogistics.buffers import BufferClient, BufferRef, SiteClient, issue_token
 from datalogistics.transfer import TransferEngine
+from orchestrator.execution.buffers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-0123456789abcdef"
@@ -92,12 +92,6 @@ def run_raw(kind: str, path: str, port: int) -> None:
 
     app = raw_source(path) if kind == "source" else raw_sink(path)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(cmd: list[str], url: str) -> subprocess.Popen[bytes]:

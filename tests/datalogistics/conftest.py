@@ -9,7 +9,6 @@ can kill and restart.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,14 +21,9 @@ import pytest
 import uvicorn
 
 from datalogistics.buffers import BufferStore, Quota, create_app, issue_token
+from orchestrator.execution.buffers import free_port
 
 SECRET = "test-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Clock:

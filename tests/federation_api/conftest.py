@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -57,13 +56,6 @@ CLIENTS: dict[str, dict[str, Any]] = {
     "nobody-client": {"realm_access": {"roles": ["offline_access"]}},
 }
 """Keycloak-shaped claims of each test client's access tokens."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def new_key(kid: str) -> jwk.JWK:

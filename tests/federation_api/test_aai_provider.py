@@ -20,10 +20,10 @@ import yaml
 from fastapi import FastAPI
 
 from federation.api import KeycloakVerifier, create_app
+from orchestrator.execution.buffers import free_port
 from tests.federation_api.conftest import (
     LiveServer,
     Provider,
-    free_port,
     keycloak_settings,
     new_key,
     start_provider,
