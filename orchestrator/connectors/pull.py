@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Float, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from federation.store import Base, Store
 from orchestrator.connectors.base import (
@@ -227,11 +227,7 @@ def complete(
 ) -> None:
     """Record a task's result; ``ConnectorError`` when it is not this site's leased task."""
     with store.session() as s:
-        row = s.get(AgentTaskRow, handle)
-        if row is None or row.site != site:
-            raise ConnectorError(f"site {site} has no task {handle!r}")
-        if row.state != LEASED:
-            raise ConnectorError(f"task {handle!r} is {row.state}, not leased")
+        row = _leased_row(s, site, handle)
         row.state, row.exit_code = DONE, exit_code
         row.started_at = started_at or row.started_at
         row.ended_at = ended_at or time.time()
@@ -251,14 +247,19 @@ def heartbeat(store: Store, site: str, agent: str, telemetry: dict[str, Any]) ->
             row.agent, row.seen_at, row.telemetry = agent, time.time(), json.dumps(telemetry)
 
 
+def _leased_row(s: Session, site: str, handle: str) -> AgentTaskRow:
+    row = s.get(AgentTaskRow, handle)
+    if row is None or row.site != site:
+        raise ConnectorError(f"site {site} has no task {handle!r}")
+    if row.state != LEASED:
+        raise ConnectorError(f"task {handle!r} is {row.state}, not leased")
+    return row
+
+
 def leased_task(store: Store, site: str, handle: str) -> AgentTaskRow:
     """The task ``handle`` if ``site`` holds its lease; ``ConnectorError`` otherwise."""
     with store.session() as s:
-        row = s.get(AgentTaskRow, handle)
-        if row is None or row.site != site:
-            raise ConnectorError(f"site {site} has no task {handle!r}")
-        if row.state != LEASED:
-            raise ConnectorError(f"task {handle!r} is {row.state}, not leased")
+        row = _leased_row(s, site, handle)
         s.expunge(row)
         return row
 
