@@ -258,3 +258,43 @@ def test_a_single_outlier_does_not_flag_but_a_persisting_fault_does(twin: SiteTw
         flagged.append(twin.status()[0])
     assert flagged[0] is SiteStatus.OK  # one bad sample is not yet a fault
     assert flagged[-1] in (SiteStatus.DEGRADED, SiteStatus.DOWN)
+
+
+def test_single_site_step_equals_the_batched_engine(twin: SiteTwin) -> None:
+    """Ingest's single-site update is the batched engine's on a batch of one, masks included."""
+    from twin.kalman import predict, project, update
+
+    rng = np.random.default_rng(7)
+    _feed(twin, 5)
+    for k in range(5, 60):
+        assert twin.x is not None
+        assert twin.P is not None
+        assert twin.t is not None
+        full = _normal(twin.site_id, k, rng)
+        keep = rng.random(4) < 0.6
+        values = {
+            name: getattr(full, name) if keep[i] else None
+            for i, name in enumerate(("utilisation", "backlog", "power_price", "carbon_intensity"))
+        }
+        sample = TelemetrySample(site=twin.site_id, timestamp=T0 + H * k, **values)
+        if k % 7 == 0:
+            twin.control(cores=8.0, work=3600.0)
+        names = twin.model.observations
+        known = sample.observed()
+        z = np.array([[known.get(n, 0.0) for n in names]])
+        mask = np.array([[n in known for n in names]])
+        A, Q = twin.model.transition(sample.timestamp - twin.t)
+        xb, Pb = predict(twin.x[None], twin.P[None], A, Q, twin.model.B, twin.pending[None])
+        xb, Pb, stats = update(xb, Pb, z, twin.model.H, twin.model.R, mask, stats=True)
+        window = len(twin.window)
+        assert twin.ingest(sample) == "applied"
+        assert stats is not None
+        if mask.any():
+            assert twin.window[-1][1] == int(stats.dof[0])
+            assert twin.window[-1][0] == pytest.approx(float(stats.nis[0]), rel=1e-9, abs=1e-12)
+        else:
+            assert len(twin.window) == window  # nothing observed: nothing to test
+        np.testing.assert_allclose(twin.P, Pb[0], rtol=1e-9, atol=1e-12)
+        D, lo, hi = twin.model.constraints()
+        expected = project(xb[0], Pb[0], D, lo, hi)  # a no-op when within bounds
+        np.testing.assert_allclose(twin.x, expected, rtol=1e-9, atol=1e-9)
