@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, gt=0, description="largest accepted request body (413 beyond)"
     )
+    telemetry_queue_max: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="samples waiting for the twin beyond which ingest answers 503 (retry later)",
+    )
+    telemetry_retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="how long sample ids (and samples) are kept behind each site's estimate",
+    )
     metrics_public: bool = Field(
         default=True, description="serve /metrics without a token (for a Prometheus scraper)"
     )

@@ -20,6 +20,7 @@ the lock while it holds a session (the connection pool would run dry).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
+from federation.api import journal
 from federation.api.errors import Conflict
 from federation.api.tables import SiteRow
 from federation.model import Federation
@@ -57,11 +59,15 @@ class Engine:
         self._executor: Executor | None = None
         self._federation: Federation | None = None
         self._federation_version: tuple[object, ...] = ()
+        self._federation_checked = -math.inf
+        self.registry_ttl_s = 1.0
+        self.apply_chunk = 256
         self._last_snapshot = 0.0
         self.snapshot_every_s = 10.0
         self._version = 0
         self._view: tuple[tuple[int, float], dict[str, AbstractSiteState]] | None = None
         self.totals = IngestReport()
+        self.replayed = 0  # samples applied from the journal at (re)start
         self._queue: list[TelemetrySample] = []
         self._queue_lock = threading.Lock()
         self._applying = False
@@ -79,10 +85,18 @@ class Engine:
         """The registered sites as a federation (409 when none is registered).
 
         Rebuilt only when the registry changed (count and last update), so hot
-        paths (telemetry ingest) do not validate every site on every request.
+        paths (telemetry ingest) do not validate every site on every request; the
+        registry is looked at again after ``registry_ttl_s`` (changes made through
+        this service call ``registry_changed`` and are seen at once).
         """
+        if (
+            self._federation is not None
+            and time.monotonic() - self._federation_checked < self.registry_ttl_s
+        ):
+            return self._federation
         with self.ctx.store.session() as db:
             version = tuple(db.execute(select(func.count(), func.max(SiteRow.updated_at))).one())
+            self._federation_checked = time.monotonic()
             if self._federation is not None and version == self._federation_version:
                 return self._federation
             docs = [r.document for r in db.scalars(select(SiteRow).order_by(SiteRow.id))]
@@ -92,17 +106,45 @@ class Engine:
         self._federation, self._federation_version = fed, version
         return fed
 
+    def registry_changed(self) -> None:
+        """Sites were registered, updated or removed: read the registry on next use."""
+        self._federation_checked = -math.inf
+
     def twin(self) -> FederationTwin:
         with self.lock:
             fed = self.federation()
             if self._twin is None or fed.site_ids != self._twin_sites:
                 self._version += 1
                 # Snapshots on a timer (``ingest``), not after every batch.
-                self._twin = FederationTwin(
-                    fed, store=self.ctx.store, name="service", autosave=False
-                )
-                self._twin_sites = fed.site_ids
+                twin = FederationTwin(fed, store=self.ctx.store, name="service", autosave=False)
+                with self._queue_lock:
+                    self._queue = []  # what was queued is in the journal, replayed now
+                self._replay(twin)
+                self._twin, self._twin_sites = twin, fed.site_ids
             return self._twin
+
+    def ensure_twin(self) -> Federation:
+        """The registered federation, its twin built (and the journal replayed) if it was not.
+
+        Takes the engine's lock only when the twin has to be (re)built, so callers on
+        the hot path (ingest) do not queue behind the applier.
+        """
+        fed = self.federation()
+        if self._twin is None or fed.site_ids != self._twin_sites:
+            self.twin()
+        return fed
+
+    def _replay(self, twin: FederationTwin) -> None:
+        """Apply the journal's samples that the snapshots the twin resumed from had not seen."""
+        with self.ctx.store.session() as db:
+            missed = [
+                s for sid, tw in twin.sites.items() for s in journal.newer_than(db, sid, tw.t)
+            ]
+        if missed:
+            report = twin.ingest(missed)
+            self.replayed += report.applied
+            self.totals.applied += report.applied
+            log.info("replayed %d telemetry samples from the journal", report.applied)
 
     def ingest(self, samples: list[TelemetrySample]) -> IngestReport:
         """Apply samples to the twin now (what ``?wait=true`` and the applier call)."""
@@ -115,9 +157,25 @@ class Engine:
             self.totals.rejected_out_of_order += report.rejected_out_of_order
             self.totals.flagged.update(report.flagged)
             if time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
-                twin.snapshot()  # a restarted service resumes from here
-                self._last_snapshot = time.monotonic()
+                self.checkpoint()
             return report
+
+    def checkpoint(self) -> None:
+        """Snapshot the twin (a restarted service resumes from here) and prune the journal.
+
+        Samples more than ``telemetry_retention_s`` behind a site's estimate are
+        forgotten: the twin would reject them as out of order anyway, so their ids
+        no longer protect anything.
+        """
+        with self.lock:
+            twin = self.twin()
+            twin.snapshot()
+            self._last_snapshot = time.monotonic()
+            keep = self.ctx.settings.telemetry_retention_s
+            with self.ctx.store.session() as db:
+                for sid, tw in twin.sites.items():
+                    if tw.t is not None:
+                        journal.prune(db, sid, tw.t - keep)
 
     def enqueue(self, samples: list[TelemetrySample]) -> int:
         """Queue samples for the background applier; returns how many wait in the queue.
@@ -132,6 +190,11 @@ class Engine:
         self._wake.set()
         self._start_applier()
         return waiting
+
+    def queued(self) -> int:
+        """Samples waiting for the applier."""
+        with self._queue_lock:
+            return len(self._queue)
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until the queue is applied; False if it is not after ``timeout`` seconds."""
@@ -155,8 +218,11 @@ class Engine:
             self._wake.wait(0.5)
             self._wake.clear()
             while True:
+                # A bounded chunk per turn: the twin's lock is never held for long, so
+                # queries and plans are not kept waiting behind a large backlog.
                 with self._queue_lock:
-                    batch, self._queue = self._queue, []
+                    batch = self._queue[: self.apply_chunk]
+                    del self._queue[: len(batch)]
                     self._applying = bool(batch)
                 if not batch:
                     break

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, String
+from sqlalchemy import JSON, Boolean, DateTime, Dialect, Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -107,13 +107,28 @@ class PlanRow(Base):
     created_by: Mapped[str] = mapped_column(String(256), default="")
 
 
-class TelemetryIdRow(Base):
-    """Ids of telemetry samples already ingested (ingest is idempotent by sample id)."""
+class TelemetryRow(Base):
+    """Telemetry samples received, by site and sender-chosen id (the ingest journal).
 
-    __tablename__ = "api_telemetry_ids"
+    The primary key makes ingest idempotent by sample id. A sample is stored here
+    before the answer is sent and applied to the twin afterwards: a service that
+    stops in between replays, at start, the samples newer than each site's last
+    snapshot (the twin ignores those it already had: same time, or older). Rows
+    older than the retention behind a site's estimate are pruned at snapshots.
+    """
+
+    __tablename__ = "api_telemetry"
+    __table_args__ = (Index("ix_api_telemetry_site_time", "site", "timestamp"),)
 
     site: Mapped[str] = mapped_column(String(128), primary_key=True)
     sample_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    timestamp: Mapped[float] = mapped_column(Float)
+    utilisation: Mapped[float | None] = mapped_column(Float, default=None)
+    backlog: Mapped[float | None] = mapped_column(Float, default=None)
+    power_price: Mapped[float | None] = mapped_column(Float, default=None)
+    carbon_intensity: Mapped[float | None] = mapped_column(Float, default=None)
+    links: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
+    up: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class SimulationRow(Base):

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path
 from sqlalchemy import select
 
 from federation.api.deps import Admin, Context, Member
+from federation.api.engine import engine_of
 from federation.api.errors import Conflict, NotFound
 from federation.api.tables import SiteRow, utcnow
 from federation.errors import InvalidInput
@@ -45,7 +46,8 @@ def register_site(site: Site, who: Admin, ctx: Context) -> Site:
         if db.get(SiteRow, site.id) is not None:
             raise Conflict(f"site {site.id!r} is already registered: PUT /api/v1/sites/{site.id}")
         db.add(SiteRow(id=site.id, document=site.model_dump(mode="json"), updated_by=who.subject))
-        return site
+    engine_of(ctx).registry_changed()  # committed: the twin and planners see it now
+    return site
 
 
 @router.put("/{site_id}", summary="Replace a registered site", response_model=Site)
@@ -67,4 +69,5 @@ def update_site(
         row.document = site.model_dump(mode="json")
         row.updated_at = utcnow()
         row.updated_by = who.subject
-        return site
+    engine_of(ctx).registry_changed()
+    return site

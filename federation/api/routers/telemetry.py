@@ -3,9 +3,12 @@
 A site operator posts a batch of samples of their site; each sample carries
 an id chosen by the sender, and a sample whose id was already ingested is
 skipped (counted as a duplicate), so a batch can be sent again safely after a
-network failure. The twin applies the rest in time order and says what it
-did with each: applied, duplicate, out of order (rejected and counted), and
-which sites it now flags.
+network failure. New samples are stored in the journal (``federation.api.journal``)
+before the answer, then applied by the twin in the background, in time order
+(``?wait=true``: before the answer, with the twin's report: applied, duplicate,
+out of order (rejected and counted), and which sites it now flags). A service
+stopped in between replays the journal at start. When the twin is too far
+behind, ingest answers 503 with ``Retry-After`` and stores nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select
 
+from federation.api import journal
 from federation.api.deps import Context, SiteOperator
 from federation.api.engine import engine_of
-from federation.api.errors import ApiError
-from federation.api.tables import TelemetryIdRow
-from twin.telemetry import TelemetrySample
+from federation.api.errors import ApiError, NotFound
 
 router = APIRouter(prefix="/api/v1/sites/{site_id}", tags=["telemetry"])
 
@@ -30,6 +31,9 @@ class Busy(ApiError):
 
     status = 503
     code = "busy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "1"})
 
 
 MAX_BATCH = 10_000
@@ -81,44 +85,38 @@ def ingest(
     twin's report (``applied``, ``rejected_out_of_order``, ``flagged`` sites).
     """
     engine = engine_of(ctx)
-    # Already validated by ``Sample`` (same bounds, finite numbers): built without
-    # validating a second time.
-    samples = [
-        TelemetrySample.model_construct(site=access.site, **s.model_dump(exclude={"id"}))
-        for s in batch.samples
-    ]
-    ids = [s.id for s in batch.samples]
-    # The engine's lock first, then store connections (never the other way round: a
-    # request waiting for the lock holds no connection of the pool). The lock also
-    # makes "which ids are new" and "record them" one step.
-    with engine.lock:
-        engine.twin()  # 409 before anything is recorded when no site is registered
-        with ctx.store.session() as db:
-            seen = set(
-                db.scalars(
-                    select(TelemetryIdRow.sample_id).where(
-                        TelemetryIdRow.site == access.site, TelemetryIdRow.sample_id.in_(ids)
-                    )
-                )
-            )
-            fresh: dict[str, TelemetrySample] = {}
-            for sid, sample in zip(ids, samples, strict=True):
-                if sid not in seen and sid not in fresh:
-                    fresh[sid] = sample
-            if fresh:  # one multi-row INSERT, not a unit of work
-                db.execute(
-                    insert(TelemetryIdRow),
-                    [{"site": access.site, "sample_id": sid} for sid in fresh],
-                )
-    out: dict[str, Any] = {"accepted": len(fresh), "duplicates": len(samples) - len(fresh)}
+    # 409 when no site is registered; the twin is built (journal replayed) before this
+    # batch is recorded, so a first build does not take the batch for a replay.
+    if access.site not in engine.ensure_twin().site_ids:
+        raise NotFound(f"site {access.site!r} is not registered: POST /api/v1/sites first")
+    # Refusals come before anything is stored (a stored id would make the retry a duplicate).
+    limit = ctx.settings.telemetry_queue_max
+    if wait and not engine.drain():
+        raise Busy("telemetry queued earlier is still being applied; nothing was stored, retry")
+    if not wait and engine.queued() + len(batch.samples) > limit:
+        raise Busy(f"the twin has more than {limit} samples waiting; nothing was stored, retry")
+    rows: dict[str, dict[str, Any]] = {}
+    for s in batch.samples:  # the first copy of an id within the batch wins
+        if s.id not in rows:
+            rows[s.id] = {
+                "timestamp": s.timestamp,
+                "utilisation": s.utilisation,
+                "backlog": s.backlog,
+                "power_price": s.power_price,
+                "carbon_intensity": s.carbon_intensity,
+                "links": s.links or None,
+                "up": s.up,
+            }
+    # Stored (in the journal) before the answer: a sample acknowledged here survives a
+    # stop of the service. One statement decides which ids are new, without a lock.
+    with ctx.store.session() as db:
+        new = journal.record(db, access.site, rows)
+    fresh = journal.to_samples(access.site, [row for sid, row in rows.items() if sid in new])
+    out: dict[str, Any] = {"accepted": len(fresh), "duplicates": len(batch.samples) - len(fresh)}
     if wait:
-        if not engine.drain():
-            raise Busy(
-                "telemetry queued earlier is still being applied; retry", {"Retry-After": "1"}
-            )
-        report = engine.ingest(list(fresh.values())).to_dict()
+        report = engine.ingest(fresh).to_dict()
         report["duplicates"] += out["duplicates"]
         out.update(report)
     elif fresh:
-        out["queued"] = engine.enqueue(list(fresh.values()))
+        out["queued"] = engine.enqueue(fresh)
     return out
