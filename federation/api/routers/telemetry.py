@@ -109,7 +109,7 @@ def ingest(
             }
     # Stored (in the journal) before the answer: a sample acknowledged here survives a
     # stop of the service. One statement decides which ids are new, without a lock.
-    with ctx.store.session() as db:
+    with engine.journal_lock, ctx.store.session() as db:
         new = journal.record(db, access.site, rows)
     fresh = journal.to_samples(access.site, [row for sid, row in rows.items() if sid in new])
     out: dict[str, Any] = {"accepted": len(fresh), "duplicates": len(batch.samples) - len(fresh)}
