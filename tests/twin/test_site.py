@@ -276,8 +276,8 @@ def test_single_site_step_equals_the_batched_engine(twin: SiteTwin, cross: bool)
         assert twin.P is not None
         n = twin.P.shape[0]
         C = rng.normal(0, 1, (n, n))
-        twin.P = twin.P + 1e-3 * np.diag(np.diag(twin.P)).clip(1e-6) @ (C @ C.T) / n
-        twin.P = 0.5 * (twin.P + twin.P.T)
+        M = 0.1 * np.sqrt(np.diag(twin.P))[:, None] * C / math.sqrt(n)
+        twin.P = twin.P + M @ M.T  # still positive definite, now correlated across blocks
         twin._separable = twin._check_separable()
         assert not twin._separable
     for k in range(5, 60):
@@ -312,6 +312,6 @@ def test_single_site_step_equals_the_batched_engine(twin: SiteTwin, cross: bool)
         np.testing.assert_allclose(twin.P, Pb[0], rtol=1e-9, atol=1e-12 * np.abs(Pb).max())
         D, lo, hi = twin.model.constraints()
         expected = project(xb[0], Pb[0], D, lo, hi)  # a no-op when within bounds
-        np.testing.assert_allclose(
-            twin.x, expected, rtol=1e-9, atol=1e-9 * max(1.0, float(np.abs(expected).max()))
-        )
+        # round-off on the scale of each state's uncertainty (links: ~1e7 bytes/s)
+        tol = 1e-9 * (np.abs(expected) + np.sqrt(np.diag(Pb[0])) + 1.0)
+        assert (np.abs(twin.x - expected) <= tol).all(), np.abs(twin.x - expected) / tol
