@@ -1,25 +1,37 @@
 """Latency and throughput of the federation API on loopback, against a bare FastAPI baseline.
 
 Each server runs in its own process (uvicorn, one worker, asyncio + h11, no
-access log) so that the load generator, an async httpx client in this process,
-does not share the interpreter lock with it; the 2 cores of the machine are
-one for each side. For every endpoint and concurrency level a fixed number of
-requests is sent by ``concurrency`` workers, each waiting for its answer
-before sending the next (closed loop); latency is measured per request on the
-client, so it includes the client's own overhead, identical for baseline and
-API. Both servers run at once and the rows are interleaved per concurrency level.
+access log, startup objects frozen as ``continuum serve`` does) so that the
+load generator, an async httpx client in this process, does not share the
+interpreter lock with it; the 2 cores of the machine are shared by the three
+processes. Both servers run at once and the rows are interleaved per load level,
+so a change in the machine's load hits the baseline and the API alike.
+
+Two kinds of load:
+
+* **closed loop** (throughput): ``concurrency`` clients, each sending its next
+  request when the previous one is answered, 1,000 requests per row. From 4
+  clients on every endpoint is saturated, so latency there is clients /
+  throughput: these rows measure capacity;
+* **open loop** (latency at a load): requests sent at a fixed rate whatever the
+  answers (``RATES``, 8 s per row), latency counted from when each request was
+  due (no coordinated omission). The issue's target, p99 under 20 ms at the
+  load where the bare endpoint's p99 is under 5 ms, is checked here, at the
+  highest rate where both bare endpoints qualify.
 
 Endpoints:
   * bare GET / POST: FastAPI handlers returning a constant / validating a
     pydantic body of one site, no auth, no store (the baseline);
   * GET /api/v1/sites (5 sites from SQLite), GET /api/v1/sites/{id},
+    GET /api/v1/twin/states (the twin's abstracted view of 5 sites),
+    POST /api/v1/sites/{id}/telemetry (a batch of 100 new samples: stored in the
+    journal, then applied to the twin by the background applier),
     POST /api/v1/projects/demo/workflows (a 7-step native workflow validated
     and stored), all in Keycloak mode: every request carries an RS256 access
     token verified against the realm's key (cached) with its issuer, audience
     and expiry, and mapped to roles.
 
-Run: ``.venv/bin/python -m benchmarks api`` (about a minute). Telemetry ingest
-and twin queries join this table when their routers land.
+Run: ``.venv/bin/python -m benchmarks api`` (about 4 minutes).
 """
 
 from __future__ import annotations
@@ -45,6 +57,8 @@ from federation.model import Site
 REPO = Path(__file__).resolve().parents[1]
 REQUESTS = 1000
 CONCURRENCY = (1, 4, 16)
+RATES = (25.0, 50.0, 100.0)  # offered loads of the open-loop rows, requests per second
+OPEN_LOOP_SECONDS = 8.0
 WARMUP = 100
 AUDIENCE = "continuum-api"
 REALM = "continuum"
@@ -90,9 +104,10 @@ def _api_app(data_dir: Path, jwks_path: Path) -> Any:
 def _serve(kind: str, data_dir: Path, jwks_path: Path) -> None:
     import uvicorn
 
-    from federation.api.server import bind_tcp, bound_port
+    from federation.api.server import bind_tcp, bound_port, freeze_startup_objects
 
     app = _bare_app() if kind == "bare" else _api_app(data_dir, jwks_path)
+    freeze_startup_objects()  # as ``continuum serve`` does, for both servers
     sock = bind_tcp("127.0.0.1", 0)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
@@ -198,6 +213,48 @@ def measure(
     return Result(name, concurrency, len(lat), seconds, lat, errors)
 
 
+async def _open_loop(
+    base_url: str, call: Call, rate: float, total: int, headers: dict[str, str]
+) -> tuple[float, list[float], int]:
+    """``total`` requests sent at ``rate`` per second whatever the answers (open loop).
+
+    Request ``i`` is due at ``i / rate``; its latency runs from when it was due,
+    so a client or server that falls behind is charged for it (no coordinated
+    omission). Connections are pooled (up to 64 in flight).
+    """
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, limits=limits, timeout=30
+    ) as client:
+        for _ in range(max(1, WARMUP // 4)):
+            await asyncio.gather(
+                *(client.request(call.method, call.path, json=call.payload()) for _ in range(4))
+            )
+
+        async def one(due: float, body: Any) -> None:
+            nonlocal errors
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            r = await client.request(call.method, call.path, json=body)
+            latencies.append((time.perf_counter() - due) * 1000)
+            errors += r.status_code != call.expect
+
+        start = time.perf_counter() + 0.05
+        bodies = [call.payload() for _ in range(total)]  # made before the clock starts
+        await asyncio.gather(*(one(start + i / rate, b) for i, b in enumerate(bodies)))
+        elapsed = time.perf_counter() - start
+    return elapsed, latencies, errors
+
+
+def measure_rate(
+    name: str, base_url: str, call: Call, rate: float, headers: dict[str, str] | None = None
+) -> Result:
+    total = int(rate * OPEN_LOOP_SECONDS)
+    seconds, lat, errors = asyncio.run(_open_loop(base_url, call, rate, total, headers or {}))
+    return Result(name, int(rate), len(lat), seconds, lat, errors)
+
+
 # -- tokens ------------------------------------------------------------------------------
 
 
@@ -256,15 +313,15 @@ def _telemetry() -> Callable[[], dict[str, Any]]:
     return batch
 
 
-def _print(results: list[Result]) -> None:
+def _print(results: list[Result], load: str = "conc") -> None:
     print(
-        f"{'endpoint':<44} {'conc':>4} {'requests':>8} {'req/s':>8} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f"{'endpoint':<44} {load:>6} {'requests':>8} {'req/s':>8} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}"
     )
     for r in results:
         print(
-            f"{r.name:<44} {r.concurrency:>4} {r.requests:>8} {r.rate:>8.0f} "
-            f"{r.pct(50):>8.2f} {r.pct(99):>8.2f} {r.errors:>6}"
+            f"{r.name:<44} {r.concurrency:>6} {r.requests:>8} {r.rate:>8.0f} "
+            f"{r.pct(50):>8.2f} {r.pct(99):>8.2f} {max(r.latencies_ms):>8.2f} {r.errors:>6}"
         )
 
 
@@ -301,6 +358,7 @@ def main() -> None:
     fed = load_demo_federation()
     site = fed.site("gpu-centre").model_dump(mode="json")
     results: list[Result] = []
+    at_rate: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp_name:
         tmp = Path(tmp_name)
         jwks_path, token = _keys_and_token(tmp)
@@ -347,18 +405,32 @@ def main() -> None:
                     auth,
                 ),
             ]
-            # Interleaved: at each concurrency every endpoint runs back to back, so a
-            # change in the machine's load hits the baseline and the API alike.
+            # Interleaved: at each concurrency (or rate) every endpoint runs back to back,
+            # so a change in the machine's load hits the baseline and the API alike.
             for c in CONCURRENCY:
                 for name, url, call, headers in rows:
                     results.append(measure(name, url, call, c, headers))
+            for rate in RATES:
+                for name, url, call, headers in rows:
+                    at_rate.append(measure_rate(name, url, call, rate, headers))
         verify_us, map_us = verification_cost(jwks_path, token)
-    results.sort(key=lambda r: (not r.name.startswith("baseline"), r.name, r.concurrency))
+    order = lambda r: (not r.name.startswith("baseline"), r.name, r.concurrency)  # noqa: E731
+    results.sort(key=order)
+    at_rate.sort(key=order)
     print(
-        f"loopback, 1 uvicorn worker per server process, async httpx closed-loop client, "
-        f"{REQUESTS} requests per row after {WARMUP} warm-up; API rows verify an RS256 token"
+        f"closed loop (throughput): loopback, 1 uvicorn worker per server process, async httpx "
+        f"client, {REQUESTS} requests per row after {WARMUP} warm-up; API rows verify an "
+        "RS256 token. Each client waits for its answer, so at 4 and 16 clients every "
+        "endpoint runs saturated: latency = clients / throughput."
     )
     _print(results)
+    print()
+    print(
+        f"open loop (latency at a load): requests sent at a fixed rate for "
+        f"{OPEN_LOOP_SECONDS:.0f} s whatever the answers; latency counted from when each "
+        "request was due"
+    )
+    _print(at_rate, "req/s")
     print(
         f"in-process, per call: RS256 token verification (cached key, iss/aud/exp checks) "
         f"{verify_us:.0f} us; roles and entitlements -> principal {map_us:.1f} us"
@@ -368,20 +440,24 @@ def main() -> None:
         f"end, on {os.cpu_count()} cores (other processes share them; above ~1 the tails "
         "measure the machine rather than the API)"
     )
-    bare_get = [r for r in results if r.name.startswith("baseline: bare GET")]
-    ok = [r for r in bare_get if r.pct(99) < 5.0]
-    if not ok:
-        print("target: the bare endpoint's p99 is never under 5 ms here; no load qualifies")
+    # The target: p99 < 20 ms at the load where the bare endpoint's p99 is under 5 ms,
+    # checked at the highest offered rate where both bare endpoints qualify.
+    baseline = [r for r in at_rate if r.name.startswith("baseline")]
+    qualifying = [
+        rate
+        for rate in RATES
+        if all(b.pct(99) < 5.0 for b in baseline if b.concurrency == int(rate))
+    ]
+    if not qualifying:
+        print("target: the bare endpoints' p99 is never under 5 ms here; no load qualifies")
         return
-    c = max(r.concurrency for r in ok)
-    for r in results:
-        if r.name.startswith("API") and r.concurrency == c:
-            verdict = "met" if r.pct(99) < 20.0 else "NOT met"
-            print(
-                f"target p99 < 20 ms at concurrency {c} (bare GET p99 "
-                f"{next(b.pct(99) for b in ok if b.concurrency == c):.2f} ms): "
-                f"{r.name}: {r.pct(99):.2f} ms, {verdict}"
-            )
+    rate = int(max(qualifying))
+    worst = max(b.pct(99) for b in baseline if b.concurrency == rate)
+    print(f"target p99 < 20 ms at {rate} requests/s (bare p99 at most {worst:.2f} ms there):")
+    for r in at_rate:
+        if r.name.startswith("API") and r.concurrency == rate:
+            verdict = "met" if r.pct(99) < 20.0 and not r.errors else "NOT met"
+            print(f"  {r.name}: p99 {r.pct(99):.2f} ms, {verdict}")
 
 
 if __name__ == "__main__":

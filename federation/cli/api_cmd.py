@@ -38,7 +38,7 @@ def serve(
     import uvicorn
 
     from federation.api import create_app
-    from federation.api.server import bind_tcp, bound_port
+    from federation.api.server import bind_tcp, bound_port, freeze_startup_objects
     from federation.settings import load_settings
 
     settings = load_settings(host=host, port=port, data_dir=data_dir)
@@ -65,6 +65,7 @@ def serve(
     else:
         console.print(f"Keycloak mode: tokens of {settings.issuer} for {settings.audience}")
     console.file.flush()
+    freeze_startup_objects()  # no full-collection pauses over the app's own objects
     server.run(sockets=[sock])
 
 
