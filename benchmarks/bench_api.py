@@ -57,7 +57,7 @@ from federation.model import Site
 REPO = Path(__file__).resolve().parents[1]
 REQUESTS = 1000
 CONCURRENCY = (1, 4, 16)
-RATES = (25.0, 50.0, 100.0)  # offered loads of the open-loop rows, requests per second
+RATES = (50.0, 100.0, 200.0)  # offered loads of the open-loop rows, requests per second
 OPEN_LOOP_SECONDS = 8.0
 WARMUP = 100
 AUDIENCE = "continuum-api"
@@ -441,23 +441,24 @@ def main() -> None:
         "measure the machine rather than the API)"
     )
     # The target: p99 < 20 ms at the load where the bare endpoint's p99 is under 5 ms,
-    # checked at the highest offered rate where both bare endpoints qualify.
+    # checked at every offered rate where both bare endpoints qualify.
     baseline = [r for r in at_rate if r.name.startswith("baseline")]
-    qualifying = [
-        rate
-        for rate in RATES
-        if all(b.pct(99) < 5.0 for b in baseline if b.concurrency == int(rate))
-    ]
-    if not qualifying:
-        print("target: the bare endpoints' p99 is never under 5 ms here; no load qualifies")
-        return
-    rate = int(max(qualifying))
-    worst = max(b.pct(99) for b in baseline if b.concurrency == rate)
-    print(f"target p99 < 20 ms at {rate} requests/s (bare p99 at most {worst:.2f} ms there):")
-    for r in at_rate:
-        if r.name.startswith("API") and r.concurrency == rate:
-            verdict = "met" if r.pct(99) < 20.0 and not r.errors else "NOT met"
-            print(f"  {r.name}: p99 {r.pct(99):.2f} ms, {verdict}")
+    for rate in (int(x) for x in RATES):
+        worst = max(b.pct(99) for b in baseline if b.concurrency == rate)
+        if worst >= 5.0:
+            print(f"{rate} requests/s: bare p99 {worst:.2f} ms, not a qualifying load")
+            continue
+        api_rows = [r for r in at_rate if r.name.startswith("API") and r.concurrency == rate]
+        missed = [r for r in api_rows if r.pct(99) >= 20.0 or r.errors]
+        verdict = (
+            "met by every endpoint"
+            if not missed
+            else "NOT met by " + ", ".join(f"{r.name} (p99 {r.pct(99):.2f} ms)" for r in missed)
+        )
+        print(
+            f"target p99 < 20 ms at {rate} requests/s (bare p99 at most {worst:.2f} ms): "
+            f"{verdict}; worst API p99 {max(r.pct(99) for r in api_rows):.2f} ms"
+        )
 
 
 if __name__ == "__main__":
