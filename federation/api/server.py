@@ -23,6 +23,9 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Listening from now on: a client that connects between this and uvicorn's start
+        # (which listens again, harmlessly) waits in the backlog instead of being refused.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise

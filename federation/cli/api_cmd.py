@@ -51,6 +51,7 @@ def serve(
     except OSError as exc:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
     bound = bound_port(sock)
+    freeze_startup_objects()  # no full-collection pauses over the app's own objects
     config = uvicorn.Config(app, host=settings.host, port=bound, log_level=log_level)
     server = uvicorn.Server(config)
     url = f"http://{_url_host(settings.host)}:{bound}"
@@ -65,7 +66,6 @@ def serve(
     else:
         console.print(f"Keycloak mode: tokens of {settings.issuer} for {settings.audience}")
     console.file.flush()
-    freeze_startup_objects()  # no full-collection pauses over the app's own objects
     server.run(sockets=[sock])
 
 
