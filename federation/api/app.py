@@ -25,6 +25,7 @@ from federation.api.routers import ROUTERS
 from federation.api.tables import MadppRow, SiteRow, WorkflowRow
 from federation.settings import Settings, load_settings
 from federation.store import Store
+from twin.federation_twin import IngestReport
 
 API_VERSION = "1"
 
@@ -155,6 +156,38 @@ def _register_gauges(metrics: Metrics, store: Store) -> None:
     )
 
 
+def _register_telemetry_metrics(metrics: Metrics, ctx: ApiContext) -> None:
+    def samples() -> list[tuple[dict[str, str], float]]:
+        engine = ctx.engine
+        t = engine.totals if engine is not None else IngestReport()
+        return [
+            ({"outcome": "applied"}, float(t.applied)),
+            ({"outcome": "duplicate"}, float(t.duplicates)),
+            ({"outcome": "out_of_order"}, float(t.rejected_out_of_order)),
+            ({"outcome": "conflicting"}, float(t.conflicting)),
+        ]
+
+    def queued() -> list[tuple[dict[str, str], float]]:
+        return [({}, float(ctx.engine.queued() if ctx.engine is not None else 0))]
+
+    def replayed() -> list[tuple[dict[str, str], float]]:
+        return [({}, float(ctx.engine.replayed if ctx.engine is not None else 0))]
+
+    metrics.gauge(
+        "continuum_telemetry_samples_total",
+        "Telemetry samples the twin processed, by outcome (replayed ones count as applied).",
+        samples,
+        kind="counter",
+    )
+    metrics.gauge(
+        "continuum_telemetry_replayed_total",
+        "Samples applied from the journal at start (acknowledged before a stop).",
+        replayed,
+        kind="counter",
+    )
+    metrics.gauge("continuum_telemetry_queued", "Samples waiting for the twin.", queued)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -192,6 +225,7 @@ def create_app(
         ),
     )
     app.state.ctx = ApiContext(settings=settings, store=store, verifier=verifier, metrics=metrics)
+    _register_telemetry_metrics(metrics, app.state.ctx)
     app.state.local_token = verifier.token if isinstance(verifier, LocalVerifier) else None
     errors.install(app)
     for router in ROUTERS:

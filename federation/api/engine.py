@@ -158,6 +158,7 @@ class Engine:
             self.totals.applied += report.applied
             self.totals.duplicates += report.duplicates
             self.totals.rejected_out_of_order += report.rejected_out_of_order
+            self.totals.conflicting += report.conflicting
             self.totals.flagged.update(report.flagged)
             if time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
                 self.checkpoint()

@@ -50,7 +50,7 @@ class Metrics:
         self._latency: dict[tuple[str, str], _Histogram] = {}
         self._auth_failures = 0
         self._gauges: list[
-            tuple[str, str, Callable[[], Iterable[tuple[dict[str, str], float]]]]
+            tuple[str, str, Callable[[], Iterable[tuple[dict[str, str], float]]], str]
         ] = []
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -63,9 +63,15 @@ class Metrics:
         with self._lock:
             self._auth_failures += 1
 
-    def gauge(self, name: str, help_text: str, read: GaugeReader) -> None:
-        """Register a gauge whose samples ``read()`` returns when scraped."""
-        self._gauges.append((name, help_text, read))
+    def gauge(self, name: str, help_text: str, read: GaugeReader, kind: str = "gauge") -> None:
+        """Register a metric whose samples ``read()`` returns when scraped.
+
+        ``kind`` is its Prometheus type: ``gauge``, or ``counter`` for a count that
+        only grows (its name then ends in ``_total``).
+        """
+        if kind not in ("gauge", "counter"):
+            raise ValueError(f"kind must be 'gauge' or 'counter', got {kind!r}")
+        self._gauges.append((name, help_text, read, kind))
 
     def render(self) -> str:
         """The exposition text of every metric."""
@@ -100,8 +106,8 @@ class Metrics:
             "# TYPE continuum_auth_failures_total counter",
             f"continuum_auth_failures_total {failures}",
         ]
-        for name, help_text, read in self._gauges:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        for name, help_text, read, kind in self._gauges:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
             for labels_dict, value in read():
                 lines.append(f"{name}{_labels(labels_dict)} {value:g}")
         return "\n".join(lines) + "\n"

@@ -191,3 +191,18 @@ def test_ingest_answers_count_what_was_new(tmp_path: Path, wait: bool) -> None:
         assert ("applied" in r) is wait
         assert ("queued" in r) is not wait
     app.state.ctx.store.close()
+
+
+def test_metrics_count_the_twin_s_outcomes(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    with _client(app) as c:
+        _register(c)
+        c.post("/api/v1/sites/s1/telemetry", json={"samples": _samples(5, 5)}, params={"wait": 1})
+        c.post("/api/v1/sites/s1/telemetry", json={"samples": _samples(0, 2)}, params={"wait": 1})
+        text = c.get("/metrics").text
+        assert "# TYPE continuum_telemetry_samples_total counter" in text
+        assert 'continuum_telemetry_samples_total{outcome="applied"} 5' in text
+        assert 'continuum_telemetry_samples_total{outcome="out_of_order"} 2' in text
+        assert "continuum_telemetry_queued 0" in text
+        assert "continuum_telemetry_replayed_total 0" in text
+    app.state.ctx.store.close()
