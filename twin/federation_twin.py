@@ -107,8 +107,11 @@ class FederationTwin:
     def ingest(self, samples: Iterable[TelemetrySample]) -> IngestReport:
         """Apply a batch of samples in time order; report what happened to each."""
         rep = IngestReport()
-        before = {sid: tw.status()[0] for sid, tw in self.sites.items()}
-        for s in sorted(samples, key=lambda s: s.timestamp):
+        ordered = sorted(samples, key=lambda s: s.timestamp)
+        # Only the sites in the batch can change status (at their own estimate's time).
+        touched = {s.site for s in ordered} & self.sites.keys()
+        before = {sid: self.sites[sid].status()[0] for sid in touched}
+        for s in ordered:
             tw = self.sites.get(s.site)
             if tw is None:
                 rep.unknown_site += 1
@@ -122,8 +125,8 @@ class FederationTwin:
                 rep.rejected_out_of_order += 1
             else:
                 rep.conflicting += 1
-        for sid, tw in self.sites.items():
-            after = tw.status()[0]
+        for sid in before:
+            after = self.sites[sid].status()[0]
             if after != before[sid] and after in (SiteStatus.DEGRADED, SiteStatus.DOWN):
                 rep.flagged[sid] = after.value
         if self.autosave and self.store is not None and rep.applied:
