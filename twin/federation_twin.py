@@ -109,8 +109,8 @@ class FederationTwin:
         rep = IngestReport()
         ordered = sorted(samples, key=lambda s: s.timestamp)
         # Only the sites in the batch can change status (at their own estimate's time).
-        touched = {s.site for s in ordered} & self.sites.keys()
-        before = {sid: self.sites[sid].status()[0] for sid in touched}
+        touched = {s.site for s in ordered}
+        before = {sid: tw.status()[0] for sid, tw in self.sites.items() if sid in touched}
         for s in ordered:
             tw = self.sites.get(s.site)
             if tw is None:
