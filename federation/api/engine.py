@@ -4,7 +4,9 @@ The service keeps one ``Engine`` on ``app.state.engine``:
 
 * the **twin** of the registered sites (``FederationTwin`` on the service's
   store, snapshotted so a restarted service resumes from its last estimates,
-  rebuilt when sites are registered or removed);
+  rebuilt when sites are registered or removed), fed by a background applier
+  from the queue of telemetry that ingest recorded in the journal (replayed at
+  start for what the snapshots had not seen);
 * **planning** on the twin's view with the placement planners;
 * the **executor** of approved plans. In a federation service every site is
   reached through its pull agent (``continuum site-agent``, outbound HTTPS
@@ -13,8 +15,10 @@ The service keeps one ``Engine`` on ``app.state.engine``:
 
 Handlers call these methods; the engine holds a lock so that the background
 thread and request threads never interleave inside the executor. Lock order:
-the engine's lock first, then store connections; a handler never waits for
-the lock while it holds a session (the connection pool would run dry).
+the engine's lock, then the journal's (the store's writers of telemetry, in
+turn), then store connections; a handler never waits for a lock while it holds
+a session (the connection pool would run dry). Telemetry ingest takes only the
+journal's lock, so it never waits for the applier.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +73,7 @@ class Engine:
         self._view: tuple[tuple[int, float], dict[str, AbstractSiteState]] | None = None
         self.totals = IngestReport()
         self.replayed = 0  # samples applied from the journal at (re)start
-        self._queue: list[TelemetrySample] = []
+        self._queue: deque[TelemetrySample] = deque()
         self._queue_lock = threading.Lock()
         # Journal writes of this process one at a time: SQLite has one writer, and its
         # busy handler backs off in sleeps of up to 100 ms, a lock wakes the next at once.
@@ -121,7 +126,7 @@ class Engine:
                 # Snapshots on a timer (``ingest``), not after every batch.
                 twin = FederationTwin(fed, store=self.ctx.store, name="service", autosave=False)
                 with self._queue_lock:
-                    self._queue = []  # what was queued is in the journal, replayed now
+                    self._queue.clear()  # what was queued is in the journal, replayed now
                 self._replay(twin)
                 self._twin, self._twin_sites = twin, fed.site_ids
             return self._twin
@@ -171,7 +176,7 @@ class Engine:
         forgotten: the twin would reject them as out of order anyway, so their ids
         no longer protect anything.
         """
-        with self.lock:
+        with self.lock, self.journal_lock:  # the store's writers of this process, in turn
             twin = self.twin()
             twin.snapshot()
             self._last_snapshot = time.monotonic()
@@ -226,8 +231,8 @@ class Engine:
                 # A bounded chunk per turn: the twin's lock is never held for long, so
                 # queries and plans are not kept waiting behind a large backlog.
                 with self._queue_lock:
-                    batch = self._queue[: self.apply_chunk]
-                    del self._queue[: len(batch)]
+                    q = self._queue
+                    batch = [q.popleft() for _ in range(min(self.apply_chunk, len(q)))]
                     self._applying = bool(batch)
                 if not batch:
                     break
