@@ -16,6 +16,10 @@ make the contract (parsl's Provider/Executor split is the model):
 ``telemetry() -> dict``
     Current observations of the site (utilisation, queue backlog) for the
     twin; never job ids, user names or node names.
+
+One optional method, ``capacity()``, says how many more tasks the site should
+be handed now; the executor keeps the other ready steps (in priority order,
+still open to a re-plan). The default, ``None``, hands it everything.
 """
 
 from __future__ import annotations
@@ -103,6 +107,12 @@ class SiteConnector(abc.ABC):
 
     @abc.abstractmethod
     def telemetry(self) -> dict[str, float]: ...
+
+    def capacity(self) -> int | None:
+        """How many more tasks to hand this site now: what it can start soon (its free
+        slots plus a small lookahead, so that a slot that frees up starts the next task at
+        once). ``None`` (the default): no limit, the site queues whatever it is given."""
+        return None
 
     def healthy(self) -> bool:
         """Whether the site answers (a local pool that is not down, an agent seen lately)."""

@@ -46,15 +46,28 @@ def safe_name(item_id: str) -> str:
 class LocalConnector(SiteConnector):
     """Runs tasks as local processes, at most ``slots`` cores' worth at a time."""
 
-    def __init__(self, site_id: str, workdir: str | Path, slots: int | None = None) -> None:
+    def __init__(
+        self,
+        site_id: str,
+        workdir: str | Path,
+        slots: int | None = None,
+        lookahead: int | None = None,
+    ) -> None:
         self.site_id = site_id
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.slots = slots or os.cpu_count() or 1
         if self.slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
+        # Tasks taken beyond the free slots (``capacity``): queued here, they start the
+        # moment a slot frees up, without waiting for the executor's next pass.
+        self.lookahead = self.slots if lookahead is None else lookahead
+        if self.lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, got {lookahead}")
         self._queue: deque[tuple[str, int]] = deque()
+        self._queued: set[str] = set()  # the handles in _queue: O(1) membership
         self._running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        self._busy = 0  # cores of the running tasks
         self._down = False
 
     # -- the contract ----------------------------------------------------------------
@@ -65,8 +78,9 @@ class LocalConnector(SiteConnector):
         if self._down:
             raise ConnectorError(f"site {self.site_id} is down")
         handle = str(prepare_task(self.workdir, self.site_id, spec))
-        if handle not in self._running and all(h != handle for h, _ in self._queue):
+        if handle not in self._running and handle not in self._queued:
             self._queue.append((handle, min(max(spec.cores, 1), self.slots)))
+            self._queued.add(handle)
         self._dispatch()
         return handle
 
@@ -74,12 +88,17 @@ class LocalConnector(SiteConnector):
         self._reap()
         self._dispatch()
         task_dir = Path(handle)
+        # Tasks of this process first, from memory: no file to read.
+        if handle in self._queued:
+            return TaskInfo(TaskStatus.QUEUED, workdir=task_dir)
+        if handle in self._running:
+            # Its runner is alive: the task runs (or is writing its result: the next
+            # call reads it, once the runner has exited).
+            return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
         result = task_dir / RESULT
         done = read_result(task_dir)
         if done is not None:
             return done
-        if any(h == handle for h, _ in self._queue):
-            return TaskInfo(TaskStatus.QUEUED, workdir=task_dir)
         claim = task_dir / CLAIM
         if claim.exists():
             pid, at = _read_claim(claim)
@@ -99,7 +118,9 @@ class LocalConnector(SiteConnector):
         return TaskInfo(TaskStatus.NOT_STARTED, message="unknown task")
 
     def cancel(self, handle: str) -> None:
-        self._queue = deque((h, c) for h, c in self._queue if h != handle)
+        if handle in self._queued:
+            self._queue = deque((h, c) for h, c in self._queue if h != handle)
+            self._queued.discard(handle)
         task_dir = Path(handle)
         if (task_dir / RESULT).exists():
             return
@@ -109,9 +130,18 @@ class LocalConnector(SiteConnector):
                 task_dir / RESULT, {"exit_code": None, "cancelled": True, "ended_at": time.time()}
             )
 
+    def capacity(self) -> int | None:
+        """Free slots plus ``lookahead``, less what is queued here already; a site that
+        is down takes anything (and refuses it: the executor then re-plans)."""
+        if self._down:
+            return None
+        self._reap()
+        self._dispatch()
+        return max(0, self.slots - self._busy + self.lookahead - len(self._queue))
+
     def telemetry(self) -> dict[str, float]:
         self._reap()
-        busy = sum(c for _, c in self._running.values())
+        busy = self._busy
         return {
             "utilisation": busy / self.slots,
             "running": float(len(self._running)),
@@ -134,6 +164,7 @@ class LocalConnector(SiteConnector):
                 Path(handle) / RESULT, {"exit_code": None, "lost": True, "message": "site down"}
             )
         self._queue.clear()
+        self._queued.clear()
         for handle in list(self._running):
             self._kill(handle)
             write_atomic(
@@ -150,9 +181,9 @@ class LocalConnector(SiteConnector):
 
     # -- internals ---------------------------------------------------------------------
     def _dispatch(self) -> None:
-        busy = sum(c for _, c in self._running.values())
-        while self._queue and busy + self._queue[0][1] <= self.slots:
+        while self._queue and self._busy + self._queue[0][1] <= self.slots:
             handle, cores = self._queue.popleft()
+            self._queued.discard(handle)
             proc = subprocess.Popen(
                 ["/bin/sh", RUNNER_SCRIPT, handle],
                 stdin=subprocess.DEVNULL,
@@ -161,15 +192,18 @@ class LocalConnector(SiteConnector):
                 start_new_session=True,
             )
             self._running[handle] = (proc, cores)
-            busy += cores
+            self._busy += cores
 
     def _reap(self) -> None:
-        for handle, (proc, _) in list(self._running.items()):
+        for handle, (proc, cores) in list(self._running.items()):
             if proc.poll() is not None:
                 del self._running[handle]
+                self._busy -= cores
 
     def _kill(self, handle: str) -> None:
         entry = self._running.pop(handle, None)
+        if entry is not None:
+            self._busy -= entry[1]
         pid = entry[0].pid if entry else _read_claim(Path(handle) / CLAIM)[0]
         if pid is None:
             return

@@ -24,21 +24,28 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.connectors.base import ConnectorError, SiteConnector, TaskSpec, TaskStatus
+from orchestrator.connectors.base import (
+    ConnectorError,
+    SiteConnector,
+    TaskInfo,
+    TaskSpec,
+    TaskStatus,
+)
 from orchestrator.connectors.local import safe_name
 from orchestrator.errors import OrchestratorError
 from orchestrator.execution import synthetic
 from orchestrator.execution.states import ACTIVE, OnError, RunState, StepState
-from orchestrator.execution.store import RunStore, StepRecord
+from orchestrator.execution.store import Change, RunRecord, RunStore, StepRecord
 from orchestrator.workflow import Step, Workflow
 
 S = StepState
@@ -146,8 +153,72 @@ def synthetic_command(
     return build
 
 
+@dataclass
+class ExecutorStats:
+    """What the executor did, counted (for tests and benchmarks: no timings here)."""
+
+    passes: int = 0
+    full_loads: int = 0
+    """Times every step of a run was read: first sight of a run, then the safety net."""
+    steps_read: int = 0
+    """Step rows read from the store, full loads included."""
+    events_read: int = 0
+    polls: int = 0
+    """Connector ``status`` calls."""
+    submits: int = 0
+
+
+FINISHED_RUN = frozenset({RunState.DONE, RunState.CANCELLED, RunState.FAILED})
+
+
+@dataclass
+class _RunView:
+    """The executor's mirror of one run between passes, with indexes on it.
+
+    The store stays the source of truth: every change is written there first,
+    then mirrored here; changes made by others (the API, the CLI) are read back
+    through the run's events (``RunStore.changes_since``).
+    """
+
+    run: RunRecord
+    wf: Workflow
+    order: dict[str, int]
+    recs: dict[str, StepRecord] = field(default_factory=dict)
+    by_state: dict[StepState, set[str]] = field(
+        default_factory=lambda: {st: set() for st in StepState}
+    )
+    promote: set[str] = field(default_factory=set)
+    """Pending steps whose parents may all be done now (checked at the next promotion)."""
+    ready: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    """Per site, a heap of ``(-priority, topological index, step)`` of ready steps
+    (entries made stale by a later change are skipped when popped)."""
+    delayed: list[tuple[float, int, str]] = field(default_factory=list)
+    """A heap of ``(not_before, topological index, step)``: ready steps waiting on a backoff."""
+    last_event: int = 0
+    seen: set[int] = field(default_factory=set)
+    loaded_at: float = 0.0
+
+    def reset(self) -> None:
+        self.recs.clear()
+        for ids in self.by_state.values():
+            ids.clear()
+        self.promote.clear()
+        self.ready.clear()
+        self.delayed.clear()
+        self.seen.clear()
+
+
 class Executor:
-    """Runs workflows placed on sites, through ``SiteConnector``s, with durable state."""
+    """Runs workflows placed on sites, through ``SiteConnector``s, with durable state.
+
+    A pass costs what changed, not the size of the run: the executor mirrors
+    each run in memory and re-reads only the steps named by events it has not
+    seen (all of them on first sight and every ``resync_s`` seconds, a safety
+    net); it polls only the steps handed to a connector, and hands a site only
+    what it can start soon (``SiteConnector.capacity``), keeping the other ready
+    steps in a priority queue; a pending step is looked at when a parent
+    finishes, not on every pass.
+    """
 
     def __init__(
         self,
@@ -163,6 +234,7 @@ class Executor:
         clock: Callable[[], float] = time.time,
         duration: Callable[[Step, str], float] | None = None,
         move_data: bool = True,
+        resync_s: float = 30.0,
     ) -> None:
         self.runs = runs
         self.connectors = dict(connectors)
@@ -177,13 +249,15 @@ class Executor:
         # and whether data is materialised and staged at all.
         self.duration = duration
         self.move_data = move_data
+        self.resync_s = resync_s
         self.down_sites: set[str] = set()
+        self.stats = ExecutorStats()
         self._workflows: dict[str, Workflow] = {}
-        self._order: dict[str, dict[str, int]] = {}
-        # The steps of each run as last read or written by this executor. The store
-        # stays the source of truth: every change is written there first, then
-        # mirrored here; each pass starts from a fresh read.
-        self._cache: dict[str, dict[str, StepRecord]] = {}
+        self._views: dict[str, _RunView] = {}
+        # SQLite commits writers one at a time, so event ids become visible in order;
+        # elsewhere (PostgreSQL) a transaction holding a smaller id may commit after a
+        # larger one is read: look back over the last ids too.
+        self._lookback = 0 if runs.store.engine.dialect.name == "sqlite" else 256
 
     # -- submitting and controlling ------------------------------------------------------
     def submit(
@@ -212,67 +286,67 @@ class Executor:
 
     def pause(self, run_id: str) -> None:
         """No new step starts; running steps finish; waiting steps are paused."""
-        self._cache[run_id] = self.runs.steps(run_id)
-        self.runs.set_run_state(run_id, RunState.PAUSED, "paused by user")
-        for rec in self._steps(run_id).values():
-            if rec.state in (S.PENDING, S.READY):
-                self._move(run_id, rec.step_id, S.PAUSED, "run paused")
+        view = self._view(run_id)
+        self._set_run_state(run_id, view, RunState.PAUSED, "paused by user")
+        waiting = self._ordered(view, view.by_state[S.PENDING] | view.by_state[S.READY])
+        self._apply(run_id, view, [(sid, [S.PAUSED], "run paused", {}) for sid in waiting])
 
     def resume(self, run_id: str) -> None:
-        self._cache[run_id] = self.runs.steps(run_id)
-        self.runs.set_run_state(run_id, RunState.RUNNING, "resumed by user")
-        for rec in self._steps(run_id).values():
-            if rec.state is S.PAUSED:
-                self._move(run_id, rec.step_id, S.PENDING, "run resumed")
+        view = self._view(run_id)
+        self._set_run_state(run_id, view, RunState.RUNNING, "resumed by user")
+        paused = self._ordered(view, view.by_state[S.PAUSED])
+        self._apply(run_id, view, [(sid, [S.PENDING], "run resumed", {}) for sid in paused])
 
     def kill(self, run_id: str) -> None:
         """Cancel every unfinished step (running tasks are stopped) and the run.
 
         A finished run (done) stays as it is.
         """
-        if self.runs.run(run_id).state is RunState.DONE:
+        view = self._view(run_id)
+        if view.run.state is RunState.DONE:
             return
-        self._cache[run_id] = self.runs.steps(run_id)
-        for rec in self._steps(run_id).values():
-            if rec.state in ACTIVE and rec.handle:
+        for sid in self._ordered(view, view.by_state[S.STAGING] | view.by_state[S.RUNNING]):
+            rec = view.recs[sid]
+            if rec.handle:
                 self._connector(rec.site).cancel(rec.handle)
-            if rec.state not in (S.DONE, S.CANCELLED):
-                self._move(run_id, rec.step_id, S.CANCELLED, "run killed")
-        self.runs.set_run_state(run_id, RunState.CANCELLED, "killed by user")
+        alive = [sid for sid, r in view.recs.items() if r.state not in (S.DONE, S.CANCELLED)]
+        self._apply(run_id, view, [(sid, [S.CANCELLED], "run killed", {}) for sid in alive])
+        self._set_run_state(run_id, view, RunState.CANCELLED, "killed by user")
 
     def restart_failed(self, run_id: str) -> list[str]:
         """Put steps in error (failed, cancelled, paused) back in the queue with fresh attempts."""
-        self._cache[run_id] = self.runs.steps(run_id)
-        restarted = []
-        for rec in self._steps(run_id).values():
-            if rec.state in (S.FAILED, S.CANCELLED, S.PAUSED):
-                target = S.READY if rec.state is S.FAILED else S.PENDING
-                self._move(
-                    run_id,
-                    rec.step_id,
-                    target,
-                    "restarted by user",
-                    attempt_base=rec.attempts,
-                    not_before=0.0,
-                )
-                restarted.append(rec.step_id)
+        view = self._view(run_id)
+        changes: list[Change] = []
+        for sid in self._ordered(
+            view, view.by_state[S.FAILED] | view.by_state[S.CANCELLED] | view.by_state[S.PAUSED]
+        ):
+            rec = view.recs[sid]
+            target = S.READY if rec.state is S.FAILED else S.PENDING
+            fields = {"attempt_base": rec.attempts, "not_before": 0.0}
+            changes.append((sid, [target], "restarted by user", fields))
+        self._apply(run_id, view, changes)
+        restarted = [c[0] for c in changes]
         if restarted:
-            self.runs.set_run_state(run_id, RunState.RUNNING, f"restarted {len(restarted)} step(s)")
+            self._set_run_state(
+                run_id, view, RunState.RUNNING, f"restarted {len(restarted)} step(s)"
+            )
         return restarted
 
     def site_down(self, run_id: str, site: str, reason: str = "site down") -> list[str]:
         """A site is down: its unfinished steps go back to the queue and are re-planned."""
-        self._cache[run_id] = self.runs.steps(run_id)
+        view = self._view(run_id)
         self.down_sites.add(site)
         moved = []
-        for rec in self._steps(run_id).values():
+        back: list[Change] = []
+        for sid, rec in view.recs.items():
             if rec.site != site or rec.state in (S.DONE, S.CANCELLED):
                 continue
             if rec.state in ACTIVE:
                 with contextlib.suppress(ConnectorError):
                     self._connector(site).cancel(rec.handle)
-                self._move(run_id, rec.step_id, S.READY, reason, attempt_base=rec.attempt_base + 1)
-            moved.append(rec.step_id)
+                back.append((sid, [S.READY], reason, {"attempt_base": rec.attempt_base + 1}))
+            moved.append(sid)
+        self._apply(run_id, view, back)
         if moved:
             self._replan(run_id, moved, reason)
         return moved
@@ -291,35 +365,107 @@ class Executor:
 
     def step_once(self, run_id: str) -> RunState:
         """One reconciliation pass; returns the run's state afterwards."""
-        run = self.runs.run(run_id)
-        if run.state in (RunState.DONE, RunState.CANCELLED, RunState.FAILED):
-            return run.state
-        wf = self._workflow(run_id)
-        self._cache[run_id] = self.runs.steps(run_id)
-        active = [r for r in self._steps(run_id).values() if r.state in ACTIVE]
-        for rec in active:
-            if self._steps(run_id)[rec.step_id] == rec:  # not moved by a re-plan meanwhile
-                self._poll(run_id, rec, run.max_attempts, run.backoff_s, run.on_error)
-        steps = self._steps(run_id)
-        done = {sid for sid, r in steps.items() if r.state is S.DONE}
-        promote = [
-            sid
-            for sid, rec in steps.items()
-            if rec.state is S.PENDING and all(p in done for p in wf.parents(sid))
-        ]
-        for rec in self.runs.transition_many(run_id, promote, S.READY, "parents done"):
-            steps[rec.step_id] = rec
-        run = self.runs.run(run_id)
-        if run.state is RunState.RUNNING:
-            self._dispatch(run_id, wf)
-        return self._settle(run_id, wf)
+        self.stats.passes += 1
+        if run_id not in self._views:
+            state = self.runs.run(run_id).state
+            if state in FINISHED_RUN:
+                return state
+        view = self._view(run_id)
+        if view.run.state in FINISHED_RUN:
+            self._views.pop(run_id, None)  # nothing more to follow (a restart reloads it)
+            return view.run.state
+        self._poll(run_id, view)
+        self._promote(run_id, view)
+        if view.run.state is RunState.RUNNING:
+            self._dispatch(run_id, view)
+        return self._settle(run_id, view)
 
-    # -- internals -----------------------------------------------------------------------
+    # -- the run's mirror ----------------------------------------------------------------
+    def _view(self, run_id: str) -> _RunView:
+        """The run as this executor knows it, brought up to date with the store."""
+        view = self._views.get(run_id)
+        if view is None or time.monotonic() - view.loaded_at > self.resync_s:
+            return self._load(run_id)
+        self._catch_up(run_id, view)
+        return view
+
+    def _load(self, run_id: str) -> _RunView:
+        """Read every step of the run (first sight, or the periodic safety net)."""
+        last, recs = self.runs.snapshot(run_id)
+        run = self.runs.run(run_id)
+        view = self._views.get(run_id)
+        if view is None:
+            wf = self._workflow(run_id)
+            order = {sid: i for i, sid in enumerate(wf.topological_order())}
+            view = self._views[run_id] = _RunView(run, wf, order)
+        else:
+            view.reset()  # in place: a pass holding this view sees the reload
+            view.run = run
+        view.last_event = last
+        view.loaded_at = time.monotonic()
+        for rec in recs.values():
+            self._set(view, rec)
+        self.stats.full_loads += 1
+        self.stats.steps_read += len(recs)
+        return view
+
+    def _catch_up(self, run_id: str, view: _RunView) -> None:
+        """Re-read what changed since the last event seen: the steps the new events name,
+        and the run when its state changed."""
+        events = self.runs.changes_since(run_id, view.last_event - self._lookback)
+        if self._lookback:
+            events = [e for e in events if e[0] not in view.seen]
+        if not events:
+            return
+        self.stats.events_read += len(events)
+        view.last_event = max(view.last_event, events[-1][0])
+        if self._lookback:
+            floor = view.last_event - self._lookback
+            view.seen = {i for i in view.seen if i > floor}
+            view.seen.update(e[0] for e in events)
+        names = {step for _, step, _ in events if step}
+        if any(not step and kind.startswith("run:") for _, step, kind in events):
+            view.run = self.runs.run(run_id)
+        if names:
+            recs = self.runs.steps_named(run_id, names)
+            self.stats.steps_read += len(recs)
+            for rec in recs.values():
+                self._set(view, rec)
+
+    def _set(self, view: _RunView, rec: StepRecord) -> None:
+        """Mirror one step, keeping the indexes (states, promotion, ready queues) in step."""
+        sid = rec.step_id
+        old = view.recs.get(sid)
+        if old == rec:
+            return
+        view.recs[sid] = rec
+        was = None if old is None else old.state
+        if old is not None:
+            view.by_state[old.state].discard(sid)
+        view.by_state[rec.state].add(sid)
+        if rec.state is S.PENDING and was is not S.PENDING:
+            view.promote.add(sid)
+        elif rec.state is S.DONE and was is not S.DONE:
+            view.promote.update(view.wf.children(sid))
+        elif rec.state is S.READY and (
+            old is None
+            or was is not S.READY
+            or (old.site, old.priority, old.not_before) != (rec.site, rec.priority, rec.not_before)
+        ):
+            self._enqueue(view, rec)
+
+    @staticmethod
+    def _enqueue(view: _RunView, rec: StepRecord) -> None:
+        entry = (-rec.priority, view.order[rec.step_id], rec.step_id)
+        heapq.heappush(view.ready.setdefault(rec.site, []), entry)
+
+    @staticmethod
+    def _ordered(view: _RunView, ids: Iterable[str]) -> list[str]:
+        return sorted(ids, key=view.order.__getitem__)
+
     def _steps(self, run_id: str) -> dict[str, StepRecord]:
-        cache = self._cache.get(run_id)
-        if cache is None:
-            cache = self._cache[run_id] = self.runs.steps(run_id)
-        return cache
+        view = self._views.get(run_id)
+        return (view if view is not None else self._load(run_id)).recs
 
     def _move(
         self,
@@ -329,15 +475,24 @@ class Executor:
         detail: str = "",
         **fields: object,
     ) -> StepRecord:
-        """Record a transition in the store, then in the pass cache."""
+        """Record a transition in the store, then in the mirror."""
         rec = self.runs.transition(run_id, step_id, wanted, detail, **fields)
-        self._steps(run_id)[step_id] = rec
+        self._set(self._views[run_id], rec)
         return rec
 
     def _update(self, run_id: str, step_id: str, **fields: object) -> StepRecord:
         rec = self.runs.update_step(run_id, step_id, **fields)
-        self._steps(run_id)[step_id] = rec
+        self._set(self._views[run_id], rec)
         return rec
+
+    def _apply(self, run_id: str, view: _RunView, changes: list[Change]) -> None:
+        """Record several changes in one transaction, then in the mirror."""
+        for rec in self.runs.apply(run_id, changes):
+            self._set(view, rec)
+
+    def _set_run_state(self, run_id: str, view: _RunView, state: RunState, detail: str) -> None:
+        self.runs.set_run_state(run_id, state, detail)
+        view.run = replace(view.run, state=state)
 
     def _workflow(self, run_id: str) -> Workflow:
         wf = self._workflows.get(run_id)
@@ -351,28 +506,52 @@ class Executor:
         except KeyError:
             raise OrchestratorError(f"no connector for site {site!r}") from None
 
-    def _poll(
-        self, run_id: str, rec: StepRecord, max_attempts: int, backoff: float, on_error: OnError
+    # -- one pass ------------------------------------------------------------------------
+    def _poll(self, run_id: str, view: _RunView) -> None:
+        """Ask connectors about the steps handed to them; record every finish at once."""
+        run = view.run
+        active = self._ordered(view, view.by_state[S.STAGING] | view.by_state[S.RUNNING])
+        done: list[Change] = []
+        other: list[tuple[StepRecord, TaskInfo | None]] = []
+        for sid in active:
+            rec = view.recs[sid]
+            if rec.state is S.STAGING:
+                other.append((rec, None))
+                continue
+            info = self._connector(rec.site).status(rec.handle)
+            self.stats.polls += 1
+            if info.status is TaskStatus.SUCCEEDED:
+                fields = {"exit_code": 0, "ended_at": info.ended_at}
+                done.append((sid, [S.DONE], f"done at {rec.site}", fields))
+            elif info.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+                other.append((rec, info))
+        self._apply(run_id, view, done)
+        for rec, found in other:
+            if view.recs[rec.step_id] != rec:
+                continue  # moved meanwhile (a re-plan, a kill after another failure)
+            if found is None:
+                # Interrupted while staging (a crash): stage again from the start.
+                self._move(run_id, rec.step_id, S.READY, "staging interrupted")
+            else:
+                self._finished_badly(
+                    run_id, rec, found, run.max_attempts, run.backoff_s, run.on_error
+                )
+
+    def _finished_badly(
+        self,
+        run_id: str,
+        rec: StepRecord,
+        info: TaskInfo,
+        max_attempts: int,
+        backoff: float,
+        on_error: OnError,
     ) -> None:
-        if rec.state is S.STAGING:
-            # Interrupted while staging (a crash): stage again from the start.
-            self._move(run_id, rec.step_id, S.READY, "staging interrupted")
-            return
         conn = self._connector(rec.site)
-        info = conn.status(rec.handle)
         st = info.status
-        if st is TaskStatus.SUCCEEDED:
-            self._move(
-                run_id,
-                rec.step_id,
-                S.DONE,
-                f"done at {rec.site}",
-                exit_code=0,
-                ended_at=info.ended_at,
-            )
-        elif st is TaskStatus.NOT_STARTED:
+        if st is TaskStatus.NOT_STARTED:
             spec = self._spec(run_id, rec.step_id, rec.site, rec.attempts)
             conn.submit(spec)
+            self.stats.submits += 1
             self.runs.log(
                 run_id, "resubmitted", f"attempt {rec.attempts} at {rec.site}", rec.step_id
             )
@@ -413,7 +592,7 @@ class Executor:
         failed_sites = (*rec.failed_sites, rec.site)
         self._update(run_id, rec.step_id, failed_sites=",".join(failed_sites))
         if self.replanner is not None:
-            before = self._steps(run_id)[rec.step_id].site
+            before = rec.site
             self._move(
                 run_id, rec.step_id, S.READY, "attempts exhausted", attempt_base=rec.attempts
             )
@@ -434,10 +613,13 @@ class Executor:
             self.pause(run_id)
         elif on_error is OnError.CANCEL_JOB:
             self.kill(run_id)
-            self.runs.set_run_state(run_id, RunState.FAILED, f"cancelled after {step_id} failed")
+            self._set_run_state(
+                run_id, self._views[run_id], RunState.FAILED, f"cancelled after {step_id} failed"
+            )
 
     def _replan(self, run_id: str, step_ids: Iterable[str], reason: str) -> None:
-        steps = self._steps(run_id)
+        view = self._views[run_id]
+        steps = view.recs
         todo = tuple(s for s in step_ids if steps[s].state not in (S.DONE, S.CANCELLED))
         if not todo:
             return
@@ -450,24 +632,25 @@ class Executor:
             excluded.update(steps[s].failed_sites)
         request = ReplanRequest(
             run_id=run_id,
-            workflow=self._workflow(run_id),
+            workflow=view.wf,
             steps=todo,
             excluded=frozenset(excluded),
             assignment={sid: r.site for sid, r in steps.items()},
-            done=frozenset(sid for sid, r in steps.items() if r.state is S.DONE),
+            done=frozenset(view.by_state[S.DONE]),
             reason=reason,
             sites=frozenset(self.connectors),
         )
         new = self.replanner(request)
-        moves = []
+        changes: list[Change] = []
         for sid in todo:
             site = new.get(sid)
             if site is None or site == steps[sid].site:
                 continue
             if site not in self.connectors or site in excluded:
                 raise OrchestratorError(f"re-planner put {sid} on unusable site {site!r}")
-            self._update(run_id, sid, site=site)
-            moves.append(f"{sid} -> {site}")
+            changes.append((sid, [], f"re-planned to {site}", {"site": site}))
+        self._apply(run_id, view, changes)
+        moves = [f"{sid} -> {fields['site']}" for sid, _, _, fields in changes]
         ms = (time.perf_counter() - t0) * 1000
         self.runs.log(
             run_id,
@@ -534,73 +717,155 @@ class Executor:
             synthetic.write_output(path, int(wf.item(item).size * self.data_scale), item)
         return path
 
-    def _dispatch(self, run_id: str, wf: Workflow) -> None:
-        now = self.clock()
-        order = self._order.get(run_id)
-        if order is None:
-            order = self._order[run_id] = {sid: i for i, sid in enumerate(wf.topological_order())}
+    def _promote(self, run_id: str, view: _RunView) -> None:
+        """Pending steps whose parents are all done become ready (only those a change
+        concerned are looked at: children of steps that finished, steps that became
+        pending)."""
+        if not view.promote:
+            return
+        recs, wf = view.recs, view.wf
         ready = [
-            r
-            for r in self._steps(run_id).values()
-            if r.state is S.READY and r.not_before <= now and r.site not in self.down_sites
+            sid
+            for sid in view.promote
+            if recs[sid].state is S.PENDING
+            and all(recs[p].state is S.DONE for p in wf.parents(sid))
         ]
-        ready.sort(key=lambda r: (-r.priority, order[r.step_id]))
-        for rec in ready:
-            if self._steps(run_id)[rec.step_id] != rec:
-                continue  # moved by a re-plan during this pass
-            conn = self._connector(rec.site)
-            attempt = rec.attempts + 1
-            staging = self._needs_staging(run_id, wf, rec.step_id, rec.site)
-            try:
-                if staging:
-                    self._move(run_id, rec.step_id, S.STAGING, f"staging at {rec.site}")
-                spec = self._spec(run_id, rec.step_id, rec.site, attempt)
-                handle = conn.handle_for(spec)
-                self._move(
-                    run_id,
-                    rec.step_id,
-                    [S.RUNNING] if staging else [S.STAGING, S.RUNNING],
-                    f"attempt {attempt} at {rec.site}",
-                    attempts=attempt,
-                    handle=handle,
-                    started_at=self.clock(),
-                )
-                conn.submit(spec)
-            except ConnectorError as exc:
-                cur = self._steps(run_id)[rec.step_id]
-                self._move(
-                    run_id, rec.step_id, S.READY, str(exc), attempt_base=cur.attempt_base + 1
-                )
-                self.down_sites.add(rec.site)
-                self._replan(run_id, [rec.step_id], f"site {rec.site} refused work: {exc}")
+        changes: list[Change] = [
+            (sid, [S.READY], "parents done", {}) for sid in self._ordered(view, ready)
+        ]
+        self._apply(run_id, view, changes)
+        view.promote.clear()
 
-    def _needs_staging(self, run_id: str, wf: Workflow, step_id: str, site: str) -> bool:
+    def _dispatch(self, run_id: str, view: _RunView) -> None:
+        """Hand each site its ready steps, highest priority first, as many as it can start
+        soon (``SiteConnector.capacity``); the rest wait here, where a re-plan can still
+        move them and a step of higher priority that becomes ready later goes first."""
+        now = self.clock()
+        while view.delayed and view.delayed[0][0] <= now:
+            _, _, sid = heapq.heappop(view.delayed)
+            rec = view.recs[sid]
+            if rec.state is S.READY:
+                self._enqueue(view, rec)
+        for site in sorted(view.ready):
+            heap = view.ready[site]
+            if not heap or site in self.down_sites:
+                continue
+            room = self._connector(site).capacity()
+            picked: dict[str, StepRecord] = {}
+            while heap and (room is None or len(picked) < room):
+                _, index, sid = heapq.heappop(heap)
+                rec = view.recs[sid]
+                if rec.state is not S.READY or rec.site != site or sid in picked:
+                    continue  # a stale entry: the step moved on since it was queued
+                if rec.not_before > now:
+                    heapq.heappush(view.delayed, (rec.not_before, index, sid))
+                    continue
+                picked[sid] = rec
+            if picked:
+                self._start(run_id, view, site, list(picked.values()))
+
+    def _start(self, run_id: str, view: _RunView, site: str, recs: list[StepRecord]) -> None:
+        """Start steps at ``site``: those whose inputs are all there are recorded running in
+        one transaction, then submitted; the others are staged first, one by one."""
+        conn = self._connector(site)
+        plain = [r for r in recs if not self._needs_staging(view, r.step_id, site)]
+        staged = [r for r in recs if r not in plain] if len(plain) < len(recs) else []
+        specs: list[tuple[str, TaskSpec, str]] = []
+        error: Exception | None = None
+        for rec in plain:
+            try:
+                spec = self._spec(run_id, rec.step_id, site, rec.attempts + 1)
+            except Exception as exc:  # start the ones before it, then report it
+                error = exc
+                break
+            specs.append((rec.step_id, spec, conn.handle_for(spec)))
+        if specs:
+            self._apply(
+                run_id,
+                view,
+                [
+                    (
+                        sid,
+                        [S.STAGING, S.RUNNING],
+                        f"attempt {spec.attempt} at {site}",
+                        {"attempts": spec.attempt, "handle": handle, "started_at": self.clock()},
+                    )
+                    for sid, spec, handle in specs
+                ],
+            )
+            for sid, spec, _ in specs:
+                try:
+                    conn.submit(spec)
+                    self.stats.submits += 1
+                except ConnectorError as exc:
+                    self._refused(run_id, view, sid, site, exc)
+        if error is not None:
+            raise error
+        for rec in staged:
+            if site in self.down_sites:
+                break
+            if view.recs[rec.step_id] == rec:
+                self._start_staged(run_id, view, conn, rec)
+        if site in self.down_sites:
+            # The site refused work: what still waits for it goes elsewhere too.
+            rest = [s for s in view.by_state[S.READY] if view.recs[s].site == site]
+            if rest:
+                self._replan(run_id, self._ordered(view, rest), f"site {site} refused work")
+
+    def _start_staged(
+        self, run_id: str, view: _RunView, conn: SiteConnector, rec: StepRecord
+    ) -> None:
+        site, attempt = rec.site, rec.attempts + 1
+        try:
+            self._move(run_id, rec.step_id, S.STAGING, f"staging at {site}")
+            spec = self._spec(run_id, rec.step_id, site, attempt)
+            handle = conn.handle_for(spec)
+            self._move(
+                run_id,
+                rec.step_id,
+                S.RUNNING,
+                f"attempt {attempt} at {site}",
+                attempts=attempt,
+                handle=handle,
+                started_at=self.clock(),
+            )
+            conn.submit(spec)
+            self.stats.submits += 1
+        except ConnectorError as exc:
+            self._refused(run_id, view, rec.step_id, site, exc)
+
+    def _refused(
+        self, run_id: str, view: _RunView, step_id: str, site: str, exc: ConnectorError
+    ) -> None:
+        cur = view.recs[step_id]
+        self._move(run_id, step_id, S.READY, str(exc), attempt_base=cur.attempt_base + 1)
+        self.down_sites.add(site)
+        self._replan(run_id, [step_id], f"site {site} refused work: {exc}")
+
+    def _needs_staging(self, view: _RunView, step_id: str, site: str) -> bool:
         """True when an input of the step lives at another site."""
         if not self.move_data:
             return False
-        steps = self._steps(run_id)
-        for item in wf.step(step_id).inputs:
-            producer = wf.producer(item)
-            if producer is not None and steps[producer].site != site:
+        for item in view.wf.step(step_id).inputs:
+            producer = view.wf.producer(item)
+            if producer is not None and view.recs[producer].site != site:
                 return True
         return False
 
-    def _settle(self, run_id: str, wf: Workflow) -> RunState:
-        run = self.runs.run(run_id)
-        if run.state is not RunState.RUNNING:
-            return run.state
-        steps = self._steps(run_id)
-        states = {r.state for r in steps.values()}
-        if states == {S.DONE}:
-            self.runs.set_run_state(run_id, RunState.DONE, "all steps done")
+    def _settle(self, run_id: str, view: _RunView) -> RunState:
+        if view.run.state is not RunState.RUNNING:
+            return view.run.state
+        by = view.by_state
+        if view.recs and len(by[S.DONE]) == len(view.recs):
+            self._set_run_state(run_id, view, RunState.DONE, "all steps done")
             return RunState.DONE
-        if states & (ACTIVE | {S.READY}):
+        if by[S.STAGING] or by[S.RUNNING] or by[S.READY]:
             return RunState.RUNNING
         # Nothing runs or can start: the rest waits on paused or failed steps.
-        if S.PAUSED in states:
-            self.runs.set_run_state(run_id, RunState.PAUSED, "waiting on paused steps")
+        if by[S.PAUSED]:
+            self._set_run_state(run_id, view, RunState.PAUSED, "waiting on paused steps")
             return RunState.PAUSED
-        if states & {S.FAILED, S.CANCELLED}:
-            self.runs.set_run_state(run_id, RunState.FAILED, "no step can make progress")
+        if by[S.FAILED] or by[S.CANCELLED]:
+            self._set_run_state(run_id, view, RunState.FAILED, "no step can make progress")
             return RunState.FAILED
         return RunState.RUNNING

@@ -1,22 +1,42 @@
 """Durable runs: the tables of runs, steps and events, and the one place that changes them.
 
-Every state change goes through ``RunStore.transition`` which checks it
-against the state machine, writes the new state with an event row in one
-transaction, and only then lets the executor act. The same code runs on
-SQLite (default, WAL) and PostgreSQL (by URL).
+Every state change goes through ``RunStore.transition`` (or ``apply``, several
+changes in one transaction) which checks it against the state machine, writes
+the new state with an event row in one transaction, and only then lets the
+executor act. Every change of a step or of a run writes an event row (its id
+only grows), so a reader can follow a run incrementally: ``changes_since``
+names what changed after the last event it saw, and ``steps_named`` re-reads
+just those steps. The same code runs on SQLite (default, WAL) and PostgreSQL
+(by URL). Hot paths use Core statements, not ORM objects.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Mapped, mapped_column
 
 from federation.store import Base, Store
 from orchestrator.errors import OrchestratorError
@@ -67,6 +87,8 @@ class StepRow(Base):
 
 class EventRow(Base):
     __tablename__ = "exec_events"
+    # Reading a run's events after a given id (``changes_since``) is a range scan.
+    __table_args__ = (Index("ix_exec_events_run_id_id", "run_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("exec_runs.id"), index=True)
@@ -106,20 +128,25 @@ class StepRecord:
 
     @classmethod
     def of(cls, row: StepRow) -> StepRecord:
+        return cls._of({c.name: getattr(row, c.name) for c in StepRow.__table__.columns})
+
+    @classmethod
+    def _of(cls, m: Mapping[Any, Any]) -> StepRecord:
+        """From a mapping of column names (a Core row's ``_mapping``) to values."""
         return cls(
-            step_id=row.step_id,
-            state=StepState(row.state),
-            site=row.site,
-            priority=row.priority,
-            attempts=row.attempts,
-            attempt_base=row.attempt_base,
-            not_before=row.not_before,
-            handle=row.handle,
-            started_at=row.started_at,
-            ended_at=row.ended_at,
-            exit_code=row.exit_code,
-            message=row.message,
-            failed_sites=tuple(s for s in row.failed_sites.split(",") if s),
+            step_id=m["step_id"],
+            state=StepState(m["state"]),
+            site=m["site"],
+            priority=m["priority"],
+            attempts=m["attempts"],
+            attempt_base=m["attempt_base"],
+            not_before=m["not_before"],
+            handle=m["handle"],
+            started_at=m["started_at"],
+            ended_at=m["ended_at"],
+            exit_code=m["exit_code"],
+            message=m["message"],
+            failed_sites=tuple(s for s in (m["failed_sites"] or "").split(",") if s),
         )
 
 
@@ -136,12 +163,35 @@ class RunRecord:
     updated_at: float
 
 
+Change = tuple[str, Sequence[StepState], str, Mapping[str, Any]]
+"""One change of ``RunStore.apply``: ``(step_id, states to go through (empty: fields
+only), detail of the event, fields to set)``."""
+
+_RUNS = cast(Table, RunRow.__table__)
+_STEPS = cast(Table, StepRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+_RUN_COLUMNS = [c for c in _RUNS.c if c.name != "workflow"]
+STEP_FIELDS = frozenset(c.name for c in _STEPS.c) - {"run_id", "step_id", "state"}
+"""The fields of a step that a change may set (its state changes by transitions only)."""
+_CHUNK = 500  # bound parameters per IN (...), well under every backend's limit
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
 class RunStore:
     """Runs, steps and events in a ``federation.store.Store``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         store.create_tables()
+        # ``create_all`` adds missing tables, not indexes missing from an existing table:
+        # a store made before an index was declared gets it here.
+        for index in _EVENTS.indexes:
+            with contextlib.suppress(DBAPIError):  # created meanwhile by another process
+                index.create(store.engine, checkfirst=True)
 
     # -- creating ----------------------------------------------------------------
     def create_run(
@@ -163,9 +213,9 @@ class RunStore:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         rid = run_id or uuid.uuid4().hex[:12]
         now = time.time()
-        with self.store.session() as s:
-            s.add(
-                RunRow(
+        with self.store.engine.begin() as c:
+            c.execute(
+                insert(_RUNS).values(
                     id=rid,
                     name=workflow.name,
                     workflow=json.dumps(workflow.to_dict()),
@@ -178,67 +228,121 @@ class RunStore:
                     updated_at=now,
                 )
             )
-            s.flush()
-            for step in workflow.steps:
-                s.add(
-                    StepRow(
-                        run_id=rid,
-                        step_id=step.id,
-                        state=StepState.PENDING.value,
-                        site=assignment[step.id],
-                        priority=step.priority,
-                        attempts=0,
-                        attempt_base=0,
-                    )
+            c.execute(
+                insert(_STEPS),
+                [
+                    {
+                        "run_id": rid,
+                        "step_id": step.id,
+                        "state": StepState.PENDING.value,
+                        "site": assignment[step.id],
+                        "priority": step.priority,
+                        "attempts": 0,
+                        "attempt_base": 0,
+                        "not_before": 0.0,
+                        "handle": "",
+                        "message": "",
+                        "failed_sites": "",
+                    }
+                    for step in workflow.steps
+                ],
+            )
+            c.execute(
+                insert(_EVENTS).values(
+                    run_id=rid, step_id="", at=now, kind="created", detail=workflow.name
                 )
-            s.add(EventRow(run_id=rid, at=now, kind="created", detail=workflow.name))
+            )
         return rid
 
     # -- reading -----------------------------------------------------------------
     def run(self, run_id: str) -> RunRecord:
-        with self.store.session() as s:
-            row = s.get(RunRow, run_id)
-            if row is None:
-                raise UnknownRun(f"unknown run {run_id!r}")
-            return RunRecord(
-                id=row.id,
-                name=row.name,
-                state=RunState(row.state),
-                on_error=OnError(row.on_error),
-                max_attempts=row.max_attempts,
-                backoff_s=row.backoff_s,
-                project=row.project,
-                created_at=row.created_at,
-                updated_at=row.updated_at,
-            )
+        with self.store.engine.connect() as c:
+            row = c.execute(select(*_RUN_COLUMNS).where(_RUNS.c.id == run_id)).first()
+        if row is None:
+            raise UnknownRun(f"unknown run {run_id!r}")
+        return RunRecord(
+            id=row.id,
+            name=row.name,
+            state=RunState(row.state),
+            on_error=OnError(row.on_error),
+            max_attempts=row.max_attempts,
+            backoff_s=row.backoff_s,
+            project=row.project,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
 
     def workflow(self, run_id: str) -> Workflow:
-        with self.store.session() as s:
-            row = s.get(RunRow, run_id)
-            if row is None:
-                raise UnknownRun(f"unknown run {run_id!r}")
-            return Workflow.from_dict(json.loads(row.workflow), f"run {run_id}")
+        with self.store.engine.connect() as c:
+            text = c.execute(select(_RUNS.c.workflow).where(_RUNS.c.id == run_id)).scalar()
+        if text is None:
+            raise UnknownRun(f"unknown run {run_id!r}")
+        return Workflow.from_dict(json.loads(text), f"run {run_id}")
 
     def steps(self, run_id: str) -> dict[str, StepRecord]:
-        with self.store.session() as s:
-            rows = s.scalars(select(StepRow).where(StepRow.run_id == run_id)).all()
-            return {r.step_id: StepRecord.of(r) for r in rows}
+        with self.store.engine.connect() as c:
+            return {r.step_id: r for r in self._read(c, run_id, None)}
+
+    def steps_named(self, run_id: str, step_ids: Iterable[str]) -> dict[str, StepRecord]:
+        """The named steps of a run (unknown ids are left out)."""
+        ids = list(dict.fromkeys(step_ids))
+        out: dict[str, StepRecord] = {}
+        if not ids:
+            return out
+        with self.store.engine.connect() as c:
+            for chunk in _chunks(ids):
+                out.update((r.step_id, r) for r in self._read(c, run_id, chunk))
+        return out
+
+    def snapshot(self, run_id: str) -> tuple[int, dict[str, StepRecord]]:
+        """The id of the run's latest event, then every step of the run.
+
+        The steps are read after the id: a change made in between is read
+        here and named again by ``changes_since(run_id, id)``; none is missed.
+        """
+        with self.store.engine.connect() as c:
+            last = c.execute(
+                select(func.max(_EVENTS.c.id)).where(_EVENTS.c.run_id == run_id)
+            ).scalar()
+            return int(last or 0), {r.step_id: r for r in self._read(c, run_id, None)}
+
+    def changes_since(self, run_id: str, after: int) -> list[tuple[int, str, str]]:
+        """``(id, step_id, kind)`` of the run's events with an id above ``after``, in order.
+
+        Every change of a step (``transition``, ``update_step``, ``apply``) names
+        the step; a change of the run's state has kind ``run:<old>-><new>``.
+        """
+        q = (
+            select(_EVENTS.c.id, _EVENTS.c.step_id, _EVENTS.c.kind)
+            .where(_EVENTS.c.run_id == run_id, _EVENTS.c.id > after)
+            .order_by(_EVENTS.c.id)
+        )
+        with self.store.engine.connect() as c:
+            return [(int(i), s, k) for i, s, k in c.execute(q)]
 
     def events(self, run_id: str, kind: str | None = None) -> list[tuple[float, str, str, str]]:
         """``(at, step_id, kind, detail)`` in order."""
-        with self.store.session() as s:
-            q = select(EventRow).where(EventRow.run_id == run_id)
-            if kind is not None:
-                q = q.where(EventRow.kind == kind)
-            rows = s.scalars(q.order_by(EventRow.id)).all()
-            return [(e.at, e.step_id, e.kind, e.detail) for e in rows]
+        q = select(_EVENTS.c.at, _EVENTS.c.step_id, _EVENTS.c.kind, _EVENTS.c.detail).where(
+            _EVENTS.c.run_id == run_id
+        )
+        if kind is not None:
+            q = q.where(_EVENTS.c.kind == kind)
+        with self.store.engine.connect() as c:
+            return [(at, s, k, d) for at, s, k, d in c.execute(q.order_by(_EVENTS.c.id))]
 
     def runs(self, states: Iterable[RunState] | None = None) -> list[str]:
-        with self.store.session() as s:
-            q = select(RunRow.id)
-            if states is not None:
-                q = q.where(RunRow.state.in_([st.value for st in states]))
-            return list(s.scalars(q.order_by(RunRow.created_at)).all())
+        q = select(_RUNS.c.id)
+        if states is not None:
+            q = q.where(_RUNS.c.state.in_([st.value for st in states]))
+        with self.store.engine.connect() as c:
+            return list(c.execute(q.order_by(_RUNS.c.created_at)).scalars())
+
+    @staticmethod
+    def _read(c: Connection, run_id: str, step_ids: Sequence[str] | None) -> list[StepRecord]:
+        q = select(_STEPS).where(_STEPS.c.run_id == run_id)
+        if step_ids is not None:
+            q = q.where(_STEPS.c.step_id.in_(step_ids))
+        return [StepRecord._of(row._mapping) for row in c.execute(q)]
 
     # -- changing ----------------------------------------------------------------
     def transition(
@@ -255,103 +359,125 @@ class RunStore:
         checked and recorded, all in one transaction.
         """
         chain = [wanted] if isinstance(wanted, StepState) else list(wanted)
-        with self.store.session() as s:
-            row = self._step(s, run_id, step_id)
-            self._apply(s, run_id, row, chain, detail, fields)
-            self._touch(s, run_id)
-            return StepRecord.of(row)
+        return self.apply(run_id, [(step_id, chain, detail, fields)])[0]
 
     def transition_many(
         self, run_id: str, step_ids: Sequence[str], wanted: StepState, detail: str = ""
     ) -> list[StepRecord]:
         """Move several steps to ``wanted`` in one transaction (all checked first)."""
-        if not step_ids:
-            return []
-        with self.store.session() as s:
-            rows = s.scalars(
-                select(StepRow).where(StepRow.run_id == run_id, StepRow.step_id.in_(step_ids))
-            ).all()
-            if len(rows) != len(set(step_ids)):
-                found = {r.step_id for r in rows}
-                missing = [x for x in step_ids if x not in found]
-                raise UnknownRun(f"unknown step(s) {', '.join(missing[:5])} in run {run_id!r}")
-            for row in rows:
-                check_transition(row.step_id, StepState(row.state), wanted)
-            for row in rows:
-                self._apply(s, run_id, row, [wanted], detail, {})
-            self._touch(s, run_id)
-            return [StepRecord.of(r) for r in rows]
+        return self.apply(run_id, [(sid, [wanted], detail, {}) for sid in dict.fromkeys(step_ids)])
 
-    @staticmethod
-    def _apply(
-        s: Session,
-        run_id: str,
-        row: StepRow,
-        chain: Sequence[StepState],
-        detail: str,
-        fields: Mapping[str, Any],
-    ) -> None:
+    def apply(self, run_id: str, changes: Sequence[Change]) -> list[StepRecord]:
+        """Several changes of a run's steps in one transaction, each with its event row(s).
+
+        A change with states moves the step through them (each hop checked,
+        one ``old->new`` event per hop) and sets its fields; a change without
+        states only sets fields (one ``update`` event). Everything is checked
+        before anything is written: an illegal transition, an unknown step or
+        field raises and changes nothing. Returns the step after each change.
+        """
+        if not changes:
+            return []
+        ids = list(dict.fromkeys(c[0] for c in changes))
         now = time.time()
-        for wanted in chain:
-            check_transition(row.step_id, StepState(row.state), wanted)
-            s.add(
-                EventRow(
-                    run_id=run_id,
-                    step_id=row.step_id,
-                    at=now,
-                    kind=f"{row.state}->{wanted.value}",
-                    detail=detail,
+        with self.store.engine.begin() as c:
+            rows: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(ids):
+                q = select(_STEPS).where(_STEPS.c.run_id == run_id, _STEPS.c.step_id.in_(chunk))
+                rows.update((r.step_id, dict(r._mapping)) for r in c.execute(q))
+            missing = [s for s in ids if s not in rows]
+            if len(missing) == 1:
+                raise UnknownRun(f"unknown step {missing[0]!r} in run {run_id!r}")
+            if missing:
+                raise UnknownRun(f"unknown step(s) {', '.join(missing[:5])} in run {run_id!r}")
+            events: list[dict[str, Any]] = []
+            written: dict[str, dict[str, Any]] = {}
+            out: list[StepRecord] = []
+            for step_id, chain, detail, fields in changes:
+                row = rows[step_id]
+                for k in fields:
+                    if k not in STEP_FIELDS:
+                        raise AttributeError(f"a step has no settable field {k!r}")
+                for wanted in chain:
+                    check_transition(step_id, StepState(row["state"]), wanted)
+                    events.append(
+                        {
+                            "run_id": run_id,
+                            "step_id": step_id,
+                            "at": now,
+                            "kind": f"{row['state']}->{wanted.value}",
+                            "detail": detail,
+                        }
+                    )
+                    row["state"] = wanted.value
+                if not chain:
+                    said = detail or ", ".join(f"{k}={v}" for k, v in fields.items())
+                    events.append(
+                        {
+                            "run_id": run_id,
+                            "step_id": step_id,
+                            "at": now,
+                            "kind": "update",
+                            "detail": said[:2000],
+                        }
+                    )
+                row.update(fields)
+                changed = written.setdefault(step_id, {})
+                changed.update(fields)
+                if chain:
+                    changed["state"] = row["state"]
+                out.append(StepRecord._of(row))
+            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for step_id, changed in written.items():
+                if changed:
+                    keys = tuple(sorted(changed))
+                    values = {f"v_{k}": changed[k] for k in keys}
+                    groups.setdefault(keys, []).append({"b_step": step_id, **values})
+            for keys, params in groups.items():
+                stmt = (
+                    update(_STEPS)
+                    .where(_STEPS.c.run_id == run_id, _STEPS.c.step_id == bindparam("b_step"))
+                    .values({k: bindparam(f"v_{k}") for k in keys})
                 )
-            )
-            row.state = wanted.value
-        for k, v in fields.items():
-            if not hasattr(row, k) or k == "state":
-                raise AttributeError(f"a step has no settable field {k!r}")
-            setattr(row, k, v)
+                c.execute(stmt, params)
+            c.execute(insert(_EVENTS), events)
+            c.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(updated_at=now))
+        return out
 
     def update_step(self, run_id: str, step_id: str, **fields: Any) -> StepRecord:
-        """Change fields of a step without changing its state (site, handle, not_before...)."""
-        with self.store.session() as s:
-            row = self._step(s, run_id, step_id)
-            for k, v in fields.items():
-                if k == "state" or not hasattr(row, k):
-                    raise AttributeError(f"cannot set {k!r} on a step here")
-                setattr(row, k, v)
-            return StepRecord.of(row)
+        """Change fields of a step without changing its state (site, handle, not_before...).
+
+        Writes an ``update`` event naming the step, like every other change."""
+        for k in fields:
+            if k not in STEP_FIELDS:
+                raise AttributeError(f"cannot set {k!r} on a step here")
+        return self.apply(run_id, [(step_id, [], "", fields)])[0]
 
     def set_run_state(self, run_id: str, state: RunState, detail: str = "") -> None:
-        with self.store.session() as s:
-            row = s.get(RunRow, run_id)
-            if row is None:
+        now = time.time()
+        with self.store.engine.begin() as c:
+            current = c.execute(select(_RUNS.c.state).where(_RUNS.c.id == run_id)).scalar()
+            if current is None:
                 raise UnknownRun(f"unknown run {run_id!r}")
-            if row.state != state.value:
-                s.add(
-                    EventRow(
+            values: dict[str, Any] = {"updated_at": now}
+            if current != state.value:
+                c.execute(
+                    insert(_EVENTS).values(
                         run_id=run_id,
-                        at=time.time(),
-                        kind=f"run:{row.state}->{state.value}",
+                        step_id="",
+                        at=now,
+                        kind=f"run:{current}->{state.value}",
                         detail=detail,
                     )
                 )
-                row.state = state.value
-            row.updated_at = time.time()
+                values["state"] = state.value
+            c.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(values))
 
     def log(self, run_id: str, kind: str, detail: str, step_id: str = "") -> None:
         """Record a free-form event (re-planning decisions, site flags...)."""
-        with self.store.session() as s:
-            s.add(
-                EventRow(run_id=run_id, step_id=step_id, at=time.time(), kind=kind, detail=detail)
+        with self.store.engine.begin() as c:
+            c.execute(
+                insert(_EVENTS).values(
+                    run_id=run_id, step_id=step_id, at=time.time(), kind=kind, detail=detail
+                )
             )
-
-    @staticmethod
-    def _step(s: Session, run_id: str, step_id: str) -> StepRow:
-        row = s.get(StepRow, (run_id, step_id))
-        if row is None:
-            raise UnknownRun(f"unknown step {step_id!r} in run {run_id!r}")
-        return row
-
-    @staticmethod
-    def _touch(s: Session, run_id: str) -> None:
-        run = s.get(RunRow, run_id)
-        if run is not None:
-            run.updated_at = time.time()
