@@ -184,6 +184,8 @@ class LocalConnector(SiteConnector):
         while self._queue and self._busy + self._queue[0][1] <= self.slots:
             handle, cores = self._queue.popleft()
             self._queued.discard(handle)
+            if (Path(handle) / RESULT).exists():
+                continue  # cancelled while it waited here (by another process, too)
             proc = subprocess.Popen(
                 ["/bin/sh", RUNNER_SCRIPT, handle],
                 stdin=subprocess.DEVNULL,

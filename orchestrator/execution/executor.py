@@ -254,6 +254,7 @@ class Executor:
         self.stats = ExecutorStats()
         self._workflows: dict[str, Workflow] = {}
         self._views: dict[str, _RunView] = {}
+        self._in_pass = False
         # SQLite commits writers one at a time, so event ids become visible in order;
         # elsewhere (PostgreSQL) a transaction holding a smaller id may commit after a
         # larger one is read: look back over the last ids too.
@@ -312,6 +313,8 @@ class Executor:
         alive = [sid for sid, r in view.recs.items() if r.state not in (S.DONE, S.CANCELLED)]
         self._apply(run_id, view, [(sid, [S.CANCELLED], "run killed", {}) for sid in alive])
         self._set_run_state(run_id, view, RunState.CANCELLED, "killed by user")
+        if not self._in_pass:
+            self._views.pop(run_id, None)
 
     def restart_failed(self, run_id: str) -> list[str]:
         """Put steps in error (failed, cancelled, paused) back in the queue with fresh attempts."""
@@ -371,14 +374,20 @@ class Executor:
             if state in FINISHED_RUN:
                 return state
         view = self._view(run_id)
-        if view.run.state in FINISHED_RUN:
+        state = view.run.state
+        if state not in FINISHED_RUN:
+            self._in_pass = True
+            try:
+                self._poll(run_id, view)
+                self._promote(run_id, view)
+                if view.run.state is RunState.RUNNING:
+                    self._dispatch(run_id, view)
+                state = self._settle(run_id, view)
+            finally:
+                self._in_pass = False
+        if state in FINISHED_RUN:
             self._views.pop(run_id, None)  # nothing more to follow (a restart reloads it)
-            return view.run.state
-        self._poll(run_id, view)
-        self._promote(run_id, view)
-        if view.run.state is RunState.RUNNING:
-            self._dispatch(run_id, view)
-        return self._settle(run_id, view)
+        return state
 
     # -- the run's mirror ----------------------------------------------------------------
     def _view(self, run_id: str) -> _RunView:

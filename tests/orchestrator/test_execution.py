@@ -240,6 +240,7 @@ def test_higher_priority_dispatches_first(tmp_path: Path) -> None:
     assert ex.run(rid, timeout=60) is RunState.DONE
     started = sorted(ex.runs.steps(rid).values(), key=lambda r: r.started_at or 0)
     assert [r.step_id for r in started] == ["s9", "s5", "s3", "s2", "s1"]
+    assert order.read_text().split() == ["s9", "s5", "s3", "s2", "s1"]  # as they ran
 
 
 def move_to_b(req: ReplanRequest) -> dict[str, str]:
