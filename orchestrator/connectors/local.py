@@ -238,8 +238,14 @@ def prepare_task(workdir: Path, site_id: str, spec: TaskSpec) -> Path:
         script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
         script += command if isinstance(command, str) else shlex.join(command)
         (task_dir / "task.sh").write_text(script + "\n", encoding="utf-8")
-        # spec.json last: its presence says the task directory is complete.
-        write_atomic(task_dir / SPEC, {"command": command, "env": env, "cores": spec.cores})
+        # spec.json last: its presence says the task directory is complete. Renamed into
+        # place (readers see all or nothing) but not synced: like task.sh, it is made
+        # again from the run store if lost (the step is then "not started" and resubmitted).
+        tmp = task_dir / (SPEC + ".tmp")
+        tmp.write_text(
+            json.dumps({"command": command, "env": env, "cores": spec.cores}), encoding="utf-8"
+        )
+        os.replace(tmp, task_dir / SPEC)
     return task_dir
 
 

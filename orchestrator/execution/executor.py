@@ -1,9 +1,16 @@
 """The executor: runs a placed workflow through site connectors, durably.
 
-One reconciliation pass (``Executor.step_once``) reads the run from the
-store, asks connectors where their tasks are, records what changed, promotes
-steps whose parents are done, and dispatches ready steps by priority. Every
-state change is written to the store *before* the action it announces:
+One reconciliation pass (``Executor.step_once``) catches up with the store,
+asks connectors where their tasks are, records what changed, promotes steps
+whose parents are done, and dispatches ready steps by priority. A pass costs
+what changed, not the size of the run: the executor mirrors each run in memory
+and re-reads only the steps named by events it has not seen yet (every change,
+by this executor, the API or the CLI, writes one), polls only the steps handed
+to a connector, hands a site only what it can start soon
+(``SiteConnector.capacity``; the other ready steps wait here in priority
+order, still open to a re-plan), and looks at a pending step only when one of
+its parents finishes. Every state change is written to the store *before* the
+action it announces (several at once in one transaction when they are alike):
 
 * a step is recorded ``running`` with its attempt number and its connector
   handle, and only then submitted; after a crash, a handle whose task never
@@ -45,7 +52,13 @@ from orchestrator.connectors.local import safe_name
 from orchestrator.errors import OrchestratorError
 from orchestrator.execution import synthetic
 from orchestrator.execution.states import ACTIVE, OnError, RunState, StepState
-from orchestrator.execution.store import Change, RunRecord, RunStore, StepRecord
+from orchestrator.execution.store import (
+    STEP_FIELDS,
+    Change,
+    RunRecord,
+    RunStore,
+    StepRecord,
+)
 from orchestrator.workflow import Step, Workflow
 
 S = StepState
@@ -196,6 +209,9 @@ class _RunView:
     """A heap of ``(not_before, topological index, step)``: ready steps waiting on a backoff."""
     last_event: int = 0
     seen: set[int] = field(default_factory=set)
+    mine: set[int] = field(default_factory=set)
+    """Ids of the events this executor wrote and has not read back yet: the changes
+    they announce are mirrored already, so catching up skips them."""
     loaded_at: float = 0.0
 
     def reset(self) -> None:
@@ -206,6 +222,7 @@ class _RunView:
         self.ready.clear()
         self.delayed.clear()
         self.seen.clear()
+        self.mine.clear()
 
 
 class Executor:
@@ -432,7 +449,13 @@ class Executor:
             floor = view.last_event - self._lookback
             view.seen = {i for i in view.seen if i > floor}
             view.seen.update(e[0] for e in events)
-        names = {step for _, step, _ in events if step}
+        mine = view.mine
+        names = set()
+        for i, step, _ in events:
+            if i in mine:
+                mine.discard(i)
+            elif step:
+                names.add(step)
         if any(not step and kind.startswith("run:") for _, step, kind in events):
             view.run = self.runs.run(run_id)
         if names:
@@ -485,19 +508,22 @@ class Executor:
         **fields: object,
     ) -> StepRecord:
         """Record a transition in the store, then in the mirror."""
-        rec = self.runs.transition(run_id, step_id, wanted, detail, **fields)
-        self._set(self._views[run_id], rec)
-        return rec
+        chain = [wanted] if isinstance(wanted, StepState) else wanted
+        return self._apply(run_id, self._views[run_id], [(step_id, chain, detail, fields)])[0]
 
     def _update(self, run_id: str, step_id: str, **fields: object) -> StepRecord:
-        rec = self.runs.update_step(run_id, step_id, **fields)
-        self._set(self._views[run_id], rec)
-        return rec
+        for k in fields:
+            if k not in STEP_FIELDS:
+                raise AttributeError(f"cannot set {k!r} on a step here")
+        return self._apply(run_id, self._views[run_id], [(step_id, [], "", fields)])[0]
 
-    def _apply(self, run_id: str, view: _RunView, changes: list[Change]) -> None:
+    def _apply(self, run_id: str, view: _RunView, changes: list[Change]) -> list[StepRecord]:
         """Record several changes in one transaction, then in the mirror."""
-        for rec in self.runs.apply(run_id, changes):
+        recs, noted = self.runs.apply_noted(run_id, changes)
+        view.mine.update(noted)
+        for rec in recs:
             self._set(view, rec)
+        return recs
 
     def _set_run_state(self, run_id: str, view: _RunView, state: RunState, detail: str) -> None:
         self.runs.set_run_state(run_id, state, detail)
@@ -777,8 +803,10 @@ class Executor:
         """Start steps at ``site``: those whose inputs are all there are recorded running in
         one transaction, then submitted; the others are staged first, one by one."""
         conn = self._connector(site)
-        plain = [r for r in recs if not self._needs_staging(view, r.step_id, site)]
-        staged = [r for r in recs if r not in plain] if len(plain) < len(recs) else []
+        plain: list[StepRecord] = []
+        staged: list[StepRecord] = []
+        for rec in recs:
+            (staged if self._needs_staging(view, rec.step_id, site) else plain).append(rec)
         specs: list[tuple[str, TaskSpec, str]] = []
         error: Exception | None = None
         for rec in plain:

@@ -13,6 +13,7 @@ just those steps. The same code runs on SQLite (default, WAL) and PostgreSQL
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -37,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.dml import Update
 
 from federation.store import Base, Store
 from orchestrator.errors import OrchestratorError
@@ -175,10 +177,32 @@ STEP_FIELDS = frozenset(c.name for c in _STEPS.c) - {"run_id", "step_id", "state
 """The fields of a step that a change may set (its state changes by transitions only)."""
 _CHUNK = 500  # bound parameters per IN (...), well under every backend's limit
 
+# The statements of the hot paths, built once (bound parameters by name).
+_Q_CHANGES = (
+    select(_EVENTS.c.id, _EVENTS.c.step_id, _EVENTS.c.kind)
+    .where(_EVENTS.c.run_id == bindparam("run"), _EVENTS.c.id > bindparam("after"))
+    .order_by(_EVENTS.c.id)
+)
+_Q_STEPS = select(_STEPS).where(_STEPS.c.run_id == bindparam("run"))
+_Q_STEPS_NAMED = _Q_STEPS.where(_STEPS.c.step_id.in_(bindparam("ids", expanding=True)))
+_Q_RUN = select(*_RUN_COLUMNS).where(_RUNS.c.id == bindparam("run"))
+_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id)
+_TOUCH_RUN = update(_RUNS).where(_RUNS.c.id == bindparam("run")).values(updated_at=bindparam("at"))
+
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+@functools.cache
+def _update_steps(keys: tuple[str, ...]) -> Update:
+    """``UPDATE exec_steps SET <keys>`` of one step, by bound parameters (built once)."""
+    return (
+        update(_STEPS)
+        .where(_STEPS.c.run_id == bindparam("b_run"), _STEPS.c.step_id == bindparam("b_step"))
+        .values({k: bindparam(f"v_{k}") for k in keys})
+    )
 
 
 class RunStore:
@@ -257,7 +281,7 @@ class RunStore:
     # -- reading -----------------------------------------------------------------
     def run(self, run_id: str) -> RunRecord:
         with self.store.engine.connect() as c:
-            row = c.execute(select(*_RUN_COLUMNS).where(_RUNS.c.id == run_id)).first()
+            row = c.execute(_Q_RUN, {"run": run_id}).first()
         if row is None:
             raise UnknownRun(f"unknown run {run_id!r}")
         return RunRecord(
@@ -312,13 +336,9 @@ class RunStore:
         Every change of a step (``transition``, ``update_step``, ``apply``) names
         the step; a change of the run's state has kind ``run:<old>-><new>``.
         """
-        q = (
-            select(_EVENTS.c.id, _EVENTS.c.step_id, _EVENTS.c.kind)
-            .where(_EVENTS.c.run_id == run_id, _EVENTS.c.id > after)
-            .order_by(_EVENTS.c.id)
-        )
         with self.store.engine.connect() as c:
-            return [(int(i), s, k) for i, s, k in c.execute(q)]
+            rows = c.execute(_Q_CHANGES, {"run": run_id, "after": after})
+            return [(int(i), s, k) for i, s, k in rows]
 
     def events(self, run_id: str, kind: str | None = None) -> list[tuple[float, str, str, str]]:
         """``(at, step_id, kind, detail)`` in order."""
@@ -339,10 +359,11 @@ class RunStore:
 
     @staticmethod
     def _read(c: Connection, run_id: str, step_ids: Sequence[str] | None) -> list[StepRecord]:
-        q = select(_STEPS).where(_STEPS.c.run_id == run_id)
-        if step_ids is not None:
-            q = q.where(_STEPS.c.step_id.in_(step_ids))
-        return [StepRecord._of(row._mapping) for row in c.execute(q)]
+        if step_ids is None:
+            rows = c.execute(_Q_STEPS, {"run": run_id})
+        else:
+            rows = c.execute(_Q_STEPS_NAMED, {"run": run_id, "ids": list(step_ids)})
+        return [StepRecord._of(row._mapping) for row in rows]
 
     # -- changing ----------------------------------------------------------------
     def transition(
@@ -368,23 +389,31 @@ class RunStore:
         return self.apply(run_id, [(sid, [wanted], detail, {}) for sid in dict.fromkeys(step_ids)])
 
     def apply(self, run_id: str, changes: Sequence[Change]) -> list[StepRecord]:
+        """Several changes of a run's steps in one transaction (``apply_noted``)."""
+        return self.apply_noted(run_id, changes)[0]
+
+    def apply_noted(
+        self, run_id: str, changes: Sequence[Change]
+    ) -> tuple[list[StepRecord], list[int]]:
         """Several changes of a run's steps in one transaction, each with its event row(s).
 
         A change with states moves the step through them (each hop checked,
         one ``old->new`` event per hop) and sets its fields; a change without
         states only sets fields (one ``update`` event). Everything is checked
         before anything is written: an illegal transition, an unknown step or
-        field raises and changes nothing. Returns the step after each change.
+        field raises and changes nothing. Returns the step after each change
+        and the ids of the event rows written (a reader following the run's
+        events knows these changes already).
         """
         if not changes:
-            return []
+            return [], []
         ids = list(dict.fromkeys(c[0] for c in changes))
         now = time.time()
         with self.store.engine.begin() as c:
             rows: dict[str, dict[str, Any]] = {}
             for chunk in _chunks(ids):
-                q = select(_STEPS).where(_STEPS.c.run_id == run_id, _STEPS.c.step_id.in_(chunk))
-                rows.update((r.step_id, dict(r._mapping)) for r in c.execute(q))
+                found = c.execute(_Q_STEPS_NAMED, {"run": run_id, "ids": list(chunk)})
+                rows.update((r.step_id, dict(r._mapping)) for r in found)
             missing = [s for s in ids if s not in rows]
             if len(missing) == 1:
                 raise UnknownRun(f"unknown step {missing[0]!r} in run {run_id!r}")
@@ -434,15 +463,10 @@ class RunStore:
                     values = {f"v_{k}": changed[k] for k in keys}
                     groups.setdefault(keys, []).append({"b_step": step_id, **values})
             for keys, params in groups.items():
-                stmt = (
-                    update(_STEPS)
-                    .where(_STEPS.c.run_id == run_id, _STEPS.c.step_id == bindparam("b_step"))
-                    .values({k: bindparam(f"v_{k}") for k in keys})
-                )
-                c.execute(stmt, params)
-            c.execute(insert(_EVENTS), events)
-            c.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(updated_at=now))
-        return out
+                c.execute(_update_steps(keys), [{"b_run": run_id, **p} for p in params])
+            noted = [int(i) for i in c.execute(_INSERT_EVENTS, events).scalars()]
+            c.execute(_TOUCH_RUN, {"run": run_id, "at": now})
+        return out, noted
 
     def update_step(self, run_id: str, step_id: str, **fields: Any) -> StepRecord:
         """Change fields of a step without changing its state (site, handle, not_before...).
