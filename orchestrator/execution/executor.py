@@ -456,6 +456,8 @@ class Executor:
                 mine.discard(i)
             elif step:
                 names.add(step)
+        if mine:  # every id noted is committed, hence read by now: keep none for ever
+            view.mine = {i for i in mine if i > view.last_event}
         if any(not step and kind.startswith("run:") for _, step, kind in events):
             view.run = self.runs.run(run_id)
         if names:
