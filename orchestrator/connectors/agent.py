@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from orchestrator.connectors.base import ConnectorError, _safe
-from orchestrator.connectors.local import RUNNER_SCRIPT
+from orchestrator.connectors.local import RUNNER_SCRIPT, RUNNER_SHELL
 from orchestrator.connectors.runner import RESULT, SPEC, write_atomic
 
 
@@ -103,7 +103,7 @@ class SiteAgent:
         (folder / "task.sh").write_text(script + "\n", encoding="utf-8")
         write_atomic(folder / SPEC, {"command": command, "env": env, "cores": task.get("cores", 1)})
         proc = subprocess.Popen(
-            ["/bin/sh", RUNNER_SCRIPT, str(folder)],
+            [RUNNER_SHELL, RUNNER_SCRIPT, str(folder)],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

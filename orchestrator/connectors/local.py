@@ -35,7 +35,9 @@ from orchestrator.connectors.runner import CLAIM, RESULT, SPEC, write_atomic
 
 RUNNER_SCRIPT = str(Path(__file__).with_name("runner.sh"))
 """The shell runner (same protocol as ``runner.py``: claim, run ``task.sh``, result file).
-A task then costs two ``sh`` starts rather than a Python interpreter."""
+A task then costs two shell starts rather than a Python interpreter."""
+RUNNER_SHELL = shutil.which("bash") or "/bin/sh"
+"""What runs ``runner.sh``: bash reads the clock without starting ``date`` (any sh works)."""
 
 
 def safe_name(item_id: str) -> str:
@@ -187,7 +189,7 @@ class LocalConnector(SiteConnector):
             if (Path(handle) / RESULT).exists():
                 continue  # cancelled while it waited here (by another process, too)
             proc = subprocess.Popen(
-                ["/bin/sh", RUNNER_SCRIPT, handle],
+                [RUNNER_SHELL, RUNNER_SCRIPT, handle],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -364,3 +364,28 @@ def test_simulated_sites_run_steps_for_their_duration_on_the_executors_clock(
     assert state is RunState.DONE
     assert ex.runs.steps(rid)["b"].started_at == 10.0
     assert not (tmp_path / "inputs").exists()  # nothing materialised for a simulated site
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "bash"])
+def test_claim_runner_runs_a_task_once_under_any_shell(tmp_path: Path, shell: str) -> None:
+    """runner.sh: the task runs once, its result is valid JSON with both times, a second
+    runner on the same folder does nothing (bash and a plain POSIX sh alike)."""
+    import shutil
+
+    from orchestrator.connectors.local import RUNNER_SCRIPT
+
+    exe = shutil.which(shell)
+    if exe is None:
+        pytest.skip(f"{shell} is not installed")
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "task.sh").write_text('echo ran >> "$PWD/../marker"; echo out; exit 3\n')
+    env = {**os.environ, "LC_ALL": "C"}
+    for _ in range(2):
+        subprocess.run([exe, RUNNER_SCRIPT, str(task)], check=True, env=env)
+    assert (tmp_path / "marker").read_text() == "ran\n"  # once
+    result = json.loads((task / "result.json").read_text())
+    claim = json.loads((task / "claim").read_text())
+    assert result["exit_code"] == 3
+    assert claim["at"] <= result["started_at"] <= result["ended_at"] <= time.time() + 1
+    assert (task / "stdout").read_text() == "out\n"
