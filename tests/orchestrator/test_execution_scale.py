@@ -57,6 +57,17 @@ def simulated(tmp_path: Path, cores: int = 10**6, **kw: object) -> tuple[Executo
     return ex, clock
 
 
+def run_to_the_end(ex: Executor, clock: Clock, rid: str, first_tick: int) -> RunState:
+    """Passes 10 simulated seconds apart until the run leaves ``running`` (200 ticks at most)."""
+    state = RunState.RUNNING
+    for t in range(first_tick, 200):
+        clock.now = 10.0 * t
+        state = ex.step_once(rid)
+        if state is not RunState.RUNNING:
+            break
+    return state
+
+
 def test_a_pass_over_a_large_run_reads_only_what_changed(tmp_path: Path) -> None:
     n = 3000
     ex, clock = simulated(tmp_path)
@@ -125,13 +136,7 @@ def test_an_external_pause_and_resume_are_seen_by_a_running_executor(tmp_path: P
     assert any(
         r.state is StepState.RUNNING and s not in handed for s, r in ex.runs.steps(rid).items()
     )
-    state = RunState.RUNNING
-    for t in range(5, 100):
-        clock.now = 10.0 * t
-        state = ex.step_once(rid)
-        if state is RunState.DONE:
-            break
-    assert state is RunState.DONE
+    assert run_to_the_end(ex, clock, rid, first_tick=5) is RunState.DONE
     assert ex.stats.full_loads == loads
 
 
@@ -301,13 +306,7 @@ def test_on_postgresql_a_run_is_followed_through_its_events_too(postgres_url: st
         RunStore(Store(postgres_url)).set_run_state(rid, RunState.PAUSED, "paused elsewhere")
         assert ex.step_once(rid) is RunState.PAUSED
         RunStore(Store(postgres_url)).set_run_state(rid, RunState.RUNNING, "resumed")
-        state = RunState.RUNNING
-        for t in range(1, 200):
-            clock.now = 10.0 * t
-            state = ex.step_once(rid)
-            if state is RunState.DONE:
-                break
-        assert state is RunState.DONE
+        assert run_to_the_end(ex, clock, rid, first_tick=1) is RunState.DONE
         assert ex.stats.full_loads == 1
     finally:
         Base.metadata.drop_all(store.engine)
