@@ -220,8 +220,16 @@ class SiteTwin:
         self.last_values: dict[str, float] = {}
         self.up = True
         self.pending = np.zeros(len(CONTROLS))
-        self.window: deque[tuple[float, int]] = deque(maxlen=self.config.nis_window)
-        self.recent_p: deque[float] = deque(maxlen=self.config.confirm)
+        # The innovations of the last ``nis_window + confirm - 1`` updates: enough to
+        # test, when asked, each of the last ``confirm`` windows (tests cost a chi-square
+        # each, so they run when a status is read, not after every sample).
+        self._history: deque[tuple[float, int]] = deque(
+            maxlen=self.config.nis_window + self.config.confirm - 1
+        )
+        self._tests = 0  # windows to test since ``_seed`` (at most ``confirm``)
+        self._seed: list[float] = []  # p-values of windows tested before a snapshot
+        self._recent: tuple[int, list[float]] | None = None  # (updates, p-values) cache
+        self._updates = 0
         self.counters = Counters()
         self._D, self._lo, self._hi = self.model.constraints()
         self._row = {name: i for i, name in enumerate(self.model.observations)}
@@ -262,8 +270,9 @@ class SiteTwin:
         else:
             nis, dof = self._step(self.x, self.P, sample.timestamp - self.t, known)
             if dof > 0:
-                self.window.append((nis, dof))
-                self.recent_p.append(self.window_test(trim=self.config.trim)[2])
+                self._history.append((nis, dof))
+                self._tests = min(self._tests + 1, self.config.confirm)
+                self._updates += 1
         if len(self._D):
             v = self._D @ self.x
             if not ((v >= self._lo - 1e-12) & (v <= self._hi + 1e-12)).all():
@@ -299,7 +308,7 @@ class SiteTwin:
             x = x + self.model.B @ self.pending
             self.pending = np.zeros(len(CONTROLS))
         P = A @ P @ A.T + Q  # P' = A P A^T + Q
-        present = tuple(n for n in self.model.observations if n in known)
+        present = tuple(n for n in self._row if n in known)  # in the model's order
         if not present:
             self.x, self.P = x, 0.5 * (P + P.T)
             return 0.0, 0
@@ -338,6 +347,30 @@ class SiteTwin:
         return not np.any(self.P[~same])
 
     # --- anomaly detection -----------------------------------------------------------------
+    @property
+    def window(self) -> list[tuple[float, int]]:
+        """``(nis, dof)`` of the last ``nis_window`` updates that observed something."""
+        return list(self._history)[-self.config.nis_window :]
+
+    @property
+    def recent_p(self) -> list[float]:
+        """p-values of the window tests after each of the last ``confirm`` updates, oldest first.
+
+        The same values as testing the window after every update, computed when
+        asked (and cached until the next update).
+        """
+        if self._recent is not None and self._recent[0] == self._updates:
+            return self._recent[1]
+        hist = list(self._history)
+        w, end = self.config.nis_window, len(hist)
+        computed = [
+            _chi2_test(hist[max(0, end - j - w) : end - j], self.config.trim)[2]
+            for j in reversed(range(self._tests))
+        ]
+        p = (self._seed + computed)[-self.config.confirm :]
+        self._recent = (self._updates, p)
+        return p
+
     def window_test(self, trim: int = 0) -> tuple[float, int, float]:
         """``(statistic, dof, p_value)`` of the chi-square test on the NIS window.
 
@@ -347,14 +380,7 @@ class SiteTwin:
         most extreme samples (largest NIS per degree of freedom): one outlier
         then cannot flag a site, a fault that persists still does.
         """
-        entries = sorted(self.window, key=lambda e: e[0] / e[1])
-        if trim:
-            entries = entries[: max(len(entries) - trim, 0)]
-        stat = sum(v for v, _ in entries)
-        dof = sum(d for _, d in entries)
-        if dof == 0:
-            return 0.0, 0, 1.0
-        return stat, dof, float(chdtrc(dof, stat))
+        return _chi2_test(self.window, trim)
 
     def status(self, now: float | None = None) -> tuple[SiteStatus, float]:
         """The verdict and a health score in [0, 1] at time ``now`` (default: the estimate's).
@@ -456,8 +482,9 @@ class SiteTwin:
             "last_values": self.last_values,
             "up": self.up,
             "pending": self.pending.tolist(),
-            "window": list(self.window),
-            "recent_p": list(self.recent_p),
+            "window": self.window,
+            "history": list(self._history),
+            "recent_p": self.recent_p,
             "counters": asdict(self.counters),
             "blocks": [asdict(b) for b in self.model.blocks],
         }
@@ -488,10 +515,24 @@ class SiteTwin:
         twin.last_values = dict(state.get("last_values", {}))
         twin.up = bool(state.get("up", True))
         twin.pending = np.array(state.get("pending", [0.0, 0.0]), dtype=np.float64)
-        twin.window.extend((float(a), int(b)) for a, b in state.get("window", []))
-        twin.recent_p.extend(float(p) for p in state.get("recent_p", []))
+        # Older snapshots have only the window; either way the p-values saved are kept.
+        saved = state.get("history", state.get("window", []))
+        twin._history.extend((float(a), int(b)) for a, b in saved)
+        twin._seed = [float(p) for p in state.get("recent_p", [])][-config.confirm :]
         twin.counters = Counters(**state.get("counters", {}))
         return twin
+
+
+def _chi2_test(entries: Sequence[tuple[float, int]], trim: int) -> tuple[float, int, float]:
+    """``(statistic, dof, p_value)`` over ``(nis, dof)`` entries, the ``trim`` most extreme out."""
+    kept = sorted(entries, key=lambda e: e[0] / e[1])
+    if trim:
+        kept = kept[: max(len(kept) - trim, 0)]
+    stat = sum(v for v, _ in kept)
+    dof = sum(d for _, d in kept)
+    if dof == 0:
+        return 0.0, 0, 1.0
+    return stat, dof, float(chdtrc(dof, stat))
 
 
 __all__ = [

@@ -315,3 +315,47 @@ def test_single_site_step_equals_the_batched_engine(twin: SiteTwin, cross: bool)
         # round-off on the scale of each state's uncertainty (links: ~1e7 bytes/s)
         tol = 1e-9 * (np.abs(expected) + np.sqrt(np.diag(Pb[0])) + 1.0)
         assert (np.abs(twin.x - expected) <= tol).all(), np.abs(twin.x - expected) / tol
+
+
+def test_window_tests_computed_when_read_equal_testing_after_every_update(
+    twin: SiteTwin,
+) -> None:
+    """``recent_p`` read at any time equals the p-values of testing the window after each
+    update (the eager reference, kept here), also across a snapshot round trip."""
+    from collections import deque
+
+    from scipy.special import chdtrc
+
+    cfg = twin.config
+    ref_window: deque[tuple[float, int]] = deque(maxlen=cfg.nis_window)
+    ref_p: deque[float] = deque(maxlen=cfg.confirm)
+    rng = np.random.default_rng(11)
+    tw = twin
+    for k in range(80):
+        s = _normal(tw.site_id, k, rng)
+        if k % 13 == 5:  # an outlier now and then
+            s = s.model_copy(update={"backlog": 50 * (s.backlog or 1.0)})
+        before = tw.counters.applied
+        assert tw.ingest(s) == "applied"
+        assert tw.counters.applied == before + 1
+        if k > 0:  # the first sample only sets the levels
+            ref_window.append(tw.window[-1])
+            kept = sorted(ref_window, key=lambda e: e[0] / e[1])[: len(ref_window) - cfg.trim]
+            stat, dof = sum(v for v, _ in kept), sum(d for _, d in kept)
+            ref_p.append(float(chdtrc(dof, stat)) if dof else 1.0)
+        if k % 3 == 0:  # read now and then, not after every sample
+            assert tw.recent_p == pytest.approx(list(ref_p), rel=1e-12)
+        if k == 40:
+            tw = SiteTwin.from_state(tw.site, tw.links, tw.config, tw.to_state())
+    assert tw.recent_p == pytest.approx(list(ref_p), rel=1e-12)
+    assert list(tw.window) == list(ref_window)
+    old = tw.to_state()
+    del old["history"]  # a snapshot written before the history was kept
+    resumed = SiteTwin.from_state(tw.site, tw.links, tw.config, old)
+    assert resumed.recent_p == pytest.approx(list(ref_p), rel=1e-12)
+    assert resumed.status() == tw.status()
+    for k in range(80, 84):  # and the two go on alike
+        s = _normal(tw.site_id, k, rng)
+        tw.ingest(s)
+        resumed.ingest(s)
+        assert resumed.recent_p == pytest.approx(tw.recent_p, rel=1e-12)
