@@ -308,9 +308,10 @@ class Engine:
             try:
                 with self.lock:
                     ex = self.executor()
-                    # paused runs too: their running steps finish and are recorded
-                    for rid in ex.runs.runs([RunState.RUNNING, RunState.PAUSED]):
-                        ex.step_once(rid)
+                    # paused runs too: their running steps finish and are recorded; one
+                    # pass over all of them, so a site shared by several runs starts the
+                    # most urgent step of any (the oldest run first on equal priority)
+                    ex.step_all(ex.runs.runs([RunState.RUNNING, RunState.PAUSED]))
             except Exception:  # keep reconciling; the error goes to the log
                 log.exception("reconciling runs failed")
             self._stop.wait(self.reconcile_s)

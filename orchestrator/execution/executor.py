@@ -385,26 +385,43 @@ class Executor:
 
     def step_once(self, run_id: str) -> RunState:
         """One reconciliation pass; returns the run's state afterwards."""
-        self.stats.passes += 1
-        if run_id not in self._views:
-            state = self.runs.run(run_id).state
-            if state in FINISHED_RUN:
-                return state
-        view = self._view(run_id)
-        state = view.run.state
-        if state not in FINISHED_RUN:
-            self._in_pass = True
-            try:
+        return self.step_all([run_id])[run_id]
+
+    def step_all(self, run_ids: Iterable[str]) -> dict[str, RunState]:
+        """One reconciliation pass over several runs; each run's state afterwards.
+
+        Each run is caught up and polled, its pending steps promoted; then every
+        site is handed its ready steps across the runs, highest priority first
+        (ties: the run listed first, then the workflow's topological order), so a
+        site shared by several runs starts the most urgent step of any of them.
+        """
+        states: dict[str, RunState] = {}
+        live: list[tuple[str, _RunView]] = []
+        self._in_pass = True
+        try:
+            for run_id in dict.fromkeys(run_ids):
+                self.stats.passes += 1
+                if run_id not in self._views:
+                    state = self.runs.run(run_id).state
+                    if state in FINISHED_RUN:
+                        states[run_id] = state
+                        continue
+                view = self._view(run_id)
+                if view.run.state in FINISHED_RUN:
+                    states[run_id] = view.run.state
+                    continue
                 self._poll(run_id, view)
                 self._promote(run_id, view)
-                if view.run.state is RunState.RUNNING:
-                    self._dispatch(run_id, view)
-                state = self._settle(run_id, view)
-            finally:
-                self._in_pass = False
-        if state in FINISHED_RUN:
-            self._views.pop(run_id, None)  # nothing more to follow (a restart reloads it)
-        return state
+                live.append((run_id, view))
+            self._dispatch([(rid, v) for rid, v in live if v.run.state is RunState.RUNNING])
+            for run_id, view in live:
+                states[run_id] = self._settle(run_id, view)
+        finally:
+            self._in_pass = False
+        for run_id, state in states.items():
+            if state in FINISHED_RUN:
+                self._views.pop(run_id, None)  # nothing more to follow (a restart reloads it)
+        return states
 
     # -- the run's mirror ----------------------------------------------------------------
     def _view(self, run_id: str) -> _RunView:
@@ -773,33 +790,50 @@ class Executor:
         self._apply(run_id, view, changes)
         view.promote.clear()
 
-    def _dispatch(self, run_id: str, view: _RunView) -> None:
-        """Hand each site its ready steps, highest priority first, as many as it can start
-        soon (``SiteConnector.capacity``); the rest wait here, where a re-plan can still
-        move them and a step of higher priority that becomes ready later goes first."""
+    def _dispatch(self, runs: list[tuple[str, _RunView]]) -> None:
+        """Hand each site its ready steps, highest priority first across ``runs``, as many as
+        it can start soon (``SiteConnector.capacity``); the rest wait here, where a re-plan can
+        still move them and a step of higher priority that becomes ready later goes first."""
         now = self.clock()
-        while view.delayed and view.delayed[0][0] <= now:
-            _, _, sid = heapq.heappop(view.delayed)
-            rec = view.recs[sid]
-            if rec.state is S.READY:
-                self._enqueue(view, rec)
-        for site in sorted(view.ready):
-            heap = view.ready[site]
-            if not heap or site in self.down_sites:
+        for _, view in runs:
+            while view.delayed and view.delayed[0][0] <= now:
+                _, _, sid = heapq.heappop(view.delayed)
+                rec = view.recs[sid]
+                if rec.state is S.READY:
+                    self._enqueue(view, rec)
+        for site in sorted({site for _, view in runs for site, heap in view.ready.items() if heap}):
+            if site in self.down_sites:
                 continue
             room = self._connector(site).capacity()
-            picked: dict[str, StepRecord] = {}
-            while heap and (room is None or len(picked) < room):
+            # A merge of the runs' heaps for this site: (-priority, run's rank, index, run).
+            fronts: list[tuple[int, int, int, str]] = []
+            views = dict(runs)
+            for rank, (run_id, view) in enumerate(runs):
+                heap = view.ready.get(site)
+                if heap:
+                    fronts.append((heap[0][0], rank, heap[0][1], run_id))
+            heapq.heapify(fronts)
+            picked: dict[str, dict[str, StepRecord]] = {}
+            count = 0
+            while fronts and (room is None or count < room):
+                _, rank, _, run_id = heapq.heappop(fronts)
+                view = views[run_id]
+                heap = view.ready[site]
                 _, index, sid = heapq.heappop(heap)
+                if heap:
+                    heapq.heappush(fronts, (heap[0][0], rank, heap[0][1], run_id))
                 rec = view.recs[sid]
-                if rec.state is not S.READY or rec.site != site or sid in picked:
+                mine = picked.setdefault(run_id, {})
+                if rec.state is not S.READY or rec.site != site or sid in mine:
                     continue  # a stale entry: the step moved on since it was queued
                 if rec.not_before > now:
                     heapq.heappush(view.delayed, (rec.not_before, index, sid))
                     continue
-                picked[sid] = rec
-            if picked:
-                self._start(run_id, view, site, list(picked.values()))
+                mine[sid] = rec
+                count += 1
+            for run_id, recs in picked.items():
+                if recs:
+                    self._start(run_id, views[run_id], site, list(recs.values()))
 
     def _start(self, run_id: str, view: _RunView, site: str, recs: list[StepRecord]) -> None:
         """Start steps at ``site``: those whose inputs are all there are recorded running in

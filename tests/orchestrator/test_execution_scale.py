@@ -9,6 +9,7 @@ a full site starts next.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,39 @@ def test_on_postgresql_a_run_is_followed_through_its_events_too(postgres_url: st
     finally:
         Base.metadata.drop_all(store.engine)
         store.close()
+
+
+def test_runs_sharing_a_full_site_start_the_most_urgent_step_of_any(tmp_path: Path) -> None:
+    """One pass over two runs: the later run's higher-priority steps go first; on equal
+    priority the run listed first does."""
+    order = tmp_path / "order"
+
+    def flat(name: str, priority: int) -> Workflow:
+        return Workflow.from_dict(
+            {
+                "name": name,
+                "steps": [
+                    {
+                        "id": f"{name}{i}",
+                        "work": 1,
+                        "priority": priority,
+                        "command": f"sleep 0.1; echo {name}{i} >> {order}",
+                    }
+                    for i in range(2)
+                ],
+            }
+        )
+
+    site = LocalConnector("a", tmp_path / "a", slots=1, lookahead=0)
+    ex = Executor(RunStore(Store.at(tmp_path / "db.sqlite")), {"a": site}, poll_interval=0.01)
+    low = ex.submit(flat("low", 1), {"low0": "a", "low1": "a"})
+    high = ex.submit(flat("high", 5), {"high0": "a", "high1": "a"})
+    same = ex.submit(flat("same", 1), {"same0": "a", "same1": "a"})
+    states: dict[str, RunState] = {}
+    for _ in range(2_000):
+        states = ex.step_all([low, high, same])
+        if all(st is not RunState.RUNNING for st in states.values()):
+            break
+        time.sleep(0.01)
+    assert set(states.values()) == {RunState.DONE}
+    assert order.read_text().split() == ["high0", "high1", "low0", "low1", "same0", "same1"]
