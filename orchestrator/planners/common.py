@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
-from orchestrator.plan import Objective, Plan, PlanningConstraints
+from orchestrator.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
 from orchestrator.schedule import Option
 
 
@@ -24,3 +24,25 @@ def pick(
     """The option with the lowest score, criteria normalised by their best value among options."""
     ref = {t: min(terms[o.site][t] for o in opts) for t in ("time", "cost", "energy", "carbon")}
     return min(opts, key=lambda o: (objective.score(terms[o.site], ref), o.end))
+
+
+TIME_WEIGHTS = (1.0, 4.0, 16.0)
+"""Weights on the makespan tried in turn when a heuristic's plan breaks a limit."""
+
+
+def escalating(objective: Objective) -> Iterator[Objective]:
+    """``objective``, then the same weights with the makespan weighted 1, 4, 16.
+
+    Heuristics that choose step by step try these in turn until a plan keeps the
+    deadline and the budget.
+    """
+    yield objective
+    w = objective.weights()
+    for time_weight in TIME_WEIGHTS:
+        yield Objective(
+            ObjectiveKind.WEIGHTED,
+            time=time_weight,
+            cost=w["cost"],
+            energy=w["energy"],
+            carbon=w["carbon"],
+        )

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.explain import explain_all
-from orchestrator.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.planners.common import limit_breach, pick
+from orchestrator.plan import Objective, Plan, PlanningConstraints
+from orchestrator.planners.common import escalating, limit_breach, pick
 from orchestrator.planners.heft import HEFTPlanner
 from orchestrator.schedule import Option, build_plan, list_schedule, upward_ranks
 from orchestrator.timeshift import timeshift
@@ -45,19 +45,8 @@ class GreedyPlanner:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
         ranks = upward_ranks(model)
-        w = objective.weights()
         last = ""
-        for time_weight in (None, 1.0, 4.0, 16.0):
-            if time_weight is None:
-                obj = objective
-            else:
-                obj = Objective(
-                    ObjectiveKind.WEIGHTED,
-                    time=time_weight,
-                    cost=w["cost"],
-                    energy=w["energy"],
-                    carbon=w["carbon"],
-                )
+        for obj in escalating(objective):
 
             def choose(step: str, opts: list[Option], obj: Objective = obj) -> Option:
                 terms = {o.site: model.terms(step, o.site, o.start) for o in opts}

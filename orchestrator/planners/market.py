@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.explain import explain_all
-from orchestrator.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.planners.common import limit_breach
+from orchestrator.plan import Objective, Plan, PlanningConstraints
+from orchestrator.planners.common import escalating, limit_breach
 from orchestrator.schedule import CorePools, Option, build_plan, list_schedule, upward_ranks
 from orchestrator.timeshift import timeshift
 
@@ -117,18 +117,8 @@ class MarketPlanner:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
         ranks = upward_ranks(model)
-        w = objective.weights()
         last = ""
-        for time_weight in (None, 1.0, 4.0, 16.0):
-            obj = objective
-            if time_weight is not None:
-                obj = Objective(
-                    ObjectiveKind.WEIGHTED,
-                    time=time_weight,
-                    cost=w["cost"],
-                    energy=w["energy"],
-                    carbon=w["carbon"],
-                )
+        for obj in escalating(objective):
             plan = self._auction(model, ranks, obj, objective, constraints)
             last = limit_breach(plan, constraints)
             if not last:
