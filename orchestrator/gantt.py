@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchestrator.cdt import CDTSchedule
@@ -62,12 +62,7 @@ def plan_gantt(plan: Plan, path: str | Path, title: str | None = None) -> Path:
     )
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in sites]
     ax.legend(handles, sites, fontsize=7, loc="lower right")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def cdt_gantt(schedule: CDTSchedule, path: str | Path) -> Path:
@@ -91,6 +86,13 @@ def cdt_gantt(schedule: CDTSchedule, path: str | Path) -> Path:
         f"{schedule.problem_name or 'CDT'}: {schedule.objective} = {schedule.objective_value:g}",
         fontsize=9,
     )
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (its folder created) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
