@@ -74,6 +74,8 @@ class RunRequest(BaseModel):
 
 
 class PlanInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from the table's row
+
     id: str
     project: str
     workflow_id: str
@@ -88,19 +90,7 @@ class PlanInfo(BaseModel):
 
 
 def _info(row: PlanRow) -> PlanInfo:
-    return PlanInfo(
-        id=row.id,
-        project=row.project,
-        workflow_id=row.workflow_id,
-        planner=row.planner,
-        objective=row.objective,
-        state=row.state,
-        metrics=row.metrics,
-        assignments=row.assignments,
-        approved_budget=row.approved_budget,
-        run_id=row.run_id,
-        created_at=row.created_at,
-    )
+    return PlanInfo.model_validate(row)
 
 
 def _workflow(db: Session, project: str, workflow_id: str) -> Workflow:

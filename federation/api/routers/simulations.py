@@ -40,6 +40,8 @@ class Launch(BaseModel):
 
 
 class SimulationInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from the table's row
+
     id: str
     project: str
     name: str
@@ -51,16 +53,7 @@ class SimulationInfo(BaseModel):
 
 
 def _info(row: SimulationRow) -> SimulationInfo:
-    return SimulationInfo(
-        id=row.id,
-        project=row.project,
-        name=row.name,
-        state=row.state,
-        progress=row.progress,
-        results=row.results,
-        error=row.error,
-        created_at=row.created_at,
-    )
+    return SimulationInfo.model_validate(row)
 
 
 def confined_files(data: Any, base: Path, where: str = "body.scenario") -> list[tuple[str, str]]:

@@ -50,6 +50,8 @@ class WorkflowSubmission(BaseModel):
 class WorkflowInfo(BaseModel):
     """A stored workflow: who submitted it where, and its summary."""
 
+    model_config = ConfigDict(from_attributes=True)  # read from the table's row
+
     id: str
     project: str
     name: str
@@ -61,16 +63,7 @@ class WorkflowInfo(BaseModel):
 
 
 def _info(row: WorkflowRow) -> WorkflowInfo:
-    return WorkflowInfo(
-        id=row.id,
-        project=row.project,
-        name=row.name,
-        format=row.format,
-        madpp_id=row.madpp_id,
-        created_at=row.created_at,
-        submitted_by=row.submitted_by,
-        summary=row.summary,
-    )
+    return WorkflowInfo.model_validate(row)
 
 
 def _visible_row(db: Session, who: Member, workflow_id: str) -> WorkflowRow:
