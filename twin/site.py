@@ -234,7 +234,7 @@ class SiteTwin:
         self._D, self._lo, self._hi = self.model.constraints()
         self._row = {name: i for i, name in enumerate(self.model.observations)}
         self._separable = self._check_separable()
-        self._reduced: dict[tuple[str, ...], tuple[list[int], Array, Array]] = {}
+        self._reduced: dict[tuple[str, ...], tuple[Array, Array]] = {}
 
     @property
     def site_id(self) -> str:
@@ -284,14 +284,14 @@ class SiteTwin:
         self.counters.applied += 1
         return "applied"
 
-    def _observation(self, present: tuple[str, ...]) -> tuple[list[int], Array, Array]:
-        """Rows of the observed metrics, and ``H`` and ``R`` reduced to them (cached)."""
+    def _observation(self, present: tuple[str, ...]) -> tuple[Array, Array]:
+        """``H`` and ``R`` reduced to the observed metrics ``present`` (cached)."""
         hit = self._reduced.get(present)
         if hit is None:
             idx = [self._row[name] for name in present]
             H = np.ascontiguousarray(self.model.H[idx])
             R = np.ascontiguousarray(self.model.R[np.ix_(idx, idx)])
-            hit = self._reduced[present] = (idx, H, R)
+            hit = self._reduced[present] = (H, R)
         return hit
 
     def _step(self, x: Array, P: Array, dt: float, known: Mapping[str, float]) -> tuple[float, int]:
@@ -312,7 +312,7 @@ class SiteTwin:
         if not present:
             self.x, self.P = x, 0.5 * (P + P.T)
             return 0.0, 0
-        _, H, R = self._observation(present)
+        H, R = self._observation(present)
         y = np.array([known[n] for n in present]) - H @ x  # y = z - H x
         PHT = P @ H.T
         if self._separable:
