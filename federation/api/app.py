@@ -173,17 +173,15 @@ def _register_telemetry_metrics(metrics: Metrics, ctx: ApiContext) -> None:
     def replayed() -> list[tuple[dict[str, str], float]]:
         return [({}, float(ctx.engine.replayed if ctx.engine is not None else 0))]
 
-    metrics.gauge(
+    metrics.counter(
         "continuum_telemetry_samples_total",
         "Telemetry samples the twin processed, by outcome (replayed ones count as applied).",
         samples,
-        kind="counter",
     )
-    metrics.gauge(
+    metrics.counter(
         "continuum_telemetry_replayed_total",
         "Samples applied from the journal at start (acknowledged before a stop).",
         replayed,
-        kind="counter",
     )
     metrics.gauge("continuum_telemetry_queued", "Samples waiting for the twin.", queued)
 

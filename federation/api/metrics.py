@@ -63,15 +63,13 @@ class Metrics:
         with self._lock:
             self._auth_failures += 1
 
-    def gauge(self, name: str, help_text: str, read: GaugeReader, kind: str = "gauge") -> None:
-        """Register a metric whose samples ``read()`` returns when scraped.
+    def gauge(self, name: str, help_text: str, read: GaugeReader) -> None:
+        """Register a gauge whose samples ``read()`` returns when scraped."""
+        self._gauges.append((name, help_text, read, "gauge"))
 
-        ``kind`` is its Prometheus type: ``gauge``, or ``counter`` for a count that
-        only grows (its name then ends in ``_total``).
-        """
-        if kind not in ("gauge", "counter"):
-            raise ValueError(f"kind must be 'gauge' or 'counter', got {kind!r}")
-        self._gauges.append((name, help_text, read, kind))
+    def counter(self, name: str, help_text: str, read: GaugeReader) -> None:
+        """Register a count that only grows (name ending in ``_total``), read when scraped."""
+        self._gauges.append((name, help_text, read, "counter"))
 
     def render(self) -> str:
         """The exposition text of every metric."""
