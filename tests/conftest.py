@@ -9,15 +9,41 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from federation.cli import main
 from federation.model import Federation, load_demo_federation
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CONTINUUM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The real console script in a fresh interpreter (as a user runs it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "federation.cli", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=timeout,
+    )
+
+
+def call_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The CLI's ``main()`` in-process: exit status, stdout, stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), out, err
 
 
 def shared_path(*parts: str) -> Path:

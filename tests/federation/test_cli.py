@@ -11,31 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from federation.cli import main
 from federation.model import demo_federation_path
-from tests.conftest import REPO, shared_path
-
-
-def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """The real console script in a fresh interpreter (as a user runs it)."""
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "federation.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
-def call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``main()`` in-process: exit status, stdout, stderr."""
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 1), out, err
+from tests.conftest import call_main as call
+from tests.conftest import run_cli as run
+from tests.conftest import shared_path
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,22 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from federation.cli import main
 from federation.cli.common import DemoContext
 from federation.cli.twin_cmd import demo_section
 from federation.model import Federation
 from orchestrator.loaders import load_workflow
+from tests.conftest import call_main as call
 from tests.conftest import shared_path
 from twin import AbstractSiteState, read_telemetry
 from twin.telemetry import write_telemetry_csv
-
-
-def call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def _hourly_csv(path: Path, days: int = 40) -> None:
