@@ -1,33 +1,62 @@
 # The two set-up commands of the README: `make run` and `make test`.
-# Both create the virtual environment in .venv when it is missing (or when
-# pyproject.toml changed) from nothing but python3; nothing is installed by hand.
+# Both create the virtual environment in .venv when it is missing (or when a lock
+# file changed) from nothing but python3, and install exactly the versions locked in
+# requirements/*.txt (every file hash-pinned): base for `make run`, dev for `make test`,
+# bench for `make bench`. `make lock` refreshes the locks and runs the suite on them.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/python -m pip
+UV     := $(BIN)/uv
 OUT    ?= demo-output
+# no user- or machine-level uv.toml changes what gets installed
+export UV_NO_CONFIG := 1
 
-.PHONY: run test lint typecheck unit bench clean postgres-server .venv .venv-dev .venv-bench
+.PHONY: run test lint typecheck unit bench clean lock postgres-server .venv .venv-dev .venv-bench
 
 # `make .venv` only builds the environment.
 .venv: $(VENV)/.stamp-base
 .venv-dev: $(VENV)/.stamp-dev
-
-$(VENV)/.stamp-base: pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
-	$(PIP) install --quiet --disable-pip-version-check -e .
-	@touch $@
-
-$(VENV)/.stamp-dev: $(VENV)/.stamp-base
-	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $@
-
 .venv-bench: $(VENV)/.stamp-bench
-$(VENV)/.stamp-bench: $(VENV)/.stamp-dev
-	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,bench]'
+
+# The installer, bootstrapped with pip from its own hash-pinned lock.
+$(UV): requirements/uv.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r requirements/uv.txt
 	@touch $@
+
+# One environment, the richest lock asked for so far: `uv pip install` of a lock installs
+# exactly its pinned versions (up or down) and checks every hash; the project itself goes in
+# editable, built by the locked setuptools (no build isolation, so nothing unpinned is fetched).
+define install_lock
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r $(1)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	@touch $@
+endef
+
+$(VENV)/.stamp-base: requirements/base.txt pyproject.toml $(UV)
+	$(call install_lock,requirements/base.txt)
+
+$(VENV)/.stamp-dev: requirements/dev.txt pyproject.toml $(UV)
+	$(call install_lock,requirements/dev.txt)
+
+$(VENV)/.stamp-bench: requirements/bench.txt pyproject.toml $(UV)
+	$(call install_lock,requirements/bench.txt)
+
+# Refresh every lock to the newest versions pyproject.toml allows, install them, and run the
+# whole suite: an upgrade is a deliberate, tested commit of requirements/.
+COMPILE = $(UV) pip compile --quiet --generate-hashes --universal --python-version 3.11
+lock: $(UV)
+	$(COMPILE) --upgrade pyproject.toml requirements/tools.in -o requirements/base.txt
+	$(COMPILE) pyproject.toml requirements/tools.in --extra dev \
+		-c requirements/base.txt -o requirements/dev.txt
+	$(COMPILE) pyproject.toml requirements/tools.in --extra dev --extra bench \
+		-c requirements/dev.txt -o requirements/bench.txt
+	echo uv | $(COMPILE) - -c requirements/base.txt -o requirements/uv.txt
+	$(COMPILE) --no-deps requirements/highspy-1.15.in -o requirements/highspy-1.15.txt
+	rm -f $(VENV)/.stamp-*
+	$(MAKE) test
 
 # The main job on the embedded defaults.
 run: $(VENV)/.stamp-base

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from federation.documents import read_document
 from federation.errors import Problem, Problems, validate_document
 from orchestrator.errors import InfeasiblePlan, InvalidCDT
+from orchestrator.planners.solvers import solve
 from orchestrator.workflow import find_cycle
 
 CDT_ID = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -250,18 +250,9 @@ def solve_cdt(
         prob += cost + C * (1e-3 / (H + 1))
     else:
         prob += C + cost
-    if solver == "highs":
-        prob.solve(pulp.HiGHS(msg=False, timeLimit=time_limit))
-        h = prob.solverModel
-        status = h.modelStatusToString(h.getModelStatus())
-        info = h.getInfo()
-        has = info.primal_solution_status == 2
-        gap = info.mip_gap if has and math.isfinite(info.mip_gap) else None
-    else:
-        prob.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit))
-        status = pulp.LpStatus[prob.status]
-        has = prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
-        gap = 0.0 if prob.sol_status == pulp.LpSolutionOptimal else None
+    info = solve(prob, solver, time_limit=time_limit)
+    status, has = info.status, info.has_solution
+    gap = info.gap if has else None
     if not has:
         raise InfeasiblePlan(
             f"CDT problem {problem.problem_name!r}: no schedule within horizon {H} ({status}); "

@@ -170,6 +170,13 @@ class PlanMetrics:
     bound: float | None = None
     objective_value: float | None = None
     wall_s: float = 0.0
+    status_reason: str | None = None
+    """Why the status is what it is when that is not the planner's normal outcome (a fallback)."""
+
+    @property
+    def fallback(self) -> str | None:
+        """The heuristic whose plan the optimiser fell back to, or ``None``."""
+        return self.status.removeprefix("fallback: ") if self.status.startswith("fallback:") else None
 
     def values(self) -> dict[str, float]:
         """The four criteria by their objective names."""
@@ -190,6 +197,7 @@ class PlanMetrics:
             "bytes_moved": self.bytes_moved,
             "planner": self.planner,
             "status": self.status,
+            "status_reason": self.status_reason,
             "gap": self.gap,
             "wall_s": self.wall_s,
         }

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from federation.cli.common import DemoContext, console, human_bytes, human_seconds, write_json
+from federation.cli.common import (
+    DemoContext,
+    console,
+    err_console,
+    human_bytes,
+    human_seconds,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from federation.model import Federation
@@ -75,6 +82,16 @@ def print_explanations(plan: Plan, limit: int) -> None:
         console.print(f"  note: {note}")
 
 
+def warn_fallback(plan: Plan, name: str) -> None:
+    """Say on stderr when the optimiser fell back to a heuristic, and why (never silent)."""
+    fb = plan.metrics.fallback
+    if fb is not None:
+        err_console.print(
+            f"[bold yellow]warning:[/] {name} fell back to {fb}: {plan.metrics.status_reason}",
+            soft_wrap=True,
+        )
+
+
 def run_planner(
     name: str,
     workflow: Workflow,
@@ -94,6 +111,7 @@ def run_planner(
     if not show_progress:
         planner = make_planner(name, settings)
         plan = planner.plan(workflow, federation, view, constraints, objective)
+        warn_fallback(plan, name)
         return require_valid(plan, workflow, federation, view, constraints)
     t0 = time.perf_counter()
     with console.status(f"planning with {name}...") as status:
@@ -104,7 +122,9 @@ def run_planner(
         planner = make_planner(name, settings, progress)
         plan = planner.plan(workflow, federation, view, constraints, objective)
         status.update("checking the plan...")
-        return require_valid(plan, workflow, federation, view, constraints)
+        checked = require_valid(plan, workflow, federation, view, constraints)
+    warn_fallback(checked, name)
+    return checked
 
 
 def plan(

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from orchestrator.planners.greedy import GreedyPlanner
 from orchestrator.planners.heft import HEFTPlanner
-from orchestrator.planners.ilp import ILPPlanner, ILPSettings, SolveInfo
+from orchestrator.planners.ilp import ILPPlanner, ILPSettings
 from orchestrator.planners.market import Bid, MarketPlanner, SiteAgent
+from orchestrator.planners.solvers import SolveInfo
 
 PLANNERS = ("ilp", "heft", "greedy", "market")
 

@@ -35,12 +35,9 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pulp
@@ -52,6 +49,7 @@ from orchestrator.improve import improve
 from orchestrator.plan import Objective, Plan, PlanningConstraints
 from orchestrator.planners.common import limit_breach
 from orchestrator.planners.heft import HEFTPlanner
+from orchestrator.planners.solvers import SOLVERS, Progress, SolveInfo, solve
 from orchestrator.schedule import Option, build_plan, list_schedule, upward_ranks
 from orchestrator.timeshift import timeshift
 
@@ -59,8 +57,6 @@ if TYPE_CHECKING:
     from federation.model import Federation
     from orchestrator.workflow import Workflow
     from twin.state import SiteView
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -84,23 +80,12 @@ class ILPSettings:
     msg: bool = False
 
     def __post_init__(self) -> None:
-        if self.solver not in ("highs", "cbc"):
+        if self.solver not in SOLVERS:
             raise ValueError(f"solver must be 'highs' or 'cbc', got {self.solver!r}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.time_limit <= 0:
             raise ValueError("time_limit must be > 0 seconds")
-
-
-@dataclass
-class SolveInfo:
-    """What the solver itself says (not pulp's status)."""
-
-    solver: str
-    status: str
-    has_solution: bool
-    objective: float | None = None
-    bound: float | None = None
-    gap: float | None = None
-    wall_s: float = 0.0
 
 
 @dataclass
@@ -536,110 +521,6 @@ def _min_carbon(model: CostModel, step: str, site: str, limit: float | None) -> 
     return model.energy_kwh(step, site) * ci / 1000.0
 
 
-# -- solving -------------------------------------------------------------------------------
-class _WarmHiGHS(pulp.HiGHS):
-    """pulp's highspy interface, plus a MIP start from the variables' initial values and
-    live progress (incumbent, dual bound, gap) through HiGHS's own callbacks."""
-
-    def __init__(self, warm: bool, progress: Progress | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.warm = warm
-        self.progress = progress
-
-    def callSolver(self, lp: Any) -> None:  # noqa: N802 (pulp's method name)
-        import numpy as np
-
-        h = lp.solverModel
-        if self.warm:
-            cols = sorted(lp.variables(), key=lambda var: var.index)
-            vals = np.array([float(c.varValue or 0.0) for c in cols], dtype=np.float64)
-            idx = np.arange(len(cols), dtype=np.int32)
-            h.setSolution(len(cols), idx, vals)
-        if self.progress is not None:
-            report = self.progress
-            last = [-1.0]
-
-            def on_event(event: Any) -> None:
-                d = event.data_out
-                if d.running_time - last[0] < 0.25:
-                    return
-                last[0] = d.running_time
-                inc = d.objective_function_value
-                inc_s = f"{inc:.6g}" if math.isfinite(inc) else "-"
-                gap = f"{d.mip_gap:.2%}" if math.isfinite(d.mip_gap) else "-"
-                report(
-                    f"HiGHS {d.running_time:.1f} s: incumbent {inc_s}, "
-                    f"bound {d.mip_dual_bound:.6g}, gap {gap}"
-                )
-
-            h.cbMipImprovingSolution.subscribe(on_event)
-            h.cbMipInterrupt.subscribe(on_event)
-        h.run()
-
-
-def solve(
-    prob: pulp.LpProblem, settings: ILPSettings, warm: bool, progress: Progress | None = None
-) -> SolveInfo:
-    """Solve with the chosen solver; status, bound and gap as the solver reports them."""
-    t0 = time.perf_counter()
-    if settings.solver == "highs":
-        solver = _WarmHiGHS(
-            warm,
-            progress,
-            msg=settings.msg,
-            timeLimit=settings.time_limit,
-            gapRel=settings.gap_rel,
-            threads=settings.threads,
-        )
-        prob.solve(solver)
-        h = prob.solverModel
-        info = h.getInfo()
-        status = h.modelStatusToString(h.getModelStatus())
-        has = info.primal_solution_status == 2
-        obj = info.objective_function_value if has else None
-        bound = info.mip_dual_bound
-        gap = info.mip_gap if has else None
-        return SolveInfo(
-            "highs",
-            status,
-            has,
-            obj,
-            bound if math.isfinite(bound) else None,
-            gap if gap is not None and math.isfinite(gap) else None,
-            time.perf_counter() - t0,
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "cbc.log"
-        solver = pulp.PULP_CBC_CMD(
-            msg=settings.msg,
-            timeLimit=settings.time_limit,
-            gapRel=settings.gap_rel,
-            warmStart=warm,
-            logPath=str(log),
-            threads=settings.threads,
-        )
-        prob.solve(solver)
-        text = log.read_text(errors="replace") if log.exists() else ""
-    return _cbc_info(text, prob, time.perf_counter() - t0)
-
-
-def _cbc_info(text: str, prob: pulp.LpProblem, wall: float) -> SolveInfo:
-    """Read CBC's own verdict, objective, bound and gap from its log."""
-    m = re.search(r"Result - (.+)", text)
-    status = m.group(1).strip() if m else pulp.LpStatus[prob.status]
-    has = prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
-    obj_m = re.search(r"Objective value:\s+([-+0-9.eE]+)", text)
-    bound_m = re.search(r"Lower bound:\s+([-+0-9.eE]+)", text)
-    gap_m = re.search(r"Gap:\s+([-+0-9.eE]+)", text)
-    obj = float(obj_m.group(1)) if obj_m and has else None
-    bound = float(bound_m.group(1)) if bound_m else None
-    gap = float(gap_m.group(1)) if gap_m and has else None
-    if status.startswith("Optimal") and has and obj is not None:
-        bound = obj if bound is None else bound
-        gap = 0.0 if gap is None else gap
-    return SolveInfo("cbc", status, has, obj, bound, gap, wall)
-
-
 # -- the planner ---------------------------------------------------------------------------
 class ILPPlanner:
     """Time-indexed multi-mode placement ILP, warm-started from HEFT."""
@@ -689,15 +570,25 @@ class ILPPlanner:
             f"({prob.numVariables()} variables, {prob.numConstraints()} constraints, "
             f"limit {self.settings.time_limit:.0f} s)"
         )
-        info = solve(prob, self.settings, warm, self.progress)
+        info = solve(
+            prob,
+            self.settings.solver,
+            time_limit=self.settings.time_limit,
+            threads=self.settings.threads,
+            gap_rel=self.settings.gap_rel,
+            warm=warm,
+            msg=self.settings.msg,
+            progress=self.progress,
+        )
         self.last_solve = info
         self._say(f"solver: {info.status}, gap {info.gap}")
         notes = [f"solver {info.solver}: {info.status}, {info.wall_s:.2f} s"]
         candidates: list[Plan] = []
+        decoded = None
         if info.has_solution:
-            plan = self._decode(model, data, v, objective, ref, info, t_start)
-            if plan is not None:
-                candidates.append(plan)
+            decoded = self._decode(model, data, v, objective, ref, info, t_start)
+            if decoded is not None:
+                candidates.append(decoded)
         heft_ok = not limit_breach(heft, constraints)
         shifted_heft = self._shifted(model, heft, objective, constraints, ref)
         for p in (shifted_heft, heft):
@@ -711,11 +602,19 @@ class ILPPlanner:
                 )
             raise PlanningError(
                 f"ilp: no feasible plan within {self.settings.time_limit:.0f} s "
-                f"({info.status}); raise the time limit or relax the constraints"
-                + ("" if heft_ok else "; HEFT misses the limits too")
+                f"({info.failure() or info.status}); raise the time limit or relax the "
+                "constraints" + ("" if heft_ok else "; HEFT misses the limits too")
             )
         best = min(candidates, key=lambda p: p.metrics.objective_value or 0.0)
-        if best.metrics.planner != self.name:
+        fallback: tuple[str, str] | None = None
+        if decoded is None:
+            # the optimiser produced nothing usable: say which heuristic's plan this is and why
+            why = info.failure() or (
+                "the solver's solution breaks the deadline or the budget once list-scheduled"
+            )
+            fallback = (best.metrics.planner, why)
+            notes.append(f"fallback: {best.metrics.planner}, because {why}")
+        elif best.metrics.planner != self.name:
             notes.append("the warm start (HEFT) scored better than the decoded solution: kept")
         if data.slots == 1 and len(workflow) <= 3000 and self.settings.improve_seconds > 0:
             self._say("local search on the critical chain")
@@ -726,7 +625,7 @@ class ILPPlanner:
             if moves:
                 best = build_plan(model, better, objective, self.name, "heuristic", 0.0, ref=ref)
                 notes.append(f"local search: {moves} improving moves on the critical chain")
-        return self._finish(model, best, objective, ref, info, data, notes, t_start)
+        return self._finish(model, best, objective, ref, info, data, notes, t_start, fallback)
 
     def _shifted(
         self,
@@ -795,7 +694,13 @@ class ILPPlanner:
         data: ILPData,
         notes: list[str],
         t_start: float,
+        fallback: tuple[str, str] | None = None,
     ) -> Plan:
+        """The final plan with its explanations, bound and status.
+
+        ``fallback`` is ``(heuristic, why)`` when the optimiser produced no usable plan: the
+        status is then ``fallback: <heuristic>`` and ``status_reason`` says why.
+        """
         placed = {s: (a.site, a.start, a.end) for s, a in plan.assignments.items()}
         why = explain_all(model, placed, objective)
         bound = info.bound if _is_relaxation(data) else None
@@ -812,6 +717,8 @@ class ILPPlanner:
             ref=ref,
             notes=(*plan.notes, *notes),
         )
+        if fallback is not None:
+            return out.with_metrics(status=f"fallback: {fallback[0]}", status_reason=fallback[1])
         # "optimal" is a claim about this plan: its gap to a valid bound must be closed
         closed = out.metrics.gap is not None and out.metrics.gap <= self.settings.gap_rel + 1e-9
         if closed:

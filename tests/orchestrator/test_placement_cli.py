@@ -23,6 +23,7 @@ METRIC_KEYS = {
     "bytes_moved",
     "planner",
     "status",
+    "status_reason",
     "gap",
     "wall_s",
 }
