@@ -23,7 +23,7 @@ from datalogistics.errors import (
     TransferError,
 )
 from datalogistics.flows import Flow, buffer_holds, buffer_violations, peak_buffer_usage
-from datalogistics.items import DataItem, Sensitivity
+from datalogistics.items import DataItem, InputLocation, Sensitivity
 from datalogistics.madpp import (
     DataConstraints,
     DataLocation,
@@ -56,6 +56,7 @@ __all__ = [
     "DataLogisticsError",
     "DataProjectPlan",
     "Flow",
+    "InputLocation",
     "InvalidPlan",
     "OrchestrationExtension",
     "PlannedTransfer",

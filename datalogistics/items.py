@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from federation.jurisdictions import check_jurisdiction, jurisdiction_allows
 from federation.units import Bytes, Seconds
@@ -29,13 +30,43 @@ class Sensitivity(StrEnum):
     RESTRICTED = "restricted"
 
 
+class InputLocation(BaseModel):
+    """Where an external input of a workflow lives before the run starts.
+
+    Either a path at a federation site (``{site: fr-hpc, path: /archive/obs-42.ms}``: the
+    planners count its transfer from that site to the first consumer's site, the executor
+    stages it from there into that consumer's buffer), or a URL (``{url: https://...}``:
+    fetched by the consumer's site; counted in the plan's transfers and bytes, with no site
+    of origin).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    site: str | None = Field(default=None, min_length=1, max_length=256)
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    url: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Self:
+        if self.url is not None:
+            if self.site is not None or self.path is not None:
+                raise ValueError("give either a url, or a site and a path, not both")
+            scheme = urlsplit(self.url).scheme
+            if scheme not in ("http", "https"):
+                raise ValueError(f"url must be http:// or https://, got {self.url!r}")
+        elif self.site is None or self.path is None:
+            raise ValueError("give a site and a path (or a url)")
+        return self
+
+
 class DataItem(BaseModel):
     """A named piece of data produced or consumed by workflow steps.
 
     ``allowed_jurisdictions`` of ``None`` means the item may go anywhere;
     otherwise only to sites whose jurisdiction is listed (``EU`` admits every
     EU member state). ``retention`` is how long the item may live, in seconds
-    (``None``: as long as the run).
+    (``None``: as long as the run). ``location`` says where an external input (an item no
+    step produces) lives before the run; an item some step produces has none.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
@@ -48,6 +79,9 @@ class DataItem(BaseModel):
         None
     )
     retention: Seconds | None = Field(default=None, gt=0)
+    location: InputLocation | None = Field(
+        default=None, description="where an external input lives before the run (site or URL)"
+    )
 
     def may_reside_in(self, jurisdiction: str) -> bool:
         """True when a site in ``jurisdiction`` may hold this item."""

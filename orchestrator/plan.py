@@ -176,7 +176,9 @@ class PlanMetrics:
     @property
     def fallback(self) -> str | None:
         """The heuristic whose plan the optimiser fell back to, or ``None``."""
-        return self.status.removeprefix("fallback: ") if self.status.startswith("fallback:") else None
+        if not self.status.startswith("fallback:"):
+            return None
+        return self.status.removeprefix("fallback:").strip()
 
     def values(self) -> dict[str, float]:
         """The four criteria by their objective names."""

@@ -319,6 +319,15 @@ def _graph_problems(wf: Workflow) -> list[Problem]:
             problems.append(
                 Problem(f"steps[{i}].after", f"the workflow has a cycle: {s.id} -> {s.id}")
             )
+    for i, d in enumerate(wf.data):
+        if d.location is not None and d.id in producer:
+            problems.append(
+                Problem(
+                    f"data[{i}].location",
+                    f"data item {d.id!r} is produced by step {producer[d.id]!r}: only an "
+                    "external input (read by steps, produced by none) has a location",
+                )
+            )
     return problems
 
 
