@@ -55,3 +55,25 @@ def jurisdiction_allows(allowed: Iterable[str] | None, jurisdiction: str) -> boo
     if jurisdiction in allowed_set:
         return True
     return "EU" in allowed_set and jurisdiction in EU_MEMBERS
+
+
+def intersect_jurisdictions(
+    a: Iterable[str] | None, b: Iterable[str] | None
+) -> tuple[str, ...] | None:
+    """The jurisdictions both ``a`` and ``b`` allow (``None``: unrestricted; ``EU`` stands for
+    its member states, and comes back as ``EU`` when every member is allowed)."""
+    if a is None:
+        return None if b is None else tuple(sorted(set(b)))
+    if b is None:
+        return tuple(sorted(set(a)))
+
+    def expand(codes: Iterable[str]) -> set[str]:
+        out = set(codes)
+        return out | EU_MEMBERS if "EU" in out else out
+
+    both = expand(a) & expand(b)
+    if both >= EU_MEMBERS:
+        both = (both - EU_MEMBERS) | {"EU"}
+    else:
+        both.discard("EU")
+    return tuple(sorted(both))

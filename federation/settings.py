@@ -77,6 +77,26 @@ class Settings(BaseSettings):
         gt=0,
         description="how long sample ids (and samples) are kept behind each site's estimate",
     )
+    reconcile_interval_s: float = Field(
+        default=0.2, gt=0, le=60, description="seconds between two passes over the runs"
+    )
+    registry_ttl_s: float = Field(
+        default=1.0, ge=0, le=3600, description="how long the registry is trusted unchecked"
+    )
+    twin_apply_chunk: int = Field(
+        default=32, gt=0, le=100_000, description="telemetry samples applied per applier turn"
+    )
+    twin_snapshot_every_s: float = Field(
+        default=10.0, gt=0, description="seconds between two snapshots of the twin"
+    )
+    agent_heartbeat_timeout_s: float = Field(
+        default=30.0, gt=0, description="a site's agent unheard for longer is unhealthy"
+    )
+    step_log_limit_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="bytes of each step's stdout and stderr kept (head and tail beyond)",
+    )
     metrics_public: bool = Field(
         default=True, description="serve /metrics without a token (for a Prometheus scraper)"
     )

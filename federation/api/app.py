@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from federation.api import errors
 from federation.api.aai import LocalVerifier, Verifier, make_verifier
 from federation.api.deps import ApiContext
+from federation.api.engine import Engine
 from federation.api.errors import error_body
 from federation.api.metrics import Metrics
 from federation.api.routers import ROUTERS
@@ -213,7 +216,22 @@ def create_app(
     metrics = Metrics()
     _register_gauges(metrics, store)
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The service owns its engine: built and started here (the runs left running or
+        # paused by an earlier process resume now, with no request needed), stopped last.
+        ctx: ApiContext = app.state.ctx
+        engine = Engine(ctx)
+        ctx.engine = engine
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+            ctx.engine = None
+
     app = FastAPI(
+        lifespan=lifespan,
         title="continuum federation API",
         version=API_VERSION,
         description=(

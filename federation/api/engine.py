@@ -1,6 +1,13 @@
 """The orchestration side of the service: the federation twin, planning and execution.
 
-The service keeps one ``Engine`` on ``app.state.engine``:
+The service keeps one ``Engine`` on its context, built and started by the app's lifespan
+(``create_app``) and stopped at shutdown: at start it resumes the reconciliation of the runs
+left running or paused by an earlier process, without waiting for any request. Handlers
+never start background work by side effect; ``engine_of`` answers 503 before the start.
+The engine holds:
+
+* the **registry's federation** (sites, links, organisations and projects, see
+  ``federation.api.registry``), rebuilt when the registry's version changes;
 
 * the **twin** of the registered sites (``FederationTwin`` on the service's
   store, snapshotted so a restarted service resumes from its last estimates,
@@ -11,7 +18,11 @@ The service keeps one ``Engine`` on ``app.state.engine``:
 * the **executor** of approved plans. In a federation service every site is
   reached through its pull agent (``continuum site-agent``, outbound HTTPS
   only), so each registered site gets a ``PullConnector`` whose queue lives
-  in the same store; a background thread reconciles the running runs.
+  in the same store; a background thread reconciles the running and paused runs,
+  each with the launch stored with it.
+
+Its tunables are settings (``Settings.reconcile_interval_s`` and the others named
+below), not constants.
 
 Handlers call these methods; the engine holds a lock so that the background
 thread and request threads never interleave inside the executor. Lock order:
@@ -23,22 +34,20 @@ journal's lock, so it never waits for the applier.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
-
-from federation.api import journal
-from federation.api.errors import Conflict
-from federation.api.tables import SiteRow
+from federation.api import journal, registry
+from federation.api.errors import Conflict, ServiceUnavailable
 from federation.model import Federation
 from orchestrator.connectors.pull import PullConnector
-from orchestrator.execution import CopyStager, Executor, RunState, RunStore, synthetic_command
+from orchestrator.execution import CopyStager, Executor, Launch, OnError, RunState, RunStore
 from orchestrator.execution.replan import PlannerReplanner
 from orchestrator.planners import HEFTPlanner
 from twin.federation_twin import FederationTwin, IngestReport
@@ -55,20 +64,21 @@ log = logging.getLogger(__name__)
 class Engine:
     """Twin, planner view and executor of the service (see the module docstring)."""
 
-    def __init__(self, ctx: ApiContext, reconcile_s: float = 0.2) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
-        self.reconcile_s = reconcile_s
+        settings = ctx.settings
+        self.reconcile_s = settings.reconcile_interval_s
         self.lock = threading.RLock()
         self._twin: FederationTwin | None = None
         self._twin_sites: tuple[str, ...] = ()
         self._executor: Executor | None = None
         self._federation: Federation | None = None
-        self._federation_version: tuple[object, ...] = ()
+        self._federation_version = -1
         self._federation_checked = -math.inf
-        self.registry_ttl_s = 1.0
-        self.apply_chunk = 32  # samples applied per turn of the applier (about 1 ms)
+        self.registry_ttl_s = settings.registry_ttl_s
+        self.apply_chunk = settings.twin_apply_chunk  # samples per turn of the applier
         self._last_snapshot = 0.0
-        self.snapshot_every_s = 10.0
+        self.snapshot_every_s = settings.twin_snapshot_every_s
         self._version = 0
         self._view: tuple[tuple[int, float], dict[str, AbstractSiteState]] | None = None
         self.totals = IngestReport()
@@ -82,6 +92,7 @@ class Engine:
         self._wake = threading.Event()
         self._applier: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake_loop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -90,12 +101,12 @@ class Engine:
 
     # -- the federation and its twin ---------------------------------------------------------
     def federation(self) -> Federation:
-        """The registered sites as a federation (409 when none is registered).
+        """The registered federation (409 while no site is registered).
 
-        Rebuilt only when the registry changed (count and last update), so hot
-        paths (telemetry ingest) do not validate every site on every request; the
-        registry is looked at again after ``registry_ttl_s`` (changes made through
-        this service call ``registry_changed`` and are seen at once).
+        Rebuilt only when the registry's version changed, so hot paths (telemetry
+        ingest) do not validate every site on every request; the registry is looked at
+        again after ``registry_ttl_s`` (changes made through this service call
+        ``registry_changed`` and are seen at once).
         """
         if (
             self._federation is not None
@@ -103,19 +114,20 @@ class Engine:
         ):
             return self._federation
         with self.ctx.store.session() as db:
-            version = tuple(db.execute(select(func.count(), func.max(SiteRow.updated_at))).one())
+            version = registry.version(db)
             self._federation_checked = time.monotonic()
             if self._federation is not None and version == self._federation_version:
                 return self._federation
-            docs = [r.document for r in db.scalars(select(SiteRow).order_by(SiteRow.id))]
-        if not docs:
-            raise Conflict("no site is registered yet: POST /api/v1/sites first")
-        fed = Federation.from_dict({"name": "federation", "sites": docs}, "<site registry>")
+            fed = registry.load(db)
+        if fed is None:
+            raise Conflict(
+                "no site is registered yet: PUT /api/v1/federation or POST /api/v1/sites first"
+            )
         self._federation, self._federation_version = fed, version
         return fed
 
     def registry_changed(self) -> None:
-        """Sites were registered, updated or removed: read the registry on next use."""
+        """The registry changed: read it on next use."""
         self._federation_checked = -math.inf
 
     def twin(self) -> FederationTwin:
@@ -259,6 +271,7 @@ class Engine:
 
     # -- execution -----------------------------------------------------------------------------
     def executor(self) -> Executor:
+        """The executor, with a pull connector for every registered site (409 with none)."""
         with self.lock:
             fed = self.federation()
             if self._executor is None:
@@ -269,10 +282,15 @@ class Engine:
                     replanner=PlannerReplanner(fed, HEFTPlanner(), view=self.view),
                     inputs_dir=self.data_dir / "inputs",
                 )
+            elif isinstance(self._executor.replanner, PlannerReplanner):
+                self._executor.replanner.federation = fed
             for site in fed.site_ids:
                 if site not in self._executor.connectors:
                     self._executor.connectors[site] = PullConnector(
-                        site, self.ctx.store, self.data_dir / "agents" / site
+                        site,
+                        self.ctx.store,
+                        self.data_dir / "agents" / site,
+                        heartbeat_timeout=self.ctx.settings.agent_heartbeat_timeout_s,
                     )
             return self._executor
 
@@ -281,21 +299,30 @@ class Engine:
         workflow: Workflow,
         assignment: dict[str, str],
         project: str,
-        synthetic: bool,
-        scale: float,
-        **policy: Any,
+        launch: Launch,
+        *,
+        on_error: OnError = OnError.CANCEL_JOB,
+        max_attempts: int = 3,
+        run_id: str | None = None,
     ) -> str:
+        """Record a run (its launch with it); the reconciliation loop drives it."""
         with self.lock:
             ex = self.executor()
-            if synthetic:
-                speed = {s.id: s.speed for s in self.federation().sites}
-                ex.command = synthetic_command(scale, speed)
-                ex.data_scale = scale
-            rid = ex.submit(workflow, assignment, project=project, **policy)
-            self._start()
-            return rid
+            rid = ex.submit(
+                workflow,
+                assignment,
+                project=project,
+                launch=launch,
+                on_error=on_error,
+                max_attempts=max_attempts,
+                run_id=run_id,
+            )
+        self._wake_loop.set()
+        return rid
 
-    def _start(self) -> None:
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the reconciliation loop (it resumes the runs left running or paused)."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(
@@ -304,29 +331,46 @@ class Engine:
             self._thread.start()
 
     def _loop(self) -> None:
+        runs = RunStore(self.ctx.store)
         while not self._stop.is_set():
             try:
-                with self.lock:
-                    ex = self.executor()
-                    # paused runs too: their running steps finish and are recorded; one
-                    # pass over all of them, so a site shared by several runs starts the
-                    # most urgent step of any (the oldest run first on equal priority)
-                    ex.step_all(ex.runs.runs([RunState.RUNNING, RunState.PAUSED]))
+                live = runs.runs([RunState.RUNNING, RunState.PAUSED])
+                if live:
+                    with self.lock:
+                        ex = self.executor()
+                        # paused runs too: their running steps finish and are recorded; one
+                        # pass over all of them, so a site shared by several runs starts the
+                        # most urgent step of any (the oldest run first on equal priority);
+                        # a run whose pass raises is noted in its events, the others go on
+                        ex.step_all(live)
+            except Conflict:
+                pass  # no site registered yet: nothing can run
             except Exception:  # keep reconciling; the error goes to the log
                 log.exception("reconciling runs failed")
-            self._stop.wait(self.reconcile_s)
+            self._wake_loop.wait(self.reconcile_s)
+            self._wake_loop.clear()
 
     def stop(self) -> None:
+        """Stop the loop and the telemetry applier; snapshot the twin."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._wake_loop.set()
+        self._wake.set()
+        for thread in (self._thread, self._applier):
+            if thread is not None:
+                thread.join(timeout=30)
+        if self._twin is not None:
+            with contextlib.suppress(Exception):  # a stop must not fail on a broken store
+                self.checkpoint()
+        if self._executor is not None:
+            for conn in self._executor.connectors.values():
+                conn.close()
 
     def wait(self, run_id: str, timeout: float) -> RunState:
         """Block until the run leaves ``running`` (for tests and scripts)."""
+        runs = RunStore(self.ctx.store)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            with self.lock:
-                state = self.executor().runs.run(run_id).state
+            state = runs.run(run_id).state
             if state is not RunState.RUNNING:
                 return state
             time.sleep(0.05)
@@ -334,8 +378,9 @@ class Engine:
 
 
 def engine_of(ctx: ApiContext) -> Engine:
-    """The service's engine, created on first use."""
-    if ctx.engine is None:
-        ctx.engine = Engine(ctx)
-    engine: Engine = ctx.engine
+    """The service's engine, built by the app's lifespan (503 before the service started)."""
+    engine = ctx.engine
+    if engine is None:
+        raise ServiceUnavailable("the service is starting: retry in a moment")
+    assert isinstance(engine, Engine)
     return engine

@@ -69,6 +69,16 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class ServiceUnavailable(ApiError):
+    """The service cannot answer yet (starting, or a dependency is down): retry (503)."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "1"})
+
+
 class IdentityProviderUnavailable(ApiError):
     """The realm's keys cannot be fetched: the token may be fine, retry later (503)."""
 

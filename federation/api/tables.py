@@ -84,9 +84,6 @@ class WorkflowRow(Base):
     submitted_by: Mapped[str] = mapped_column(String(256), default="")
 
 
-__all__ = ["MadppRow", "SiteRow", "WorkflowRow", "utcnow"]
-
-
 class PlanRow(Base):
     """A plan of a stored workflow: previewed, approved within a budget, then run."""
 
@@ -147,3 +144,35 @@ class SimulationRow(Base):
     error: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     submitted_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class WorkflowInputsRow(Base):
+    """Where the external inputs of a stored workflow live (item id -> ``InputLocation``)."""
+
+    __tablename__ = "api_workflow_inputs"
+
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("api_workflows.id"), primary_key=True)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PlanWorkflowRow(Base):
+    """The workflow a plan placed, with everything declared folded in (project sites, data
+    plan rules, input locations): what its run executes, exactly as previewed."""
+
+    __tablename__ = "api_plan_workflows"
+
+    plan_id: Mapped[str] = mapped_column(ForeignKey("api_plans.id"), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+__all__ = [
+    "MadppRow",
+    "PlanRow",
+    "PlanWorkflowRow",
+    "SimulationRow",
+    "SiteRow",
+    "TelemetryRow",
+    "WorkflowInputsRow",
+    "WorkflowRow",
+    "utcnow",
+]

@@ -50,8 +50,10 @@ class TaskSpec:
     """One attempt of one step, as a connector runs it.
 
     ``command`` is an argv list (run without a shell) or a string (run by
-    ``/bin/sh -c``). ``inputs`` maps item ids to files the task reads; the
-    task writes its outputs into its working directory under their item ids.
+    ``/bin/sh -c``). ``inputs`` maps item ids to files (on the orchestrator's side) the task
+    reads; ``site_inputs`` maps item ids to paths that already live at the site (an external
+    input located there: linked, never moved); the task writes its declared ``outputs`` into
+    its output directory under their item ids.
     """
 
     run_id: str
@@ -60,6 +62,7 @@ class TaskSpec:
     command: tuple[str, ...] | str
     cores: int = 1
     inputs: dict[str, Path] = field(default_factory=dict)
+    site_inputs: dict[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     duration_hint: float = 0.0  # seconds, for simulated sites
@@ -84,6 +87,10 @@ class TaskInfo:
 
 class ConnectorError(RuntimeError):
     """A connector could not do what was asked (site down, task too large...)."""
+
+
+class StagingPending(ConnectorError):
+    """A file a task needs is on its way (a pull site is exporting it): ask again later."""
 
 
 class SiteConnector(abc.ABC):
@@ -121,6 +128,16 @@ class SiteConnector(abc.ABC):
     def output_path(self, handle: str, item_id: str) -> Path:
         """Where the task behind ``handle`` wrote ``item_id`` (for staging it onwards)."""
         raise ConnectorError(f"site {self.site_id} does not expose task outputs as files")
+
+    def source_file(self, path: str, run_id: str, item_id: str) -> Path:
+        """A file that lives at this site (``path`` on the site's file system), readable here
+        for staging it to another site; ``StagingPending`` while it is being fetched."""
+        raise ConnectorError(f"site {self.site_id} cannot hand out its files ({path})")
+
+    def log_path(self, handle: str, stream: str) -> Path | None:
+        """The file holding the task's ``stream`` (``stdout`` or ``stderr``) as it runs, or
+        ``None`` when the site keeps none."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (process pools, clients)."""

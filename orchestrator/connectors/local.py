@@ -154,6 +154,16 @@ class LocalConnector(SiteConnector):
     def output_path(self, handle: str, item_id: str) -> Path:
         return Path(handle) / "out" / safe_name(item_id)
 
+    def source_file(self, path: str, run_id: str, item_id: str) -> Path:
+        """A local site's files are this host's: the path itself, when it is a file."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConnectorError(f"input {item_id}: no file {path} at site {self.site_id}")
+        return p
+
+    def log_path(self, handle: str, stream: str) -> Path | None:
+        return Path(handle) / stream
+
     def close(self) -> None:
         self._reap()
 
@@ -229,6 +239,8 @@ def prepare_task(workdir: Path, site_id: str, spec: TaskSpec) -> Path:
                 os.link(src, dst)
             else:
                 shutil.copyfile(src, dst)
+    for item, at in spec.site_inputs.items():
+        link_site_input(Path(at), task_dir / "in" / safe_name(item), item)
     env = {
         **spec.env,
         "CONTINUUM_IN": str(task_dir / "in"),
@@ -249,6 +261,16 @@ def prepare_task(workdir: Path, site_id: str, spec: TaskSpec) -> Path:
         )
         os.replace(tmp, task_dir / SPEC)
     return task_dir
+
+
+def link_site_input(src: Path, dst: Path, item: str) -> None:
+    """Put an input that lives at the site into a task's ``in/`` (a symbolic link: the data
+    does not move); ``ConnectorError`` when there is no such file at the site."""
+    src = src.expanduser()
+    if not src.is_file():
+        raise ConnectorError(f"input {item}: no file {src} at this site")
+    if not dst.is_symlink() and not dst.exists():
+        dst.symlink_to(src.resolve())
 
 
 def read_result(task_dir: Path) -> TaskInfo | None:

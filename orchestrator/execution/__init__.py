@@ -4,13 +4,15 @@ Public API::
 
     from federation.store import Store
     from orchestrator.connectors import LocalConnector
-    from orchestrator.execution import CopyStager, Executor, RunStore, synthetic_command
+    from orchestrator.execution import CopyStager, Executor, Launch, RunStore
 
     runs = RunStore(Store.at("state.db"))
     sites = {s: LocalConnector(s, f"work/{s}", slots=2) for s in ("a", "b")}
-    ex = Executor(runs, sites, stager=CopyStager(Path("work")), command=synthetic_command())
-    run_id = ex.submit(workflow, {step.id: "a" for step in workflow.steps})
+    ex = Executor(runs, sites, stager=CopyStager(Path("work")))
+    run_id = ex.submit(workflow, {step.id: "a" for step in workflow.steps})   # steps' commands
     ex.run(run_id)                 # -> RunState.DONE
+    # or each step as the synthetic WfCommons step, durations and sizes x 1/1000:
+    ex.submit(workflow, assignment, launch=Launch.synthetic(federation, 1e-3, 1e-3))
 """
 
 from orchestrator.execution.executor import (
@@ -18,8 +20,9 @@ from orchestrator.execution.executor import (
     Executor,
     Replanner,
     ReplanRequest,
-    synthetic_command,
+    RunFinished,
 )
+from orchestrator.execution.launch import Launch, LaunchKind
 from orchestrator.execution.states import (
     IllegalTransition,
     OnError,
@@ -32,13 +35,15 @@ __all__ = [
     "CopyStager",
     "Executor",
     "IllegalTransition",
+    "Launch",
+    "LaunchKind",
     "OnError",
     "ReplanRequest",
     "Replanner",
+    "RunFinished",
     "RunRecord",
     "RunState",
     "RunStore",
     "StepRecord",
     "StepState",
-    "synthetic_command",
 ]

@@ -32,9 +32,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -44,6 +44,7 @@ from typing import Protocol
 from orchestrator.connectors.base import (
     ConnectorError,
     SiteConnector,
+    StagingPending,
     TaskInfo,
     TaskSpec,
     TaskStatus,
@@ -51,6 +52,8 @@ from orchestrator.connectors.base import (
 from orchestrator.connectors.local import safe_name
 from orchestrator.errors import OrchestratorError
 from orchestrator.execution import synthetic
+from orchestrator.execution.launch import Launch
+from orchestrator.execution.logs import DEFAULT_LIMIT, STREAMS, bound_log
 from orchestrator.execution.states import ACTIVE, OnError, RunState, StepState
 from orchestrator.execution.store import (
     STEP_FIELDS,
@@ -144,27 +147,6 @@ class ReplanRequest:
 Replanner = Callable[[ReplanRequest], Mapping[str, str]]
 """Returns a new site for (some of) the requested steps."""
 
-CommandBuilder = Callable[[Step, str], "tuple[str, ...] | str"]
-
-
-def synthetic_command(
-    scale: float = 1e-3, speed: Mapping[str, float] | None = None
-) -> CommandBuilder:
-    """Commands for WfCommons steps: burn ``duration x scale`` s, write outputs ``x scale`` bytes.
-
-    ``speed`` (site id -> per-core speed) turns work into the duration on that
-    site; without it the reference duration (``work / cores``) is used. Output
-    sizes come from the command line the executor passes (see ``Executor``).
-    """
-
-    def build(step: Step, site: str) -> tuple[str, ...]:
-        factor = (speed or {}).get(site, 1.0)
-        seconds = step.work / (step.cores * factor) * scale
-        # Started as a script (standard library only), not with -m, to keep it light.
-        return (sys.executable, synthetic.__file__, "--seconds", f"{seconds:.4f}")
-
-    return build
-
 
 @dataclass
 class ExecutorStats:
@@ -182,6 +164,19 @@ class ExecutorStats:
 
 
 FINISHED_RUN = frozenset({RunState.DONE, RunState.CANCELLED, RunState.FAILED})
+
+LIVE_RUN = frozenset({RunState.RUNNING, RunState.PAUSED})
+RESTARTABLE_RUN = LIVE_RUN | {RunState.FAILED, RunState.CANCELLED}
+
+
+class RunFinished(OrchestratorError):
+    """A control that a finished run cannot take (pause a done run, resume a failed one)."""
+
+
+MAX_PASS_ERRORS = 5
+"""Passes in a row in which a run may raise before it is failed (with the reason)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -244,29 +239,25 @@ class Executor:
         *,
         stager: Stager | None = None,
         replanner: Replanner | None = None,
-        command: CommandBuilder | None = None,
-        data_scale: float = 1e-3,
         inputs_dir: Path | None = None,
         poll_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
-        duration: Callable[[Step, str], float] | None = None,
-        move_data: bool = True,
         resync_s: float = 30.0,
+        fetch_timeout_s: float = 600.0,
+        log_limit: int = DEFAULT_LIMIT,
     ) -> None:
         self.runs = runs
         self.connectors = dict(connectors)
         self.stager = stager
         self.replanner = replanner
-        self.command = command
-        self.data_scale = data_scale
         self.inputs_dir = inputs_dir
         self.poll_interval = poll_interval
         self.clock = clock
-        # For simulated sites: how long a step lasts there (``TaskSpec.duration_hint``),
-        # and whether data is materialised and staged at all.
-        self.duration = duration
-        self.move_data = move_data
         self.resync_s = resync_s
+        self.fetch_timeout_s = fetch_timeout_s
+        self.log_limit = log_limit
+        self.pass_errors: dict[str, int] = {}
+        """Consecutive passes in which a run raised (reset by a clean pass)."""
         self.down_sites: set[str] = set()
         self.stats = ExecutorStats()
         self._workflows: dict[str, Workflow] = {}
@@ -287,10 +278,37 @@ class Executor:
         max_attempts: int = 3,
         backoff_s: float = 0.5,
         project: str = "",
+        launch: Launch | None = None,
+        run_id: str | None = None,
     ) -> str:
+        """Record a new run of ``workflow`` (each step on its assigned site) and return its id.
+
+        ``launch`` says how its steps run (default: their own commands). Where steps may run
+        travels in the workflow itself (``Step.constraints``: what the user declared, the
+        project's sites and a data plan's rules folded in by ``orchestrator.planning``), so
+        re-plans keep to it. Refused, with nothing stored, when a site has no connector, a step
+        is placed on a site its constraints exclude, or a native launch meets a step without
+        a command.
+        """
+        launch = launch or Launch()
         unknown = sorted({s for s in assignment.values() if s not in self.connectors})
         if unknown:
             raise OrchestratorError(f"no connector for site(s): {', '.join(unknown)}")
+        wrong = [
+            f"{step.id} on {assignment[step.id]} (may use {', '.join(step.constraints.sites)})"
+            for step in workflow.steps
+            if step.constraints.sites is not None
+            and assignment.get(step.id) not in step.constraints.sites
+        ]
+        if wrong:
+            raise OrchestratorError(f"steps placed where they may not run: {'; '.join(wrong[:5])}")
+        missing = launch.missing_commands(workflow)
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise OrchestratorError(
+                f"step(s) {', '.join(missing[:5])}{more} have no command: give each step a "
+                "command, or run with a synthetic launch"
+            )
         rid = self.runs.create_run(
             workflow,
             assignment,
@@ -298,19 +316,32 @@ class Executor:
             max_attempts=max_attempts,
             backoff_s=backoff_s,
             project=project,
+            run_id=run_id,
+            launch=launch,
         )
         self._workflows[rid] = workflow
         return rid
 
-    def pause(self, run_id: str) -> None:
-        """No new step starts; running steps finish; waiting steps are paused."""
+    def _controllable(self, run_id: str, action: str, allowed: frozenset[RunState]) -> _RunView:
         view = self._view(run_id)
+        if view.run.state not in allowed:
+            raise RunFinished(
+                f"run {run_id} is {view.run.state.value}: it cannot be {action} any more"
+            )
+        return view
+
+    def pause(self, run_id: str) -> None:
+        """No new step starts; running steps finish; waiting steps are paused.
+
+        ``RunFinished`` for a run that is done, failed or cancelled."""
+        view = self._controllable(run_id, "paused", LIVE_RUN)
         self._set_run_state(run_id, view, RunState.PAUSED, "paused by user")
         waiting = self._ordered(view, view.by_state[S.PENDING] | view.by_state[S.READY])
         self._apply(run_id, view, [(sid, [S.PAUSED], "run paused", {}) for sid in waiting])
 
     def resume(self, run_id: str) -> None:
-        view = self._view(run_id)
+        """Paused steps go back to the queue (``RunFinished`` for a finished run)."""
+        view = self._controllable(run_id, "resumed", LIVE_RUN)
         self._set_run_state(run_id, view, RunState.RUNNING, "resumed by user")
         paused = self._ordered(view, view.by_state[S.PAUSED])
         self._apply(run_id, view, [(sid, [S.PENDING], "run resumed", {}) for sid in paused])
@@ -318,11 +349,9 @@ class Executor:
     def kill(self, run_id: str) -> None:
         """Cancel every unfinished step (running tasks are stopped) and the run.
 
-        A finished run (done) stays as it is.
+        ``RunFinished`` for a run that is done, failed or cancelled already.
         """
-        view = self._view(run_id)
-        if view.run.state is RunState.DONE:
-            return
+        view = self._controllable(run_id, "killed", LIVE_RUN)
         for sid in self._ordered(view, view.by_state[S.STAGING] | view.by_state[S.RUNNING]):
             rec = view.recs[sid]
             if rec.handle:
@@ -334,8 +363,10 @@ class Executor:
             self._views.pop(run_id, None)
 
     def restart_failed(self, run_id: str) -> list[str]:
-        """Put steps in error (failed, cancelled, paused) back in the queue with fresh attempts."""
-        view = self._view(run_id)
+        """Put steps in error (failed, cancelled, paused) back in the queue with fresh attempts.
+
+        A failed or killed run runs again; ``RunFinished`` for a run that is done."""
+        view = self._controllable(run_id, "restarted", RESTARTABLE_RUN)
         changes: list[Change] = []
         for sid in self._ordered(
             view, view.by_state[S.FAILED] | view.by_state[S.CANCELLED] | view.by_state[S.PAUSED]
@@ -397,31 +428,65 @@ class Executor:
         """
         states: dict[str, RunState] = {}
         live: list[tuple[str, _RunView]] = []
+        errors: dict[str, Exception] = {}
         self._in_pass = True
         try:
             for run_id in dict.fromkeys(run_ids):
                 self.stats.passes += 1
-                if run_id not in self._views:
-                    state = self.runs.run(run_id).state
-                    if state in FINISHED_RUN:
-                        states[run_id] = state
+                try:
+                    if run_id not in self._views:
+                        state = self.runs.run(run_id).state
+                        if state in FINISHED_RUN:
+                            states[run_id] = state
+                            continue
+                    view = self._view(run_id)
+                    if view.run.state in FINISHED_RUN:
+                        states[run_id] = view.run.state
                         continue
-                view = self._view(run_id)
-                if view.run.state in FINISHED_RUN:
-                    states[run_id] = view.run.state
+                    self._poll(run_id, view)
+                    self._promote(run_id, view)
+                except Exception as exc:  # this run's trouble, not the other runs'
+                    errors[run_id] = exc
                     continue
-                self._poll(run_id, view)
-                self._promote(run_id, view)
                 live.append((run_id, view))
-            self._dispatch([(rid, v) for rid, v in live if v.run.state is RunState.RUNNING])
+            self._dispatch([(rid, v) for rid, v in live if v.run.state is RunState.RUNNING], errors)
             for run_id, view in live:
-                states[run_id] = self._settle(run_id, view)
+                if run_id not in errors:
+                    try:
+                        states[run_id] = self._settle(run_id, view)
+                    except Exception as exc:
+                        errors[run_id] = exc
         finally:
             self._in_pass = False
+        for run_id, error in errors.items():
+            states[run_id] = self._run_error(run_id, error)
         for run_id, state in states.items():
+            if run_id not in errors:
+                self.pass_errors.pop(run_id, None)
             if state in FINISHED_RUN:
                 self._views.pop(run_id, None)  # nothing more to follow (a restart reloads it)
         return states
+
+    def _run_error(self, run_id: str, exc: Exception) -> RunState:
+        """A pass over one run raised: note it in the run's events (the other runs go on);
+        after ``MAX_PASS_ERRORS`` passes in a row the run fails, saying why."""
+        self._views.pop(run_id, None)  # read it afresh next time
+        count = self.pass_errors.get(run_id, 0) + 1
+        self.pass_errors[run_id] = count
+        what = f"{type(exc).__name__}: {exc}"[:1500]
+        if count == 1:
+            log.warning("run %s: reconciliation failed: %s", run_id, what, exc_info=exc)
+        try:
+            self.runs.log(run_id, "error", f"reconciliation failed ({count} in a row): {what}")
+            if count >= MAX_PASS_ERRORS:
+                self.runs.set_run_state(
+                    run_id, RunState.FAILED, f"reconciliation failed {count} times: {what}"
+                )
+                self.pass_errors.pop(run_id, None)
+                return RunState.FAILED
+            return self.runs.run(run_id).state
+        except Exception:
+            raise exc from None  # the store itself fails: nothing per run to be done
 
     # -- the run's mirror ----------------------------------------------------------------
     def _view(self, run_id: str) -> _RunView:
@@ -572,13 +637,30 @@ class Executor:
             if rec.state is S.STAGING:
                 other.append((rec, None))
                 continue
-            info = self._connector(rec.site).status(rec.handle)
+            conn = self._connector(rec.site)
+            info = conn.status(rec.handle)
             self.stats.polls += 1
             if info.status is TaskStatus.SUCCEEDED:
-                fields = {"exit_code": 0, "ended_at": info.ended_at}
+                missing = self._missing_outputs(view, conn, rec)
+                if missing:
+                    # exit 0 is not enough: what the step declared it writes must be there
+                    info = replace(
+                        info,
+                        status=TaskStatus.FAILED,
+                        message="exited 0 without writing its declared output(s): "
+                        + ", ".join(missing),
+                    )
+                    other.append((rec, info))
+                    continue
+                fields = {"exit_code": 0, "ended_at": info.ended_at, "message": ""}
                 done.append((sid, [S.DONE], f"done at {rec.site}", fields))
             elif info.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
                 other.append((rec, info))
+        for sid, *_ in done:
+            self._bound_logs(view.recs[sid])
+        for rec, found in other:
+            if found is not None:
+                self._bound_logs(rec)
         self._apply(run_id, view, done)
         for rec, found in other:
             if view.recs[rec.step_id] != rec:
@@ -590,6 +672,30 @@ class Executor:
                 self._finished_badly(
                     run_id, rec, found, run.max_attempts, run.backoff_s, run.on_error
                 )
+
+    def _bound_logs(self, rec: StepRecord) -> None:
+        """Keep at most ``log_limit`` bytes of a finished task's streams (head and tail)."""
+        conn = self.connectors.get(rec.site)
+        if conn is None or not rec.handle:
+            return
+        for stream in STREAMS:
+            with contextlib.suppress(OSError):
+                bound_log(conn.log_path(rec.handle, stream), self.log_limit)
+
+    @staticmethod
+    def _missing_outputs(view: _RunView, conn: SiteConnector, rec: StepRecord) -> list[str]:
+        """The declared outputs of a finished step that its task did not write."""
+        if not view.run.launch.moves_data:
+            return []
+        missing = []
+        for item in view.wf.step(rec.step_id).outputs:
+            try:
+                path = conn.output_path(rec.handle, item)
+            except ConnectorError:
+                return []  # the site keeps no files (a simulated site)
+            if not path.is_file():
+                missing.append(item)
+        return missing
 
     def _finished_badly(
         self,
@@ -616,7 +722,13 @@ class Executor:
             if info.message:
                 why += f": {info.message}"
             self._move(
-                run_id, rec.step_id, S.FAILED, why, exit_code=info.exit_code, ended_at=info.ended_at
+                run_id,
+                rec.step_id,
+                S.FAILED,
+                why[:2000],
+                exit_code=info.exit_code,
+                ended_at=info.ended_at,
+                message=why[:2000],
             )
             self._after_failure(run_id, rec, max_attempts, backoff, on_error, why)
 
@@ -712,48 +824,65 @@ class Executor:
             f"{reason}: re-planned {len(moves)} step(s) in {ms:.0f} ms: {', '.join(moves)}",
         )
 
+    def _launch(self, run_id: str) -> Launch:
+        view = self._views.get(run_id)
+        return view.run.launch if view is not None else self.runs.run(run_id).launch
+
     def _spec(self, run_id: str, step_id: str, site: str, attempt: int) -> TaskSpec:
         wf = self._workflow(run_id)
         step = wf.step(step_id)
-        if self.command is not None:
-            command = self.command(step, site)
-            if not isinstance(command, str):
-                command = (
-                    *command,
-                    *(f"--in={safe_name(i)}" for i in step.inputs),
-                    *(
-                        f"--out={safe_name(o)}:{int(wf.item(o).size * self.data_scale)}"
-                        for o in step.outputs
-                    ),
-                )
-        elif step.command is not None:
-            command = step.command
-        elif not self.move_data:
-            command = "true"  # a simulated site runs nothing
-        else:
-            raise OrchestratorError(f"step {step_id!r} has no command and no command builder")
+        launch = self._launch(run_id)
+        inputs: dict[str, Path] = {}
+        at_site: dict[str, str] = {}
+        if launch.moves_data:
+            inputs, at_site = self._stage_inputs(run_id, wf, step, site, launch)
         return TaskSpec(
             run_id=run_id,
             step_id=step_id,
             attempt=attempt,
-            command=command,
+            command=launch.command(wf, step, site),
             cores=step.cores,
-            inputs=self._stage_inputs(run_id, wf, step, site) if self.move_data else {},
-            outputs=step.outputs,
-            duration_hint=self.duration(step, site) if self.duration is not None else 0.0,
+            inputs=inputs,
+            site_inputs=at_site,
+            outputs=step.outputs if launch.moves_data else (),
+            duration_hint=0.0 if launch.moves_data else launch.duration(step, site),
         )
 
-    def _stage_inputs(self, run_id: str, wf: Workflow, step: Step, site: str) -> dict[str, Path]:
+    def _stage_inputs(
+        self, run_id: str, wf: Workflow, step: Step, site: str, launch: Launch
+    ) -> tuple[dict[str, Path], dict[str, str]]:
+        """The step's inputs: files here to hand to the connector (staged from other sites
+        when they live elsewhere), and the paths of inputs that already live at the site."""
         steps = self._steps(run_id)
         paths: dict[str, Path] = {}
+        at_site: dict[str, str] = {}
         for item in step.inputs:
             producer = wf.producer(item)
-            if producer is None:
-                src_site, src = site, self._external_input(run_id, wf, item)
-            else:
+            if producer is not None:
                 prec = steps[producer]
                 src_site = prec.site
                 src = self._connector(src_site).output_path(prec.handle, item)
+                if not src.is_file():
+                    raise OrchestratorError(
+                        f"input {item} of {step.id}: its producer {producer} left no file at "
+                        f"{src_site}"
+                    )
+            else:
+                location = wf.item(item).location
+                if location is None:
+                    if launch.kind.value != "synthetic":
+                        continue  # an unlocated external input is the step's own business
+                    src_site, src = site, self._generated_input(run_id, wf, item, launch)
+                elif location.url is not None:
+                    src_site, src = site, self._fetched_input(run_id, wf, item, location.url)
+                else:
+                    if location.site is None or location.path is None:  # never: validated
+                        raise OrchestratorError(f"input {item}: a location needs a site and a path")
+                    if location.site == site:
+                        at_site[item] = location.path  # already where the step runs
+                        continue
+                    src_site = location.site
+                    src = self._connector(src_site).source_file(location.path, run_id, item)
             if src_site != site:
                 if self.stager is None:
                     raise OrchestratorError(
@@ -761,14 +890,50 @@ class Executor:
                     )
                 src = self.stager.stage(run_id, item, src_site, src, site)
             paths[item] = src
-        return paths
+        return paths, at_site
 
-    def _external_input(self, run_id: str, wf: Workflow, item: str) -> Path:
+    def _inputs_dir(self, run_id: str) -> Path:
         base = (self.inputs_dir or Path("inputs")) / run_id
         base.mkdir(parents=True, exist_ok=True)
-        path = base / safe_name(item)
+        return base
+
+    def _generated_input(self, run_id: str, wf: Workflow, item: str, launch: Launch) -> Path:
+        """An external input of a synthetic run: ``size x data_scale`` generated bytes."""
+        path = self._inputs_dir(run_id) / safe_name(item)
         if not path.exists():
-            synthetic.write_output(path, int(wf.item(item).size * self.data_scale), item)
+            synthetic.write_output(path, int(wf.item(item).size * launch.data_scale), item)
+        return path
+
+    def _fetched_input(self, run_id: str, wf: Workflow, item: str, url: str) -> Path:
+        """An external input at a URL, downloaded once per run (checked against the item's
+        declared ``sha256:`` checksum when it has one)."""
+        import httpx
+
+        path = self._inputs_dir(run_id) / safe_name(item)
+        want = wf.item(item).checksum
+        expected = want.split(":", 1)[1] if want and want.startswith("sha256:") else None
+        if path.exists() and (expected is None or sha256_file(path) == expected):
+            return path
+        tmp = path.with_name(path.name + ".part")
+        h = hashlib.sha256()
+        try:
+            with (
+                httpx.stream("GET", url, timeout=self.fetch_timeout_s, follow_redirects=True) as r,
+                open(tmp, "wb") as f,
+            ):
+                r.raise_for_status()
+                for chunk in r.iter_bytes(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+        except httpx.HTTPError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OrchestratorError(f"input {item}: could not fetch {url}: {exc}") from None
+        if expected is not None and h.hexdigest() != expected:
+            tmp.unlink(missing_ok=True)
+            raise OrchestratorError(
+                f"input {item}: {url} does not match its declared checksum {want}"
+            )
+        os.replace(tmp, path)
         return path
 
     def _promote(self, run_id: str, view: _RunView) -> None:
@@ -790,7 +955,9 @@ class Executor:
         self._apply(run_id, view, changes)
         view.promote.clear()
 
-    def _dispatch(self, runs: list[tuple[str, _RunView]]) -> None:
+    def _dispatch(
+        self, runs: list[tuple[str, _RunView]], errors: dict[str, Exception] | None = None
+    ) -> None:
         """Hand each site its ready steps, highest priority first across ``runs``, as many as
         it can start soon (``SiteConnector.capacity``); the rest wait here, where a re-plan can
         still move them and a step of higher priority that becomes ready later goes first."""
@@ -833,24 +1000,30 @@ class Executor:
                 count += 1
             for run_id, recs in picked.items():
                 if recs:
-                    self._start(run_id, views[run_id], site, list(recs.values()))
+                    try:
+                        self._start(run_id, views[run_id], site, list(recs.values()))
+                    except Exception as exc:
+                        if errors is None:
+                            raise
+                        errors[run_id] = exc
 
     def _start(self, run_id: str, view: _RunView, site: str, recs: list[StepRecord]) -> None:
         """Start steps at ``site``: those whose inputs are all there are recorded running in
-        one transaction, then submitted; the others are staged first, one by one."""
+        one transaction, then submitted; the others are staged first, one by one. A step that
+        cannot be launched (no command, an input that cannot be read) fails by itself."""
         conn = self._connector(site)
         plain: list[StepRecord] = []
         staged: list[StepRecord] = []
         for rec in recs:
             (staged if self._needs_staging(view, rec.step_id, site) else plain).append(rec)
         specs: list[tuple[str, TaskSpec, str]] = []
-        error: Exception | None = None
+        broken: list[tuple[StepRecord, Exception]] = []
         for rec in plain:
             try:
                 spec = self._spec(run_id, rec.step_id, site, rec.attempts + 1)
-            except Exception as exc:  # start the ones before it, then report it
-                error = exc
-                break
+            except (OrchestratorError, ConnectorError, OSError) as exc:
+                broken.append((rec, exc))
+                continue
             specs.append((rec.step_id, spec, conn.handle_for(spec)))
         if specs:
             self._apply(
@@ -872,8 +1045,10 @@ class Executor:
                     self.stats.submits += 1
                 except ConnectorError as exc:
                     self._refused(run_id, view, sid, site, exc)
-        if error is not None:
-            raise error
+        for rec, why in broken:
+            if view.recs[rec.step_id] == rec:
+                self._move(run_id, rec.step_id, S.STAGING, f"launching at {site}")
+                self._launch_failed(run_id, view, rec, site, why)
         for rec in staged:
             if site in self.down_sites:
                 break
@@ -889,9 +1064,19 @@ class Executor:
         self, run_id: str, view: _RunView, conn: SiteConnector, rec: StepRecord
     ) -> None:
         site, attempt = rec.site, rec.attempts + 1
+        self._move(run_id, rec.step_id, S.STAGING, f"staging at {site}")
         try:
-            self._move(run_id, rec.step_id, S.STAGING, f"staging at {site}")
             spec = self._spec(run_id, rec.step_id, site, attempt)
+        except StagingPending as exc:
+            # An input is on its way (a pull site exporting it): look again shortly.
+            self._move(
+                run_id, rec.step_id, S.READY, f"waiting: {exc}", not_before=self.clock() + 1.0
+            )
+            return
+        except (OrchestratorError, ConnectorError, OSError) as exc:
+            self._launch_failed(run_id, view, rec, site, exc)
+            return
+        try:
             handle = conn.handle_for(spec)
             self._move(
                 run_id,
@@ -907,6 +1092,25 @@ class Executor:
         except ConnectorError as exc:
             self._refused(run_id, view, rec.step_id, site, exc)
 
+    def _launch_failed(
+        self, run_id: str, view: _RunView, rec: StepRecord, site: str, exc: Exception
+    ) -> None:
+        """A step in staging could not be launched: that attempt fails, with the reason, and
+        the run's retry and ``on_error`` policies apply as to any failed attempt."""
+        attempt = rec.attempts + 1
+        why = f"attempt {attempt} at {site} could not start: {exc}"
+        failed = self._move(
+            run_id,
+            rec.step_id,
+            S.FAILED,
+            why[:2000],
+            attempts=attempt,
+            ended_at=self.clock(),
+            message=why[:2000],
+        )
+        run = view.run
+        self._after_failure(run_id, failed, run.max_attempts, run.backoff_s, run.on_error, why)
+
     def _refused(
         self, run_id: str, view: _RunView, step_id: str, site: str, exc: ConnectorError
     ) -> None:
@@ -916,12 +1120,18 @@ class Executor:
         self._replan(run_id, [step_id], f"site {site} refused work: {exc}")
 
     def _needs_staging(self, view: _RunView, step_id: str, site: str) -> bool:
-        """True when an input of the step lives at another site."""
-        if not self.move_data:
+        """True when an input of the step lives elsewhere (another site, a URL)."""
+        if not view.run.launch.moves_data:
             return False
-        for item in view.wf.step(step_id).inputs:
-            producer = view.wf.producer(item)
-            if producer is not None and view.recs[producer].site != site:
+        wf = view.wf
+        for item in wf.step(step_id).inputs:
+            producer = wf.producer(item)
+            if producer is not None:
+                if view.recs[producer].site != site:
+                    return True
+                continue
+            location = wf.item(item).location
+            if location is not None and (location.url is not None or location.site != site):
                 return True
         return False
 

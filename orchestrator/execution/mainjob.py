@@ -24,7 +24,8 @@ from federation.model import Federation
 from federation.store import Store
 from orchestrator.connectors.local import LocalConnector
 from orchestrator.execution.buffers import BufferStager, LocalBufferServices
-from orchestrator.execution.executor import Executor, synthetic_command
+from orchestrator.execution.executor import Executor
+from orchestrator.execution.launch import Launch
 from orchestrator.execution.replan import PlannerReplanner
 from orchestrator.execution.states import RunState, StepState
 from orchestrator.execution.store import RunStore
@@ -162,19 +163,17 @@ def execute_locally(
         replanner = PlannerReplanner(
             federation, replanner_planner, view=(lambda: twin.view(twin_clock())) if twin else None
         )
-        speed = {s.id: s.speed for s in federation.sites}
         ex = Executor(
             runs,
             sites,
             stager=stager,
             replanner=replanner,
-            command=synthetic_command(time_scale, speed),
-            data_scale=data_scale,
             inputs_dir=workdir / "inputs",
             poll_interval=0.02,
         )
         assignment = {sid: a.site for sid, a in plan.assignments.items()}
-        rid = ex.submit(workflow, assignment, max_attempts=3, backoff_s=0.2)
+        launch = Launch.synthetic(federation, time_scale, data_scale)
+        rid = ex.submit(workflow, assignment, max_attempts=3, backoff_s=0.2, launch=launch)
         result = ExecutionResult(rid, RunState.RUNNING, 0.0, [], [], started_at=start_wall)
         deadline = time.monotonic() + timeout
         total = len(workflow.steps)

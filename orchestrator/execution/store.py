@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -42,6 +43,7 @@ from sqlalchemy.sql.dml import Update
 
 from federation.store import Base, Store
 from orchestrator.errors import OrchestratorError
+from orchestrator.execution.launch import Launch
 from orchestrator.execution.states import (
     OnError,
     RunState,
@@ -64,6 +66,13 @@ class RunRow(Base):
     project: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # How the run's steps are launched (``Launch`` as JSON): a value of the run, kept for its
+    # whole life (a restarted orchestrator resumes it with the same launch).
+    launch: Mapped[str] = mapped_column(Text, default="{}")
+
+
+_ADDED_RUN_COLUMNS = {"launch": "TEXT DEFAULT '{}'"}
+"""Columns added to ``exec_runs`` after stores were first made (added in place at open)."""
 
 
 class StepRow(Base):
@@ -163,6 +172,11 @@ class RunRecord:
     project: str
     created_at: float
     updated_at: float
+    launch: Launch = field(default_factory=Launch)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (RunState.DONE, RunState.FAILED, RunState.CANCELLED)
 
 
 Change = tuple[str, Sequence[StepState], str, Mapping[str, Any]]
@@ -211,11 +225,16 @@ class RunStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         store.create_tables()
-        # ``create_all`` adds missing tables, not indexes missing from an existing table:
-        # a store made before an index was declared gets it here.
+        # ``create_all`` adds missing tables, not indexes or columns missing from an existing
+        # table: a store made before they were declared gets them here.
         for index in _EVENTS.indexes:
             with contextlib.suppress(DBAPIError):  # created meanwhile by another process
                 index.create(store.engine, checkfirst=True)
+        have = {c["name"] for c in inspect(store.engine).get_columns(_RUNS.name)}
+        for name, ddl in _ADDED_RUN_COLUMNS.items():
+            if name not in have:
+                with contextlib.suppress(DBAPIError), store.engine.begin() as c:
+                    c.exec_driver_sql(f"ALTER TABLE {_RUNS.name} ADD COLUMN {name} {ddl}")
 
     # -- creating ----------------------------------------------------------------
     def create_run(
@@ -228,8 +247,10 @@ class RunStore:
         backoff_s: float = 1.0,
         project: str = "",
         run_id: str | None = None,
+        launch: Launch | None = None,
     ) -> str:
-        """Record a new run of ``workflow`` with each step assigned to a site."""
+        """Record a new run of ``workflow`` with each step assigned to a site and how its
+        steps are launched."""
         missing = [s.id for s in workflow.steps if s.id not in assignment]
         if missing:
             raise OrchestratorError(f"no site assigned to step(s): {', '.join(missing[:5])}")
@@ -250,6 +271,7 @@ class RunStore:
                     project=project,
                     created_at=now,
                     updated_at=now,
+                    launch=json.dumps((launch or Launch()).to_json()),
                 )
             )
             c.execute(
@@ -294,6 +316,7 @@ class RunStore:
             project=row.project,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            launch=Launch.from_json(json.loads(row.launch or "{}")),
         )
 
     def workflow(self, run_id: str) -> Workflow:

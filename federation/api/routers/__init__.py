@@ -2,6 +2,7 @@
 
 from federation.api.routers import (
     agents,
+    federation,
     health,
     identity,
     madpp,
@@ -17,6 +18,7 @@ from federation.api.routers import (
 ROUTERS = (
     health.router,
     identity.router,
+    federation.router,
     sites.router,
     workflows.router,
     madpp.router,
@@ -31,6 +33,7 @@ ROUTERS = (
 __all__ = [
     "ROUTERS",
     "agents",
+    "federation",
     "health",
     "identity",
     "madpp",

@@ -2,8 +2,11 @@
 
 An agent inside the site (``continuum site-agent``) leases the next task,
 downloads its inputs, uploads its outputs (the ``X-Content-SHA256`` header is
-checked: a mismatch is 422 and nothing is kept), reports the result, renews
-its lease while the task runs, and sends heartbeats. Every route needs the
+checked: a mismatch is 422 and nothing is kept), ships the task's stdout and
+stderr as they grow (``/log``, bounded by ``step_log_limit_bytes``), reports the
+result, renews its lease while the task runs, sends heartbeats, and uploads the
+files of its site that the orchestrator asked for (``/exports``: an external
+input located at the site, needed elsewhere). Every route needs the
 site-operator role for that site (or federation-admin). Handlers call the
 queue operations of ``orchestrator.connectors.pull``.
 """
@@ -13,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastPath
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +75,7 @@ def lease(
     task = pull.lease(ctx.store, access.site, agent, lease_s)
     if task is None:
         return Response(status_code=204)
+    task["log_limit"] = ctx.settings.step_log_limit_bytes
     import json
 
     return Response(json.dumps(task), media_type="application/json")
@@ -117,6 +122,91 @@ async def put_output(
     if not want:
         raise ChecksumMismatch("send the output's sha256 in the X-Content-SHA256 header")
     dst = pull.output_file(mirror(ctx, access.site), handle, item)
+    part = dst.with_name(dst.name + ".upload")
+    size, digest = await _receive(request, part)
+    if digest != want:
+        part.unlink()
+        raise ChecksumMismatch(f"{item}: the bytes received do not match X-Content-SHA256")
+    os.replace(part, dst)
+    return {"item": item, "bytes": size, "sha256": want}
+
+
+@router.post("/log", summary="Append a chunk of a leased task's stdout or stderr")
+async def append_log(
+    request: Request,
+    access: SiteOperator,
+    ctx: Context,
+    handle: str = Query(min_length=1, max_length=700),
+    stream: Literal["stdout", "stderr"] = Query(),
+    offset: int = Query(ge=0, le=2**40, description="where the chunk starts in the stream"),
+) -> dict[str, Any]:
+    _task(ctx, access.site, handle)
+    data = await request.body()
+    try:
+        size = pull.append_log(
+            mirror(ctx, access.site),
+            handle,
+            stream,
+            offset,
+            data,
+            ctx.settings.step_log_limit_bytes + 4096,  # the note between head and tail
+        )
+    except ConnectorError as exc:
+        raise Conflict(str(exc)) from None
+    return {"stream": stream, "bytes": size}
+
+
+@router.get("/exports", summary="Files of the site the orchestrator waits for")
+def exports(access: SiteOperator, ctx: Context) -> list[dict[str, str]]:
+    return pull.pending_exports(ctx.store, access.site)
+
+
+class ExportFailure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(min_length=1, max_length=2000)
+
+
+@router.put("/exports/{export_id}", summary="Upload a file of the site (sha256-checked)")
+async def put_export(
+    request: Request,
+    access: SiteOperator,
+    ctx: Context,
+    export_id: str = FastPath(pattern=r"^[0-9a-f]{32}$"),
+) -> dict[str, Any]:
+    try:
+        pull.export_row(ctx.store, access.site, export_id)
+    except ConnectorError as exc:
+        raise NotFound(str(exc)) from None
+    want = request.headers.get("x-content-sha256", "").lower()
+    if not want:
+        raise ChecksumMismatch("send the file's sha256 in the X-Content-SHA256 header")
+    dst = pull.export_file(mirror(ctx, access.site), export_id)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    size, digest = await _receive(request, dst)
+    if digest != want:
+        raise ChecksumMismatch("the bytes received do not match X-Content-SHA256")
+    pull.finish_export(ctx.store, access.site, export_id, sha256=digest, size=size)
+    return {"id": export_id, "bytes": size, "sha256": digest}
+
+
+@router.post("/exports/{export_id}/failed", summary="The site cannot read the file asked for")
+def export_failed(
+    body: ExportFailure,
+    access: SiteOperator,
+    ctx: Context,
+    export_id: str = FastPath(pattern=r"^[0-9a-f]{32}$"),
+) -> dict[str, str]:
+    try:
+        pull.finish_export(ctx.store, access.site, export_id, error=body.error)
+    except ConnectorError as exc:
+        raise NotFound(str(exc)) from None
+    return {"id": export_id, "state": "failed"}
+
+
+async def _receive(request: Request, dst: Path) -> tuple[int, str]:
+    """Stream the request's body into ``dst`` (renamed into place once whole and synced);
+    its size and sha256. A partial body leaves nothing at ``dst``."""
     tmp = dst.with_name(dst.name + ".part")
     h = hashlib.sha256()
     size = 0
@@ -127,11 +217,8 @@ async def put_output(
             size += len(chunk)
         f.flush()
         os.fsync(f.fileno())
-    if h.hexdigest() != want:
-        tmp.unlink()
-        raise ChecksumMismatch(f"{item}: the bytes received do not match X-Content-SHA256")
     os.replace(tmp, dst)
-    return {"item": item, "bytes": size, "sha256": want}
+    return size, h.hexdigest()
 
 
 @router.post("/result", summary="Report a leased task's result")

@@ -5,27 +5,44 @@ stored workflow (or a comparison of every planner) on the twin's current
 view, sees its makespan, cost, energy and carbon, approves it within a budget
 (409 when the plan costs more), then runs it. Runs go to the sites' pull
 agents (``continuum site-agent``).
+
+Planning goes through ``orchestrator.planning`` like the CLI: the same defaults
+(``PLANNING_DEFAULTS``), and everything declared folded into the workflow (the project's
+sites, the workflow's data project plan, where its external inputs live). The plan keeps
+that workflow, so its run executes exactly what was previewed. A plan runs once: of
+several concurrent ``run`` requests one starts the run, the others get 409.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
+from datalogistics.items import InputLocation
+from datalogistics.madpp import DataProjectPlan
 from federation.api.deps import Context, Member, ProjectWriter
 from federation.api.engine import engine_of
 from federation.api.errors import Conflict, Forbidden, NotFound
 from federation.api.routers._common import UUID_PATTERN, json_safe
-from federation.api.tables import PlanRow, WorkflowRow
-from orchestrator import Objective, PlanningConstraints, check_plan, make_planner
-from orchestrator.execution import OnError
+from federation.api.tables import (
+    MadppRow,
+    PlanRow,
+    PlanWorkflowRow,
+    WorkflowInputsRow,
+    WorkflowRow,
+)
+from federation.errors import InvalidInput
+from orchestrator.errors import OrchestratorError, PlanInvalid, PlanningError
+from orchestrator.execution import Launch, OnError
 from orchestrator.loaders import workflow_from_data
-from orchestrator.planners import ILPSettings
+from orchestrator.plan import Plan
+from orchestrator.planning import PLANNING_DEFAULTS, declare, plan_workflow
 from orchestrator.workflow import Workflow
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
@@ -34,25 +51,28 @@ PlannerName = Literal["heft", "greedy", "market", "ilp"]
 ObjectiveName = Literal["time", "cost", "energy", "carbon", "weighted"]
 
 
+_D = PLANNING_DEFAULTS
+
+
 class PlanRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     workflow_id: str = Field(pattern=UUID_PATTERN)
-    planner: PlannerName = "heft"
-    objective: ObjectiveName = "weighted"
+    planner: PlannerName = _D.planner  # type: ignore[assignment]
+    objective: ObjectiveName = _D.objective  # type: ignore[assignment]
     deadline_s: float | None = Field(default=None, gt=0)
     budget_eur: float | None = Field(default=None, ge=0)
-    time_limit_s: float = Field(default=20.0, gt=0, le=600, description="ILP solver limit")
+    time_limit_s: float = Field(default=_D.time_limit_s, gt=0, le=600, description="ILP limit")
 
 
 class CompareRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     workflow_id: str = Field(pattern=UUID_PATTERN)
-    objective: ObjectiveName = "weighted"
+    objective: ObjectiveName = _D.objective  # type: ignore[assignment]
     deadline_s: float | None = Field(default=None, gt=0)
     budget_eur: float | None = Field(default=None, ge=0)
-    time_limit_s: float = Field(default=20.0, gt=0, le=600)
+    time_limit_s: float = Field(default=_D.time_limit_s, gt=0, le=600)
 
 
 class Approval(BaseModel):
@@ -62,11 +82,14 @@ class Approval(BaseModel):
 
 
 class RunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     synthetic: bool = Field(
         default=False,
-        description="run WfCommons steps as the synthetic step (CPU for the recorded runtime)",
+        description=(
+            "run every step as the synthetic step (CPU for the recorded runtime) instead of "
+            "its own command; stored with this run only"
+        ),
     )
     scale: float = Field(default=1e-3, gt=0, le=1, description="of runtimes and data sizes")
     max_attempts: int = Field(default=3, ge=1, le=20)
@@ -93,11 +116,22 @@ def _info(row: PlanRow) -> PlanInfo:
     return PlanInfo.model_validate(row)
 
 
-def _workflow(db: Session, project: str, workflow_id: str) -> Workflow:
+def _declared(db: Session, ctx: Any, project: str, workflow_id: str) -> Workflow:
+    """The stored workflow with the project's sites, its data project plan and its input
+    locations folded in (``orchestrator.planning.declare``)."""
     row = db.get(WorkflowRow, workflow_id)
     if row is None or row.project != project:
         raise NotFound(f"workflow {workflow_id!r} not found in project {project!r}")
-    return workflow_from_data(row.document, f"workflow {workflow_id}")
+    wf = workflow_from_data(row.document, f"workflow {workflow_id}")
+    data_plan = None
+    if row.madpp_id is not None:
+        plan_row = db.get(MadppRow, row.madpp_id)
+        if plan_row is not None:
+            data_plan = DataProjectPlan.from_json(plan_row.document, f"madpp {row.madpp_id}")
+    extra = db.get(WorkflowInputsRow, workflow_id)
+    inputs = {k: InputLocation.model_validate(v) for k, v in extra.inputs.items()} if extra else {}
+    fed = engine_of(ctx).federation()
+    return declare(wf, fed, project=project, data_plan=data_plan, inputs=inputs, source="<api>")
 
 
 def _plan(
@@ -108,17 +142,23 @@ def _plan(
     deadline: float | None,
     budget: float | None,
     time_limit: float,
-) -> Any:
+) -> Plan:
     engine = engine_of(ctx)
-    fed = engine.federation()
-    view = engine.view()
-    constraints = PlanningConstraints(deadline=deadline, budget=budget)
-    settings = ILPSettings(time_limit=time_limit) if planner == "ilp" else None
-    plan = make_planner(planner, settings).plan(
-        wf, fed, view, constraints, Objective.parse(objective)
-    )
-    problems = check_plan(plan, wf, fed, view, constraints)
-    return plan, problems
+    try:
+        return plan_workflow(
+            wf,
+            engine.federation(),
+            engine.view(),
+            planner=planner,
+            objective=objective,
+            time_limit_s=time_limit,
+            deadline=deadline,
+            budget=budget,
+        )
+    except PlanInvalid:
+        raise  # the planner's own defect: a 500, never hidden
+    except PlanningError as exc:  # infeasible limits, eligibility: the request's to change
+        raise InvalidInput.single("<api>", "body", str(exc)) from None
 
 
 @router.post(
@@ -129,12 +169,14 @@ def _plan(
 )
 def create_plan(body: PlanRequest, access: ProjectWriter, ctx: Context) -> PlanInfo:
     with ctx.store.session() as db:
-        wf = _workflow(db, access.project, body.workflow_id)
-    plan, problems = _plan(
+        wf = _declared(db, ctx, access.project, body.workflow_id)
+    plan = _plan(
         ctx, wf, body.planner, body.objective, body.deadline_s, body.budget_eur, body.time_limit_s
     )
     metrics = json_safe(plan.metrics.to_dict())
-    metrics["checker_problems"] = [str(p) for p in problems]
+    metrics["checker_problems"] = []  # plan_workflow refuses a plan the checker rejects
+    metrics["notes"] = list(plan.notes)
+    metrics["transfers"] = json_safe(plan.to_dict()["transfers"])
     row = PlanRow(
         id=str(uuid.uuid4()),
         project=access.project,
@@ -151,19 +193,21 @@ def create_plan(body: PlanRequest, access: ProjectWriter, ctx: Context) -> PlanI
     with ctx.store.session() as db:
         db.add(row)
         db.flush()
+        db.add(PlanWorkflowRow(plan_id=row.id, document=wf.to_dict()))
+        db.flush()
         return _info(row)
 
 
 @router.post("/projects/{project_id}/plans/compare", summary="Every planner on the same inputs")
 def compare(body: CompareRequest, access: ProjectWriter, ctx: Context) -> dict[str, Any]:
     with ctx.store.session() as db:
-        wf = _workflow(db, access.project, body.workflow_id)
+        wf = _declared(db, ctx, access.project, body.workflow_id)
     out: dict[str, Any] = {}
     for name in ("heft", "greedy", "market", "ilp"):
-        plan, problems = _plan(
+        plan = _plan(
             ctx, wf, name, body.objective, body.deadline_s, body.budget_eur, body.time_limit_s
         )
-        out[name] = {**json_safe(plan.metrics.to_dict()), "checker_problems": len(problems)}
+        out[name] = {**json_safe(plan.metrics.to_dict()), "checker_problems": 0}
     return out
 
 
@@ -205,8 +249,8 @@ def approve(
             )
         if row.metrics.get("checker_problems"):
             raise Conflict("the plan failed the plan checker; plan again")
-        if row.state == "running":
-            raise Conflict("the plan is already running")
+        if row.state not in ("preview", "approved"):
+            raise Conflict(f"the plan is {row.state}: it can no longer be approved")
         row.state, row.approved_budget = "approved", body.budget_eur
         db.flush()
         return _info(row)
@@ -221,22 +265,47 @@ def approve(
 def run(
     body: RunRequest, who: Member, ctx: Context, plan_id: str = Path(pattern=UUID_PATTERN)
 ) -> PlanInfo:
+    engine = engine_of(ctx)
     with ctx.store.session() as db:
         row = _writable(db, who, plan_id)
         if row.state != "approved":
             raise Conflict(f"the plan is {row.state}: approve it first (POST .../approve)")
-        wf = _workflow(db, row.project, row.workflow_id)
+        # One run per plan: of concurrent requests, the one that moves the plan from
+        # approved to starting goes on; the others find it moved and get 409.
+        result = db.execute(
+            update(PlanRow)
+            .where(PlanRow.id == plan_id, PlanRow.state == "approved")
+            .values(state="starting")
+        )
+        taken = cast(CursorResult[Any], result).rowcount
+        if taken != 1:
+            raise Conflict("the plan is already being run")
+        doc = db.get(PlanWorkflowRow, plan_id)
         assignment = {a["step"]: a["site"] for a in row.assignments}
         project = row.project
-    run_id = engine_of(ctx).submit(
-        wf,
-        assignment,
-        project,
-        body.synthetic,
-        body.scale,
-        on_error=OnError(body.on_error),
-        max_attempts=body.max_attempts,
-    )
+    try:
+        if doc is None:
+            raise Conflict("this plan was made before plans kept their workflow: plan again")
+        wf = Workflow.from_dict(doc.document, f"plan {plan_id}")
+        launch = (
+            Launch.synthetic(engine.federation(), body.scale, body.scale)
+            if body.synthetic
+            else Launch.native()
+        )
+        run_id = engine.submit(
+            wf,
+            assignment,
+            project,
+            launch,
+            on_error=OnError(body.on_error),
+            max_attempts=body.max_attempts,
+        )
+    except BaseException as exc:
+        with ctx.store.session() as db:  # not started: the plan may be run again
+            db.execute(update(PlanRow).where(PlanRow.id == plan_id).values(state="approved"))
+        if isinstance(exc, OrchestratorError) and not isinstance(exc, InvalidInput):
+            raise InvalidInput.single("<api>", "body", str(exc)) from None
+        raise
     with ctx.store.session() as db:
         row = _writable(db, who, plan_id)
         row.state, row.run_id = "running", run_id

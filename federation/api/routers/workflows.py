@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from datalogistics.items import InputLocation
 from federation.api.deps import Context, Member, ProjectReader, ProjectWriter
 from federation.api.errors import NotFound
 from federation.api.routers._common import UUID_PATTERN, Page, json_safe, prefixed
 from federation.api.routers.madpp import new_plan_row, validated_plan
-from federation.api.tables import MadppRow, WorkflowRow
-from federation.errors import InvalidInput
+from federation.api.tables import MadppRow, WorkflowInputsRow, WorkflowRow
+from federation.errors import InvalidInput, Problem
 from orchestrator.loaders import workflow_from_data
 from orchestrator.wfformat import is_wfformat
 
@@ -45,6 +46,14 @@ class WorkflowSubmission(BaseModel):
     madpp: dict[str, Any] | None = Field(
         default=None, description="or a new maDMP 1.2 plan, stored with the workflow"
     )
+    inputs: dict[str, InputLocation] = Field(
+        default_factory=dict,
+        max_length=10_000,
+        description=(
+            "where external inputs live before the run: item id -> {site, path} or {url} "
+            "(beside any 'location' the workflow document gives)"
+        ),
+    )
 
 
 class WorkflowInfo(BaseModel):
@@ -60,10 +69,15 @@ class WorkflowInfo(BaseModel):
     created_at: datetime
     submitted_by: str
     summary: dict[str, Any]
+    inputs: dict[str, InputLocation] = Field(default_factory=dict)
 
 
-def _info(row: WorkflowRow) -> WorkflowInfo:
-    return WorkflowInfo.model_validate(row)
+def _info(row: WorkflowRow, db: Session) -> WorkflowInfo:
+    info = WorkflowInfo.model_validate(row)
+    extra = db.get(WorkflowInputsRow, row.id)
+    if extra is not None:
+        info.inputs = {k: InputLocation.model_validate(v) for k, v in extra.inputs.items()}
+    return info
 
 
 def _visible_row(db: Session, who: Member, workflow_id: str) -> WorkflowRow:
@@ -86,6 +100,14 @@ def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, ctx: Contex
             wf = workflow_from_data(body.workflow, "<api>")
         except InvalidInput as exc:
             raise prefixed(exc, "body.workflow") from None
+        external = set(wf.external_inputs())
+        wrong = [
+            Problem(f"body.inputs.{item}", f"{item!r} is not an external input of the workflow")
+            for item in body.inputs
+            if item not in external
+        ]
+        if wrong:
+            raise InvalidInput("<api>", wrong)
         if body.madpp is not None and body.madpp_id is not None:
             raise InvalidInput.single(
                 "<api>", "body.madpp", "give either madpp (a new plan) or madpp_id, not both"
@@ -119,7 +141,18 @@ def submit_workflow(body: WorkflowSubmission, access: ProjectWriter, ctx: Contex
         )
         db.add(row)
         db.flush()
-        return _info(row)
+        if body.inputs:
+            db.add(
+                WorkflowInputsRow(
+                    workflow_id=row.id,
+                    inputs={
+                        k: v.model_dump(mode="json", exclude_none=True)
+                        for k, v in body.inputs.items()
+                    },
+                )
+            )
+            db.flush()
+        return _info(row, db)
 
 
 @router.get(
@@ -136,7 +169,7 @@ def list_workflows(access: ProjectReader, ctx: Context, page: Page) -> list[Work
             .limit(page.limit)
             .offset(page.offset)
         )
-        return [_info(r) for r in rows]
+        return [_info(r, db) for r in rows]
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowInfo, summary="One workflow")
@@ -145,7 +178,7 @@ def get_workflow(
 ) -> WorkflowInfo:
     """The workflow; 404 when it does not exist or belongs to a project the caller cannot see."""
     with ctx.store.session() as db:
-        return _info(_visible_row(db, who, workflow_id))
+        return _info(_visible_row(db, who, workflow_id), db)
 
 
 @router.get("/workflows/{workflow_id}/document", summary="The workflow document as submitted")
