@@ -109,7 +109,7 @@ def _serve(kind: str, data_dir: Path, jwks_path: Path) -> None:
     app = _bare_app() if kind == "bare" else _api_app(data_dir, jwks_path)
     freeze_startup_objects()  # as ``continuum serve`` does, for both servers
     sock = bind_tcp("127.0.0.1", 0)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     print(json.dumps({"port": bound_port(sock)}), flush=True)
     server.run(sockets=[sock])

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
         ge=1024,
         description="bytes of each step's stdout and stderr kept (head and tail beyond)",
     )
+    buffer_startup_timeout_s: float = Field(
+        default=120.0, gt=0, description="seconds the local buffer services have to answer"
+    )
     metrics_public: bool = Field(
         default=True, description="serve /metrics without a token (for a Prometheus scraper)"
     )

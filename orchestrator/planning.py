@@ -207,19 +207,31 @@ def plan_workflow(
     return require_valid(plan, workflow, federation, view, constraints)
 
 
-def assignment_of(plan_doc: Mapping[str, Any], workflow: Workflow, source: str) -> dict[str, str]:
-    """Step -> site of a saved plan (``Plan.to_dict()``, ``continuum plan --json``), checked
-    to cover exactly the workflow's steps (``InvalidInput`` naming the difference)."""
-    rows = plan_doc.get("assignments") if isinstance(plan_doc, Mapping) else None
+def saved_plan(doc: Any, workflow: Workflow, source: str) -> Plan:
+    """A plan saved by ``continuum plan --json`` (``Plan.to_dict()``), read back for running
+    exactly what was previewed; ``InvalidInput`` naming what does not fit ``workflow`` (a step
+    without a site, a step the workflow does not have)."""
+    from orchestrator.plan import Assignment, Objective, Plan, PlanMetrics
+
+    rows = doc.get("assignments") if isinstance(doc, Mapping) else None
     if not isinstance(rows, list):
-        raise InvalidInput.single(source, "assignments", "a plan needs a list of assignments")
-    out: dict[str, str] = {}
+        raise InvalidInput.single(source, "assignments", "a saved plan needs a list of them")
+    assignments: dict[str, Assignment] = {}
     for i, row in enumerate(rows):
-        if not isinstance(row, Mapping) or not {"step", "site"} <= set(row):
-            raise InvalidInput.single(source, f"assignments[{i}]", "needs a step and a site")
-        out[str(row["step"])] = str(row["site"])
+        try:
+            a = Assignment(
+                str(row["step"]),
+                str(row["site"]),
+                float(row.get("start_s", 0.0)),
+                float(row.get("end_s", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InvalidInput.single(
+                source, f"assignments[{i}]", "needs a step, a site, start_s and end_s"
+            ) from None
+        assignments[a.step] = a
     steps = {s.id for s in workflow.steps}
-    extra, missing = sorted(set(out) - steps), sorted(steps - set(out))
+    extra, missing = sorted(set(assignments) - steps), sorted(steps - set(assignments))
     if extra or missing:
         parts = []
         if missing:
@@ -227,15 +239,30 @@ def assignment_of(plan_doc: Mapping[str, Any], workflow: Workflow, source: str) 
         if extra:
             parts.append(f"unknown steps {', '.join(extra[:5])}")
         raise InvalidInput.single(
-            source, "assignments", f"the plan is not of this workflow: {'; '.join(parts)}"
+            source, "assignments", f"the plan is not one of this workflow: {'; '.join(parts)}"
         )
-    return out
+    m = doc.get("metrics") if isinstance(doc.get("metrics"), Mapping) else {}
+    metrics = PlanMetrics(
+        makespan_s=float(m.get("makespan_s") or 0.0),
+        cost_eur=float(m.get("cost_eur") or 0.0),
+        energy_kwh=float(m.get("energy_kwh") or 0.0),
+        carbon_kg=float(m.get("carbon_kg") or 0.0),
+        bytes_moved=float(m.get("bytes_moved") or 0.0),
+        planner=str(m.get("planner") or "saved"),
+        status=str(m.get("status") or "saved"),
+        gap=m.get("gap"),
+    )
+    try:
+        objective = Objective.parse(str(doc.get("objective") or PLANNING_DEFAULTS.objective))
+    except ValueError as exc:
+        raise InvalidInput.single(source, "objective", str(exc)) from None
+    return Plan(workflow.name, assignments, (), metrics, objective, float(doc.get("t0") or 0.0))
 
 
 __all__ = [
     "PLANNING_DEFAULTS",
     "PlanningDefaults",
-    "assignment_of",
     "declare",
     "plan_workflow",
+    "saved_plan",
 ]

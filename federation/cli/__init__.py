@@ -9,7 +9,9 @@ on the one ``app``.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import typer
@@ -49,28 +51,45 @@ sim_cmd.register(app)
 exec_cmd.register(app)
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C: every ``finally`` runs, so the processes a command
+    # started (buffer services, pools) are stopped by PID before it exits.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``continuum``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     common.STATE.debug = "--debug" in args
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        sys.exit(_run(args))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: list[str]) -> int:
     try:
         rv = app(args=args, prog_name="continuum", standalone_mode=False)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         common.err_console.print("aborted")
-        sys.exit(130)
+        return 130
     except Exception as exc:
         # Usage errors (click's, or the copy of click that newer typer vendors)
         # know how to show themselves and carry their exit status (2).
         show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(exit_code, int):
             show()
-            sys.exit(exit_code)
+            return exit_code
         if common.STATE.debug:
             raise
-        sys.exit(common.report_error(exc))
-    sys.exit(rv if isinstance(rv, int) else 0)
+        return common.report_error(exc)
+    return rv if isinstance(rv, int) else 0
 
 
 __all__ = ["app", "main"]

@@ -94,3 +94,52 @@ def human_seconds(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.2f} h"
+
+
+def parse_inputs(values: list[str] | None, option: str = "--input") -> dict[str, Any]:
+    """``ITEM=SITE:PATH`` or ``ITEM=URL`` options as ``InputLocation``s, by item id
+    (``typer.BadParameter``, exit 2, naming the bad one)."""
+    import typer
+
+    from datalogistics.items import InputLocation
+
+    out: dict[str, Any] = {}
+    for value in values or ():
+        item, eq, where = value.partition("=")
+        if not eq or not item or not where:
+            raise typer.BadParameter(
+                f"{value!r}: write ITEM=SITE:PATH or ITEM=https://...", param_hint=option
+            )
+        try:
+            if where.startswith(("http://", "https://")):
+                out[item] = InputLocation(url=where)
+            else:
+                site, colon, path = where.partition(":")
+                if not colon or not site or not path:
+                    raise ValueError("write ITEM=SITE:PATH or ITEM=https://...")
+                out[item] = InputLocation(site=site, path=path)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{value!r}: {exc}", param_hint=option) from None
+    return out
+
+
+def state_dir() -> Path:
+    """Where the CLI keeps what it remembers between commands (``$XDG_STATE_HOME/continuum``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "continuum"
+
+
+def remember_workdir(workdir: Path) -> None:
+    """Note ``workdir`` as the last working directory of ``continuum run``."""
+    folder = state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "last-workdir").write_text(str(workdir.resolve()) + "\n", encoding="utf-8")
+
+
+def last_workdir() -> Path | None:
+    """The last ``--workdir`` of ``continuum run`` on this account, if any."""
+    try:
+        text = (state_dir() / "last-workdir").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Path(text) if text else None

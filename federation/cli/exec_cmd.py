@@ -9,10 +9,20 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from federation.cli.common import DemoContext, console, human_bytes
+from federation.cli.common import (
+    DemoContext,
+    console,
+    err_console,
+    human_bytes,
+    last_workdir,
+    parse_inputs,
+    remember_workdir,
+)
+from federation.cli.plan_cmd import warn_fallback
 
 if TYPE_CHECKING:
     from orchestrator.execution.executor import Executor
+    from orchestrator.execution.mainjob import ExecutionResult
     from orchestrator.execution.store import RunStore
 
 runs_app = typer.Typer(help="Follow and control durable runs (state in a store file).")
@@ -32,6 +42,7 @@ def _progress() -> Progress:
 def demo_section(ctx: DemoContext) -> None:
     """Execute the plan for real on local sites, take one site down half-way, re-plan."""
     from orchestrator import HEFTPlanner
+    from orchestrator.execution import Launch
     from orchestrator.execution.mainjob import Fault, execute_locally, write_report
 
     plan = ctx.results.get("plan")
@@ -58,6 +69,7 @@ def demo_section(ctx: DemoContext) -> None:
             plan,
             ctx.output / "run",
             replanner_planner=HEFTPlanner(),
+            launch=Launch.synthetic(ctx.federation, 1e-3, 1e-3),
             twin=twin,
             twin_epoch=epoch,
             fault=Fault(after=0.5),
@@ -123,12 +135,31 @@ def site_agent(
         float | None, typer.Option(help="Stop after this many seconds without work.")
     ] = None,
     poll: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 1.0,
+    export_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--export-root",
+            help="A folder whose files may leave the site when a workflow's input lives there "
+            "(repeat for several; none by default).",
+        ),
+    ] = None,
+    server_wait: Annotated[
+        float, typer.Option(help="Seconds to keep retrying an unreachable federation API.")
+    ] = 3600.0,
 ) -> None:
     """Run inside a site that accepts no inbound connection: pull tasks from the federation
-    API, run them, push results, outputs and heartbeats (outbound HTTPS only)."""
+    API, run them, push results, outputs, logs and heartbeats (outbound HTTPS only)."""
     from orchestrator.connectors.agent import SiteAgent
 
-    agent = SiteAgent(server, site, token, workdir, poll_s=poll)
+    agent = SiteAgent(
+        server,
+        site,
+        token,
+        workdir,
+        poll_s=poll,
+        export_roots=export_root or (),
+        server_wait_s=server_wait,
+    )
     try:
         done = agent.run(max_tasks=max_tasks, idle_exit_s=idle_exit)
     finally:
@@ -141,39 +172,130 @@ def run_workflow(
     federation: Annotated[
         Path | None, typer.Option("--federation", "-f", help="Federation YAML (default: demo).")
     ] = None,
-    planner: Annotated[str, typer.Option(help="ilp, heft, greedy or market.")] = "heft",
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan", help="Run this saved plan (`continuum plan --json`) instead of planning."
+        ),
+    ] = None,
+    planner: Annotated[str | None, typer.Option(help="ilp, heft, greedy or market.")] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="time | cost | energy | carbon | weighted")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="Latest makespan, in seconds.", min=0.0)
+    ] = None,
+    budget: Annotated[float | None, typer.Option(help="Largest total cost, EUR.", min=0.0)] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="ILP solver limit, seconds.", min=0.1)
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Plan for this project: only the sites it may use.")
+    ] = None,
+    madpp: Annotated[
+        Path | None, typer.Option(help="Data project plan (maDMP) whose rules apply.")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="Where an external input lives: ITEM=SITE:PATH or ITEM=URL."),
+    ] = None,
+    synthetic: Annotated[
+        bool,
+        typer.Option(
+            help="Run every step as the synthetic WfCommons step instead of its own command."
+        ),
+    ] = False,
     workdir: Annotated[Path, typer.Option(help="Where sites, buffers and state live.")] = Path(
         "continuum-run"
     ),
-    time_scale: Annotated[float, typer.Option(help="Scale of synthetic step durations.")] = 1e-3,
-    data_scale: Annotated[float, typer.Option(help="Scale of synthetic output sizes.")] = 1e-3,
+    time_scale: Annotated[
+        float, typer.Option(help="Synthetic steps: scale of durations.", min=1e-9)
+    ] = 1e-3,
+    data_scale: Annotated[
+        float, typer.Option(help="Synthetic steps: scale of output sizes.", min=1e-9)
+    ] = 1e-3,
+    slots: Annotated[int, typer.Option(help="Concurrent tasks per local site.", min=1)] = 2,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
     fail_site: Annotated[
         str | None, typer.Option(help="Take this site down during the run (a drill).")
     ] = None,
     fail_after: Annotated[float, typer.Option(help="Fraction of steps done before it.")] = 0.5,
     report: Annotated[Path | None, typer.Option(help="Folder for report.md.")] = None,
 ) -> None:
-    """Plan a workflow and execute it for real on local sites (one process pool and buffer
-    service per site of the federation), through the durable executor."""
+    """Execute a workflow for real on local sites (a process pool and a buffer service per
+    site of the federation), through the durable executor: each step runs its own command
+    (``--synthetic``: the synthetic step). Plans with the same defaults as ``continuum plan``,
+    or runs a saved plan as it is (``--plan``)."""
+    from datalogistics.madpp import DataProjectPlan
+    from federation.documents import read_document
     from federation.model import load_demo_federation, load_federation
-    from orchestrator import Objective, PlanningConstraints, load_workflow, make_planner
+    from federation.settings import load_settings
+    from orchestrator import HEFTPlanner, load_workflow
+    from orchestrator.execution import Launch
     from orchestrator.execution.mainjob import Fault, execute_locally, write_report
-    from twin import static_view
+    from orchestrator.planning import declare, plan_workflow, saved_plan
 
     fed = load_federation(federation) if federation else load_demo_federation()
     wf = load_workflow(workflow)
     if fail_site is not None and fail_site not in fed.site_ids:
-        raise typer.BadParameter(f"unknown site {fail_site!r}; sites: {', '.join(fed.site_ids)}")
+        raise typer.BadParameter(
+            f"unknown site {fail_site!r}; sites: {', '.join(fed.site_ids)}",
+            param_hint="--fail-site",
+        )
     if not 0.0 <= fail_after <= 1.0:
-        raise typer.BadParameter("--fail-after is a fraction between 0 and 1")
-    view = static_view(fed)
-    plan = make_planner(planner).plan(wf, fed, view, PlanningConstraints(), Objective())
-    console.print(
-        f"planned {len(wf)} steps with {plan.metrics.planner}: makespan "
-        f"{plan.metrics.makespan_s:.1f} s, {plan.metrics.status}"
+        raise typer.BadParameter("a fraction between 0 and 1", param_hint="--fail-after")
+    if plan_file is not None and any(
+        v is not None for v in (planner, objective, deadline, budget, time_limit)
+    ):
+        raise typer.BadParameter(
+            "a saved plan is run as it is: drop --planner/--objective/--deadline/--budget/"
+            "--time-limit, or plan again",
+            param_hint="--plan",
+        )
+    data_plan = DataProjectPlan.load(madpp) if madpp is not None else None
+    wf = declare(
+        wf,
+        fed,
+        project=project,
+        data_plan=data_plan,
+        inputs=parse_inputs(inputs),
+        source=str(workflow),
     )
-    from orchestrator import HEFTPlanner
-
+    launch = Launch.synthetic(fed, time_scale, data_scale) if synthetic else Launch.native()
+    missing = launch.missing_commands(wf)
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise typer.BadParameter(
+            f"step(s) {', '.join(missing[:3])}{more} have no command: give each step a "
+            "command, or run them as synthetic steps with --synthetic",
+            param_hint="WORKFLOW",
+        )
+    if plan_file is not None:
+        plan = saved_plan(read_document(plan_file), wf, str(plan_file))
+        unknown = sorted({a.site for a in plan.assignments.values()} - set(fed.site_ids))
+        if unknown:
+            raise typer.BadParameter(
+                f"the plan uses site(s) {', '.join(unknown)} that the federation does not have",
+                param_hint="--plan",
+            )
+        console.print(f"running the saved plan {plan_file} ({plan.metrics.planner})")
+    else:
+        plan = plan_workflow(
+            wf,
+            fed,
+            planner=planner,
+            objective=objective,
+            time_limit_s=time_limit,
+            deadline=deadline,
+            budget=budget,
+        )
+        warn_fallback(plan, plan.metrics.planner)
+        console.print(
+            f"planned {len(wf)} steps with {plan.metrics.planner}: makespan "
+            f"{plan.metrics.makespan_s:.1f} s, {plan.metrics.status}"
+        )
+    console.print(f"launch: {launch.describe()}; working directory {workdir}")
+    remember_workdir(workdir)
     with _progress() as bar:
         task = bar.add_task("running", total=len(wf))
         result = execute_locally(
@@ -182,36 +304,56 @@ def run_workflow(
             plan,
             workdir,
             replanner_planner=HEFTPlanner(),
+            launch=launch,
             fault=Fault(fail_after, fail_site) if fail_site else None,
-            time_scale=time_scale,
-            data_scale=data_scale,
+            slots=slots,
+            timeout=timeout,
+            startup_timeout=load_settings().buffer_startup_timeout_s,
+            project=project or "",
             progress=lambda d, t, _: bar.update(task, completed=d, total=t),
         )
-    for line in result.events:
-        console.print(f"  {line}", soft_wrap=True)
-    console.print(f"run {result.run_id}: [bold]{result.state.value}[/] in {result.wall_s:.1f} s")
+    _print_result(result)
     if report is not None:
         console.print(f"report: {write_report(report, wf, plan, result)}")
     if result.state.value != "done":
         raise typer.Exit(1)
 
 
-def _store(state: Path) -> RunStore:
+def _print_result(result: ExecutionResult) -> None:
+    for line in result.events:
+        console.print(f"  {line}", soft_wrap=True)
+    console.print(f"run {result.run_id}: [bold]{result.state.value}[/] in {result.wall_s:.1f} s")
+
+
+def _state_path(state: Path | None) -> Path:
+    """``--state``, else the store of the last ``continuum run --workdir``."""
+    if state is not None:
+        return state
+    last = last_workdir()
+    if last is None:
+        raise typer.BadParameter(
+            "no run yet on this account: give --state WORKDIR/state.db", param_hint="--state"
+        )
+    return last / "state.db"
+
+
+def _store(state: Path | None) -> RunStore:
     from federation.store import Store
     from orchestrator.execution.store import RunStore
 
-    if not state.exists():
-        raise typer.BadParameter(f"no run store at {state}")
-    return RunStore(Store.at(state))
+    path = _state_path(state)
+    if not path.exists():
+        raise typer.BadParameter(f"no run store at {path}", param_hint="--state")
+    return RunStore(Store.at(path))
 
 
-def _executor(state: Path) -> Executor:
+def _executor(state: Path | None) -> Executor:
     """An executor over the run store and the local sites of the run's working directory."""
     from orchestrator.connectors.local import LocalConnector
     from orchestrator.execution.executor import Executor
 
     runs = _store(state)
-    root = state.parent
+    root = _state_path(state).parent
     sites = {
         d.name: LocalConnector(d.name, d)
         for d in sorted(root.iterdir())
@@ -220,32 +362,45 @@ def _executor(state: Path) -> Executor:
     return Executor(runs, sites)
 
 
+def _known(runs: RunStore, run: str) -> None:
+    from orchestrator.execution.store import UnknownRun
+
+    try:
+        runs.run(run)
+    except UnknownRun:
+        raise typer.BadParameter(f"no run {run!r} in this store", param_hint="RUN") from None
+
+
 StateOpt = Annotated[
-    Path, typer.Option("--state", help="The run store (state.db in the run's workdir).")
+    Path | None,
+    typer.Option(
+        "--state", help="The run store (default: state.db of the last `continuum run --workdir`)."
+    ),
 ]
 
 
 @runs_app.command("list")
-def runs_list(state: StateOpt = Path("continuum-run/state.db")) -> None:
+def runs_list(state: StateOpt = None) -> None:
     """Runs in a store, with their state."""
     runs = _store(state)
     table = Table()
-    for col in ("run", "workflow", "state", "steps done"):
+    for col in ("run", "workflow", "state", "launch", "steps done"):
         table.add_column(col)
     for rid in runs.runs():
         rec = runs.run(rid)
         steps = runs.steps(rid)
         done = sum(1 for r in steps.values() if r.state.value == "done")
-        table.add_row(rid, rec.name, rec.state.value, f"{done}/{len(steps)}")
+        table.add_row(rid, rec.name, rec.state.value, rec.launch.kind.value, f"{done}/{len(steps)}")
     console.print(table)
 
 
 @runs_app.command("status")
-def runs_status(run: str, state: StateOpt = Path("continuum-run/state.db")) -> None:
+def runs_status(run: str, state: StateOpt = None) -> None:
     """Every step of a run: state, site, attempts, exit code."""
     runs = _store(state)
+    _known(runs, run)
     rec = runs.run(run)
-    table = Table(title=f"run {run} ({rec.name}): {rec.state.value}")
+    table = Table(title=f"run {run} ({rec.name}, {rec.launch.describe()}): {rec.state.value}")
     for col in ("step", "state", "site", "attempts", "exit", "message"):
         table.add_column(col)
     for sid, r in runs.steps(run).items():
@@ -263,47 +418,137 @@ def runs_status(run: str, state: StateOpt = Path("continuum-run/state.db")) -> N
 @runs_app.command("logs")
 def runs_logs(
     run: str,
-    step: str,
+    step: Annotated[str | None, typer.Argument(help="One step (default: every step).")] = None,
     stream: Annotated[str, typer.Option(help="stdout or stderr")] = "stdout",
-    state: StateOpt = Path("continuum-run/state.db"),
+    follow: Annotated[bool, typer.Option(help="Keep printing while the step runs.")] = False,
+    state: StateOpt = None,
 ) -> None:
-    """The stdout (or stderr) of a step's latest attempt."""
+    """What a step's latest attempt wrote on stdout (or stderr); every step's without STEP."""
+    import sys
+
+    from orchestrator.execution.logs import follow_log, read_log
+    from orchestrator.execution.states import StepState
+
     if stream not in ("stdout", "stderr"):
-        raise typer.BadParameter("--stream is stdout or stderr")
-    runs = _store(state)
+        raise typer.BadParameter("stdout or stderr", param_hint="--stream")
+    ex = _executor(state)
+    runs = ex.runs
+    _known(runs, run)
     steps = runs.steps(run)
-    if step not in steps:
-        raise typer.BadParameter(f"run {run} has no step {step!r}")
-    handle = steps[step].handle
-    if not handle:
-        raise typer.BadParameter(f"step {step} has not started")
-    path = Path(handle) / stream
-    console.print(path.read_text(errors="replace") if path.exists() else f"(no {stream} yet)")
+    if step is not None and step not in steps:
+        raise typer.BadParameter(f"run {run} has no step {step!r}", param_hint="STEP")
+
+    def path_of(sid: str) -> Path | None:
+        rec = runs.steps_named(run, [sid])[sid]
+        conn = ex.connectors.get(rec.site)
+        return conn.log_path(rec.handle, stream) if conn is not None and rec.handle else None
+
+    if follow:
+        if step is None:
+            raise typer.BadParameter("--follow needs one STEP", param_hint="--follow")
+        waiting = (StepState.PENDING, StepState.READY, StepState.STAGING, StepState.RUNNING)
+
+        def running() -> bool:
+            return runs.steps_named(run, [step])[step].state in waiting
+
+        for chunk in follow_log(lambda: path_of(step), running):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        return
+    for sid in [step] if step is not None else list(steps):
+        text = read_log(path_of(sid)).text
+        if step is None:
+            if not steps[sid].handle:
+                continue
+            console.rule(f"{sid} ({stream})")
+        sys.stdout.write(text if text else f"(no {stream})\n")
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
+def _control(run: str, state: Path | None, action: str) -> Executor:
+    from orchestrator.execution import RunFinished
+
+    ex = _executor(state)
+    _known(ex.runs, run)
+    try:
+        if action == "pause":
+            ex.pause(run)
+        elif action == "kill":
+            ex.kill(run)
+        elif action == "resume":
+            ex.resume(run)
+        else:
+            ex.restart_failed(run)
+    except RunFinished as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    return ex
 
 
 @runs_app.command("pause")
-def runs_pause(run: str, state: StateOpt = Path("continuum-run/state.db")) -> None:
+def runs_pause(run: str, state: StateOpt = None) -> None:
     """No new step of the run starts; running steps finish."""
-    _executor(state).pause(run)
+    _control(run, state, "pause")
     console.print(f"run {run} paused")
 
 
 @runs_app.command("resume")
-def runs_resume(run: str, state: StateOpt = Path("continuum-run/state.db")) -> None:
-    """Paused steps of the run go back to the queue."""
-    _executor(state).resume(run)
-    console.print(f"run {run} resumed")
+def runs_resume(
+    run: str,
+    state: StateOpt = None,
+    slots: Annotated[int, typer.Option(help="Concurrent tasks per local site.", min=1)] = 2,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+) -> None:
+    """Drive a paused or interrupted run (its `continuum run` was stopped or killed) to its
+    end: the sites come back, tasks that finished meanwhile are picked up, none runs twice."""
+    from federation.settings import load_settings
+    from orchestrator import HEFTPlanner
+    from orchestrator.execution import RunState
+    from orchestrator.execution.mainjob import resume_locally
+
+    runs = _store(state)
+    _known(runs, run)
+    rec = runs.run(run)
+    if rec.state not in (RunState.RUNNING, RunState.PAUSED):
+        hint = "" if rec.state is RunState.DONE else " (`continuum runs restart` first)"
+        err_console.print(
+            f"[bold red]error:[/] run {run} is {rec.state.value}: nothing to resume{hint}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    workdir = _state_path(state).parent
+    runs.store.close()
+    remember_workdir(workdir)
+    with _progress() as bar:
+        task = bar.add_task("running", total=None)
+        result = resume_locally(
+            run,
+            workdir,
+            replanner_planner=HEFTPlanner(),
+            slots=slots,
+            timeout=timeout,
+            startup_timeout=load_settings().buffer_startup_timeout_s,
+            progress=lambda d, t, _: bar.update(task, completed=d, total=t),
+        )
+    _print_result(result)
+    if result.state is RunState.PAUSED:
+        console.print("the run is paused (a step waits on an operator): `continuum runs resume`")
+    elif result.state is not RunState.DONE:
+        raise typer.Exit(1)
 
 
 @runs_app.command("kill")
-def runs_kill(run: str, state: StateOpt = Path("continuum-run/state.db")) -> None:
+def runs_kill(run: str, state: StateOpt = None) -> None:
     """Stop the run's running steps and cancel the rest."""
-    _executor(state).kill(run)
+    _control(run, state, "kill")
     console.print(f"run {run} killed")
 
 
 @runs_app.command("restart")
-def runs_restart(run: str, state: StateOpt = Path("continuum-run/state.db")) -> None:
-    """Put the run's steps in error (failed, cancelled, paused) back in the queue."""
-    steps = _executor(state).restart_failed(run)
-    console.print(f"run {run}: restarted {len(steps)} step(s): {', '.join(steps)}")
+def runs_restart(run: str, state: StateOpt = None) -> None:
+    """Put the run's steps in error (failed, cancelled, paused) back in the queue; then
+    `continuum runs resume RUN` drives it."""
+    _control(run, state, "restart")
+    console.print(f"run {run}: steps in error are back in the queue; `continuum runs resume {run}`")

@@ -15,6 +15,7 @@ from federation.cli.common import (
     err_console,
     human_bytes,
     human_seconds,
+    parse_inputs,
     write_json,
 )
 
@@ -134,30 +135,54 @@ def plan(
         typer.Option("--federation", "-f", help="Federation YAML (default: the demo federation)."),
     ] = None,
     objective: Annotated[
-        str, typer.Option(help="time | cost | energy | carbon | weighted")
-    ] = "weighted",
+        str | None,
+        typer.Option(help="time | cost | energy | carbon | weighted (default: weighted)"),
+    ] = None,
     deadline: Annotated[
         float | None, typer.Option(help="Latest makespan, in seconds.", min=0.0)
     ] = None,
     budget: Annotated[
         float | None, typer.Option(help="Largest total cost, in EUR.", min=0.0)
     ] = None,
-    planner: Annotated[str, typer.Option(help="ilp | heft | greedy | market")] = "ilp",
+    planner: Annotated[
+        str | None, typer.Option(help="ilp | heft | greedy | market (default: ilp)")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Plan for this project: only the sites it may use.")
+    ] = None,
+    madpp: Annotated[
+        Path | None, typer.Option(help="Data project plan (maDMP) whose rules apply.")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="Where an external input lives: ITEM=SITE:PATH or ITEM=URL."),
+    ] = None,
     gantt: Annotated[Path | None, typer.Option(help="Write a Gantt chart PNG here.")] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the plan as JSON here ('-': stdout).")
     ] = None,
     solver: Annotated[str, typer.Option(help="ILP solver: highs | cbc")] = "highs",
-    time_limit: Annotated[float, typer.Option(help="ILP time limit, seconds.", min=0.1)] = 20.0,
+    time_limit: Annotated[
+        float | None, typer.Option(help="ILP time limit, seconds (default: 20).", min=0.1)
+    ] = None,
     why: Annotated[int, typer.Option(help="How many placements to explain.", min=0)] = 8,
 ) -> None:
-    """Place a workflow's steps on the federation's sites and print the metrics."""
+    """Place a workflow's steps on the federation's sites and print the metrics.
+
+    The defaults are those of ``continuum run`` and the API (``PLANNING_DEFAULTS``); what
+    ``--project``, ``--madpp`` and ``--input`` declare is folded into the workflow before
+    planning. ``continuum run --plan FILE`` runs the plan written by ``--json FILE``."""
+    from datalogistics.madpp import DataProjectPlan
     from federation.model import load_demo_federation, load_federation
     from orchestrator.loaders import load_workflow
     from orchestrator.plan import Objective, PlanningConstraints
     from orchestrator.planners import PLANNERS
+    from orchestrator.planning import PLANNING_DEFAULTS, declare
     from twin.state import static_view
 
+    d = PLANNING_DEFAULTS
+    planner = planner or d.planner
+    objective = objective or d.objective
     if planner not in PLANNERS:
         raise typer.BadParameter(f"use one of {', '.join(PLANNERS)}", param_hint="--planner")
     try:
@@ -167,12 +192,28 @@ def plan(
     if solver not in ("highs", "cbc"):
         raise typer.BadParameter("use highs or cbc", param_hint="--solver")
     fed = load_federation(federation) if federation else load_demo_federation()
-    wf = load_workflow(workflow)
+    data_plan = DataProjectPlan.load(madpp) if madpp is not None else None
+    wf = declare(
+        load_workflow(workflow),
+        fed,
+        project=project,
+        data_plan=data_plan,
+        inputs=parse_inputs(inputs),
+        source=str(workflow),
+    )
     view = static_view(fed)
     constraints = PlanningConstraints(deadline=deadline, budget=budget)
     to_stdout = json_out is not None and str(json_out) == "-"
     result = run_planner(
-        planner, wf, fed, view, constraints, obj, solver, time_limit, not to_stdout
+        planner,
+        wf,
+        fed,
+        view,
+        constraints,
+        obj,
+        solver,
+        time_limit or d.time_limit_s,
+        not to_stdout,
     )
     if json_out is not None:
         write_json(result.to_dict(), json_out)

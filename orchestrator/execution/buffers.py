@@ -10,7 +10,9 @@ name their consumers so a service can drop them once drained. Items consumed
 at several sites leave the producer's buffer once per destination.
 
 ``LocalBufferServices`` starts one buffer service per site on loopback (a
-process each, ``python -m datalogistics.buffers``) and stops them by PID.
+process each, ``python -m datalogistics.buffers``, in a process group of its
+own) and stops them by PID; on Linux each also gets the kernel's parent-death
+signal, so a ``continuum run`` killed with SIGKILL leaves no service behind.
 """
 
 from __future__ import annotations
@@ -159,6 +161,15 @@ class BufferStager:
         return info.id
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -173,7 +184,8 @@ class LocalBufferServices:
     root: Path
     sites: Iterable[str]
     quota_bytes: int = 10**11
-    startup_timeout: float = 30.0
+    startup_timeout: float = 120.0
+    """Seconds the services have to answer (``Settings.buffer_startup_timeout_s``)."""
     endpoints: dict[str, BufferEndpoint] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -202,6 +214,8 @@ class LocalBufferServices:
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C at the terminal is ours to handle
+                preexec_fn=_die_with_parent,  # only a prctl call
             )
             self.endpoints[site] = BufferEndpoint(site, f"http://127.0.0.1:{port}", secret)
         self._wait_ready()
@@ -229,7 +243,10 @@ class LocalBufferServices:
                     time.sleep(0.1)
         if pending:
             self.stop()
-            raise OrchestratorError(f"buffer services did not start: {', '.join(pending)}")
+            raise OrchestratorError(
+                f"buffer services did not answer within {self.startup_timeout:.0f} s: "
+                f"{', '.join(pending)} (CONTINUUM_BUFFER_STARTUP_TIMEOUT_S sets the limit)"
+            )
 
     def stop(self, site: str | None = None) -> None:
         """Stop one site's service (or all of them) by PID."""

@@ -14,6 +14,7 @@ fault-to-replan latency, and the bytes moved.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from federation.model import Federation
 from federation.store import Store
 from orchestrator.connectors.local import LocalConnector
+from orchestrator.errors import OrchestratorError
 from orchestrator.execution.buffers import BufferStager, LocalBufferServices
 from orchestrator.execution.executor import Executor
 from orchestrator.execution.launch import Launch
@@ -127,115 +129,241 @@ class TwinWatch:
         return new
 
 
+FEDERATION_FILE = "federation.json"
+"""The federation a working directory's sites were made from (``resume_locally`` reads it)."""
+
+
+@dataclass
+class LocalSites:
+    """Every site of ``federation`` as a local site under ``workdir``: a bounded process pool
+    (``LocalConnector``) and a buffer service on loopback each, and the stager between them.
+
+    A context manager: the buffer services (a process group each, see
+    ``LocalBufferServices``) are stopped when the block ends, however it ends (Ctrl-C too).
+    """
+
+    federation: Federation
+    workdir: Path
+    slots: int = 2
+    startup_timeout: float = 120.0
+    connectors: dict[str, LocalConnector] = field(default_factory=dict)
+    services: LocalBufferServices | None = None
+    stager: BufferStager | None = None
+
+    def __enter__(self) -> LocalSites:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / FEDERATION_FILE).write_text(
+            json.dumps(self.federation.to_dict(), indent=1), encoding="utf-8"
+        )
+        self.connectors = {
+            s.id: LocalConnector(s.id, self.workdir / s.id, slots=self.slots)
+            for s in self.federation.sites
+        }
+        self.services = LocalBufferServices(
+            self.workdir, list(self.connectors), startup_timeout=self.startup_timeout
+        )
+        endpoints = self.services.start()
+        self.stager = BufferStager(endpoints, self.workdir)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self.connectors.values():
+            conn.close()
+        if self.services is not None:
+            self.services.stop()
+
+    def executor(self, runs: RunStore, replanner: PlannerReplanner) -> Executor:
+        return Executor(
+            runs,
+            self.connectors,
+            stager=self.stager,
+            replanner=replanner,
+            inputs_dir=self.workdir / "inputs",
+            poll_interval=0.02,
+        )
+
+
 def execute_locally(
     workflow: Workflow,
     federation: Federation,
-    plan: Plan,
+    plan: Plan | Mapping[str, str],
     workdir: Path,
     *,
     replanner_planner: Planner,
+    launch: Launch | None = None,
     twin: FederationTwin | None = None,
     twin_epoch: float | None = None,
     fault: Fault | None = None,
-    time_scale: float = 1e-3,
-    data_scale: float = 1e-3,
     slots: int = 2,
+    timeout: float = 600.0,
+    startup_timeout: float = 120.0,
+    project: str = "",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ExecutionResult:
+    """Run a plan (or a step -> site assignment) for real on local sites (module docstring).
+
+    ``launch`` says how the steps run (default: their own commands); it is stored with the run,
+    so ``resume_locally`` resumes it the same way.
+    """
+    assignment = (
+        {sid: a.site for sid, a in plan.assignments.items()}
+        if isinstance(plan, Plan)
+        else dict(plan)
+    )
+    with LocalSites(federation, workdir, slots, startup_timeout) as sites:
+        runs = RunStore(Store.at(workdir / "state.db"))
+        try:
+            ex = sites.executor(runs, _replanner(federation, replanner_planner, twin, None))
+            rid = ex.submit(
+                workflow,
+                assignment,
+                max_attempts=3,
+                backoff_s=0.2,
+                launch=launch,
+                project=project,
+            )
+            return drive(
+                ex,
+                rid,
+                sites,
+                twin=twin,
+                twin_epoch=twin_epoch,
+                fault=fault,
+                timeout=timeout,
+                progress=progress,
+            )
+        finally:
+            runs.store.close()
+
+
+def resume_locally(
+    run_id: str,
+    workdir: Path,
+    *,
+    replanner_planner: Planner,
+    slots: int = 2,
+    timeout: float = 600.0,
+    startup_timeout: float = 120.0,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ExecutionResult:
+    """Drive a run of ``workdir`` to its end after a crash or a pause: its sites come back
+    (the same directories, new buffer services), a paused run is resumed, and the run goes on
+    with the launch stored with it; tasks that finished meanwhile are picked up, none runs
+    twice."""
+    path = workdir / FEDERATION_FILE
+    if not path.is_file():
+        raise OrchestratorError(f"{workdir} holds no run's sites ({FEDERATION_FILE} is missing)")
+    federation = Federation.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+    with LocalSites(federation, workdir, slots, startup_timeout) as sites:
+        runs = RunStore(Store.at(workdir / "state.db"))
+        try:
+            ex = sites.executor(runs, _replanner(federation, replanner_planner, None, None))
+            if runs.run(run_id).state is RunState.PAUSED:
+                ex.resume(run_id)
+            return drive(ex, run_id, sites, timeout=timeout, progress=progress)
+        finally:
+            runs.store.close()
+
+
+def _replanner(
+    federation: Federation,
+    planner: Planner,
+    twin: FederationTwin | None,
+    clock: Callable[[], float] | None,
+) -> PlannerReplanner:
+    if twin is None:
+        return PlannerReplanner(federation, planner)
+    now = clock or time.time
+    return PlannerReplanner(federation, planner, view=lambda: twin.view(now()))
+
+
+def drive(
+    ex: Executor,
+    rid: str,
+    sites: LocalSites,
+    *,
+    twin: FederationTwin | None = None,
+    twin_epoch: float | None = None,
+    fault: Fault | None = None,
     timeout: float = 600.0,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExecutionResult:
-    """Run ``plan`` for real on local sites (see the module docstring)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    sites = {s.id: LocalConnector(s.id, workdir / s.id, slots=slots) for s in federation.sites}
-    services = LocalBufferServices(workdir, list(sites))
-    endpoints = services.start()
+    """Reconcile run ``rid`` until it ends (or ``timeout``), feeding the twin and injecting
+    ``fault``; what happened, as an ``ExecutionResult``."""
+    runs = ex.runs
+    workflow = runs.workflow(rid)
     start_wall = time.time()
     epoch = twin_epoch if twin_epoch is not None else start_wall
 
     def twin_clock() -> float:
         return epoch + (time.time() - start_wall)
 
-    watch = TwinWatch(twin, sites, twin_clock) if twin is not None else None
-    try:
-        stager = BufferStager(endpoints, workdir)
-        if twin is not None:
-            stager.on_record = _link_telemetry(twin, twin_clock)
-        runs = RunStore(Store.at(workdir / "state.db"))
-        replanner = PlannerReplanner(
-            federation, replanner_planner, view=(lambda: twin.view(twin_clock())) if twin else None
-        )
-        ex = Executor(
-            runs,
-            sites,
-            stager=stager,
-            replanner=replanner,
-            inputs_dir=workdir / "inputs",
-            poll_interval=0.02,
-        )
-        assignment = {sid: a.site for sid, a in plan.assignments.items()}
-        launch = Launch.synthetic(federation, time_scale, data_scale)
-        rid = ex.submit(workflow, assignment, max_attempts=3, backoff_s=0.2, launch=launch)
-        result = ExecutionResult(rid, RunState.RUNNING, 0.0, [], [], started_at=start_wall)
-        deadline = time.monotonic() + timeout
-        total = len(workflow.steps)
-        dispatched: set[tuple[str, int]] = set()
-        state = RunState.RUNNING
-        while state in (RunState.RUNNING, RunState.PAUSED) and time.monotonic() < deadline:
-            state = ex.step_once(rid)
-            steps = runs.steps(rid)
-            done = sum(1 for r in steps.values() if r.state is StepState.DONE)
-            if progress is not None:
-                progress(done, total, f"{done}/{total} steps done")
-            if twin is not None:
-                for sid, rec in steps.items():
-                    if rec.state is StepState.RUNNING and (sid, rec.attempts) not in dispatched:
-                        dispatched.add((sid, rec.attempts))
-                        step = workflow.step(sid)
-                        twin.control(rec.site, cores=step.cores, work=step.work)
-            if fault is not None and result.fault_at is None and done >= fault.after * total:
-                victim = fault.site or _busiest(steps, federation)
-                if victim is not None:
-                    sites[victim].fail()
-                    result.failed_site, result.fault_at = victim, time.time()
-                    runs.log(rid, "fault", f"site {victim} went down after {done} of {total} steps")
-            if result.failed_site is not None and result.flagged_at is None:
-                flagged = (
-                    watch.tick() if watch is not None else {result.failed_site: SiteStatus.DOWN}
-                )
-                if result.failed_site in flagged:
-                    result.flagged_at = time.time()
-                    by = "the twin" if watch is not None else "the executor"
-                    moved = ex.site_down(rid, result.failed_site, f"{by} flagged site down")
-                    result.replanned_at = time.time()
-                    result.replanned_steps = moved
-            elif watch is not None:
-                watch.tick()
-            time.sleep(ex.poll_interval)
-        result.state = state
-        result.wall_s = time.time() - start_wall
+    if twin is not None:
+        assert sites.stager is not None
+        sites.stager.on_record = _link_telemetry(twin, twin_clock)
+        if isinstance(ex.replanner, PlannerReplanner):
+            ex.replanner.view = lambda: twin.view(twin_clock())
+    watch = TwinWatch(twin, sites.connectors, twin_clock) if twin is not None else None
+    result = ExecutionResult(rid, RunState.RUNNING, 0.0, [], [], started_at=start_wall)
+    deadline = time.monotonic() + timeout
+    total = len(workflow.steps)
+    dispatched: set[tuple[str, int]] = set()
+    state = RunState.RUNNING
+    while state in (RunState.RUNNING, RunState.PAUSED) and time.monotonic() < deadline:
+        state = ex.step_once(rid)
         steps = runs.steps(rid)
-        result.timeline = [
-            StepTimeline(
-                sid,
-                r.site,
-                (r.started_at or start_wall) - start_wall,
-                (r.ended_at or time.time()) - start_wall,
-                r.attempts,
-            )
-            for sid, r in steps.items()
-        ]
-        result.events = [
-            f"{at - start_wall:7.2f} s  {step + ': ' if step else ''}{kind}: {detail}"
-            for at, step, kind, detail in runs.events(rid)
-            if kind in NOTABLE or "failed" in kind
-        ]
-        result.bytes_moved = stager.bytes_moved
-        result.transfers = len(stager.records)
-        for conn in sites.values():
-            conn.close()
-        runs.store.close()
-        return result
-    finally:
-        services.stop()
+        done = sum(1 for r in steps.values() if r.state is StepState.DONE)
+        if progress is not None:
+            progress(done, total, f"{done}/{total} steps done")
+        if state is RunState.PAUSED and not any(
+            r.state in (StepState.STAGING, StepState.RUNNING) for r in steps.values()
+        ):
+            break  # nothing moves until someone resumes it
+        if twin is not None:
+            for sid, rec in steps.items():
+                if rec.state is StepState.RUNNING and (sid, rec.attempts) not in dispatched:
+                    dispatched.add((sid, rec.attempts))
+                    step = workflow.step(sid)
+                    twin.control(rec.site, cores=step.cores, work=step.work)
+        if fault is not None and result.fault_at is None and done >= fault.after * total:
+            victim = fault.site or _busiest(steps, sites.federation)
+            if victim is not None:
+                sites.connectors[victim].fail()
+                result.failed_site, result.fault_at = victim, time.time()
+                runs.log(rid, "fault", f"site {victim} went down after {done} of {total} steps")
+        if result.failed_site is not None and result.flagged_at is None:
+            flagged = watch.tick() if watch is not None else {result.failed_site: SiteStatus.DOWN}
+            if result.failed_site in flagged:
+                result.flagged_at = time.time()
+                by = "the twin" if watch is not None else "the executor"
+                moved = ex.site_down(rid, result.failed_site, f"{by} flagged site down")
+                result.replanned_at = time.time()
+                result.replanned_steps = moved
+        elif watch is not None:
+            watch.tick()
+        time.sleep(ex.poll_interval)
+    result.state = state
+    result.wall_s = time.time() - start_wall
+    steps = runs.steps(rid)
+    result.timeline = [
+        StepTimeline(
+            sid,
+            r.site,
+            (r.started_at or start_wall) - start_wall,
+            (r.ended_at or time.time()) - start_wall,
+            r.attempts,
+        )
+        for sid, r in steps.items()
+    ]
+    result.events = [
+        f"{at - start_wall:7.2f} s  {step + ': ' if step else ''}{kind}: {detail}"
+        for at, step, kind, detail in runs.events(rid)
+        if kind in NOTABLE or "failed" in kind or kind == "error"
+    ]
+    if sites.stager is not None:
+        result.bytes_moved = sites.stager.bytes_moved
+        result.transfers = len(sites.stager.records)
+    return result
 
 
 def _busiest(steps: Mapping[str, Any], federation: Federation) -> str | None:

@@ -200,7 +200,7 @@ class LiveServer:
         self.sock = bind_tcp("127.0.0.1", 0)
         self.port = bound_port(self.sock)
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 

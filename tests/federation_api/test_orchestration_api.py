@@ -146,9 +146,12 @@ def test_plan_approve_and_run_through_pull_agents(
     assert final["state"] == "done", final
     assert final["progress"]["done"] == 2
     logs = admin.get(f"/api/v1/runs/{run_id}/steps/b/logs").json()
-    assert logs["status"] == "succeeded"
+    assert (logs["state"], logs["exit_code"]) == ("done", 0)
     assert admin.get(f"/api/v1/runs/{run_id}/steps/zz/logs").status_code == 404
-    assert admin.post(f"/api/v1/runs/{run_id}/kill").json()["state"] == "done"  # stays done
+    refused = admin.post(f"/api/v1/runs/{run_id}/kill")  # a finished run stays as it is
+    assert refused.status_code == 409
+    assert "done" in refused.json()["message"]
+    assert admin.get(f"/api/v1/runs/{run_id}").json()["state"] == "done"
 
 
 @pytest.fixture(scope="module")

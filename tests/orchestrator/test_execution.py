@@ -27,8 +27,8 @@ from orchestrator.execution import (
     RunState,
     RunStore,
     StepState,
-    synthetic_command,
 )
+from orchestrator.execution.launch import Launch, LaunchKind
 from tests.conftest import REPO
 from tests.orchestrator.exec_driver import build
 
@@ -282,10 +282,10 @@ def test_wfcommons_instance_runs_end_to_end_with_the_synthetic_step(
     work: Path, examples_dir: Path
 ) -> None:
     wf = load_workflow(examples_dir / "workflows" / "helloworld-forkjoin-10-chameleon.json")
-    ex = make_executor(work, command=synthetic_command(scale=1e-4), data_scale=1e-5)
+    ex = make_executor(work)
     order = wf.topological_order()
     assignment = {sid: ("a" if i % 2 else "b") for i, sid in enumerate(order)}
-    rid = ex.submit(wf, assignment)
+    rid = ex.submit(wf, assignment, launch=Launch(LaunchKind.SYNTHETIC, 1e-4, 1e-5))
     assert ex.run(rid, timeout=120) is RunState.DONE
     steps = ex.runs.steps(rid)
     for step in wf.steps:
@@ -343,15 +343,14 @@ def test_simulated_sites_run_steps_for_their_duration_on_the_executors_clock(
             ],
         }
     )
-    speed = {"s": 1.0}
     ex = Executor(
         RunStore(Store.at(tmp_path / "sim.db")),
         {"s": SimulatedConnector("s", cores=4, clock=clock)},
         clock=clock,
-        duration=lambda step, site: step.work / (step.cores * speed[site]),
-        move_data=False,
     )
-    rid = ex.submit(wf, {"a": "s", "b": "s"})
+    rid = ex.submit(
+        wf, {"a": "s", "b": "s"}, launch=Launch(LaunchKind.SIMULATED, 1.0, 1.0, {"s": 1.0})
+    )
     for t in (0.0, 9.0, 10.0, 49.0, 50.0):
         now[0] = t
         state = ex.step_once(rid)

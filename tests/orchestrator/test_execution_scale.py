@@ -26,6 +26,7 @@ from orchestrator.execution import (
     RunStore,
     StepState,
 )
+from orchestrator.execution.launch import Launch, LaunchKind
 
 
 def tree(n: int, fanout: int = 10) -> Workflow:
@@ -35,6 +36,10 @@ def tree(n: int, fanout: int = 10) -> Workflow:
         for i in range(1, n)
     ]
     return Workflow.from_dict({"name": "tree", "steps": steps})
+
+
+SIM = Launch(LaunchKind.SIMULATED, time_scale=10.0, speeds={"s": 1.0})
+"""Every step (1 core-second of work, 1 core) lasts 10 s on the simulated site's clock."""
 
 
 class Clock:
@@ -51,8 +56,6 @@ def simulated(tmp_path: Path, cores: int = 10**6, **kw: object) -> tuple[Executo
         RunStore(Store.at(tmp_path / "sim.db")),
         {"s": SimulatedConnector("s", cores=cores, clock=clock)},
         clock=clock,
-        duration=lambda step, site: 10.0,
-        move_data=False,
         **kw,  # type: ignore[arg-type]
     )
     return ex, clock
@@ -72,7 +75,7 @@ def run_to_the_end(ex: Executor, clock: Clock, rid: str, first_tick: int) -> Run
 def test_a_pass_over_a_large_run_reads_only_what_changed(tmp_path: Path) -> None:
     n = 3000
     ex, clock = simulated(tmp_path)
-    rid = ex.submit(tree(n), {f"s{i}": "s" for i in range(n)})
+    rid = ex.submit(tree(n), {f"s{i}": "s" for i in range(n)}, launch=SIM)
     assert ex.step_once(rid) is RunState.RUNNING  # first sight: one full load, s0 starts
     assert (ex.stats.full_loads, ex.stats.steps_read) == (1, n)
     # Nothing finished: the next passes read no step and poll only the running one.
@@ -104,7 +107,7 @@ def test_a_pass_over_a_large_run_reads_only_what_changed(tmp_path: Path) -> None
 
 def test_the_safety_net_reloads_everything_when_due(tmp_path: Path) -> None:
     ex, _ = simulated(tmp_path, resync_s=0.0)
-    rid = ex.submit(tree(50), {f"s{i}": "s" for i in range(50)})
+    rid = ex.submit(tree(50), {f"s{i}": "s" for i in range(50)}, launch=SIM)
     for _ in range(3):
         ex.step_once(rid)
     assert ex.stats.full_loads == 3
@@ -113,7 +116,7 @@ def test_the_safety_net_reloads_everything_when_due(tmp_path: Path) -> None:
 def test_an_external_pause_and_resume_are_seen_by_a_running_executor(tmp_path: Path) -> None:
     n = 200
     ex, clock = simulated(tmp_path, cores=4)
-    rid = ex.submit(tree(n, fanout=50), {f"s{i}": "s" for i in range(n)})
+    rid = ex.submit(tree(n, fanout=50), {f"s{i}": "s" for i in range(n)}, launch=SIM)
     ex.step_once(rid)
     clock.now = 10.0
     ex.step_once(rid)  # s0 done, its 50 children handed to the site (4 run at a time)
@@ -146,7 +149,7 @@ def test_an_external_change_of_a_step_and_a_kill_are_seen(tmp_path: Path) -> Non
     steps = [{"id": "x0", "work": 1}]
     steps += [{"id": f"y{i}", "work": 1, "after": ["x0"]} for i in range(1, 6)]
     wf = Workflow.from_dict({"name": "fork", "steps": steps})
-    rid = ex.submit(wf, {s.id: "s" for s in wf.steps})
+    rid = ex.submit(wf, {s.id: "s" for s in wf.steps}, launch=SIM)
     ex.step_once(rid)
     read = ex.stats.steps_read
     # Another process raises the priority of a waiting step: an ``update`` event.
@@ -294,11 +297,9 @@ def test_on_postgresql_a_run_is_followed_through_its_events_too(postgres_url: st
             RunStore(store),
             {"s": SimulatedConnector("s", cores=4, clock=clock)},
             clock=clock,
-            duration=lambda step, site: 10.0,
-            move_data=False,
         )
         n = 120
-        rid = ex.submit(tree(n), {f"s{i}": "s" for i in range(n)})
+        rid = ex.submit(tree(n), {f"s{i}": "s" for i in range(n)}, launch=SIM)
         ex.step_once(rid)
         quiet = ex.stats.steps_read
         for _ in range(3):
