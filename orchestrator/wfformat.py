@@ -27,9 +27,10 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+from pydantic import ValidationError
 
-from datalogistics.items import DataItem
-from federation.errors import Problem, format_location
+from datalogistics.items import DataItem, InputLocation
+from federation.errors import Problem, format_location, problems_from_pydantic
 from orchestrator.errors import InvalidWorkflow
 from orchestrator.workflow import Workflow
 
@@ -146,6 +147,17 @@ def _from_v15(data: Mapping[str, Any], source: str, ref: float) -> tuple[dict[st
             problems.append(Problem(f"{base}.files[{i}].id", f"duplicate file id {f['id']!r}"))
         else:
             items[f["id"]] = {"id": f["id"], "size": size}
+            if "location" in f:  # continuum's extension: where an external input lives
+                try:
+                    loc = InputLocation.model_validate(f["location"])
+                except ValidationError as exc:
+                    for p in problems_from_pydantic(exc.errors()):
+                        where = f"{base}.files[{i}].location"
+                        problems.append(
+                            Problem(f"{where}.{p.location}" if p.location else where, p.message)
+                        )
+                else:
+                    items[f["id"]]["location"] = loc.model_dump(mode="json", exclude_none=True)
 
     ids = [t["id"] for t in spec["tasks"]]
     known = set(ids)

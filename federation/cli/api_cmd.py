@@ -25,7 +25,9 @@ def serve(
     ] = None,
     federation: Annotated[
         Path | None,
-        typer.Option(help="Register this federation's sites at start (those not yet known)."),
+        typer.Option(
+            help="Register this federation (sites, links, projects) at start, when none is yet."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -44,8 +46,10 @@ def serve(
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     app = create_app(settings)
     if federation is not None:
-        n = _seed_sites(app, federation)
-        console.print(f"registered {n} site(s) from {federation}")
+        if _seed(app, federation):
+            console.print(f"registered the federation of {federation}")
+        else:
+            console.print(f"a federation is registered already: {federation} left unused")
     try:
         sock = bind_tcp(settings.host, settings.port)
     except OSError as exc:
@@ -73,20 +77,20 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _seed_sites(app: object, path: Path) -> int:
+def _seed(app: object, path: Path) -> bool:
+    """Register the whole federation of ``path`` when the registry holds no site yet."""
+    from federation.api import registry
     from federation.api.deps import ApiContext
-    from federation.api.tables import SiteRow
     from federation.model import load_federation
 
     fed = load_federation(path)
     ctx: ApiContext = app.state.ctx  # type: ignore[attr-defined]
-    added = 0
-    with ctx.store.session() as s:
-        for site in fed.sites:
-            if s.get(SiteRow, site.id) is None:
-                s.add(SiteRow(id=site.id, document=site.model_dump(mode="json"), updated_by="cli"))
-                added += 1
-    return added
+    with ctx.store.session() as db:
+        if registry.load(db) is not None:
+            return False
+        registry.lock(db)
+        registry.replace(db, fed, "cli")
+    return True
 
 
 @aai_app.command("bootstrap")

@@ -111,7 +111,7 @@ def parse_inputs(values: list[str] | None, option: str = "--input") -> dict[str,
                 f"{value!r}: write ITEM=SITE:PATH or ITEM=https://...", param_hint=option
             )
         try:
-            if where.startswith(("http://", "https://")):
+            if "://" in where:
                 out[item] = InputLocation(url=where)
             else:
                 site, colon, path = where.partition(":")

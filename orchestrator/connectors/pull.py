@@ -214,7 +214,7 @@ class PullConnector(SiteConnector):
         asks for it the first time, ``StagingPending`` until it is here, ``ConnectorError``
         with the agent's reason when the site could not read it."""
         key = export_id(self.site_id, path)
-        with self.store.session() as s:
+        with self.store.session() as s:  # committed before anything is raised
             row = s.get(ExportRow, key)
             if row is None:
                 s.add(
@@ -227,13 +227,15 @@ class PullConnector(SiteConnector):
                         created_at=time.time(),
                     )
                 )
-                raise StagingPending(f"site {self.site_id} is exporting {path}")
-            if row.state == "failed":
-                raise ConnectorError(
-                    f"input {item_id}: site {self.site_id} cannot export {path}: {row.message}"
-                )
-            if row.state != "done":
-                raise StagingPending(f"site {self.site_id} is exporting {path}")
+                state, message = "requested", ""
+            else:
+                state, message = row.state, row.message
+        if state == "failed":
+            raise ConnectorError(
+                f"input {item_id}: site {self.site_id} cannot export {path}: {message}"
+            )
+        if state != "done":
+            raise StagingPending(f"site {self.site_id} is exporting {path}")
         file = export_file(self.mirror, key)
         if not file.is_file():  # lost on the orchestrator's side: ask again
             with self.store.session() as s:

@@ -50,7 +50,7 @@ from orchestrator.connectors.base import (
     TaskStatus,
 )
 from orchestrator.connectors.local import safe_name
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, PlanningError
 from orchestrator.execution import synthetic
 from orchestrator.execution.launch import Launch
 from orchestrator.execution.logs import DEFAULT_LIMIT, STREAMS, bound_log
@@ -768,7 +768,9 @@ class Executor:
             after = self._steps(run_id)[rec.step_id]
             if after.site != before:
                 return
-            self._move(run_id, rec.step_id, S.FAILED, "no other site to re-plan on")
+            self._move(
+                run_id, rec.step_id, S.FAILED, "no other site to re-plan on", message=why[:2000]
+            )
         self._apply_policy(run_id, rec.step_id, on_error, why)
 
     def _apply_policy(self, run_id: str, step_id: str, on_error: OnError, why: str) -> None:
@@ -806,7 +808,11 @@ class Executor:
             reason=reason,
             sites=frozenset(self.connectors),
         )
-        new = self.replanner(request)
+        try:
+            new = self.replanner(request)
+        except PlanningError as exc:  # no site can take them: they stay where they were
+            self.runs.log(run_id, "replan", f"{reason}; no re-plan possible: {exc}"[:2000])
+            return
         changes: list[Change] = []
         for sid in todo:
             site = new.get(sid)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import REPO
 from tests.conftest import run_cli as cli
 
 
@@ -15,6 +14,7 @@ def test_run_then_follow_it(tmp_path: Path, examples_dir: Path) -> None:
     proc = cli(
         "run",
         str(wf),
+        "--synthetic",
         "--workdir",
         str(work),
         "--fail-site",
@@ -44,10 +44,11 @@ def test_run_then_follow_it(tmp_path: Path, examples_dir: Path) -> None:
     missing = cli("runs", "logs", run_id, "nope", "--state", state, cwd=tmp_path)
     assert missing.returncode == 2
     assert "has no step 'nope'" in missing.stderr
-    # a finished run stays done: restart finds nothing to do, kill changes nothing
-    restarted = cli("runs", "restart", run_id, "--state", state, cwd=tmp_path)
-    assert "restarted 0 step(s)" in restarted.stdout
-    cli("runs", "kill", run_id, "--state", state, cwd=tmp_path)
+    # a finished run stays done: every control is refused with exit 2, saying why
+    for control in ("pause", "resume", "kill", "restart"):
+        refused = cli("runs", control, run_id, "--state", state, cwd=tmp_path)
+        assert refused.returncode == 2, (control, refused.stdout, refused.stderr)
+        assert f"run {run_id} is done" in refused.stderr
     assert "10/10" in cli("runs", "list", "--state", state, cwd=tmp_path).stdout
     assert " done " in cli("runs", "list", "--state", state, cwd=tmp_path).stdout
 
@@ -63,4 +64,4 @@ def test_run_refuses_an_unknown_site_and_a_missing_store(
     assert none.returncode == 2
     assert "no run store" in none.stderr
     assert not (tmp_path / "nothing.db").exists()
-    assert REPO.exists()
+    assert not (tmp_path / "continuum-run").exists()  # the refused run started nothing
