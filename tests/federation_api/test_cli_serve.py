@@ -45,13 +45,16 @@ def test_serve_in_local_mode_prints_one_admin_token(tmp_path: Path) -> None:
         text = "".join(lines)
         url = next(w for w in text.split() if w.startswith("http://127.0.0.1:"))
         token = text.split("    Authorization: Bearer ")[-1].split()[0]
-        assert "registered 5 site(s)" in text
+        assert f"registered the federation of {demo}" in text
         with httpx.Client(base_url=url, timeout=30) as c:
             assert c.get("/health").json()["mode"] == "local"
             assert c.get("/api/v1/sites").status_code == 401
             r = c.get("/api/v1/sites", headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200
             assert len(r.json()) == 5
+            whole = c.get("/api/v1/federation", headers={"Authorization": f"Bearer {token}"})
+            assert whole.json()["links"]  # links and projects too, not only the sites
+            assert whole.json()["organisations"]
         assert (tmp_path / "data" / "continuum.db").exists()
         assert (tmp_path / "data" / "buffers").is_dir()
     finally:
