@@ -43,9 +43,10 @@ def free_port() -> int:
 class Service:
     """``continuum serve`` as a user starts it: a process of its own, on a fixed port."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, database_url: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.database_url = database_url
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -56,6 +57,8 @@ class Service:
             "CONTINUUM_RECONCILE_INTERVAL_S": "0.1",
             "CONTINUUM_AGENT_HEARTBEAT_TIMEOUT_S": "60",
         }
+        if self.database_url:
+            env["CONTINUUM_DATABASE_URL"] = self.database_url
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -247,7 +250,7 @@ def test_the_whole_path_through_http_survives_a_sigkill_of_the_service(
 
         def progress() -> bool:
             with service.client() as c:
-                done = c.get(f"/api/v1/runs/{run_id}").json()["progress"]["done"]
+                done = int(c.get(f"/api/v1/runs/{run_id}").json()["progress"]["done"])
             return done >= 1
 
         wait_for(progress, 180, "a first step done")
@@ -282,7 +285,37 @@ def test_the_whole_path_through_http_survives_a_sigkill_of_the_service(
         assert "error" not in events
 
 
-def test_concurrent_runs_of_one_approved_plan_make_one_run(service: Service) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_runs_of_one_approved_plan_make_one_run(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    (tmp_path / "service").mkdir()
+    service = Service(tmp_path / "service", free_port(), url)
+    service.start()
+    try:
+        plan_id = approved_plan(service)
+        codes: list[int] = []
+        barrier = threading.Barrier(6)
+
+        def run() -> None:
+            with service.client() as c:
+                barrier.wait()
+                codes.append(c.post(f"/api/v1/plans/{plan_id}/run", json={}).status_code)
+
+        threads = [threading.Thread(target=run) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(codes) == [202, 409, 409, 409, 409, 409]
+        with service.client() as c:
+            assert c.get(f"/api/v1/plans/{plan_id}").json()["state"] == "running"
+    finally:
+        service.stop()
+
+
+def approved_plan(service: Service) -> str:
     federation = yaml.safe_load((QUICKSTART / "federation.yaml").read_text())
     doc = yaml.safe_load((QUICKSTART / "workflow.yaml").read_text())
     with service.client() as c:
@@ -292,19 +325,5 @@ def test_concurrent_runs_of_one_approved_plan_make_one_run(service: Service) -> 
             "/api/v1/projects/outreach/plans", json={"workflow_id": wf["id"], "planner": "heft"}
         ).json()
         c.post(f"/api/v1/plans/{plan['id']}/approve", json={"budget_eur": 1.0})
-    codes: list[int] = []
-    barrier = threading.Barrier(6)
-
-    def run() -> None:
-        with service.client() as c:
-            barrier.wait()
-            codes.append(c.post(f"/api/v1/plans/{plan['id']}/run", json={}).status_code)
-
-    threads = [threading.Thread(target=run) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(codes) == [202, 409, 409, 409, 409, 409]
-    with service.client() as c:
-        assert c.get(f"/api/v1/plans/{plan['id']}").json()["state"] == "running"
+        plan_id: str = plan["id"]
+        return plan_id
