@@ -92,10 +92,8 @@ def test_entitlements_of_the_federation_vo() -> None:
     assert p.sites == {"gpu-centre"}  # a site group without the operator role grants nothing
     assert p.auditor
     assert not p.admin
-    admin = principal_from_claims(
-        {"eduperson_entitlement": "urn:geant:x.org:group:continuum:role=federation-admin#sso.x.org"},
-        SETTINGS,
-    )
+    ent = "urn:geant:x.org:group:continuum:role=federation-admin#sso.x.org"
+    admin = principal_from_claims({"eduperson_entitlement": ent}, SETTINGS)
     assert admin.admin
 
 
