@@ -188,7 +188,7 @@ def test_any_malformed_token_is_401_with_a_header_that_encodes(tmp_path: Path) -
     with LiveServer(app) as server:
         for token in tokens:
             value = token if isinstance(token, bytes) else f"Bearer {token}".encode()
-            r = httpx.get(f"{server.url}/api/v1/me", headers={"Authorization": value}, timeout=10)
+            r = httpx.get(f"{server.url}/api/v1/me", headers={b"Authorization": value}, timeout=10)
             assert r.status_code == 401, (token, r.text)
             challenge = r.headers["www-authenticate"]
             assert challenge.startswith('Bearer error="invalid_token"')
