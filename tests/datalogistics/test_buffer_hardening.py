@@ -12,7 +12,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 from datalogistics.buffers import BufferClient, BufferRef, BufferStore, Quota, SiteClient
 from datalogistics.errors import ChecksumMismatch, TransferError
 from datalogistics.transfer import TransferEngine
-from tests.datalogistics.conftest import SECRET, ServiceProcess, ServiceThread, Sites
+from tests.datalogistics.conftest import SECRET, Clock, ServiceProcess, ServiceThread, Sites
 from tests.datalogistics.test_transfer import destination, produce
 
 
@@ -208,7 +207,7 @@ def test_data_and_metadata_are_private(tmp_path: Path) -> None:
     """0700 folders, 0600 files, whatever the umask says (the attack read them with 0644)."""
     old = os.umask(0o022)
     try:
-        svc = ServiceThread(tmp_path / "site", "alpha", Quota(2**20, 4), clock=time.time).start()
+        svc = ServiceThread(tmp_path / "site", "alpha", Quota(2**20, 4), Clock()).start()
         try:
             with httpx.Client() as http:
                 buf = SiteClient(svc.url, svc.admin, http).create(10, ttl=60)
