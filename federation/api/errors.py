@@ -154,6 +154,7 @@ _BODY_ERRORS = (400, 413, 422)
 _PARAMETER_ERRORS = (422,)
 _TOKEN_ERRORS = (401, 403, 404, 409, 503)
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+_ERROR_BODY = "#/components/schemas/ErrorBody"
 
 
 def operation_error_codes(operation: dict[str, Any]) -> list[int]:
@@ -176,7 +177,7 @@ def _response_object(code: int) -> dict[str, Any]:
     declared = ERROR_RESPONSES[code]
     out: dict[str, Any] = {
         "description": declared["description"],
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        "content": {"application/json": {"schema": {"$ref": _ERROR_BODY}}},
     }
     if "headers" in declared:
         out["headers"] = declared["headers"]
@@ -207,6 +208,11 @@ def declare_error_responses(app: FastAPI) -> None:
                     own = responses.get(str(code))
                     if own is None or _FASTAPI_422 in json.dumps(own):
                         responses[str(code)] = _response_object(code)
+                for code, own in responses.items():
+                    # a route declaring ERROR_RESPONSES itself: always JSON, whatever its
+                    # success answer is (FastAPI would give them the route's media type)
+                    if _ERROR_BODY in json.dumps(own) and int(code) in ERROR_RESPONSES:
+                        responses[code] = _response_object(int(code))
         if _FASTAPI_422 not in json.dumps(schema["paths"]):
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)
