@@ -78,12 +78,14 @@ def user_path(
 def read_user_bytes(path: str | os.PathLike[str], max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
     """The bytes of the regular file ``path``, at most ``max_bytes``; ``InvalidInput`` otherwise.
 
-    Opened without blocking (a FIFO does not hang the caller) and checked to
-    be a regular file before anything is read (``/dev/zero`` is refused).
+    ``~`` is expanded (``user_path``). Opened without blocking (a FIFO does
+    not hang the caller) and checked to be a regular file before anything is
+    read (``/dev/zero`` is refused). Errors name ``path`` as given.
     """
     p = str(path)
+    target = user_path(path, source=p)  # '~' expanded, symlinks followed (no root: any file)
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InvalidInput.single(p, "", "no such file") from None
     except OSError as exc:
