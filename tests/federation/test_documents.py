@@ -201,3 +201,13 @@ def test_validate_refuses_an_alias_bomb_in_a_plan_in_seconds(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert str(path) in done.stderr
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("option", ["--deadline=inf", "--budget=Infinity", "--time-limit=1e400"])
+def test_non_finite_numbers_on_the_command_line_exit_2(
+    capsys: pytest.CaptureFixture[str], examples_dir: Path, option: str
+) -> None:
+    workflow = examples_dir / "workflows" / "ddf-pipeline.yaml"
+    code, _, err = call(capsys, "plan", str(workflow), "--planner", "heft", option)
+    assert code == 2, err
+    assert option.split("=")[0] in err
