@@ -9,7 +9,7 @@ token and a malformed one, so the 401 answers are checked as well.
 
 Bounded: a fixed number of positive (schema-valid) and negative
 (schema-violating) examples per operation, derandomised so a run is
-reproducible (about a minute for the whole file on 2 cores). Every operation
+reproducible (about two minutes for the whole file on 2 shared cores). Every operation
 runs even when an earlier one fails; the failure lists them all.
 """
 
@@ -41,7 +41,7 @@ from federation.api import create_app  # noqa: E402
 from federation.settings import Settings  # noqa: E402
 from tests.federation_api.conftest import LiveServer  # noqa: E402
 
-EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
+EXAMPLES = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 20}
 CHECKS = [
     not_a_server_error,
     response_schema_conformance,
