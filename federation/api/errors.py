@@ -5,7 +5,7 @@ registers exception handlers that answer with a JSON body saying what was
 wrong: ``{"error": <code>, "message": <one line>, "detail": [{"loc", "msg"}]}``
 (``ErrorBody``). ``declare_error_responses`` makes the published OpenAPI
 document say so for every operation, present and future: which error answers
-it may give (400/413 with a body, 422 with parameters or a body,
+it may give (413 for any, 400 with a body, 422 with parameters or a body,
 401/403/404/409/503 behind a token), all with that body. ``refuse_non_finite``
 refuses a JSON body holding ``NaN``, ``Infinity`` or a
 number that overflows (``1e400``) before any handler sees it.
@@ -150,7 +150,7 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
 }
 """Every error answer of the API (``responses=`` of a route that declares its own)."""
 
-_BODY_ERRORS = (400, 413, 422)
+_BODY_ERRORS = (400, 422)
 _PARAMETER_ERRORS = (422,)
 _TOKEN_ERRORS = (401, 403, 404, 409, 503)
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
@@ -160,10 +160,11 @@ _ERROR_BODY = "#/components/schemas/ErrorBody"
 def operation_error_codes(operation: dict[str, Any]) -> list[int]:
     """The error statuses an operation of the OpenAPI document may answer.
 
-    Read from the operation itself: a request body (400, 413, 422), parameters
-    (422), a bearer-token requirement (401, 403, 404, 409, 503).
+    Read from the operation itself: a request body (400, 422), parameters
+    (422), a bearer-token requirement (401, 403, 404, 409, 503); any request
+    may carry a body over the limit (413, refused before any route is chosen).
     """
-    codes: set[int] = set()
+    codes: set[int] = {413}
     if "requestBody" in operation:
         codes.update(_BODY_ERRORS)
     if operation.get("parameters"):
