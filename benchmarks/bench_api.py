@@ -95,6 +95,9 @@ def _api_app(data_dir: Path, jwks_path: Path) -> Any:
         keycloak_client_id=AUDIENCE,
         jwks_min_refresh_s=1e9,
         metrics_public=True,
+        # the token's entitlement is trusted, as in a configured deployment
+        entitlement_namespaces=("geant:example.org",),
+        entitlement_authorities=("sso.example.org",),
     )
     verifier = KeycloakVerifier(settings)
     verifier.use_keys(json.loads(jwks_path.read_text()))

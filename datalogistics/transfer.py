@@ -11,7 +11,10 @@ orchestrator's disk:
   Corruption on either leg is therefore caught before anything is written,
   and the chunk is read and sent again. When the last chunk is in, the
   destination is sealed with the source buffer's whole-content sha256, which
-  the destination checks against the sha256 of the bytes on its own disk.
+  the destination checks against the sha256 it computes from the bytes on its
+  own disk (not from what it remembers receiving): bytes changed at rest
+  during the transfer fail it. A destination found already full is sealed
+  again, so it is checked again.
 * **Resumable.** The destination only ever holds verified chunks, so its size
   is the last verified offset: a transfer started again (after the engine was
   killed, or a network failure) continues from there.
@@ -274,9 +277,8 @@ class TransferEngine:
         if dinfo.state != "full":
             while offset < sinfo.size:
                 offset = self._move_chunk(s, d, offset, sinfo.size, bucket, c)
-            final = self._retrying("seal", lambda: d.seal(sinfo.sha256), c)
-        else:
-            final = dinfo
+        # the destination hashes its disk: a mismatch is ChecksumMismatch, never retried
+        final = self._retrying("seal", lambda: d.seal(sinfo.sha256), c)
         if final.sha256 != sinfo.sha256:
             raise TransferError(
                 f"destination {final.id} sha256 {final.sha256} != source sha256 {sinfo.sha256}"

@@ -13,8 +13,11 @@ Public API::
     fed = load_demo_federation()
     fed.site("ddf-fatnode").cores            # 120
     fed.transfer_time("ddf-fatnode", "cloud-burst", 10e9)   # seconds
+    read_document("plan.yaml")               # bounded YAML/JSON; InvalidInput names the file
+    user_path("data/x.csv", base, [root])    # resolved; InvalidInput outside the roots
 """
 
+from federation.documents import read_document, user_path
 from federation.errors import FederationError, InvalidFederation, InvalidInput, Problem
 from federation.jurisdictions import EU_MEMBERS, jurisdiction_allows
 from federation.model import (
@@ -45,4 +48,6 @@ __all__ = [
     "jurisdiction_allows",
     "load_demo_federation",
     "load_federation",
+    "read_document",
+    "user_path",
 ]

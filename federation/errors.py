@@ -117,8 +117,13 @@ def validate_document(
     what: str = "document",
 ) -> M:
     """Validate ``data`` as ``model``; raise ``error`` naming ``source`` and each field path."""
+    from federation.documents import document_problems  # documents imports this module
+
     if not isinstance(data, Mapping):
         raise error(source, [Problem("", f"a {what} is a mapping, got {type(data).__name__}")])
+    problems = document_problems(data)
+    if problems:  # an infinite or NaN number, or nesting too deep, named by its field path
+        raise error(source, problems)
     try:
         return model.model_validate(dict(data))
     except Problems as exc:

@@ -57,7 +57,9 @@ Jurisdiction = Annotated[str, AfterValidator(check_jurisdiction)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", str_strip_whitespace=True, allow_inf_nan=False
+    )
 
 
 class SiteKind(StrEnum):

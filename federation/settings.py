@@ -101,7 +101,9 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="seconds the local buffer services have to answer"
     )
     metrics_public: bool = Field(
-        default=True, description="serve /metrics without a token (for a Prometheus scraper)"
+        default=False,
+        description="serve /metrics without a token (for a Prometheus scraper); even then, "
+        "anonymous callers see no project names and no count of refused tokens",
     )
 
     keycloak_url: str | None = Field(
@@ -130,8 +132,15 @@ class Settings(BaseSettings):
     entitlement_vo: str = Field(
         default="continuum", min_length=1, description="the federation's VO in entitlements"
     )
+    entitlement_namespaces: tuple[str, ...] = Field(
+        default=(),
+        description="namespaces whose entitlements are trusted (urn:<namespace>:group:..., "
+        "e.g. 'geant:example.org'); empty: no entitlement is trusted",
+    )
     entitlement_authorities: tuple[str, ...] = Field(
-        default=(), description="trusted '#authority' suffixes of entitlements; empty: any"
+        default=(),
+        description="trusted '#<authority>' suffixes of entitlements (e.g. 'sso.example.org'); "
+        "empty: no entitlement is trusted",
     )
     vo_projects: dict[str, str] = Field(
         default_factory=dict,

@@ -54,10 +54,15 @@ _DURATION_UNITS = {
 _DURATION_RE = re.compile(_NUMBER + r"\s*(?P<unit>[a-z]*)$")
 
 
-def _finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    return value
+def _finite(value: float | int, what: str) -> float:
+    """``value`` as a finite float; ``ValueError`` for inf, NaN or an int too large for a float."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be a finite number, got an integer too large") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {number!r}")
+    return number
 
 
 def parse_bytes(value: object) -> float:
@@ -65,7 +70,7 @@ def parse_bytes(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a size in bytes, got {value!r}")
     if isinstance(value, int | float):
-        return _finite(float(value), "a size")
+        return _finite(value, "a size")
     if isinstance(value, str):
         m = _BYTES_RE.match(value.strip())
         if m:
@@ -81,7 +86,7 @@ def parse_rate(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a bandwidth in bytes/s, got {value!r}")
     if isinstance(value, int | float):
-        return _finite(float(value), "a bandwidth")
+        return _finite(value, "a bandwidth")
     if isinstance(value, str):
         m = _RATE_RE.match(value.strip())
         if m:
@@ -97,7 +102,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration in seconds, got {value!r}")
     if isinstance(value, int | float):
-        return _finite(float(value), "a duration")
+        return _finite(value, "a duration")
     if isinstance(value, str):
         m = _DURATION_RE.match(value.strip())
         if m and m.group("unit") in _DURATION_UNITS:

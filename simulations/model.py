@@ -160,7 +160,7 @@ class FederationModel(Model):
     def _build_jobs(self) -> JobTable:
         w = self.scenario.workload
         if w.swf is not None:
-            return jobs_from_swf(w.swf, self.scenario.base, w.load, self.rng)
+            return jobs_from_swf(w.swf, self.scenario.path, w.load, self.rng)
         if w.synthetic is not None:
             return synthetic_jobs(w.synthetic, w.load, self.rng)
         empty = np.zeros(0)

@@ -30,7 +30,11 @@ jobs, the planners to compare and the seeds::
     twin: true                        # telemetry feeds the real twin; its view drives routing
 
 
-Relative paths are resolved against the scenario file's folder.
+Relative paths are resolved against the scenario file's folder (``base_dir``).
+A scenario given ``roots`` (the service sets them) may only read files inside
+those folders: every path goes through ``federation.documents.user_path``
+(``~`` expanded, symlinks followed, then compared), when the scenario is
+validated and again when a file is opened.
 ``Scenario.with_overrides({"workload.load": 2})`` changes any field by its
 dotted path (list items by index: ``events.0.factor``) and validates again:
 this is what a sweep does.
@@ -39,7 +43,7 @@ this is what a sweep does.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -47,8 +51,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from federation.documents import read_document
-from federation.errors import validate_document
+from federation.documents import read_document, user_path
+from federation.errors import InvalidInput, Problem, Problems, validate_document
 from federation.model import (
     ID_PATTERN,
     Federation,
@@ -102,7 +106,8 @@ class SeriesSpec(_Frozen):
             raise ValueError("a series file needs the name of its value column in 'column'")
         return self
 
-    def load(self, base: Path, unit: str, name: str) -> HourlySeries:
+    def load(self, resolve: Callable[[str], Path], unit: str, name: str) -> HourlySeries:
+        """The series; ``resolve`` turns the file's name into the path to read."""
         if self.constant is not None:
             return HourlySeries.constant(self.constant, unit, name)
         if self.daily is not None:
@@ -110,7 +115,7 @@ class SeriesSpec(_Frozen):
             return HourlySeries.daily(d.mean, d.amplitude, d.peak_hour, unit, name)
         # file and column are both set here (checked by the validator)
         return read_hourly_csv(
-            _resolve(base, str(self.file)), str(self.column), self.time_column, self.scale, unit
+            resolve(str(self.file)), str(self.column), self.time_column, self.scale, unit
         )
 
 
@@ -287,6 +292,10 @@ class Scenario(_Frozen):
     )
     collect_sites: bool = True
     base_dir: str = Field(default=".", description="folder that relative paths start from")
+    roots: tuple[str, ...] | None = Field(
+        default=None,
+        description="folders the scenario's files must lie in (None: anywhere); set by the service",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -298,7 +307,32 @@ class Scenario(_Frozen):
             raise ValueError("seeds: give at least one seed")
         if not self.planners:
             raise ValueError("planners: name at least one planner")
+        if self.roots is not None:
+            problems = []
+            for location, name in self.files():
+                try:
+                    self.path(name)
+                except InvalidInput as exc:
+                    problems += [Problem(location, p.message) for p in exc.problems]
+            if problems:
+                raise Problems(problems)
         return self
+
+    def files(self) -> list[tuple[str, str]]:
+        """Every file the scenario names: (field path, the name as written)."""
+        out: list[tuple[str, str]] = []
+        if isinstance(self.federation, str) and self.federation != "demo":
+            out.append(("federation", self.federation))
+        w = self.workload
+        if w.swf is not None:
+            out.append(("workload.swf.path", w.swf.path))
+        out += [(f"workload.workflows[{i}].path", s.path) for i, s in enumerate(w.workflows)]
+        for zone, zs in self.series.items():
+            for what in ("price", "carbon"):
+                spec = getattr(zs, what)
+                if spec is not None and spec.file is not None:
+                    out.append((f"series.{zone}.{what}.file", spec.file))
+        return out
 
     # -- resolution ------------------------------------------------------------
     @property
@@ -316,7 +350,7 @@ class Scenario(_Frozen):
             return Federation.from_dict(self.federation, source=f"scenario {self.name}")
         if self.federation == "demo":
             return load_demo_federation()
-        return load_federation(_resolve(self.base, self.federation))
+        return load_federation(self.path(self.federation))
 
     def zone_series(self, zone: str) -> tuple[HourlySeries | None, HourlySeries | None]:
         """(price, carbon) series for ``zone``: the zone's own, else ``default``, else None."""
@@ -327,23 +361,33 @@ class Scenario(_Frozen):
             spec = getattr(own, what, None) if own else None
             if spec is None and default is not None:
                 spec = getattr(default, what)
-            out.append(spec.load(self.base, unit, f"{zone}:{what}") if spec else None)
+            out.append(spec.load(self.path, unit, f"{zone}:{what}") if spec else None)
         return out[0], out[1]
 
-    def path(self, relative: str) -> Path:
-        return _resolve(self.base, relative)
+    def path(self, name: str) -> Path:
+        """The file ``name`` (relative to ``base_dir``); ``InvalidScenario`` outside ``roots``."""
+        return user_path(
+            name,
+            self.base,
+            self.roots,
+            source=f"scenario {self.name}",
+            roots_name="the folders this scenario may read",
+        )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
-        """A copy with fields replaced by dotted path (``workload.load``, ``events.0.factor``)."""
+        """A copy with fields replaced by dotted path (``workload.load``, ``events.0.factor``).
+
+        ``base_dir`` and ``roots`` say where files may be read: they cannot be overridden.
+        """
+        fixed = [k for k in overrides if k.split(".", 1)[0] in ("base_dir", "roots")]
+        if fixed:
+            raise InvalidScenario.single(
+                "--sweep", fixed[0], "where a scenario reads its files cannot be overridden"
+            )
         data = self.model_dump(mode="json", exclude_none=True)
         for key, value in overrides.items():
             set_path(data, key, value)
         return scenario_from_dict(data, f"scenario {self.name} with {dict(overrides)}")
-
-
-def _resolve(base: Path, relative: str) -> Path:
-    p = Path(relative).expanduser()
-    return p if p.is_absolute() else base / p
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -373,10 +417,21 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
             raise InvalidScenario.single("--sweep", dotted, f"{where} is not a mapping or list")
 
 
-def scenario_from_dict(data: Any, source: str = "<dict>", base_dir: str | None = None) -> Scenario:
-    """Validate a scenario mapping; ``InvalidScenario`` names the source and field paths."""
+def scenario_from_dict(
+    data: Any,
+    source: str = "<dict>",
+    base_dir: str | None = None,
+    roots: tuple[str, ...] | None = None,
+) -> Scenario:
+    """Validate a scenario mapping; ``InvalidScenario`` names the source and field paths.
+
+    ``base_dir`` and ``roots`` replace whatever the mapping says: a service
+    passes its own folder as both, so a scenario cannot name another.
+    """
     if isinstance(data, Mapping) and base_dir is not None:
         data = {**data, "base_dir": base_dir}
+    if isinstance(data, Mapping) and roots is not None:
+        data = {**data, "roots": list(roots)}
     return validate_document(Scenario, copy.deepcopy(data), source, InvalidScenario, "scenario")
 
 

@@ -119,7 +119,7 @@ def read_hourly_csv(
     p = Path(path)
     if not p.is_file():
         raise InvalidTrace.single(str(p), "", "no such series file; give the path of a CSV file")
-    with p.open(encoding="utf-8", newline="") as fh:
+    with p.open(encoding="utf-8", errors="replace", newline="") as fh:
         reader = csv.reader(fh)
         try:
             names = next(reader)
@@ -127,7 +127,7 @@ def read_hourly_csv(
             raise InvalidTrace.single(str(p), "", "the file is empty") from None
         if column not in names:
             raise InvalidTrace.single(
-                str(p), "column", f"no column {column!r}; columns: {', '.join(names)}"
+                str(p), "column", f"no column {column!r} in the header line ({len(names)} columns)"
             )
         tcol = names.index(time_column) if time_column else 0
         if time_column and time_column not in names:
@@ -146,8 +146,14 @@ def read_hourly_csv(
                     value, filled = values[-1], filled + 1
                 else:
                     value = float(cell) * scale
-            except (ValueError, IndexError) as exc:
-                raise InvalidTrace(str(p), [Problem(f"row {row_no}", str(exc))]) from None
+                if not math.isfinite(value):
+                    raise ValueError("not finite")
+            except (ValueError, IndexError):
+                # the message names the row, never its content (the file may not be the user's)
+                raise InvalidTrace(
+                    str(p),
+                    [Problem(f"row {row_no}", "expected a timestamp and a finite number")],
+                ) from None
             if times and t <= times[-1]:
                 continue  # a repeated hour (a daylight-saving change in local-time files)
             times.append(t)

@@ -30,6 +30,7 @@ Whoever publishes results from a log must credit its ``Acknowledge`` line
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,11 +158,14 @@ def read_swf(path: str | Path, keep_zero_runtime: bool = False) -> SwfTrace:
                     [Problem(f"line {lineno}", f"{len(parts)} fields, an SWF job has 18")],
                 )
             try:
-                rows.append([float(x) for x in parts[:12]])
+                row = [float(x) for x in parts[:12]]
+                if not all(map(math.isfinite, row)):
+                    raise ValueError("not finite")
             except ValueError:
                 raise InvalidTrace(
-                    str(p), [Problem(f"line {lineno}", "a field is not a number")]
+                    str(p), [Problem(f"line {lineno}", "a field is not a finite number")]
                 ) from None
+            rows.append(row)
     data = np.asarray(rows, dtype=float).reshape(-1, 12)
     alloc, req = data[:, 4], data[:, 7]
     procs = np.where(alloc > 0, alloc, req)

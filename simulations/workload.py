@@ -11,6 +11,7 @@ doubling.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +84,15 @@ class JobTable:
         return out
 
 
-def jobs_from_swf(spec: SwfSpec, base: Path, load: float, rng: np.random.Generator) -> JobTable:
-    """The jobs of an SWF trace, times relative to its first submission, arrival rate x ``load``."""
-    path = Path(spec.path).expanduser()
-    trace = read_swf(path if path.is_absolute() else base / path)
+def jobs_from_swf(
+    spec: SwfSpec, resolve: Callable[[str], Path], load: float, rng: np.random.Generator
+) -> JobTable:
+    """The jobs of an SWF trace, times relative to its first submission, arrival rate x ``load``.
+
+    ``resolve`` turns ``spec.path`` into the file to read (``Scenario.path``: relative to the
+    scenario, confined to its folders).
+    """
+    trace = read_swf(resolve(spec.path))
     return jobs_from_trace(trace, spec.jobs, spec.copies, spec.speed, load, rng)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from federation.documents import read_user_bytes
 from federation.errors import Problem, problems_from_pydantic
 from twin.errors import InvalidTelemetry
 from twin.series import parse_time
@@ -117,7 +118,8 @@ def read_telemetry(path: str | Path) -> list[TelemetrySample]:
     source = str(p)
     if not p.is_file():
         raise InvalidTelemetry.single(source, "", "no such file")
-    text = p.read_text(encoding="utf-8-sig")
+    # bounded, a regular file only (federation.documents); the JSON within the same bounds
+    text = read_user_bytes(p).decode("utf-8-sig", errors="replace")
     if p.suffix.lower() in (".json", ".jsonl", ".ndjson"):
         try:
             if p.suffix.lower() == ".json":
@@ -128,6 +130,8 @@ def read_telemetry(path: str | Path) -> list[TelemetrySample]:
             raise InvalidTelemetry.single(
                 source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}"
             ) from None
+        except (RecursionError, ValueError):
+            raise InvalidTelemetry.single(source, "", "nested too deep or not readable") from None
         if isinstance(items, Mapping):
             items = items.get("samples", [])
         if not isinstance(items, list):

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quota-bytes", type=int, default=10**12)
     p.add_argument("--quota-count", type=int, default=10_000)
     p.add_argument("--no-fsync", action="store_true")
+    p.add_argument("--max-ttl", type=float, default=7 * 86_400.0, help="seconds")
     a = p.parse_args(argv)
     serve(
         a.site,
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         quota_bytes=a.quota_bytes,
         quota_count=a.quota_count,
         fsync=not a.no_fsync,
+        max_ttl=a.max_ttl,
     )
 
 

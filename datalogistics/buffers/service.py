@@ -11,8 +11,9 @@ Routes (every one needs ``Authorization: Bearer <capability token>``, see
     GET    /buffers/{id}/data?offset=&limit=        read  bytes from offset
     GET    /buffers/{id}/data?session=&limit=       read  continue a named read session
     GET    /buffers/{id}/tags/{tag}         read    where a tag's chunk lies, its sha256
-    POST   /buffers/{id}/seal               write   close to writes {sha256: expected digest}
-    POST   /buffers/{id}/drained?consumer=  read    a consumer is done with the buffer
+    POST   /buffers/{id}/seal               write   close to writes {sha256: expected digest},
+                                                    checked against the bytes on disk
+    POST   /buffers/{id}/drained?consumer=  read bound to that consumer: it is done
     POST   /buffers/{id}/disable            admin
     DELETE /buffers/{id}                    admin
 
@@ -20,6 +21,11 @@ Data responses carry ``X-Content-SHA256`` (digest of the bytes returned),
 ``X-Offset``, ``X-Buffer-Size`` and ``X-Buffer-State``. Errors answer
 ``{"error": <class>, "detail": <what to change>}`` with the status of
 ``STATUS`` below (the only place the package maps errors to HTTP).
+
+An append streams the request body to the file as it arrives (the memory of
+the service does not grow with the size of an append). A read session drains
+the buffer only for the consumer its token is bound to. The service's folder
+is private (0700, files 0600), its secret included.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,9 +42,9 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from datalogistics.buffers.store import BufferInfo, BufferStore, Quota
+from datalogistics.buffers.store import DEFAULT_MAX_TTL, BufferInfo, BufferStore, Quota
 from datalogistics.buffers.tokens import Capability, Right, verify_token
 from datalogistics.errors import (
     BufferGone,
@@ -70,8 +77,12 @@ STATUS: dict[type[BufferServiceError], int] = {
 class CreateBuffer(BaseModel):
     """Body of ``POST /buffers``."""
 
-    max_size: int = Field(gt=0, description="bytes")
-    ttl: float = Field(gt=0, description="seconds until the buffer is destroyed")
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    max_size: int = Field(gt=0, le=2**63 - 1, description="bytes")
+    ttl: float = Field(
+        gt=0, description="seconds until the buffer is destroyed (at most the service's max_ttl)"
+    )
     consumers: list[str] = Field(default_factory=list)
     item: str | None = None
     id: str | None = None
@@ -84,14 +95,16 @@ class Seal(BaseModel):
 
 
 def load_or_create_secret(root: Path) -> str:
-    """The secret in ``root/secret``, created (random, mode 0600) when missing."""
+    """The secret in ``root/secret``, created (random, mode 0600 in a 0700 folder) when missing."""
     path = root / "secret"
     if path.exists():
         return path.read_text().strip()
     root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
     value = secrets.token_urlsafe(32)
-    path.touch(mode=0o600)
-    path.write_text(value + "\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
     return value
 
 
@@ -218,7 +231,7 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
     ) -> Response:
         cap.require(store.site, buffer_id, Right.READ)
         if session is not None:
-            data, start, info = store.read_session(buffer_id, session, limit)
+            data, start, info = store.read_session(buffer_id, session, limit, cap.consumer)
             return data_response(data, start, info)
         data, info, digest = store.read(buffer_id, offset, limit)
         return data_response(data, offset, info, digest)
@@ -243,6 +256,7 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
     @app.post("/buffers/{buffer_id}/drained")
     def drained(buffer_id: str, consumer: str, cap: Cap) -> dict[str, Any]:
         cap.require(store.site, buffer_id, Right.READ)
+        cap.require_consumer(consumer)
         return store.drained(buffer_id, consumer).to_json()
 
     @app.post("/buffers/{buffer_id}/disable")
@@ -268,13 +282,14 @@ def serve(
     quota_count: int = 10_000,
     reap_interval: float = 30.0,
     fsync: bool = True,
+    max_ttl: float = DEFAULT_MAX_TTL,
 ) -> None:
     """Run the buffer service of ``site`` on ``host:port`` until interrupted (uvicorn)."""
     import uvicorn
 
     root = Path(root)
     key = secret or load_or_create_secret(root)
-    store = BufferStore(root, site, Quota(quota_bytes, quota_count), fsync=fsync)
+    store = BufferStore(root, site, Quota(quota_bytes, quota_count), fsync=fsync, max_ttl=max_ttl)
     app = create_app(store, key, reap_interval=reap_interval)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -22,13 +22,24 @@ Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
   (the buffer's size) and may carry a write-once *tag* naming the chunk; a
   second write of a tag is ``TagExists`` (HTTP 409). With the chunk's sha256,
   a corrupted chunk is refused (``ChecksumMismatch``) and nothing is stored.
+  An append streams to the file as it arrives, hashed on the way: the
+  memory it takes does not grow with its size.
+* Sealing (``seal``) hashes the bytes **on disk**, streamed, and compares the
+  digest with the one the producer declares (and the one recorded by an
+  earlier seal): a byte changed at rest since it was written puts the buffer in
+  ``error``. A buffer's ``sha256`` is only ever such a verified digest.
 * Reads take ``offset``/``limit``, or a named read session that continues
-  where it stopped. A consumer whose read session reaches the end of a full
-  buffer has drained it; when every declared consumer has drained it, or when
-  its TTL expires, the buffer is destroyed (file removed, state ``deleted``).
+  where it stopped. A consumer that reaches the end of a sealed buffer with
+  its own read session (or says so, ``drained``) has drained it; when every
+  declared consumer has drained it, or when its TTL expires, the buffer is
+  destroyed (file removed, state ``deleted``). Who the caller is comes from
+  its token (the service binds each read token to one consumer).
+* A TTL is a finite number of seconds, at most ``max_ttl``.
 * Durability: every append is written and ``fsync``-ed before its metadata
   row is committed, so the row never claims bytes the disk lacks; on start,
   bytes beyond the committed size (a crash between the two) are cut off.
+* Privacy: the folders are created 0700, the data files and the SQLite
+  database 0600.
 
 A private declarative base keeps these tables out of the orchestrator's
 ``federation.store.Base``: a buffer service owns its own SQLite file.
@@ -38,13 +49,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -68,6 +79,10 @@ from federation.store import make_engine, sqlite_url
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_MAX_TTL = 7 * 86_400.0
+"""Longest lifetime a buffer may ask for unless the service is configured otherwise (s)."""
+HASH_BLOCK = 1 << 20
+"""Bytes read at a time when a seal hashes a buffer's file."""
 
 
 class BufferState(StrEnum):
@@ -200,29 +215,21 @@ class TagInfo:
 class AppendLease:
     """An append in progress: bytes go to the end of the file as they come.
 
-    Nothing counts until ``BufferStore.finish_append`` hashes and commits
-    them; the bytes past the committed size are cut off on abort (and on
-    restart). The pieces stay in memory until then, so that the two sha256
-    passes (the chunk's digest, the buffer's running digest) and the fsync
-    can run side by side at the end (hashlib and fsync release the GIL).
+    Each piece is hashed and written as it arrives, then dropped: memory does
+    not grow with the size of the append. Nothing counts until
+    ``BufferStore.finish_append`` checks the digest, fsyncs and commits; the
+    bytes past the committed size are cut off on abort (and on restart).
     """
 
     def __init__(
-        self,
-        buffer_id: str,
-        start: int,
-        max_size: int,
-        tag: str | None,
-        file: BinaryIO,
-        running: Any,
+        self, buffer_id: str, start: int, max_size: int, tag: str | None, file: BinaryIO
     ) -> None:
         self.buffer_id = buffer_id
         self.start = start
         self.max_size = max_size
         self.tag = tag
         self.file = file
-        self.running = running
-        self.pieces: list[bytes] = []
+        self.digest = hashlib.sha256()
         self.written = 0
 
     def write(self, piece: bytes) -> None:
@@ -234,12 +241,21 @@ class AppendLease:
                 f"above its maximum of {self.max_size}"
             )
         self.file.write(piece)
-        self.pieces.append(piece)
+        self.digest.update(piece)
         self.written += len(piece)
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _private_dir(path: Path) -> None:
+    """``path`` (and missing parents) as a folder only its owner may enter (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty (or keep it) and make it owner-only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
 
 
 def _info(row: BufferRow) -> BufferInfo:
@@ -273,7 +289,8 @@ class BufferStore:
     """The buffers of ``site`` under ``root`` (``root/buffers.db`` and ``root/data/``).
 
     Thread-safe: mutations hold one lock; reads of committed bytes do not
-    (appends never change bytes below the committed size).
+    (appends never change bytes below the committed size). ``max_ttl`` is the
+    longest lifetime a buffer may ask for (seconds).
     """
 
     def __init__(
@@ -283,26 +300,28 @@ class BufferStore:
         quota: Quota,
         clock: Callable[[], float] = time.time,
         fsync: bool = True,
+        max_ttl: float = DEFAULT_MAX_TTL,
     ) -> None:
+        if not (math.isfinite(max_ttl) and max_ttl > 0):
+            raise ValueError(f"max_ttl must be a finite, positive number of seconds, got {max_ttl}")
         self.root = Path(root)
         self.site = site
         self.quota = quota
         self.clock = clock
         self.fsync = fsync
-        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        self.max_ttl = float(max_ttl)
+        _private_dir(self.root)
+        _private_dir(self.root / "data")
+        _private_file(self.root / "buffers.db")  # SQLite gives its -wal and -shm the same mode
         self._engine = make_engine(sqlite_url(self.root / "buffers.db"))
         _Base.metadata.create_all(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._lock = threading.RLock()
-        # Running sha256 of each buffer's bytes, keyed by buffer id with the size it covers;
-        # rebuilt from the file when missing (after a restart) so sealing stays O(chunk).
-        self._hashes: dict[str, tuple[int, Any]] = {}
+        # Buffers with an append or a seal in progress (one at a time per buffer).
         self._writing: set[str] = set()
-        self._helpers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="buffer-append")
         self._recover()
 
     def close(self) -> None:
-        self._helpers.shutdown(wait=True)
         self._engine.dispose()
 
     # -- plumbing --------------------------------------------------------------
@@ -351,24 +370,24 @@ class BufferStore:
     def _destroy(self, row: BufferRow, reason: str) -> None:
         row.state = BufferState.DELETED
         row.reason = reason
-        self._hashes.pop(row.id, None)
         self.path(row.id).unlink(missing_ok=True)
 
-    def _running_hash(self, row: BufferRow) -> Any:
-        cached = self._hashes.get(row.id)
-        if cached is not None and cached[0] == row.size:
-            return cached[1]
+    def disk_sha256(self, buffer_id: str, size: int) -> tuple[str, int]:
+        """The sha256 of the first ``size`` bytes of the buffer's file as they are on disk,
+        read in blocks of ``HASH_BLOCK``, and how many bytes the file really gave."""
         h = hashlib.sha256()
-        with open(self.path(row.id), "rb") as f:
-            remaining = row.size
-            while remaining > 0:
-                block = f.read(min(remaining, 1 << 22))
-                if not block:
-                    break
-                h.update(block)
-                remaining -= len(block)
-        self._hashes[row.id] = (row.size, h)
-        return h
+        got = 0
+        try:
+            with open(self.path(buffer_id), "rb") as f:
+                while got < size:
+                    block = f.read(min(size - got, HASH_BLOCK))
+                    if not block:
+                        break
+                    h.update(block)
+                    got += len(block)
+        except FileNotFoundError:
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed while being sealed") from None
+        return h.hexdigest(), got
 
     # -- life cycle ------------------------------------------------------------
     def create(
@@ -382,8 +401,11 @@ class BufferStore:
         """Reserve a buffer of ``max_size`` bytes living ``ttl`` seconds; ``QuotaExceeded``."""
         if max_size <= 0:
             raise ValueError(f"max_size must be a positive number of bytes, got {max_size}")
-        if ttl <= 0:
-            raise ValueError(f"ttl must be positive seconds, got {ttl}")
+        if not (math.isfinite(ttl) and 0 < ttl <= self.max_ttl):
+            raise ValueError(
+                f"ttl must be a finite number of seconds, above 0 and at most {self.max_ttl:g} "
+                f"(this service's maximum), got {ttl}"
+            )
         for c in consumers:
             check_name(c, "consumer")
         buffer_id = check_name(buffer_id, "buffer id") if buffer_id else uuid.uuid4().hex
@@ -422,7 +444,7 @@ class BufferStore:
             )
             s.add(row)
             s.flush()
-            self.path(buffer_id).touch()
+            _private_file(self.path(buffer_id))
             row.state = BufferState.CREATED
             return _info(row)
 
@@ -513,10 +535,9 @@ class BufferStore:
                 raise OffsetMismatch(
                     f"another append to buffer {buffer_id!r} is in progress; retry after it"
                 )
-            running = self._running_hash(row).copy()
             # The lease owns the file: finish_append or abort_append closes it.
             file = open(self.path(buffer_id), "ab")  # noqa: SIM115
-            lease = AppendLease(buffer_id, row.size, row.max_size, tag, file, running)
+            lease = AppendLease(buffer_id, row.size, row.max_size, tag, file)
             self._writing.add(buffer_id)
             return lease
 
@@ -524,19 +545,14 @@ class BufferStore:
         """Verify the bytes of ``lease`` against ``sha256``, fsync them and commit the new size.
 
         On a mismatch the bytes are cut off again (nothing stored) and
-        ``ChecksumMismatch`` is raised.
+        ``ChecksumMismatch`` is raised. A buffer that reaches its maximum size
+        turns ``full`` (no more writes); its ``sha256`` comes with the seal.
         """
-        data = lease.pieces[0] if len(lease.pieces) == 1 else b"".join(lease.pieces)
-        lease.pieces = []
+        digest = lease.digest.hexdigest()
         try:
             lease.file.flush()
-            # Three independent jobs side by side: fsync, the chunk's digest, the running digest.
-            synced = self._helpers.submit(os.fsync, lease.file.fileno()) if self.fsync else None
-            chunk = self._helpers.submit(_sha256_hex, data)
-            lease.running.update(data)
-            digest = chunk.result()
-            if synced is not None:
-                synced.result()
+            if self.fsync:
+                os.fsync(lease.file.fileno())
         except BaseException:
             self.abort_append(lease)
             raise
@@ -572,10 +588,8 @@ class BufferStore:
                     )
                 )
                 row.size += lease.written
-                self._hashes[lease.buffer_id] = (row.size, lease.running)
                 if row.size == row.max_size:
                     row.state = BufferState.FULL
-                    row.sha256 = lease.running.hexdigest()
                 info = _info(row)
         except BaseException:
             self.abort_append(lease)
@@ -616,9 +630,12 @@ class BufferStore:
     def seal(self, buffer_id: str, sha256: str | None = None) -> BufferInfo:
         """Close the buffer to writes (state ``full``) and record the sha256 of its bytes.
 
-        With ``sha256`` given (the producer's or the source buffer's digest),
-        a mismatch puts the buffer in ``error`` and raises ``ChecksumMismatch``.
-        Sealing a full buffer again only checks the digest.
+        The digest is computed from the file **as it is on disk** (streamed, no
+        lock held while hashing, no append admitted meanwhile). With ``sha256``
+        given (the producer's or the source buffer's digest), or a digest
+        recorded by an earlier seal, a mismatch puts the buffer in ``error``
+        and raises ``ChecksumMismatch``. Sealing a sealed buffer again checks
+        its bytes again.
         """
         if sha256 is not None and not _SHA_RE.match(sha256.lower()):
             raise ValueError("sha256 must be 64 hexadecimal digits")
@@ -626,15 +643,32 @@ class BufferStore:
             row = self._row(s, buffer_id)
             if row.state not in (BufferState.CREATED, BufferState.FULL):
                 raise BufferStateError(f"buffer {buffer_id!r} is {row.state}; it cannot be sealed")
-            digest = row.sha256 or self._running_hash(row).hexdigest()
-            if sha256 is not None and sha256.lower() != digest:
-                row.state = BufferState.ERROR
-                row.reason = f"sha256 {digest} of the {row.size} bytes stored != expected {sha256}"
-                s.commit()
-                raise ChecksumMismatch(f"buffer {buffer_id!r}: {row.reason}")
-            row.state = BufferState.FULL
-            row.sha256 = digest
-            return _info(row)
+            if buffer_id in self._writing:
+                raise OffsetMismatch(
+                    f"an append to buffer {buffer_id!r} is in progress; seal it after the append"
+                )
+            self._writing.add(buffer_id)
+            size = row.size
+        try:
+            digest, got = self.disk_sha256(buffer_id, size)
+            with self._lock, self._session() as s:
+                row = self._row(s, buffer_id)
+                expected = [d for d in (sha256 and sha256.lower(), row.sha256) if d]
+                wrong = [d for d in expected if d != digest]
+                if got != size or wrong:
+                    row.state = BufferState.ERROR
+                    row.reason = (
+                        f"the data file holds {got} of the {size} bytes committed"
+                        if got != size
+                        else f"sha256 {digest} of the {size} bytes on disk != expected {wrong[0]}"
+                    )
+                    s.commit()
+                    raise ChecksumMismatch(f"buffer {buffer_id!r}: {row.reason}")
+                row.state = BufferState.FULL
+                row.sha256 = digest
+                return _info(row)
+        finally:
+            self._writing.discard(buffer_id)
 
     # -- reading ---------------------------------------------------------------
     def _read_bytes(self, buffer_id: str, offset: int, length: int) -> bytes:
@@ -671,12 +705,13 @@ class BufferStore:
         return data, info, known or hashlib.sha256(data).hexdigest()
 
     def read_session(
-        self, buffer_id: str, name: str, limit: int | None = None
+        self, buffer_id: str, name: str, limit: int | None = None, consumer: str | None = None
     ) -> tuple[bytes, int, BufferInfo]:
         """Continue the read session ``name``: (bytes, offset they start at, info after reading).
 
-        A session named after a declared consumer that reaches the end of a
-        ``full`` buffer drains it for that consumer.
+        When the caller is the declared consumer ``consumer`` and its session
+        carries its name, reaching the end of a sealed buffer drains it for
+        that consumer; anyone else's session only reads.
         """
         check_name(name, "read session")
         with self._lock, self._session() as s:
@@ -691,14 +726,23 @@ class BufferStore:
             end = row.size if limit is None else min(row.size, start + limit)
             data = self._read_bytes(buffer_id, start, end - start)
             sess.position = start + len(data)
-            if row.state == BufferState.FULL and sess.position == row.size:
+            sealed = row.state == BufferState.FULL and row.sha256 is not None
+            if sealed and consumer == name and sess.position == row.size:
                 self._mark_drained(row, name)
             return data, start, _info(row)
 
     def drained(self, buffer_id: str, consumer: str) -> BufferInfo:
-        """Record that ``consumer`` has everything it needs from the buffer."""
+        """Record that ``consumer`` has everything it needs from the buffer.
+
+        Only a sealed buffer can be drained (``BufferStateError`` otherwise):
+        a buffer still being written has not given anyone everything.
+        """
         with self._lock, self._session() as s:
             row = self._row(s, buffer_id)
+            if row.state != BufferState.FULL or row.sha256 is None:
+                raise BufferStateError(
+                    f"buffer {buffer_id!r} is {row.state} and not sealed: it cannot be drained yet"
+                )
             self._mark_drained(row, consumer)
             return _info(row)
 

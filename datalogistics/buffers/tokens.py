@@ -7,10 +7,13 @@ secret. A token is::
 
     cb1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "cb1." + claims))>
 
-with claims ``{"site", "buf", "right", "exp", "sub"}``. ``admin`` tokens carry
-``buf = "*"`` and let their holder create, list, disable and delete buffers of
-the site; data goes in only with a ``write`` token of that buffer and comes out
-only with a ``read`` token of that buffer.
+with claims ``{"site", "buf", "right", "exp", "sub"}`` and, on a read token,
+``"con"``: the one consumer its holder is. ``admin`` tokens carry ``buf = "*"``
+and let their holder create, list, disable and delete buffers of the site;
+data goes in only with a ``write`` token of that buffer and comes out only with
+a ``read`` token of that buffer. Only a read token bound to consumer *C* can
+say that *C* has drained the buffer (which destroys it once every declared
+consumer has): a reader cannot speak for the others.
 
 A missing, malformed, forged or expired token is ``Unauthorized`` (HTTP 401); a
 valid token used on another site, buffer or right is ``Forbidden`` (HTTP 403).
@@ -22,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,6 +53,7 @@ class Capability:
     right: Right
     expires_at: float
     subject: str
+    consumer: str | None = None
 
     def require(self, site: str, buffer: str, right: Right) -> None:
         """Raise ``Forbidden`` unless this capability grants ``right`` on ``buffer`` of ``site``."""
@@ -60,6 +65,12 @@ class Capability:
             )
         if right is not Right.ADMIN and self.buffer != buffer:
             raise Forbidden(f"token is for buffer {self.buffer!r}, not {buffer!r}")
+
+    def require_consumer(self, consumer: str) -> None:
+        """Raise ``Forbidden`` unless this capability is bound to ``consumer``."""
+        if self.consumer != consumer:
+            bound = f"consumer {self.consumer!r}" if self.consumer else "no consumer"
+            raise Forbidden(f"token is bound to {bound}: it cannot speak for {consumer!r}")
 
 
 def _b64(data: bytes) -> str:
@@ -86,23 +97,31 @@ def issue_token(
     ttl: float = 3600.0,
     subject: str = "orchestrator",
     now: float | None = None,
+    consumer: str | None = None,
 ) -> str:
-    """A token granting ``right`` on ``buffer`` (``"*"`` for admin) of ``site`` for ``ttl`` s."""
+    """A token granting ``right`` on ``buffer`` (``"*"`` for admin) of ``site`` for ``ttl`` s.
+
+    ``consumer`` binds a read token to the one consumer it reads for.
+    """
     right = Right(right)
     if right is Right.ADMIN:
         buffer = ANY_BUFFER
     elif buffer == ANY_BUFFER:
         raise ValueError("read and write tokens name one buffer; only admin tokens use '*'")
-    if ttl <= 0:
-        raise ValueError(f"token ttl must be positive seconds, got {ttl}")
+    if consumer is not None and right is not Right.READ:
+        raise ValueError("only read tokens are bound to a consumer")
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise ValueError(f"token ttl must be a finite, positive number of seconds, got {ttl}")
     issued = time.time() if now is None else now
-    claims = {
+    claims: dict[str, object] = {
         "site": site,
         "buf": buffer,
         "right": right.value,
         "exp": issued + ttl,
         "sub": subject,
     }
+    if consumer is not None:
+        claims["con"] = consumer
     body = f"{PREFIX}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
     sig = hmac.new(_key(secret), body.encode("ascii"), hashlib.sha256).digest()
     return f"{body}.{_b64(sig)}"
@@ -131,8 +150,11 @@ def verify_token(secret: str | bytes, token: str | None, now: float | None = Non
             right=Right(claims["right"]),
             expires_at=float(claims["exp"]),
             subject=str(claims.get("sub", "")),
+            consumer=str(claims["con"]) if claims.get("con") is not None else None,
         )
-    except (KeyError, ValueError, TypeError):
+        if not math.isfinite(cap.expires_at):
+            raise ValueError("exp is not finite")
+    except (KeyError, ValueError, TypeError, AttributeError):
         raise Unauthorized("capability token claims are incomplete") from None
     if cap.expires_at <= (time.time() if now is None else now):
         raise Unauthorized("capability token expired: ask the orchestrator for a new one")

@@ -24,7 +24,13 @@ are mapped for the federation's VO (``entitlement_vo``) as::
     group:<VO>:role=auditor                                          -> auditor
 
 and for any other VO listed in ``vo_projects`` (``{"<VO>[:<group>]*": project}``)
-a member of that group becomes a researcher of the project.
+a member of that group becomes a researcher of the project. Only entitlements
+of a trusted namespace (``entitlement_namespaces``) issued by a trusted
+authority (``entitlement_authorities``) count: both lists are empty by
+default, so none is trusted until a deployment names its own.
+
+Any token that cannot be verified, however malformed, is a 401 whose
+``WWW-Authenticate`` header is printable ASCII (``federation.api.errors``).
 
 Local mode (``LocalVerifier``): one generated token, compared in constant time,
 stands for a federation admin.
@@ -148,6 +154,22 @@ def parse_entitlement(value: str) -> Entitlement | None:
     return Entitlement(head[len("urn:") :], parts[0], tuple(parts[1:]), role, authority or None)
 
 
+def entitlement_trusted(ent: Entitlement, settings: Settings) -> bool:
+    """True when ``ent`` comes from a configured namespace and a configured authority.
+
+    Nothing is trusted by default: anyone can write
+    ``urn:geant:evil.org:group:continuum:role=admin#evil.org`` into an upstream
+    identity provider's attributes, so a deployment lists the namespaces and
+    authorities whose entitlements its Keycloak passes on.
+    """
+    namespaces = {n.lower() for n in settings.entitlement_namespaces}
+    return (
+        ent.namespace.lower() in namespaces
+        and ent.authority is not None
+        and ent.authority in settings.entitlement_authorities
+    )
+
+
 @dataclass
 class _Grants:
     admin: bool = False
@@ -167,8 +189,7 @@ class _Grants:
             self.projects.add(scope)
 
     def add_entitlement(self, ent: Entitlement, settings: Settings) -> None:
-        trusted = settings.entitlement_authorities
-        if trusted and ent.authority not in trusted:
+        if not entitlement_trusted(ent, settings):
             return
         if ent.vo == settings.entitlement_vo:
             self._federation_entitlement(ent)
@@ -250,8 +271,8 @@ def token_header(token: str) -> dict[str, Any]:
     try:
         head = token.split(".", 1)[0]
         header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Unauthenticated(f"malformed token: {exc}") from None
+    except (ValueError, RecursionError):
+        raise Unauthenticated("malformed token: its header is not base64url-encoded JSON") from None
     if not isinstance(header, dict) or token.count(".") != 2:
         raise Unauthenticated("malformed token: expected a signed JWT (header.payload.signature)")
     return header
@@ -332,7 +353,7 @@ class KeycloakVerifier:
         """The verified claims of ``token``; ``Unauthenticated`` says which check failed."""
         header = token_header(token)
         alg = header.get("alg")
-        if alg not in SIGNING_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in SIGNING_ALGORITHMS:
             raise Unauthenticated(f"token algorithm {alg!r} not accepted")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
@@ -359,6 +380,10 @@ class KeycloakVerifier:
             raise Unauthenticated(f"token signature invalid: {exc}") from None
         except (JWException, ValueError, TypeError) as exc:
             raise Unauthenticated(f"token rejected: {exc}") from None
+        except Exception:  # whatever else a hostile token makes the JOSE library raise
+            raise Unauthenticated("token rejected: it cannot be verified") from None
+        if not isinstance(claims, dict):
+            raise Unauthenticated("token rejected: its claims are not a JSON object")
         typ = claims.get("typ")
         if typ is not None and str(typ).lower() not in ("bearer", "at+jwt"):
             # Keycloak's ID and refresh tokens are signed by the same key and may carry
@@ -388,6 +413,7 @@ __all__ = [
     "Principal",
     "Role",
     "Verifier",
+    "entitlement_trusted",
     "make_verifier",
     "parse_entitlement",
     "principal_from_claims",

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,8 +22,8 @@ from federation.api import errors
 from federation.api.aai import LocalVerifier, Verifier, make_verifier
 from federation.api.deps import ApiContext
 from federation.api.engine import Engine
-from federation.api.errors import error_body
-from federation.api.metrics import Metrics
+from federation.api.errors import declare_error_responses, error_body, refuse_non_finite
+from federation.api.metrics import TELEMETRY_DUPLICATES, Metrics
 from federation.api.routers import ROUTERS
 from federation.api.tables import MadppRow, SiteRow, WorkflowRow
 from federation.settings import Settings, load_settings
@@ -165,7 +165,11 @@ def _register_telemetry_metrics(metrics: Metrics, ctx: ApiContext) -> None:
         t = engine.totals if engine is not None else IngestReport()
         return [
             ({"outcome": "applied"}, float(t.applied)),
-            ({"outcome": "duplicate"}, float(t.duplicates)),
+            # duplicates the journal caught (told to the client) and any the twin caught
+            (
+                {"outcome": "duplicate"},
+                float(t.duplicates + ctx.metrics.counted(TELEMETRY_DUPLICATES)),
+            ),
             ({"outcome": "out_of_order"}, float(t.rejected_out_of_order)),
             ({"outcome": "conflicting"}, float(t.conflicting)),
         ]
@@ -239,6 +243,7 @@ def create_app(
             "Send 'Authorization: Bearer <token>' (a Keycloak access token, or the local-mode "
             "token printed by `continuum serve`)."
         ),
+        dependencies=[Depends(refuse_non_finite)],
     )
     app.state.ctx = ApiContext(settings=settings, store=store, verifier=verifier, metrics=metrics)
     _register_telemetry_metrics(metrics, app.state.ctx)
@@ -246,6 +251,8 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # the published schema declares every error answer (ErrorBody), routes added later included
+    declare_error_responses(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

@@ -9,12 +9,16 @@ on the one ``app``.
 
 from __future__ import annotations
 
+import functools
+import math
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import typer
+import typer.main
 
 from federation.cli import api_cmd, common, core, data_cmd, exec_cmd, plan_cmd, sim_cmd, twin_cmd
 
@@ -57,6 +61,32 @@ def _terminated(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _finite_floats(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` refusing a non-finite float option (``--deadline inf``) with exit 2."""
+
+    @functools.wraps(callback)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for name, value in kwargs.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise typer.BadParameter(
+                    f"must be a finite number, got {value!r}",
+                    param_hint=f"'--{name.replace('_', '-')}'",
+                )
+        return callback(*args, **kwargs)
+
+    return checked
+
+
+def _guard(command: Any) -> Any:
+    """Every command of the tree with its float options checked (``_finite_floats``)."""
+    if getattr(command, "callback", None) is not None:
+        command.callback = _finite_floats(command.callback)
+    for sub in getattr(command, "commands", {}).values():
+        _guard(sub)
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``continuum``)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -73,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run(args: list[str]) -> int:
     try:
-        rv = app(args=args, prog_name="continuum", standalone_mode=False)
+        command = _guard(typer.main.get_command(app))
+        rv = command.main(args=args, prog_name="continuum", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):

@@ -119,6 +119,7 @@ def buffer_serve(
     quota_count: Annotated[int, typer.Option(help="Most live buffers at once.")] = 10_000,
     reap_interval: Annotated[float, typer.Option(help="Seconds between TTL sweeps.")] = 30.0,
     fsync: Annotated[bool, typer.Option(help="fsync every append.")] = True,
+    max_ttl: Annotated[str, typer.Option(help="Longest buffer lifetime, e.g. '7 d'.")] = "7 d",
 ) -> None:
     """Run the ephemeral buffer service of one site (until Ctrl-C).
 
@@ -142,6 +143,7 @@ def buffer_serve(
         quota_count=quota_count,
         reap_interval=reap_interval,
         fsync=fsync,
+        max_ttl=parse_duration(max_ttl),
     )
 
 
@@ -154,6 +156,9 @@ def buffer_token(
         Path | None, typer.Option("--dir", help="The service's folder (reads DIR/secret).")
     ] = None,
     ttl: Annotated[str, typer.Option(help="Validity, e.g. '1 h'.")] = "1 h",
+    consumer: Annotated[
+        str | None, typer.Option(help="Read tokens: the consumer it reads (and drains) for.")
+    ] = None,
 ) -> None:
     """Issue a capability token (the orchestrator's side) and print it."""
     secret = os.environ.get(SECRET_ENV)
@@ -161,7 +166,16 @@ def buffer_token(
         if dir is None or not (dir / "secret").exists():
             raise typer.BadParameter(f"set ${SECRET_ENV} or give --dir of a service with a secret")
         secret = (dir / "secret").read_text().strip()
-    typer.echo(issue_token(secret, site=site, buffer=buffer, right=right, ttl=parse_duration(ttl)))
+    typer.echo(
+        issue_token(
+            secret,
+            site=site,
+            buffer=buffer,
+            right=right,
+            ttl=parse_duration(ttl),
+            consumer=consumer,
+        )
+    )
 
 
 def transfer(

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ import typer
 from rich.table import Table
 
 from federation.cli.common import DemoContext, console, write_json
+from federation.documents import read_document
 from federation.errors import InvalidInput
 from federation.model import Federation, load_demo_federation, load_federation
 from twin import (
@@ -57,8 +57,8 @@ def _federation(path: Path | None) -> Federation:
 def _load_params(path: Path | None) -> dict[str, list[BlockSpec]] | None:
     if path is None:
         return None
+    data = read_document(path)  # bounded; InvalidInput (exit 2) names the file
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         return {
             sid: [BlockSpec(**b) for b in entry["blocks"]] for sid, entry in data["sites"].items()
         }

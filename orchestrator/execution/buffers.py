@@ -49,8 +49,12 @@ class BufferEndpoint:
     base_url: str
     secret: str
 
-    def token(self, buffer: str, right: Right, ttl: float = 3600.0) -> str:
-        return issue_token(self.secret, site=self.site, buffer=buffer, right=right, ttl=ttl)
+    def token(
+        self, buffer: str, right: Right, ttl: float = 3600.0, consumer: str | None = None
+    ) -> str:
+        return issue_token(
+            self.secret, site=self.site, buffer=buffer, right=right, ttl=ttl, consumer=consumer
+        )
 
 
 @dataclass
@@ -89,10 +93,9 @@ class BufferStager:
                 BufferRef(dst_ep.base_url, dst_info.id, dst_ep.token(dst_info.id, Right.WRITE)),
                 item=item_id,
             )
-            reader = BufferClient(
-                BufferRef(dst_ep.base_url, dst_info.id, dst_ep.token(dst_info.id, Right.READ)),
-                http,
-            )
+            # the reader is the run: its token may say that the run has drained the buffer
+            read_token = dst_ep.token(dst_info.id, Right.READ, consumer=run_id)
+            reader = BufferClient(BufferRef(dst_ep.base_url, dst_info.id, read_token), http)
             tmp = dst_path.with_name(dst_path.name + ".part")
             with open(tmp, "wb") as f:
                 offset = 0

@@ -75,8 +75,10 @@ class ServiceThread:
         self.thread.join(timeout=10)
         self.store.close()
 
-    def token(self, buffer: str, right: str) -> str:
-        return issue_token(SECRET, site=self.site, buffer=buffer, right=right, now=self.clock())
+    def token(self, buffer: str, right: str, consumer: str | None = None) -> str:
+        return issue_token(
+            SECRET, site=self.site, buffer=buffer, right=right, now=self.clock(), consumer=consumer
+        )
 
     @property
     def admin(self) -> str:
@@ -124,8 +126,8 @@ class ServiceProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def token(self, buffer: str, right: str) -> str:
-        return issue_token(SECRET, site=self.site, buffer=buffer, right=right)
+    def token(self, buffer: str, right: str, consumer: str | None = None) -> str:
+        return issue_token(SECRET, site=self.site, buffer=buffer, right=right, consumer=consumer)
 
     @property
     def admin(self) -> str:

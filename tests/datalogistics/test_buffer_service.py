@@ -53,8 +53,13 @@ def writer(svc: ServiceThread | ServiceProcess, buffer: str, http: httpx.Client)
     return BufferClient(BufferRef(svc.url, buffer, svc.token(buffer, "write")), http)
 
 
-def reader(svc: ServiceThread | ServiceProcess, buffer: str, http: httpx.Client) -> BufferClient:
-    return BufferClient(BufferRef(svc.url, buffer, svc.token(buffer, "read")), http)
+def reader(
+    svc: ServiceThread | ServiceProcess,
+    buffer: str,
+    http: httpx.Client,
+    consumer: str | None = None,
+) -> BufferClient:
+    return BufferClient(BufferRef(svc.url, buffer, svc.token(buffer, "read", consumer)), http)
 
 
 def test_append_read_and_seal_keep_bytes_and_digest(two_sites: Sites, http: httpx.Client) -> None:
@@ -213,19 +218,47 @@ def test_read_sessions_continue_and_consumers_drain_the_buffer(
     buf = SiteClient(a.url, a.admin, http).create(10, ttl=60, consumers=["img", "cal"])
     w = writer(a, buf.id, http)
     w.append(b"0123456789")
-    r = reader(a, buf.id, http)
-    assert r.read_session("img", limit=4) == (b"0123", 0)
-    assert r.read_session("img", limit=4) == (b"4567", 4)
-    assert r.read_session("other", limit=3) == (b"012", 0)
-    info = r.info()
-    assert info.state == "full"  # reached its maximum size
-    assert r.read_session("img") == (b"89", 8)
-    assert r.info().drained == ("img",)
+    img = reader(a, buf.id, http, consumer="img")
+    assert img.read_session("img", limit=4) == (b"0123", 0)
+    assert img.read_session("img", limit=4) == (b"4567", 4)
+    assert img.read_session("other", limit=3) == (b"012", 0)
+    info = img.info()
+    assert info.state == "full"  # reached its maximum size: no more writes
+    assert info.sha256 is None  # but not sealed: nobody has verified its bytes yet
+    assert img.read_session("img") == (b"89", 8)
+    assert img.info().drained == ()  # the end of an unsealed buffer drains nothing
+    w.seal(hashlib.sha256(b"0123456789").hexdigest())
+    img.read_session("img2")  # a session of another name, to the end
+    assert img.read_session("img", limit=0) == (b"", 10)
+    assert img.info().drained == ("img",)
     assert a.store.path(buf.id).exists()
-    r.drained("cal")
+    reader(a, buf.id, http, consumer="cal").drained("cal")
     with pytest.raises(BufferGone, match="drained"):
-        r.info()
+        img.info()
     assert not a.store.path(buf.id).exists()
+
+
+def test_a_reader_cannot_drain_for_another_consumer_nor_an_unsealed_buffer(
+    two_sites: Sites, http: httpx.Client
+) -> None:
+    """Issue 15: any read token declared every consumer drained and destroyed the buffer."""
+    a, _ = two_sites
+    buf = SiteClient(a.url, a.admin, http).create(100, ttl=60, consumers=["img", "cal"])
+    w = writer(a, buf.id, http)
+    w.append(b"0123456789")
+    img = reader(a, buf.id, http, consumer="img")
+    with pytest.raises(BufferStateError, match="not sealed"):
+        img.drained("img")  # still being written
+    w.seal()
+    for token_consumer, claimed in ((None, "img"), (None, "cal"), ("img", "cal")):
+        with pytest.raises(Forbidden, match="bound to"):
+            reader(a, buf.id, http, consumer=token_consumer).drained(claimed)
+    # a session named after another consumer reads, and drains nobody
+    assert img.read_session("cal") == (b"0123456789", 0)
+    assert img.info().drained == ()
+    assert img.drained("img").drained == ("img",)
+    assert img.info().state == "full"  # cal has not drained it: the buffer lives on
+    assert img.read()[0] == b"0123456789"
 
 
 def test_disabled_buffer_refuses_reads_and_writes(two_sites: Sites, http: httpx.Client) -> None:
@@ -251,12 +284,14 @@ def test_restarted_service_keeps_its_buffers(tmp_path: Path, http: httpx.Client)
         w = writer(svc, sealed.id, http)
         w.append(data[: 2**19], tag="a")
         w.append(data[2**19 :], tag="b")
+        assert w.seal().sha256 == hashlib.sha256(data).hexdigest()
         writer(svc, open_buf.id, http).append(b"half", tag="h")
         svc.kill()
         svc.start()
         info = reader(svc, sealed.id, http).info()
         assert (info.state, info.size, info.item) == ("full", 2**20, "vis")
         assert info.sha256 == hashlib.sha256(data).hexdigest()
+        assert w.seal(info.sha256).sha256 == info.sha256  # checked again from the disk
         assert reader(svc, sealed.id, http).read()[0] == data
         w2 = writer(svc, open_buf.id, http)
         with pytest.raises(TagExists):

@@ -182,6 +182,9 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
 
 
 def keycloak_settings(provider: Provider, data_dir: Path, **extra: Any) -> Settings:
+    """The API's settings against ``provider``, trusting the entitlements of ``CLIENTS``."""
+    extra.setdefault("entitlement_namespaces", ("geant:continuum.example.org",))
+    extra.setdefault("entitlement_authorities", ("sso.continuum.example.org",))
     return Settings(
         data_dir=data_dir,
         keycloak_url=provider.server_url,

@@ -16,6 +16,8 @@ from federation.settings import Settings
 SETTINGS = Settings(
     entitlement_vo="continuum",
     vo_projects={"vo.lofar.eu:ddf": "ddf"},
+    entitlement_namespaces=("geant:x.org", "mace:egi.eu"),
+    entitlement_authorities=("sso.x.org", "aai.egi.eu"),
 )
 
 
@@ -90,9 +92,8 @@ def test_entitlements_of_the_federation_vo() -> None:
     assert p.sites == {"gpu-centre"}  # a site group without the operator role grants nothing
     assert p.auditor
     assert not p.admin
-    admin = principal_from_claims(
-        {"eduperson_entitlement": "urn:a:group:continuum:role=federation-admin#b"}, SETTINGS
-    )
+    ent = "urn:geant:x.org:group:continuum:role=federation-admin#sso.x.org"
+    admin = principal_from_claims({"eduperson_entitlement": ent}, SETTINGS)
     assert admin.admin
 
 
@@ -107,7 +108,7 @@ def test_other_vos_map_to_projects_only_when_configured() -> None:
 
 
 def test_untrusted_authorities_are_ignored() -> None:
-    settings = Settings(entitlement_authorities=("sso.x.org",))
+    settings = Settings(entitlement_namespaces=("g:x",), entitlement_authorities=("sso.x.org",))
     claims = {
         "eduperson_entitlement": [
             "urn:g:x:group:continuum:projects:good#sso.x.org",
@@ -118,6 +119,42 @@ def test_untrusted_authorities_are_ignored() -> None:
     p = principal_from_claims(claims, settings)
     assert p.projects == {"good"}
     assert not p.admin
+
+
+ATTACK = "urn:geant:evil.org:group:continuum:role=admin#evil.org"
+
+
+def test_no_entitlement_is_trusted_until_namespaces_and_authorities_are_configured() -> None:
+    """The attack of issue 15: any namespace and authority made the caller an admin."""
+    claims = {
+        "eduperson_entitlement": [
+            ATTACK,
+            "urn:geant:x.org:group:continuum:projects:proj-a#sso.x.org",
+        ]
+    }
+    p = principal_from_claims(claims, Settings())
+    assert not p.admin
+    assert not p.projects
+    assert not p.is_member
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "authorities"),
+    [
+        (("geant:x.org",), ("sso.x.org",)),  # the attacker's namespace and authority: neither
+        (("geant:evil.org",), ("sso.x.org",)),  # a trusted namespace, another authority
+        (("geant:x.org",), ("evil.org",)),  # a trusted authority, another namespace
+    ],
+)
+def test_an_entitlement_needs_both_a_trusted_namespace_and_authority(
+    namespaces: tuple[str, ...], authorities: tuple[str, ...]
+) -> None:
+    settings = Settings(entitlement_namespaces=namespaces, entitlement_authorities=authorities)
+    assert not principal_from_claims({"eduperson_entitlement": [ATTACK]}, settings).admin
+    trusted = Settings(
+        entitlement_namespaces=("geant:evil.org",), entitlement_authorities=("evil.org",)
+    )
+    assert principal_from_claims({"eduperson_entitlement": [ATTACK]}, trusted).admin
 
 
 def test_principal_permissions() -> None:

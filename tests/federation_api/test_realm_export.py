@@ -69,3 +69,15 @@ def test_bootstrap_plan_covers_the_export_and_the_cli_dry_run_prints_it() -> Non
     ).stdout
     assert out.count("would create") == len(plan)
     assert "would create client continuum-api" in out
+
+
+def test_the_export_says_how_entitlements_become_trusted() -> None:
+    """Issue 15: none is trusted by default; the export names the two settings to change."""
+    attributes = realm_export()["attributes"]
+    howto = attributes["continuum.entitlement.howto"]
+    for field in ("entitlement_namespaces", "entitlement_authorities"):
+        assert field in Settings.model_fields
+        assert Settings.model_fields[field].default == ()
+        assert f"CONTINUUM_{field.upper()}" in howto
+    assert attributes["continuum.entitlement.namespaces"] == ""
+    assert attributes["continuum.entitlement.authorities"] == ""

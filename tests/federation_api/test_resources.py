@@ -267,7 +267,7 @@ def test_health_and_metrics(local_server: LiveServer, admin: httpx.Client) -> No
         admin.post("/api/v1/sites", json=_site())
         admin.get("/api/v1/sites/new-site")
         anonymous.get("/api/v1/sites")
-        r = anonymous.get("/metrics")
+    r = admin.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = r.text
     assert (
@@ -279,13 +279,15 @@ def test_health_and_metrics(local_server: LiveServer, admin: httpx.Client) -> No
     assert 'continuum_http_request_duration_seconds_bucket{le="+Inf",method="GET"' in text
 
 
-def test_private_metrics_need_a_token_and_openapi_declares_bearer(tmp_path: Path) -> None:
-    app = create_app(Settings(data_dir=tmp_path, metrics_public=False))
+def test_metrics_need_a_token_by_default_and_openapi_declares_bearer(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path))
     schemes = app.openapi()["components"]["securitySchemes"]
     assert {s["scheme"] for s in schemes.values()} == {"bearer"}
     with LiveServer(app) as server:
         with server.client() as anonymous:
-            assert anonymous.get("/metrics").status_code == 401
+            r = anonymous.get("/metrics")
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"].startswith("Bearer")
         with server.client(app.state.local_token) as c:
             assert c.get("/metrics").status_code == 200
     store_of(app).close()

@@ -70,3 +70,18 @@ def test_wrong_types_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidSettings) as info:
         load_settings()
     assert info.value.problems[0].location == "CONTINUUM_PORT"
+
+
+def test_entitlement_trust_and_public_metrics_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    default = load_settings(data_dir=tmp_path)
+    assert default.entitlement_namespaces == default.entitlement_authorities == ()
+    assert default.metrics_public is False  # /metrics needs a token unless made public
+    monkeypatch.setenv("CONTINUUM_ENTITLEMENT_NAMESPACES", '["geant:example.org"]')
+    monkeypatch.setenv("CONTINUUM_ENTITLEMENT_AUTHORITIES", '["sso.example.org"]')
+    monkeypatch.setenv("CONTINUUM_METRICS_PUBLIC", "true")
+    s = load_settings(data_dir=tmp_path)
+    assert s.entitlement_namespaces == ("geant:example.org",)
+    assert s.entitlement_authorities == ("sso.example.org",)
+    assert s.metrics_public is True

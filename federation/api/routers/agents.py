@@ -65,7 +65,11 @@ def _task(ctx: Any, site: str, handle: str) -> None:
         raise NotFound(str(exc)) from None
 
 
-@router.post("/lease", summary="Lease the site's next queued task (204 when none)")
+@router.post(
+    "/lease",
+    summary="Lease the site's next queued task (204 when none)",
+    responses={204: {"description": "No task is waiting for this site."}},
+)
 def lease(
     access: SiteOperator,
     ctx: Context,

@@ -38,7 +38,7 @@ class Validation(BaseModel):
     problems: list[Problem]
 
 
-class PlanInfo(BaseModel):
+class DataPlanInfo(BaseModel):
     """A stored data project plan."""
 
     id: str
@@ -50,7 +50,7 @@ class PlanInfo(BaseModel):
     submitted_by: str
 
 
-class PlanWithDocument(PlanInfo):
+class DataPlanWithDocument(DataPlanInfo):
     document: dict[str, Any]
 
 
@@ -79,9 +79,9 @@ def _title(document: dict[str, Any]) -> str:
     return str(title)[:512]
 
 
-def _info(row: MadppRow) -> PlanInfo:
+def _info(row: MadppRow) -> DataPlanInfo:
     datasets = row.document.get("dmp", {}).get("dataset", [])
-    return PlanInfo(
+    return DataPlanInfo(
         id=row.id,
         project=row.project,
         title=row.title,
@@ -111,12 +111,12 @@ def validate_plan(_who: Member, document: dict[str, Any] = PlanDocument) -> Vali
 @router.post(
     "/projects/{project_id}/madpp",
     status_code=201,
-    response_model=PlanInfo,
+    response_model=DataPlanInfo,
     summary="Submit a data project plan to a project",
 )
 def submit_plan(
     access: ProjectWriter, ctx: Context, document: dict[str, Any] = PlanDocument
-) -> PlanInfo:
+) -> DataPlanInfo:
     with ctx.store.session() as db:
         doc = validated_plan(document)
         row = new_plan_row(access.project, doc, access.who.subject)
@@ -127,10 +127,10 @@ def submit_plan(
 
 @router.get(
     "/projects/{project_id}/madpp",
-    response_model=list[PlanInfo],
+    response_model=list[DataPlanInfo],
     summary="List a project's data project plans",
 )
-def list_plans(access: ProjectReader, ctx: Context, page: Page) -> list[PlanInfo]:
+def list_plans(access: ProjectReader, ctx: Context, page: Page) -> list[DataPlanInfo]:
     with ctx.store.session() as db:
         rows = db.scalars(
             select(MadppRow)
@@ -142,22 +142,22 @@ def list_plans(access: ProjectReader, ctx: Context, page: Page) -> list[PlanInfo
         return [_info(r) for r in rows]
 
 
-@router.get("/madpp/{plan_id}", response_model=PlanWithDocument, summary="One plan")
+@router.get("/madpp/{plan_id}", response_model=DataPlanWithDocument, summary="One plan")
 def get_plan(
     who: Member, ctx: Context, plan_id: str = Path(pattern=UUID_PATTERN)
-) -> PlanWithDocument:
+) -> DataPlanWithDocument:
     with ctx.store.session() as db:
         row = _visible_row(db, who, plan_id)
-        return PlanWithDocument(**_info(row).model_dump(), document=row.document)
+        return DataPlanWithDocument(**_info(row).model_dump(), document=row.document)
 
 
-@router.put("/madpp/{plan_id}", response_model=PlanInfo, summary="Replace a plan")
+@router.put("/madpp/{plan_id}", response_model=DataPlanInfo, summary="Replace a plan")
 def replace_plan(
     who: Member,
     ctx: Context,
     plan_id: str = Path(pattern=UUID_PATTERN),
     document: dict[str, Any] = PlanDocument,
-) -> PlanInfo:
+) -> DataPlanInfo:
     """Replace the document (researcher of the plan's project); 404 if not visible."""
     with ctx.store.session() as db:
         row = _visible_row(db, who, plan_id)

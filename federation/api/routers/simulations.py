@@ -5,7 +5,10 @@ as JSON); it runs in the background (at most two at a time) and its progress
 and results (one row per planner and seed: waits, makespans, cost, energy,
 carbon, utilisation, deadline misses) are kept with the project. A scenario
 may only read files under the service's ``<data_dir>/simulation-data`` (and
-the embedded demo federation): a path that leaves it is 422, never read.
+the embedded demo federation): the scenario is validated with that folder as
+its only root (``federation.documents.user_path`` decides, the same function
+that every loader calls when it opens a file), so a path that leaves it is 422,
+never read.
 """
 
 from __future__ import annotations
@@ -56,25 +59,6 @@ def _info(row: SimulationRow) -> SimulationInfo:
     return SimulationInfo.model_validate(row)
 
 
-def confined_files(data: Any, base: Path, where: str = "body.scenario") -> list[tuple[str, str]]:
-    """Every file a scenario names that resolves outside ``base``: (location, problem)."""
-    out: list[tuple[str, str]] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            loc = f"{where}.{key}"
-            names_file = key in ("path", "file") or (key == "federation" and value != "demo")
-            if names_file and isinstance(value, str):
-                target = (base / value).resolve()
-                if not target.is_relative_to(base.resolve()):
-                    out.append((loc, f"{value!r} is outside the service's simulation-data folder"))
-            else:
-                out += confined_files(value, base, loc)
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            out += confined_files(value, base, f"{where}[{i}]")
-    return out
-
-
 @router.post(
     "/projects/{project_id}/simulations",
     status_code=202,
@@ -86,13 +70,10 @@ def launch(body: Launch, access: ProjectWriter, ctx: Context) -> SimulationInfo:
 
     base = Path(ctx.settings.data_dir) / "simulation-data"
     base.mkdir(parents=True, exist_ok=True)
-    escapes = confined_files(body.scenario, base)
-    if escapes:
-        from federation.errors import Problem
-
-        raise InvalidInput("<api>", [Problem(loc, msg) for loc, msg in escapes])
     try:
-        scenario = scenario_from_dict(body.scenario, "<api>", base_dir=str(base))
+        scenario = scenario_from_dict(
+            body.scenario, "<api>", base_dir=str(base), roots=(str(base),)
+        )
     except InvalidInput as exc:
         raise prefixed(exc, "body.scenario") from None
     row = SimulationRow(

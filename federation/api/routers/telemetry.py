@@ -22,6 +22,7 @@ from federation.api import journal
 from federation.api.deps import Context, SiteOperator
 from federation.api.engine import engine_of
 from federation.api.errors import ApiError, NotFound
+from federation.api.metrics import TELEMETRY_DUPLICATES
 
 router = APIRouter(prefix="/api/v1/sites/{site_id}", tags=["telemetry"])
 
@@ -113,6 +114,7 @@ def ingest(
         new = journal.record(db, access.site, rows)
     fresh = journal.to_samples(access.site, [row for sid, row in rows.items() if sid in new])
     out: dict[str, Any] = {"accepted": len(fresh), "duplicates": len(batch.samples) - len(fresh)}
+    ctx.metrics.count(TELEMETRY_DUPLICATES, out["duplicates"])  # /metrics says what we say
     if wait:
         report = engine.ingest(fresh).to_dict()
         report["duplicates"] += out["duplicates"]
