@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -46,11 +47,20 @@ def call_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
     return (code if isinstance(code, int) else 1), out, err
 
 
+def missing(reason: str) -> NoReturn:
+    """A real component a test needs is absent (PostgreSQL, the OpenID provider, Slurm, a
+    browser, the shared data): under ``CI=true`` that is a failure with the reason, never a
+    silent skip; elsewhere the test skips, saying why."""
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: a missing component fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data; skips the test when it is missing."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared data not available: {path} (set CONTINUUM_SHARED_DATA)")
+        missing(f"shared data not available: {path} (set CONTINUUM_SHARED_DATA)")
     return path
 
 
@@ -58,7 +68,7 @@ def shared_path(*parts: str) -> Path:
 def shared_data() -> Path:
     """The ``shared/data`` folder beside the checkout (skips when absent)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not available at {SHARED_DATA} (set CONTINUUM_SHARED_DATA)")
+        missing(f"shared data not available at {SHARED_DATA} (set CONTINUUM_SHARED_DATA)")
     return SHARED_DATA
 
 
@@ -103,11 +113,14 @@ def postgres_url() -> Iterator[str]:
 
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+        missing(
+            "PostgreSQL server binaries (initdb, pg_ctl) not installed "
+            "(`make test` installs them as root)"
+        )
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("the psycopg driver is not installed")
+        missing("the psycopg driver is not installed")
     import tempfile
 
     # Not under pytest's temporary folder: that one is private to the user running
@@ -118,10 +131,10 @@ def postgres_url() -> Iterator[str]:
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to own the cluster")
+            missing("running as root and there is no 'postgres' user to own the cluster")
         runuser = shutil.which("runuser")
         if runuser is None:
-            pytest.skip("running as root without runuser")
+            missing("running as root without runuser")
         os.chown(data, pw.pw_uid, pw.pw_gid)
         prefix = [runuser, "-u", "postgres", "--"]
     with socket.socket() as s:

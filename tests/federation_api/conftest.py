@@ -28,6 +28,7 @@ from keycloak import KeycloakOpenID
 from federation.api.server import bind_tcp, bound_port
 from federation.settings import Settings
 from federation.store import Store
+from tests.conftest import missing
 
 OIDC_DIR = Path(__file__).with_name("oidc")
 REALM = "continuum"
@@ -65,7 +66,7 @@ def new_key(kid: str) -> jwk.JWK:
 def ensure_provider_installed() -> None:
     """Install oidc-provider from the lock file when node_modules is missing; skip without npm."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed to run the test OpenID provider (oidc-provider)")
+        missing("node and npm are needed to run the test OpenID provider (oidc-provider)")
     if (OIDC_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
         return
     cmd = ["npm", "ci" if (OIDC_DIR / "package-lock.json").exists() else "install"]
@@ -77,7 +78,7 @@ def ensure_provider_installed() -> None:
         timeout=300,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot install oidc-provider with npm: {done.stderr.strip()[-500:]}")
+        missing(f"cannot install oidc-provider with npm: {done.stderr.strip()[-500:]}")
 
 
 @dataclass

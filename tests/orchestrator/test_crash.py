@@ -96,16 +96,19 @@ def seen(events: Events, step: str, kind: str, detail: str = "") -> bool:
 
 TRIGGERS: dict[str, Callable[[Events], bool]] = {
     # a's command runs (recorded running, not done)
-    "during a step": lambda ev: seen(ev, "a", "staging->running")
-    and not seen(ev, "a", "running->done"),
+    "during a step": lambda ev: (
+        seen(ev, "a", "staging->running") and not seen(ev, "a", "running->done")
+    ),
     # b is staging the big item from a to b
-    "during a transfer": lambda ev: seen(ev, "b", "ready->staging", "staging at b")
-    and not seen(ev, "b", "staging->running"),
+    "during a transfer": lambda ev: (
+        seen(ev, "b", "ready->staging", "staging at b") and not seen(ev, "b", "staging->running")
+    ),
     # c exhausted its attempt at a: the kill follows the re-plan's record at once
     "at a re-plan": lambda ev: seen(ev, "c", "failed->ready", "attempts exhausted"),
     # b is done, d not started yet
-    "between steps": lambda ev: seen(ev, "b", "running->done")
-    and not seen(ev, "d", "ready->staging"),
+    "between steps": lambda ev: (
+        seen(ev, "b", "running->done") and not seen(ev, "d", "ready->staging")
+    ),
 }
 
 

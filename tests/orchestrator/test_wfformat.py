@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import InvalidWorkflow, load_wfformat, load_workflow
 from orchestrator.wfformat import REFERENCE_MHZ
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, missing
 
 V15 = sorted((SHARED_DATA / "wfinstances").glob("*.json")) if SHARED_DATA.is_dir() else []
 V14 = sorted((SHARED_DATA / "wfinstances" / "v1.4").glob("*.json")) if SHARED_DATA.is_dir() else []
@@ -47,7 +47,7 @@ def test_shared_instance_loads_with_the_right_counts(path: Path) -> None:
 
 def test_there_are_shared_instances_in_both_versions() -> None:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not available at {SHARED_DATA}")
+        missing(f"shared data not available at {SHARED_DATA}")
     assert len(V15) >= 10
     assert len(V14) >= 3
 
