@@ -96,70 +96,124 @@ def _pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster on a free loopback port; its SQLAlchemy URL.
+class PostgresCluster:
+    """A throw-away PostgreSQL cluster on a free loopback port, started and stopped by PID.
 
-    ``make test`` installs the server from Debian's packages when it can; without
-    ``initdb`` and ``pg_ctl`` (or the psycopg driver) the tests that need it skip.
-    initdb refuses to run as root, so as root the cluster belongs to the
-    ``postgres`` user (created by the Debian package).
+    ``kill()`` ends the postmaster with SIGKILL (a crash: no checkpoint, nothing flushed
+    beyond what PostgreSQL acknowledged, fsync on); ``start()`` starts it again on the same
+    data and port (crash recovery replays the WAL).
     """
-    import pwd
-    import shutil
-    import socket
-    import subprocess
-    import time
 
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        missing(
-            "PostgreSQL server binaries (initdb, pg_ctl) not installed "
-            "(`make test` installs them as root)"
-        )
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing("the psycopg driver is not installed")
-    import tempfile
+    def __init__(self) -> None:
+        import pwd
+        import shutil
+        import socket
+        import subprocess
+        import tempfile
 
-    # Not under pytest's temporary folder: that one is private to the user running
-    # the tests, and the cluster may have to belong to the postgres user.
-    data = Path(tempfile.mkdtemp(prefix="continuum-pg-"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if not initdb or not pg_ctl:
+            missing(
+                "PostgreSQL server binaries (initdb, pg_ctl) not installed "
+                "(`make test` installs them as root)"
+            )
         try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            missing("running as root and there is no 'postgres' user to own the cluster")
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            missing("running as root without runuser")
-        os.chown(data, pw.pw_uid, pw.pw_gid)
-        prefix = [runuser, "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(
-        [*prefix, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
-        check=True,
-        capture_output=True,
-    )
-    # fsync stays on (the default): the crash tests rely on what PostgreSQL acknowledged
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
-    subprocess.run(
-        [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    pid = int((data / "postmaster.pid").read_text().split()[0])
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
+            import psycopg  # noqa: F401
+        except ImportError:
+            missing("the psycopg driver is not installed")
+        self.pg_ctl = pg_ctl
+        # Not under pytest's temporary folder: that one is private to the user running
+        # the tests, and the cluster may have to belong to the postgres user.
+        self.data = Path(tempfile.mkdtemp(prefix="continuum-pg-"))
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                missing("running as root and there is no 'postgres' user to own the cluster")
+            runuser = shutil.which("runuser")
+            if runuser is None:
+                missing("running as root without runuser")
+            os.chown(self.data, pw.pw_uid, pw.pw_gid)
+            self.prefix = [runuser, "-u", "postgres", "--"]
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
         subprocess.run(
-            [*prefix, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+            [*self.prefix, initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+        )
+        self.pid = 0
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        import subprocess
+
+        # fsync stays on (the default): the crash tests rely on what PostgreSQL acknowledged
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        ctl = [*self.prefix, self.pg_ctl, "-D", str(self.data), "-l", str(self.data / "log")]
+        subprocess.run(
+            [*ctl, "-o", options, "-w", "-t", "120", "start"],
+            check=True,
+            capture_output=True,
+        )
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster (a crash), then wait until its children are gone too."""
+        import time
+
+        children = [int(p.name) for p in Path("/proc").iterdir() if _parent(p) == self.pid]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 9)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        import shutil
+        import subprocess
+        import time
+
+        subprocess.run(
+            [*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
         )
         with contextlib.suppress(ProcessLookupError):  # by PID if pg_ctl could not
-            os.kill(pid, 9)
+            os.kill(self.pid, 9)
         time.sleep(0.1)
-        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def _parent(proc: Path) -> int:
+    """The parent PID of the process behind a ``/proc`` entry (0 when unreadable)."""
+    if not proc.name.isdigit():
+        return 0
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(") ", 1)[1].split()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The session's PostgreSQL cluster (``make test`` installs the server from Debian's
+    packages when it can; as root the cluster belongs to the ``postgres`` user, since initdb
+    refuses root)."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The SQLAlchemy URL of the session's PostgreSQL cluster."""
+    return postgres.url

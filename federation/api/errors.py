@@ -298,8 +298,22 @@ async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_store_unreachable(_request: Request, exc: Exception) -> JSONResponse:
+    # The database cannot be reached (a PostgreSQL restart, a full disk): nothing was
+    # stored by this request, and the same request may succeed in a moment.
+    return JSONResponse(
+        error_body("unavailable", "the store cannot be reached: nothing was stored, retry"),
+        503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the error mapping on ``app``."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    app.add_exception_handler(OperationalError, _on_store_unreachable)
+    app.add_exception_handler(InterfaceError, _on_store_unreachable)
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(InvalidInput, _on_invalid_input)
     app.add_exception_handler(RequestValidationError, _on_request_validation)

@@ -472,12 +472,15 @@ class Executor:
         after ``MAX_PASS_ERRORS`` passes in a row the run fails, saying why."""
         self._views.pop(run_id, None)  # read it afresh next time
         count = self.pass_errors.get(run_id, 0) + 1
-        self.pass_errors[run_id] = count
         what = f"{type(exc).__name__}: {exc}"[:1500]
+        try:
+            self.runs.log(run_id, "error", f"reconciliation failed ({count} in a row): {what}")
+        except Exception:
+            raise exc from None  # the store itself fails: no run is to blame, none counted
+        self.pass_errors[run_id] = count
         if count == 1:
             log.warning("run %s: reconciliation failed: %s", run_id, what, exc_info=exc)
         try:
-            self.runs.log(run_id, "error", f"reconciliation failed ({count} in a row): {what}")
             if count >= MAX_PASS_ERRORS:
                 self.runs.set_run_state(
                     run_id, RunState.FAILED, f"reconciliation failed {count} times: {what}"

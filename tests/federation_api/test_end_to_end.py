@@ -327,3 +327,93 @@ def approved_plan(service: Service) -> str:
         c.post(f"/api/v1/plans/{plan['id']}/approve", json={"budget_eur": 1.0})
         plan_id: str = plan["id"]
         return plan_id
+
+
+def test_a_crash_of_postgresql_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """PostgreSQL itself is SIGKILLed while a run is in flight and started again: the service
+    and its agents ride it out (503 and retries meanwhile), the run completes with every step
+    run once, and every telemetry sample the service acknowledged is still in its journal."""
+    from sqlalchemy import func, select
+
+    from federation.api.tables import TelemetryRow
+    from federation.store import Store
+    from tests.conftest import PostgresCluster
+
+    cluster = PostgresCluster()  # its own, so that killing it disturbs no other test
+    (tmp_path / "service").mkdir()
+    service = Service(tmp_path / "service", free_port(), cluster.url)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    data = tmp_path / "edge-data"
+    data.mkdir()
+    (data / "observations.csv").write_bytes((QUICKSTART / "data" / "observations.csv").read_bytes())
+    agents: list[subprocess.Popen[bytes]] = []
+    try:
+        service.start()
+        federation = yaml.safe_load((QUICKSTART / "federation.yaml").read_text())
+        now = time.time()
+        with service.client() as c:
+            assert c.put("/api/v1/federation", json=federation).status_code == 200
+            samples = [
+                {"id": f"t{k}", "timestamp": now - 60 * (30 - k), "utilisation": 0.4}
+                for k in range(30)
+            ]
+            told = c.post("/api/v1/sites/fr-hpc/telemetry", json={"samples": samples})
+            assert told.status_code == 202, told.text
+            assert told.json()["accepted"] == 30
+            sub = c.post(
+                "/api/v1/projects/outreach/workflows",
+                json={"workflow": wfformat_of_quickstart(markers, data)},
+            )
+            assert sub.status_code == 201, sub.text
+            plan = c.post(
+                "/api/v1/projects/outreach/plans",
+                json={"workflow_id": sub.json()["id"], "planner": "heft"},
+            ).json()
+            assert c.post(
+                f"/api/v1/plans/{plan['id']}/approve", json={"budget_eur": 1.0}
+            ).is_success
+            run_id = c.post(f"/api/v1/plans/{plan['id']}/run", json={}).json()["run_id"]
+        sites = sorted({a["site"] for a in plan["assignments"]} | {"fr-edge"})
+        agents = [start_agent(s, service.url, tmp_path, data) for s in sites]
+
+        def progress() -> bool:
+            with service.client() as c:
+                r = c.get(f"/api/v1/runs/{run_id}")
+            return r.is_success and int(r.json()["progress"]["done"]) >= 1
+
+        wait_for(progress, 180, "a first step done")
+        cluster.kill()  # the database crashes mid-run
+        with service.client() as c:
+            down = c.get(f"/api/v1/runs/{run_id}")
+            assert down.status_code == 503, down.text  # retry later, nothing stored
+            assert down.headers["Retry-After"] == "1"
+        time.sleep(1.0)  # a second of outage: agents and the engine keep retrying
+        cluster.start()
+
+        def finished() -> dict[str, Any] | None:
+            with service.client() as c:
+                r = c.get(f"/api/v1/runs/{run_id}")
+            if not r.is_success:
+                return None
+            status: dict[str, Any] = r.json()
+            return status if status["state"] != "running" else None
+
+        final = wait_for(finished, 240, "the run's end after PostgreSQL came back")
+        assert final["state"] == "done", json.dumps(final, indent=1)[:4000]
+        for step in ("clean", "bright", "faint", "catalogue", "report"):
+            assert len((markers / step).read_text().split()) == 1, step  # exactly once
+        store = Store(cluster.url)
+        with store.session() as db:
+            kept = db.scalar(
+                select(func.count()).select_from(TelemetryRow).where(TelemetryRow.site == "fr-hpc")
+            )
+        store.close()
+        assert kept == 30  # every acknowledged sample survived the crash
+    finally:
+        for a in agents:
+            a.terminate()
+        for a in agents:
+            a.wait(timeout=60)
+        service.stop()
+        cluster.stop()
