@@ -373,7 +373,8 @@ class Executor:
         ):
             rec = view.recs[sid]
             target = S.READY if rec.state is S.FAILED else S.PENDING
-            fields = {"attempt_base": rec.attempts, "not_before": 0.0}
+            # a fresh series where it was: the cause is fixed, its site is usable again
+            fields = {"attempt_base": rec.attempts, "not_before": 0.0, "failed_sites": ""}
             changes.append((sid, [target], "restarted by user", fields))
         self._apply(run_id, view, changes)
         restarted = [c[0] for c in changes]
@@ -1020,6 +1021,13 @@ class Executor:
         """Start steps at ``site``: those whose inputs are all there are recorded running in
         one transaction, then submitted; the others are staged first, one by one. A step that
         cannot be launched (no command, an input that cannot be read) fails by itself."""
+        if self.replanner is not None:
+            # A step queued at a site it exhausted its attempts at: the crash of an earlier
+            # orchestrator fell between "attempts exhausted" and its re-plan. Re-plan it now.
+            stale = [r for r in recs if site in r.failed_sites]
+            if stale:
+                self._finish_replan(run_id, view, [r.step_id for r in stale], site)
+                recs = [r for r in recs if site not in r.failed_sites]
         conn = self._connector(site)
         plain: list[StepRecord] = []
         staged: list[StepRecord] = []
@@ -1068,6 +1076,17 @@ class Executor:
             rest = [s for s in view.by_state[S.READY] if view.recs[s].site == site]
             if rest:
                 self._replan(run_id, self._ordered(view, rest), f"site {site} refused work")
+
+    def _finish_replan(self, run_id: str, view: _RunView, sids: list[str], site: str) -> None:
+        """Re-plan steps that wait at a site they failed at; a step no other site can take
+        fails, and the run's ``on_error`` policy applies."""
+        self._replan(run_id, sids, f"resuming the re-plan of steps that failed at {site}")
+        for sid in sids:
+            rec = view.recs[sid]
+            if rec.state is S.READY and rec.site == site:
+                why = f"{sid} exhausted its attempts at {site}; no other site to re-plan on"
+                self._move(run_id, sid, [S.STAGING, S.FAILED], why, message=why)
+                self._apply_policy(run_id, sid, view.run.on_error, why)
 
     def _start_staged(
         self, run_id: str, view: _RunView, conn: SiteConnector, rec: StepRecord
