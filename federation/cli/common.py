@@ -7,8 +7,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
 
 from federation.errors import InvalidInput
@@ -96,11 +97,46 @@ def human_seconds(s: float) -> str:
     return f"{s / 3600:.2f} h"
 
 
+ProjectOption = Annotated[
+    str | None, typer.Option(help="Plan for this project: only the sites it may use.")
+]
+MadppOption = Annotated[
+    Path | None, typer.Option(help="Data project plan (maDMP) whose rules apply.")
+]
+InputsOption = Annotated[
+    list[str] | None,
+    typer.Option("--input", help="Where an external input lives: ITEM=SITE:PATH or ITEM=URL."),
+]
+"""The declarations ``plan`` and ``run`` share (``declared_workflow`` folds them in)."""
+
+
+def declared_workflow(
+    path: Path,
+    federation: Federation,
+    project: str | None,
+    madpp: Path | None,
+    inputs: list[str] | None,
+) -> Workflow:
+    """The workflow file with the project's sites, the data plan's rules and the input
+    locations folded in (``orchestrator.planning.declare``), as ``plan`` and ``run`` see it."""
+    from datalogistics.madpp import DataProjectPlan
+    from orchestrator.loaders import load_workflow
+    from orchestrator.planning import declare
+
+    data_plan = DataProjectPlan.load(madpp) if madpp is not None else None
+    return declare(
+        load_workflow(path),
+        federation,
+        project=project,
+        data_plan=data_plan,
+        inputs=parse_inputs(inputs),
+        source=str(path),
+    )
+
+
 def parse_inputs(values: list[str] | None, option: str = "--input") -> dict[str, Any]:
     """``ITEM=SITE:PATH`` or ``ITEM=URL`` options as ``InputLocation``s, by item id
     (``typer.BadParameter``, exit 2, naming the bad one)."""
-    import typer
-
     from datalogistics.items import InputLocation
 
     out: dict[str, Any] = {}

@@ -11,11 +11,14 @@ from rich.table import Table
 
 from federation.cli.common import (
     DemoContext,
+    InputsOption,
+    MadppOption,
+    ProjectOption,
     console,
+    declared_workflow,
     err_console,
     human_bytes,
     last_workdir,
-    parse_inputs,
     remember_workdir,
 )
 from federation.cli.plan_cmd import warn_fallback
@@ -189,16 +192,9 @@ def run_workflow(
     time_limit: Annotated[
         float | None, typer.Option(help="ILP solver limit, seconds.", min=0.1)
     ] = None,
-    project: Annotated[
-        str | None, typer.Option(help="Plan for this project: only the sites it may use.")
-    ] = None,
-    madpp: Annotated[
-        Path | None, typer.Option(help="Data project plan (maDMP) whose rules apply.")
-    ] = None,
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", help="Where an external input lives: ITEM=SITE:PATH or ITEM=URL."),
-    ] = None,
+    project: ProjectOption = None,
+    madpp: MadppOption = None,
+    inputs: InputsOption = None,
     synthetic: Annotated[
         bool,
         typer.Option(
@@ -226,17 +222,15 @@ def run_workflow(
     site of the federation), through the durable executor: each step runs its own command
     (``--synthetic``: the synthetic step). Plans with the same defaults as ``continuum plan``,
     or runs a saved plan as it is (``--plan``)."""
-    from datalogistics.madpp import DataProjectPlan
     from federation.documents import read_document
     from federation.model import load_demo_federation, load_federation
     from federation.settings import load_settings
-    from orchestrator import HEFTPlanner, load_workflow
+    from orchestrator import HEFTPlanner
     from orchestrator.execution import Launch
     from orchestrator.execution.mainjob import Fault, execute_locally, write_report
-    from orchestrator.planning import declare, plan_workflow, saved_plan
+    from orchestrator.planning import plan_workflow, saved_plan
 
     fed = load_federation(federation) if federation else load_demo_federation()
-    wf = load_workflow(workflow)
     if fail_site is not None and fail_site not in fed.site_ids:
         raise typer.BadParameter(
             f"unknown site {fail_site!r}; sites: {', '.join(fed.site_ids)}",
@@ -252,15 +246,7 @@ def run_workflow(
             "--time-limit, or plan again",
             param_hint="--plan",
         )
-    data_plan = DataProjectPlan.load(madpp) if madpp is not None else None
-    wf = declare(
-        wf,
-        fed,
-        project=project,
-        data_plan=data_plan,
-        inputs=parse_inputs(inputs),
-        source=str(workflow),
-    )
+    wf = declared_workflow(workflow, fed, project, madpp, inputs)
     launch = Launch.synthetic(fed, time_scale, data_scale) if synthetic else Launch.native()
     missing = launch.missing_commands(wf)
     if missing:
@@ -473,14 +459,7 @@ def _control(run: str, state: Path | None, action: str) -> Executor:
     ex = _executor(state)
     _known(ex.runs, run)
     try:
-        if action == "pause":
-            ex.pause(run)
-        elif action == "kill":
-            ex.kill(run)
-        elif action == "resume":
-            ex.resume(run)
-        else:
-            ex.restart_failed(run)
+        ex.control(run, action)
     except RunFinished as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -11,11 +11,14 @@ from rich.table import Table
 
 from federation.cli.common import (
     DemoContext,
+    InputsOption,
+    MadppOption,
+    ProjectOption,
     console,
+    declared_workflow,
     err_console,
     human_bytes,
     human_seconds,
-    parse_inputs,
     write_json,
 )
 
@@ -147,16 +150,9 @@ def plan(
     planner: Annotated[
         str | None, typer.Option(help="ilp | heft | greedy | market (default: ilp)")
     ] = None,
-    project: Annotated[
-        str | None, typer.Option(help="Plan for this project: only the sites it may use.")
-    ] = None,
-    madpp: Annotated[
-        Path | None, typer.Option(help="Data project plan (maDMP) whose rules apply.")
-    ] = None,
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", help="Where an external input lives: ITEM=SITE:PATH or ITEM=URL."),
-    ] = None,
+    project: ProjectOption = None,
+    madpp: MadppOption = None,
+    inputs: InputsOption = None,
     gantt: Annotated[Path | None, typer.Option(help="Write a Gantt chart PNG here.")] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the plan as JSON here ('-': stdout).")
@@ -172,12 +168,10 @@ def plan(
     The defaults are those of ``continuum run`` and the API (``PLANNING_DEFAULTS``); what
     ``--project``, ``--madpp`` and ``--input`` declare is folded into the workflow before
     planning. ``continuum run --plan FILE`` runs the plan written by ``--json FILE``."""
-    from datalogistics.madpp import DataProjectPlan
     from federation.model import load_demo_federation, load_federation
-    from orchestrator.loaders import load_workflow
     from orchestrator.plan import Objective, PlanningConstraints
     from orchestrator.planners import PLANNERS
-    from orchestrator.planning import PLANNING_DEFAULTS, declare
+    from orchestrator.planning import PLANNING_DEFAULTS
     from twin.state import static_view
 
     d = PLANNING_DEFAULTS
@@ -192,15 +186,7 @@ def plan(
     if solver not in ("highs", "cbc"):
         raise typer.BadParameter("use highs or cbc", param_hint="--solver")
     fed = load_federation(federation) if federation else load_demo_federation()
-    data_plan = DataProjectPlan.load(madpp) if madpp is not None else None
-    wf = declare(
-        load_workflow(workflow),
-        fed,
-        project=project,
-        data_plan=data_plan,
-        inputs=parse_inputs(inputs),
-        source=str(workflow),
-    )
+    wf = declared_workflow(workflow, fed, project, madpp, inputs)
     view = static_view(fed)
     constraints = PlanningConstraints(deadline=deadline, budget=budget)
     to_stdout = json_out is not None and str(json_out) == "-"

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.connectors.base import ConnectorError, _safe
+from orchestrator.connectors.base import ConnectorError, _safe, sha256_file
 from orchestrator.connectors.local import RUNNER_SCRIPT, RUNNER_SHELL, link_site_input
 from orchestrator.connectors.runner import RESULT, SPEC, write_atomic
 from orchestrator.execution.logs import STREAMS, truncation_note
@@ -206,7 +206,7 @@ class SiteAgent:
             except ConnectorError as exc:
                 self._call("POST", f"/exports/{req['id']}/failed", json={"error": str(exc)})
                 continue
-            digest = _sha256(path.expanduser())
+            digest = sha256_file(path.expanduser())
             self._call_stream(
                 "PUT",
                 f"/exports/{req['id']}",
@@ -249,7 +249,7 @@ class SiteAgent:
         self._retrying(once)
 
     def _upload(self, handle: str, path: Path) -> None:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         self._call_stream(
             "PUT",
             "/output",
@@ -348,11 +348,3 @@ class _LogShipper:
         params = {"handle": self.handle, "stream": stream, "offset": self.sent[stream]}
         self.agent._call("POST", "/log", params=params, content=data)
         self.sent[stream] += len(data)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

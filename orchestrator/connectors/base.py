@@ -143,5 +143,16 @@ class SiteConnector(abc.ABC):
         """Release resources (process pools, clients)."""
 
 
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB pieces."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:200] or "_"

@@ -48,6 +48,7 @@ from orchestrator.connectors.base import (
     TaskInfo,
     TaskSpec,
     TaskStatus,
+    sha256_file,
 )
 from orchestrator.connectors.local import safe_name
 from orchestrator.errors import OrchestratorError, PlanningError
@@ -121,14 +122,6 @@ def staging_target(
     return dst, want, dst.exists() and sha256_file(dst) == want
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class ReplanRequest:
     """What a re-planner is asked: place ``steps`` on sites other than ``excluded``."""
@@ -167,6 +160,10 @@ FINISHED_RUN = frozenset({RunState.DONE, RunState.CANCELLED, RunState.FAILED})
 
 LIVE_RUN = frozenset({RunState.RUNNING, RunState.PAUSED})
 RESTARTABLE_RUN = LIVE_RUN | {RunState.FAILED, RunState.CANCELLED}
+
+
+CONTROLS = ("pause", "resume", "kill", "restart")
+"""What a user may do to a run (``Executor.control``)."""
 
 
 class RunFinished(OrchestratorError):
@@ -383,6 +380,19 @@ class Executor:
                 run_id, view, RunState.RUNNING, f"restarted {len(restarted)} step(s)"
             )
         return restarted
+
+    def control(self, run_id: str, action: str) -> None:
+        """One of ``CONTROLS`` by name (what the API and the CLI call); ``ValueError`` for
+        another name, ``RunFinished`` for a run that cannot take it."""
+        methods = {
+            "pause": self.pause,
+            "resume": self.resume,
+            "kill": self.kill,
+            "restart": self.restart_failed,
+        }
+        if action not in methods:
+            raise ValueError(f"unknown control {action!r}; use one of {', '.join(CONTROLS)}")
+        methods[action](run_id)
 
     def site_down(self, run_id: str, site: str, reason: str = "site down") -> list[str]:
         """A site is down: its unfinished steps go back to the queue and are re-planned."""

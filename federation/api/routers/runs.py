@@ -158,15 +158,7 @@ def _control(ctx: Any, who: Any, run_id: str, action: str) -> dict[str, Any]:
     engine = engine_of(ctx)
     try:
         with engine.lock:
-            ex = engine.executor()
-            if action == "pause":
-                ex.pause(run_id)
-            elif action == "resume":
-                ex.resume(run_id)
-            elif action == "kill":
-                ex.kill(run_id)
-            else:
-                ex.restart_failed(run_id)
+            engine.executor().control(run_id, action)
     except RunFinished as exc:
         raise Conflict(str(exc)) from None
     return {"id": run_id, "state": runs.run(run_id).state.value}
