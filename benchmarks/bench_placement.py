@@ -38,8 +38,8 @@ from orchestrator import (
     load_workflow,
     make_planner,
 )
-from orchestrator.costs import CostModel
-from orchestrator.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
 from twin.state import Forecast, SiteView, static_view
 
 SHARED = Path(

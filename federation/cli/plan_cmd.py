@@ -20,7 +20,7 @@ from federation.cli.common import (
 
 if TYPE_CHECKING:
     from federation.model import Federation
-    from orchestrator.plan import Plan
+    from orchestrator.placement.plan import Plan
     from orchestrator.workflow import Workflow
     from twin.state import SiteView
 
@@ -104,8 +104,8 @@ def run_planner(
     show_progress: bool = True,
 ) -> Plan:
     """Run one planner with a progress display, then the independent checker."""
-    from orchestrator.checker import require_valid
-    from orchestrator.planners import ILPSettings, make_planner
+    from orchestrator.placement.checker import require_valid
+    from orchestrator.placement.planners import ILPSettings, make_planner
 
     settings = ILPSettings(solver=solver, time_limit=time_limit)
     if not show_progress:
@@ -154,8 +154,8 @@ def plan(
     """Place a workflow's steps on the federation's sites and print the metrics."""
     from federation.model import load_demo_federation, load_federation
     from orchestrator.loaders import load_workflow
-    from orchestrator.plan import Objective, PlanningConstraints
-    from orchestrator.planners import PLANNERS
+    from orchestrator.placement.plan import Objective, PlanningConstraints
+    from orchestrator.placement.planners import PLANNERS
     from twin.state import static_view
 
     if planner not in PLANNERS:
@@ -186,7 +186,7 @@ def plan(
     console.print(sites_table(result))
     print_explanations(result, why)
     if gantt is not None:
-        from orchestrator.gantt import plan_gantt
+        from orchestrator.placement.gantt import plan_gantt
 
         console.print(f"Gantt chart written to {plan_gantt(result, gantt)}")
     if json_out is not None:
@@ -208,8 +208,14 @@ def cdt_solve(
     time_limit: Annotated[float, typer.Option(help="Seconds.", min=0.1)] = 60.0,
 ) -> None:
     """Solve a CDT (MRCPSP) problem file and print the schedule."""
-    from orchestrator.cdt import OBJECTIVES, check_cdt, load_cdt, solve_cdt, write_cdt_outputs
     from orchestrator.errors import PlanInvalid
+    from orchestrator.placement.cdt import (
+        OBJECTIVES,
+        check_cdt,
+        load_cdt,
+        solve_cdt,
+        write_cdt_outputs,
+    )
 
     if objective not in OBJECTIVES:
         raise typer.BadParameter(f"use one of {', '.join(OBJECTIVES)}", param_hint="--objective")
@@ -240,7 +246,7 @@ def cdt_solve(
         if path is not None:
             console.print(f"written {path}")
     if gantt is not None:
-        from orchestrator.gantt import cdt_gantt
+        from orchestrator.placement.gantt import cdt_gantt
 
         console.print(f"Gantt chart written to {cdt_gantt(sched, gantt)}")
 
@@ -258,10 +264,10 @@ def demo_section(ctx: DemoContext) -> None:
     else the federation's static figures; the ILP's plan goes to
     ``ctx.results["plan"]`` and its metrics to ``ctx.results["summary"]["plan"]``.
     """
-    from orchestrator.checker import require_valid
-    from orchestrator.gantt import plan_gantt
-    from orchestrator.plan import Objective, PlanningConstraints
-    from orchestrator.planners import make_planner
+    from orchestrator.placement.checker import require_valid
+    from orchestrator.placement.gantt import plan_gantt
+    from orchestrator.placement.plan import Objective, PlanningConstraints
+    from orchestrator.placement.planners import make_planner
     from twin.state import static_view
 
     console.rule("[bold]placement")

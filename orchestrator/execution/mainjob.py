@@ -28,7 +28,7 @@ from orchestrator.execution.executor import Executor, synthetic_command
 from orchestrator.execution.replan import PlannerReplanner
 from orchestrator.execution.states import RunState, StepState
 from orchestrator.execution.store import RunStore
-from orchestrator.plan import Plan, Planner
+from orchestrator.placement.plan import Plan, Planner
 from orchestrator.workflow import Workflow
 from twin.state import SiteStatus
 

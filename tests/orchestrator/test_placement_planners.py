@@ -22,8 +22,8 @@ from orchestrator import (
     load_workflow,
     make_planner,
 )
-from orchestrator.costs import CostModel
-from orchestrator.planners.ilp import group_steps
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.planners.ilp import group_steps
 from tests.conftest import shared_path
 from tests.orchestrator.test_placement_costs import chain, two_sites
 from twin.state import Forecast, SiteView, static_view
@@ -318,7 +318,7 @@ def test_buffers_too_small_for_an_item_keep_its_consumer_home() -> None:
 
 
 def test_local_search_walks_the_critical_chain() -> None:
-    from orchestrator.improve import critical_chain, improve
+    from orchestrator.placement.improve import critical_chain, improve
 
     fed, wf = two_sites(), chain(4, work=10.0, size=1.0)
     view = static_view(fed)

@@ -70,7 +70,7 @@ def test_a_solve_after_another_thread_count_still_solves() -> None:
         """
         import json
         from orchestrator import ILPSettings
-        from orchestrator.planners import solvers
+        from orchestrator.placement.planners import solvers
         from tests.orchestrator.test_solvers import (
             _hand_chain_plan, _start_scheduler_with, _tiny_mip,
         )
@@ -93,7 +93,7 @@ def test_a_solver_failure_is_reported_as_a_fallback_never_silently() -> None:
         """
         import json
         from orchestrator import Objective, PlanningConstraints
-        from orchestrator.planners import solvers
+        from orchestrator.placement.planners import solvers
         from federation.cli.plan_cmd import run_planner
         from tests.orchestrator.test_placement_costs import chain, two_sites
         from tests.orchestrator.test_solvers import _start_scheduler_with

@@ -25,7 +25,7 @@ from federation.api.tables import PlanRow, WorkflowRow
 from orchestrator import Objective, PlanningConstraints, check_plan, make_planner
 from orchestrator.execution import OnError
 from orchestrator.loaders import workflow_from_data
-from orchestrator.planners import ILPSettings
+from orchestrator.placement.planners import ILPSettings
 from orchestrator.workflow import Workflow
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])

@@ -42,16 +42,16 @@ from typing import TYPE_CHECKING, Any
 
 import pulp
 
-from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan, PlanningError
-from orchestrator.explain import explain_all
-from orchestrator.improve import improve
-from orchestrator.plan import Objective, Plan, PlanningConstraints
-from orchestrator.planners.common import limit_breach
-from orchestrator.planners.heft import HEFTPlanner
-from orchestrator.planners.solvers import SOLVERS, Progress, SolveInfo, solve
-from orchestrator.schedule import Option, build_plan, list_schedule, upward_ranks
-from orchestrator.timeshift import timeshift
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.explain import explain_all
+from orchestrator.placement.improve import improve
+from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
+from orchestrator.placement.planners.common import limit_breach
+from orchestrator.placement.planners.heft import HEFTPlanner
+from orchestrator.placement.planners.solvers import SOLVERS, Progress, SolveInfo, solve
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.timeshift import timeshift
 
 if TYPE_CHECKING:
     from federation.model import Federation
@@ -377,7 +377,7 @@ def _slot_grid(
 ) -> tuple[int, float]:
     """Number of slots K and their length L: one slot unless prices or carbon vary in time."""
     L = min(ser.slot_seconds for ser in model.series.values())
-    from orchestrator.timeshift import has_time_variation
+    from orchestrator.placement.timeshift import has_time_variation
 
     if not has_time_variation(model, set(model.sites)):
         return 1, max(L, span)

@@ -155,7 +155,7 @@ class PlanMetrics:
 
     ``gap`` is ``(objective - bound) / objective`` where ``bound`` is the best
     proven lower bound on the objective (the solver's dual bound or the
-    combinatorial bound of ``orchestrator.costs.lower_bounds``, whichever is
+    combinatorial bound of ``orchestrator.placement.costs.lower_bounds``, whichever is
     higher); None when no bound is known.
     """
 

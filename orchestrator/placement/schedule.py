@@ -15,9 +15,9 @@ import heapq
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
-from orchestrator.plan import Assignment, Objective, Plan, PlanMetrics
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.plan import Assignment, Objective, Plan, PlanMetrics
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datalogistics.flows import Flow
 from federation.jurisdictions import VALID_JURISDICTIONS, jurisdiction_allows
 from federation.model import Federation, Site
-from orchestrator.plan import PlanningConstraints
+from orchestrator.placement.plan import PlanningConstraints
 from orchestrator.workflow import Step, Workflow
 from twin.state import AbstractSiteState, SiteStatus, SiteView
 

@@ -1,15 +1,15 @@
 """The planners: HEFT, greedy cheapest/greenest, the ILP and the agent-based market.
 
-Each satisfies ``orchestrator.plan.Planner``; ``make_planner(name)`` builds one by name.
+Each satisfies ``orchestrator.placement.plan.Planner``; ``make_planner(name)`` builds one by name.
 """
 
 from __future__ import annotations
 
-from orchestrator.planners.greedy import GreedyPlanner
-from orchestrator.planners.heft import HEFTPlanner
-from orchestrator.planners.ilp import ILPPlanner, ILPSettings
-from orchestrator.planners.market import Bid, MarketPlanner, SiteAgent
-from orchestrator.planners.solvers import SolveInfo
+from orchestrator.placement.planners.greedy import GreedyPlanner
+from orchestrator.placement.planners.heft import HEFTPlanner
+from orchestrator.placement.planners.ilp import ILPPlanner, ILPSettings
+from orchestrator.placement.planners.market import Bid, MarketPlanner, SiteAgent
+from orchestrator.placement.planners.solvers import SolveInfo
 
 PLANNERS = ("ilp", "heft", "greedy", "market")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from orchestrator.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.schedule import Option
+from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
+from orchestrator.placement.schedule import Option
 
 
 def limit_breach(plan: Plan, constraints: PlanningConstraints) -> str:

@@ -34,7 +34,7 @@ from twin.state import AbstractSiteState, SiteStatus
 
 if TYPE_CHECKING:
     from federation.model import Federation, Site
-    from orchestrator.plan import Plan, PlanningConstraints
+    from orchestrator.placement.plan import Plan, PlanningConstraints
     from orchestrator.workflow import Step, Workflow
     from twin.state import SiteView
 
