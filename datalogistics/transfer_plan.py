@@ -135,6 +135,7 @@ def _unique(flows: Iterable[Flow]) -> list[Flow]:
             max(f.end, g.end),
             max(f.release, g.release),
             max(starts) if starts else None,
+            f.external,
         )
     return list(merged.values())
 

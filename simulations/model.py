@@ -28,6 +28,7 @@ from mesa.experimental.devs import DEVSimulator
 from federation.model import Federation, Site
 from simulations.agents import Broker, JobStream, SiteAgent
 from simulations.batch import Job
+from simulations.errors import InvalidScenario
 from simulations.fleet import FleetTelemetry
 from simulations.scenario import EventKind, EventSpec, Scenario, scenario_from_dict
 from simulations.series import HourlySeries
@@ -103,8 +104,8 @@ class FederationModel(Model):
         if zone not in self._series:
             price, carbon = self.scenario.zone_series(zone)
             self._series[zone] = (
-                price or HourlySeries.constant(site.energy_price_eur_per_kwh, "EUR/kWh"),
-                carbon or HourlySeries.constant(site.carbon_intensity_g_per_kwh, "gCO2e/kWh"),
+                price or _nominal(site, "energy_price_eur_per_kwh", "EUR/kWh"),
+                carbon or _nominal(site, "carbon_intensity_g_per_kwh", "gCO2e/kWh"),
             )
         price, carbon = self._series[zone]
         agent = SiteAgent(self, site, len(self.sites), price, carbon, self.scenario.queue)
@@ -538,3 +539,16 @@ def _site_id(a: SiteAgent) -> str:
 
 def _site_power_kw(a: SiteAgent) -> float:
     return a.power_w / 1000.0
+
+
+def _nominal(site: Site, field: str, unit: str) -> HourlySeries:
+    """The site's nominal figure as a constant series; a simulation cannot replay an unknown one."""
+    value = getattr(site, field)
+    if value is None:
+        raise InvalidScenario.single(
+            "<scenario>",
+            f"sites.{site.id}.{field}",
+            f"no series for zone {site.zone} in the scenario and no {field} in the federation: "
+            "give one of them",
+        )
+    return HourlySeries.constant(value, unit)

@@ -172,6 +172,11 @@ class PlanMetrics:
     wall_s: float = 0.0
     status_reason: str | None = None
     """Why the status is what it is when that is not the planner's normal outcome (a fallback)."""
+    carbon_unknown: tuple[str, ...] = ()
+    """Sites whose carbon intensity was unknown (neither forecast nor nominal): assumed to be
+    the highest known in the federation (see ``orchestrator.placement.costs``)."""
+    price_unknown: tuple[str, ...] = ()
+    """Sites whose power price was unknown, assumed likewise."""
 
     @property
     def fallback(self) -> str | None:
@@ -202,6 +207,8 @@ class PlanMetrics:
             "status_reason": self.status_reason,
             "gap": self.gap,
             "wall_s": self.wall_s,
+            "carbon_unknown_sites": list(self.carbon_unknown),
+            "price_unknown_sites": list(self.price_unknown),
         }
 
 

@@ -44,6 +44,7 @@ class GreedyPlanner:
     ) -> Plan:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
         ranks = upward_ranks(model)
         last = ""
         for obj in escalating(objective):

@@ -47,6 +47,7 @@ class HEFTPlanner:
     ) -> Plan:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
         plan = self.plan_model(model, objective, t0)
         breach = limit_breach(plan, constraints)
         if breach:

@@ -548,6 +548,7 @@ class ILPPlanner:
     ) -> Plan:
         t_start = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
         self._say("warm start: HEFT")
         heft = HEFTPlanner(explain=False).plan_model(model, objective, t_start)
         ref = heft.metrics.values()
