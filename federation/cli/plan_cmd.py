@@ -83,13 +83,25 @@ def print_explanations(plan: Plan, limit: int) -> None:
 
 
 def warn_fallback(plan: Plan, name: str) -> None:
-    """Say on stderr when the optimiser fell back to a heuristic, and why (never silent)."""
+    """Say on stderr when the optimiser fell back to a heuristic, and why (never silent), and
+    which sites' carbon intensity or power price was unknown (assumed pessimistically)."""
     fb = plan.metrics.fallback
     if fb is not None:
         err_console.print(
             f"[bold yellow]warning:[/] {name} fell back to {fb}: {plan.metrics.status_reason}",
             soft_wrap=True,
         )
+    for what, sites in (
+        ("carbon intensity", plan.metrics.carbon_unknown),
+        ("power price", plan.metrics.price_unknown),
+    ):
+        if sites:
+            detail = next((n for n in plan.notes if n.startswith(what)), "")
+            err_console.print(
+                f"[bold yellow]warning:[/] {what} unknown for {', '.join(sites)}"
+                + (f" ({detail})" if detail else ""),
+                soft_wrap=True,
+            )
 
 
 def run_planner(

@@ -123,6 +123,11 @@ class MarketPlanner:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
         model.refuse_unknown(objective)
+        return self.plan_model(model, objective, t0)
+
+    def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
+        """The auction on an already built cost model (the optimiser's incumbents reuse it)."""
+        constraints = model.constraints
         ranks = upward_ranks(model)
         last = ""
         for obj in escalating(objective):

@@ -1,0 +1,451 @@
+"""A constraint-programming placement engine: OR-Tools CP-SAT on the shared cost model.
+
+Where capacity binds, steps queue for cores, and a model that sees capacity only as
+total load per site (the MILP's) cannot see it. CP-SAT schedules exactly that:
+
+* time in integer ticks of ``1 / scale`` seconds (``scale`` puts the horizon near
+  10^6 ticks); durations and delays rounded up, so a solution of the model is a feasible
+  schedule of the real one;
+* per step ``j`` and eligible site ``s`` a presence literal ``b_js`` and an optional
+  interval of the step's duration there; exactly one site per step;
+* per site a cumulative constraint: the cores of the steps running at once stay within
+  the site's guaranteed pool (``CostModel.pool``, the list schedulers' too);
+* precedence with site-dependent transfer delays: ``start_c >= end_p`` always and
+  ``start_c >= end_p + T_pc(a, b)`` when ``p`` is on ``a`` and ``c`` on ``b``; an
+  unlinked pair cannot carry the edge's data;
+* releases, the site's queue wait and the arrival of located external inputs; the
+  steps' deadlines, the request's deadline and budget;
+* cost and carbon that vary in time: a start-window literal per forecast slot the step
+  may start in, with the window's largest cost and carbon (as the MILP, see
+  ``milp_data``); slots are merged so that at most ``max_windows`` remain;
+* objective: ``sum_t w_t f_t / ref_t`` scaled to integers.
+
+The solver is hinted with the incumbent (the best heuristic plan; not with ``repair_hint``:
+with two workers OR-Tools 9.15 aborted the process, ``Check failed:
+heuristics.fixed_search != nullptr``, on the second solve of a process) and stops at its time
+limit or when it proves its model optimal. Its solution is decoded by list scheduling
+the chosen sites in the order of the model's starts (no step starts later than in the
+model; in cost- or carbon-driven objectives no earlier either), time-shifted and checked
+against the limits and the buffers; the plan is kept only if it beats the incumbent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from datalogistics.flows import buffer_violations
+from orchestrator.errors import InfeasiblePlan, PlanningError
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.explain import explain_all
+from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
+from orchestrator.placement.planners.common import better, limit_breach
+from orchestrator.placement.planners.incumbent import incumbents
+from orchestrator.placement.planners.milp_data import start_extremes
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.timeshift import timeshift
+
+if TYPE_CHECKING:
+    from federation.model import Federation
+    from orchestrator.workflow import Workflow
+    from twin.state import SiteView
+
+Progress = Callable[[str], None]
+
+OBJECTIVE_UNITS = 1e7
+"""The incumbent's objective value in the model's integer units (rounding is below 1e-7)."""
+
+
+def cpsat_unavailable() -> str | None:
+    """Why OR-Tools cannot be imported in this process (``None`` when it can).
+
+    OR-Tools 9.15 links its own ``libhighs.so.1``; highspy 1.15 ships another library of
+    that name, and whichever the process loads first serves both, so the two cannot live
+    in one process (an ``ImportError: undefined symbol``). highspy 1.16 links HiGHS
+    statically and has no such clash.
+    """
+    try:
+        from ortools.sat.python import cp_model  # noqa: F401
+    except ImportError as exc:
+        return f"OR-Tools cannot be loaded here ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class CPSATSettings:
+    """How CP-SAT is run: ``time_limit`` (s), ``workers`` (threads), ``max_windows`` per step
+    and site when cost or carbon vary in time, ``max_steps`` above which it is not tried."""
+
+    time_limit: float = 20.0
+    workers: int = 2
+    max_windows: int = 24
+    max_steps: int = 1500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.time_limit <= 0:
+            raise ValueError("time_limit must be > 0 seconds")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class CPSATResult:
+    """What CP-SAT said and the plan decoded from its solution (None: none, or not better)."""
+
+    status: str
+    wall_s: float
+    plan: Plan | None
+    objective: float | None = None
+    bound: float | None = None
+    reason: str = ""
+
+
+def solve_cpsat(
+    model: CostModel,
+    objective: Objective,
+    ref: Mapping[str, float],
+    incumbent: Plan | None,
+    settings: CPSATSettings,
+    progress: Progress | None = None,
+) -> CPSATResult:
+    """Run CP-SAT on ``model``; the decoded plan when it keeps the limits and the buffers."""
+    from ortools.sat.python import cp_model
+
+    t_start = time.perf_counter()
+    constraints = model.constraints
+    if len(model.steps) > settings.max_steps:
+        return CPSATResult("NOT_RUN", 0.0, None, reason=f"more than {settings.max_steps} steps")
+    span = constraints.deadline
+    if span is None:
+        # no deadline: a plan shorter than the incumbent's (time), or up to three times as
+        # long (a criterion the makespan only breaks ties of); never past a serial schedule
+        serial = _serial_span(model)
+        if incumbent is None:
+            span = serial
+        else:
+            longer = 1.0 if objective.kind is ObjectiveKind.TIME else 3.0
+            span = min(serial, longer * incumbent.metrics.makespan_s)
+            span = max(span, incumbent.metrics.makespan_s)
+    span = max(span, 1e-6)
+    scale = 10.0 ** math.floor(math.log10(1e6 / span))
+    horizon = math.ceil(span * scale) + len(model.steps) + 2
+    if constraints.deadline is not None:
+        horizon = math.floor(constraints.deadline * scale)
+
+    def ticks(seconds: float) -> int:
+        return math.ceil(seconds * scale - 1e-9)
+
+    w = objective.weights()
+    rf = {t: (ref.get(t, 0.0) or 1.0) for t in w}
+    m = cp_model.CpModel()
+    start: dict[str, Any] = {}
+    end: dict[str, Any] = {}
+    present: dict[tuple[str, str], Any] = {}
+    dur: dict[tuple[str, str], int] = {}
+    intervals: dict[str, list[tuple[Any, int]]] = {s: [] for s in model.sites}
+    terms: list[tuple[Any, float]] = []  # (literal, objective weight in score units)
+    cost_terms: list[tuple[Any, float]] = []  # (literal, EUR) for the budget
+    varying = _varying_sites(model)
+    for step in model.steps:
+        j = step.id
+        sites = model.eligible[j]
+        if not sites:
+            raise InfeasiblePlan(f"step {j} has no eligible site")
+        release = ticks(step.constraints.release)
+        start[j] = m.new_int_var(release, horizon, f"start[{j}]")
+        end[j] = m.new_int_var(release, horizon, f"end[{j}]")
+        lits = []
+        for s in sites:
+            b = m.new_bool_var(f"on[{j},{s}]")
+            present[j, s] = b
+            lits.append(b)
+            d = ticks(model.duration(j, s))
+            dur[j, s] = d
+            iv = m.new_optional_fixed_size_interval_var(start[j], d, b, f"run[{j},{s}]")
+            intervals[s].append((iv, step.cores))
+            wait = max(model.site_release[s], model.input_delay(j, s))
+            if wait > 0:
+                m.add(start[j] >= ticks(wait)).only_enforce_if(b)
+            inputs_eur = sum(
+                model.transfer_cost(o, s, size)
+                for _, size, o in model.located.get(j, ())
+                if o is not None and o != s
+            )
+            energy = model.energy_kwh(j, s)
+            fixed = w["energy"] / rf["energy"] * energy + w["cost"] / rf["cost"] * inputs_eur
+            cost_terms.append((b, inputs_eur))
+            if s not in varying:
+                c = model.run_cost(j, s, 0.0)
+                g = model.carbon_kg(j, s, 0.0)
+                terms.append(
+                    (b, fixed + w["cost"] / rf["cost"] * c + w["carbon"] / rf["carbon"] * g)
+                )
+                cost_terms.append((b, c))
+                continue
+            terms.append((b, fixed))
+            windows = _windows(model, s, horizon / scale, settings.max_windows)
+            wl = []
+            for k, (lo, hi) in enumerate(windows):
+                if ticks(lo) > horizon:
+                    break
+                lit = m.new_bool_var(f"window[{j},{s},{k}]")
+                wl.append(lit)
+                m.add(start[j] >= ticks(lo)).only_enforce_if(lit)
+                if hi is not None:
+                    m.add(start[j] <= math.floor(hi * scale)).only_enforce_if(lit)
+                top = hi if hi is not None else horizon / scale
+                run = start_extremes(model, j, s, lo, top, "cost")[1]
+                kg = start_extremes(model, j, s, lo, top, "carbon")[1]
+                terms.append((lit, w["cost"] / rf["cost"] * run + w["carbon"] / rf["carbon"] * kg))
+                cost_terms.append((lit, run))
+            m.add(sum(wl) == b)
+        m.add_exactly_one(lits)
+        m.add(end[j] == start[j] + sum(dur[j, s] * present[j, s] for s in sites))
+        if step.constraints.deadline is not None:
+            m.add(end[j] <= math.floor(step.constraints.deadline * scale))
+    for s, ivs in intervals.items():
+        if ivs:
+            m.add_cumulative([iv for iv, _ in ivs], [c for _, c in ivs], model.pool[s])
+    for (par, chi), items in model.edge_items.items():
+        m.add(start[chi] >= end[par])
+        if not items:
+            continue
+        for sa in model.eligible[par]:
+            for sb in model.eligible[chi]:
+                if sa == sb:
+                    continue
+                delay = model.edge_delay(par, chi, sa, sb)
+                if math.isinf(delay):
+                    m.add_bool_or([present[par, sa].Not(), present[chi, sb].Not()])
+                    continue
+                if delay > 0:
+                    m.add(start[chi] >= end[par] + ticks(delay)).only_enforce_if(
+                        [present[par, sa], present[chi, sb]]
+                    )
+                eur = sum(
+                    model.transfer_cost(sa, sb, size) / max(1, len(model.consumers[i]))
+                    for i, size in items
+                )
+                if eur > 0:
+                    both = m.new_bool_var(f"moves[{par},{chi},{sa},{sb}]")
+                    m.add_bool_or([present[par, sa].Not(), present[chi, sb].Not(), both])
+                    terms.append((both, w["cost"] / rf["cost"] * eur))
+                    cost_terms.append((both, eur))
+    for par, chi in model.workflow.edges:
+        if (par, chi) not in model.edge_items:
+            m.add(start[chi] >= end[par])
+    makespan = m.new_int_var(0, horizon, "makespan")
+    m.add_max_equality(makespan, list(end.values()))
+    if constraints.budget is not None:
+        unit = 1e6 / max(constraints.budget, 1e-9)
+        m.add(
+            sum(round(e * unit * 1e3) * lit for lit, e in cost_terms if e > 0)
+            <= math.floor(constraints.budget * unit * 1e3)
+        )
+    # objective in integer units: the incumbent (or a rough value) at OBJECTIVE_UNITS
+    guess = incumbent.metrics.objective_value if incumbent is not None else None
+    factor = OBJECTIVE_UNITS / max(guess or 1.0, 1e-12)
+    time_coef = w["time"] / rf["time"] / scale * factor
+    obj_terms = [round(wt * factor) * lit for lit, wt in terms if round(wt * factor) != 0]
+    if time_coef > 0:
+        obj_terms.append(max(1, round(time_coef)) * makespan)
+    m.minimize(sum(obj_terms))
+    if incumbent is not None:
+        _hint(m, incumbent, start, present, scale)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = settings.time_limit
+    solver.parameters.num_workers = settings.workers
+    solver.parameters.random_seed = settings.seed
+    if progress is not None:
+        progress(
+            f"CP-SAT: {len(model.steps)} steps x {len(model.sites)} sites, "
+            f"limit {settings.time_limit:.0f} s, {settings.workers} workers"
+        )
+    status = solver.solve(m)
+    name = solver.status_name(status)
+    wall = time.perf_counter() - t_start
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        why = "proved infeasible" if status == cp_model.INFEASIBLE else "no solution in time"
+        return CPSATResult(name, wall, None, reason=f"cp-sat: {name} ({why})")
+    site_of = {j: s for (j, s), b in present.items() if solver.boolean_value(b)}
+    t_of = {j: solver.value(start[j]) / scale for j in start}
+    plan = decode(model, objective, ref, site_of, t_of, bool(varying))
+    value = solver.objective_value / factor
+    bound = solver.best_objective_bound / factor
+    if plan is None:
+        return CPSATResult(
+            name,
+            wall,
+            None,
+            value,
+            bound,
+            "cp-sat's solution breaks a limit or a buffer once list-scheduled",
+        )
+    return CPSATResult(name, wall, plan, value, bound)
+
+
+def decode(
+    model: CostModel,
+    objective: Objective,
+    ref: Mapping[str, float],
+    site_of: Mapping[str, str],
+    start_of: Mapping[str, float],
+    hold_starts: bool,
+) -> Plan | None:
+    """List-schedule ``site_of`` in the order of ``start_of``; None if a limit or buffer breaks.
+
+    ``hold_starts``: steps start no earlier than ``start_of`` (the time was chosen for its
+    price or carbon); otherwise as early as the pools allow.
+    """
+    ranks = upward_ranks(model)
+    top = max(ranks.values()) or 1.0
+    priority = {s: -start_of[s] + 1e-6 * ranks[s] / top for s in start_of}
+    w = objective.weights()
+    hold = hold_starts and (w["cost"] > 0 or w["carbon"] > 0)
+
+    def only(step: str, opts: list[Option]) -> Option:
+        return opts[0]
+
+    try:
+        placed, _ = list_schedule(model, priority, only, site_of, dict(start_of) if hold else None)
+    except InfeasiblePlan:
+        return None
+    placed, _ = timeshift(model, placed, objective, model.constraints.deadline)
+    plan = build_plan(model, placed, objective, "cpsat", "feasible", 0.0, ref=ref)
+    caps = {s.id: s.buffer_capacity for s in model.federation.sites}
+    if limit_breach(plan, model.constraints) or buffer_violations(plan.flows(), caps):
+        return None
+    return plan
+
+
+def _serial_span(model: CostModel) -> float:
+    """Every step one after another on its slowest site, after the longest delay of each edge
+    and of each located input (an upper bound of a sensible schedule's makespan)."""
+    work = sum(
+        max((model.duration(s.id, x) for x in model.eligible[s.id]), default=0.0)
+        for s in model.steps
+    )
+    delays = 0.0
+    for p, c in model.edge_items:
+        finite = [model.edge_delay(p, c, a, b) for a in model.sites for b in model.sites]
+        delays += max((d for d in finite if math.isfinite(d)), default=0.0)
+    inputs = max(
+        (model.input_delay(j, x) for j in model.located for x in model.eligible[j]), default=0.0
+    )
+    release = max((s.constraints.release for s in model.steps), default=0.0)
+    waits = max(model.site_release.values(), default=0.0)
+    return work + delays + inputs + release + waits + 1.0
+
+
+def _varying_sites(model: CostModel) -> set[str]:
+    """Sites whose price or carbon forecast varies in time."""
+    out = set()
+    for s in model.sites:
+        ser = model.series[s]
+        if len(set(ser.price)) > 1 or len(set(ser.carbon)) > 1:
+            out.add(s)
+    return out
+
+
+def _windows(
+    model: CostModel, site: str, span: float, max_windows: int
+) -> list[tuple[float, float | None]]:
+    """Start windows ``[a, b]`` over ``[0, span]`` on the site's forecast slots (the last one
+    open-ended), merged so that at most ``max_windows`` remain."""
+    ser = model.series[site]
+    edges = [0.0]
+    k = ser.slot(0.0) + 1
+    while k < len(ser.capacity) and ser.slot_start(k) < span:
+        edges.append(ser.slot_start(k))
+        k += 1
+    per = max(1, math.ceil(len(edges) / max_windows))
+    edges = edges[::per]
+    return [(a, edges[i + 1] if i + 1 < len(edges) else None) for i, a in enumerate(edges)]
+
+
+def _hint(
+    m: Any,
+    plan: Plan,
+    start: Mapping[str, Any],
+    present: Mapping[tuple[str, str], Any],
+    scale: float,
+) -> None:
+    for j, var in start.items():
+        m.add_hint(var, math.ceil(plan.assignments[j].start * scale - 1e-9))
+    for (j, s), b in present.items():
+        m.add_hint(b, plan.assignments[j].site == s)
+
+
+class CPSATPlanner:
+    """CP-SAT on the shared cost model, hinted with the best heuristic plan."""
+
+    name = "cpsat"
+
+    def __init__(
+        self, settings: CPSATSettings | None = None, progress: Progress | None = None
+    ) -> None:
+        self.settings = settings or CPSATSettings()
+        self.progress = progress
+        self.last: CPSATResult | None = None
+
+    def plan(
+        self,
+        workflow: Workflow,
+        federation: Federation,
+        view: SiteView,
+        constraints: PlanningConstraints,
+        objective: Objective,
+    ) -> Plan:
+        t0 = time.perf_counter()
+        unavailable = cpsat_unavailable()
+        if unavailable is not None:
+            raise PlanningError(f"cpsat: {unavailable}; use the ilp planner")
+        model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
+        inc = incumbents(model, objective, t0)
+        best = inc.best(objective)
+        res = solve_cpsat(model, objective, inc.ref, best, self.settings, self.progress)
+        self.last = res
+        notes = [
+            f"cp-sat: {res.status}, {res.wall_s:.2f} s" + (f"; {res.reason}" if res.reason else "")
+        ]
+        if res.plan is None and best is None:
+            if res.status == "INFEASIBLE":
+                raise InfeasiblePlan(
+                    "cpsat: the model is infeasible: relax the deadline or the budget, or "
+                    "widen the steps' eligibility"
+                )
+            raise PlanningError(
+                f"cpsat: no plan keeps the limits ({'; '.join(inc.left_out)}; {res.reason})"
+            )
+        chosen = res.plan
+        if chosen is None or (best is not None and better(best, chosen, objective, inc.ref)):
+            assert best is not None
+            if chosen is not None:
+                notes.append(f"kept {best.metrics.planner}'s plan: cp-sat's was not better")
+            chosen = best
+        placed = {s: (a.site, a.start, a.end) for s, a in chosen.assignments.items()}
+        why = explain_all(model, placed, objective)
+        out = build_plan(
+            model,
+            placed,
+            objective,
+            self.name,
+            "feasible",
+            time.perf_counter() - t0,
+            why,
+            ref=inc.ref,
+            notes=tuple(notes),
+        )
+        if res.plan is None:
+            # the engine produced nothing usable: say which heuristic's plan this is and why
+            return out.with_metrics(
+                status=f"fallback: {chosen.metrics.planner}", status_reason=res.reason
+            )
+        if out.metrics.gap is not None and out.metrics.gap <= 1e-6:
+            return out.with_metrics(status="optimal")
+        return out
