@@ -15,9 +15,11 @@ total load per site (the MILP's) cannot see it. CP-SAT schedules exactly that:
   unlinked pair cannot carry the edge's data;
 * releases, the site's queue wait and the arrival of located external inputs; the
   steps' deadlines, the request's deadline and budget;
-* cost and carbon that vary in time: a start-window literal per forecast slot the step
-  may start in, with the window's largest cost and carbon (as the MILP, see
-  ``milp_data``); slots are merged so that at most ``max_windows`` remain;
+* cost and carbon that vary in time: both are piecewise linear in the start (breakpoints
+  where the start or the end meets a forecast slot's edge); a literal per linear piece
+  and a copy of the start that is 0 outside the piece make the objective exact. With more
+  than ``max_pieces`` pieces, forecast-slot windows at their largest values instead (as
+  the MILP, see ``milp_data``);
 * objective: ``sum_t w_t f_t / ref_t`` scaled to integers.
 
 The solver is hinted with the incumbent (the best heuristic plan; not with ``repair_hint``:
@@ -31,6 +33,7 @@ against the limits and the buffers; the plan is kept only if it beats the incumb
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -44,7 +47,7 @@ from orchestrator.placement.explain import explain_all
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
 from orchestrator.placement.planners.common import better, limit_breach
 from orchestrator.placement.planners.incumbent import incumbents
-from orchestrator.placement.planners.milp_data import start_extremes
+from orchestrator.placement.planners.milp_data import breakpoints, start_extremes
 from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
 from orchestrator.placement.timeshift import timeshift
 
@@ -55,8 +58,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 
-OBJECTIVE_UNITS = 1e7
-"""The incumbent's objective value in the model's integer units (rounding is below 1e-7)."""
+OBJECTIVE_UNITS = 1e10
+"""The incumbent's objective value in the model's integer units (rounding is below 1e-10 of
+it per term; the slopes of time-varying cost and carbon per tick need the resolution)."""
 
 
 def cpsat_unavailable() -> str | None:
@@ -76,12 +80,15 @@ def cpsat_unavailable() -> str | None:
 
 @dataclass(frozen=True)
 class CPSATSettings:
-    """How CP-SAT is run: ``time_limit`` (s), ``workers`` (threads), ``max_windows`` per step
-    and site when cost or carbon vary in time, ``max_steps`` above which it is not tried."""
+    """How CP-SAT is run: ``time_limit`` (s), ``workers`` (threads); when cost or carbon
+    vary in time, up to ``max_pieces`` exact linear pieces per step and site, else
+    ``max_windows`` windows at their largest values; ``max_steps`` above which it is not
+    tried."""
 
     time_limit: float = 20.0
     workers: int = 2
     max_windows: int = 24
+    max_pieces: int = 96
     max_steps: int = 1500
     seed: int = 0
 
@@ -149,6 +156,7 @@ def solve_cpsat(
     intervals: dict[str, list[tuple[Any, int]]] = {s: [] for s in model.sites}
     terms: list[tuple[Any, float]] = []  # (literal, objective weight in score units)
     cost_terms: list[tuple[Any, float]] = []  # (literal, EUR) for the budget
+    slopes: list[tuple[Any, float]] = []  # (start copy in ticks, objective weight per tick)
     varying = _varying_sites(model)
     for step in model.steps:
         j = step.id
@@ -187,21 +195,41 @@ def solve_cpsat(
                 cost_terms.append((b, c))
                 continue
             terms.append((b, fixed))
-            windows = _windows(model, s, horizon / scale, settings.max_windows)
+            top = horizon / scale
+            points = breakpoints(model, j, s, 0.0, top)
+            exact = len(points) - 1 <= settings.max_pieces
+            if exact:  # the linear pieces of cost and carbon in the start: exact
+                pieces = list(itertools.pairwise(points))
+            else:  # too many: forecast-slot windows at their largest values
+                pieces = [
+                    (lo, hi if hi is not None else top)
+                    for lo, hi in _windows(model, s, top, settings.max_windows)
+                ]
             wl = []
-            for k, (lo, hi) in enumerate(windows):
+            for k, (lo, hi) in enumerate(pieces):
                 if ticks(lo) > horizon:
                     break
-                lit = m.new_bool_var(f"window[{j},{s},{k}]")
+                lit = m.new_bool_var(f"piece[{j},{s},{k}]")
                 wl.append(lit)
                 m.add(start[j] >= ticks(lo)).only_enforce_if(lit)
-                if hi is not None:
-                    m.add(start[j] <= math.floor(hi * scale)).only_enforce_if(lit)
-                top = hi if hi is not None else horizon / scale
-                run = start_extremes(model, j, s, lo, top, "cost")[1]
-                kg = start_extremes(model, j, s, lo, top, "carbon")[1]
-                terms.append((lit, w["cost"] / rf["cost"] * run + w["carbon"] / rf["carbon"] * kg))
-                cost_terms.append((lit, run))
+                m.add(start[j] <= math.floor(hi * scale)).only_enforce_if(lit)
+                run_lo, run_hi = model.run_cost(j, s, lo), model.run_cost(j, s, hi)
+                kg_lo, kg_hi = model.carbon_kg(j, s, lo), model.carbon_kg(j, s, hi)
+                cost_terms.append((lit, start_extremes(model, j, s, lo, hi, "cost")[1]))
+                wc, wg = w["cost"] / rf["cost"], w["carbon"] / rf["carbon"]
+                if not exact or hi - lo < 1e-9:
+                    top_run = start_extremes(model, j, s, lo, hi, "cost")[1]
+                    top_kg = start_extremes(model, j, s, lo, hi, "carbon")[1]
+                    terms.append((lit, wc * top_run + wg * top_kg))
+                    continue
+                # value at lo on the literal, the slope times (start - lo) on a copy of start
+                slope = (wc * (run_hi - run_lo) + wg * (kg_hi - kg_lo)) / (hi - lo)
+                terms.append((lit, wc * run_lo + wg * kg_lo - slope * ticks(lo) / scale))
+                if abs(slope) > 0:
+                    y = m.new_int_var(0, horizon, f"start_in[{j},{s},{k}]")
+                    m.add(y == start[j]).only_enforce_if(lit)
+                    m.add(y == 0).only_enforce_if(lit.Not())
+                    slopes.append((y, slope / scale))
             m.add(sum(wl) == b)
         m.add_exactly_one(lits)
         m.add(end[j] == start[j] + sum(dur[j, s] * present[j, s] for s in sites))
@@ -251,6 +279,7 @@ def solve_cpsat(
     factor = OBJECTIVE_UNITS / max(guess or 1.0, 1e-12)
     time_coef = w["time"] / rf["time"] / scale * factor
     obj_terms = [round(wt * factor) * lit for lit, wt in terms if round(wt * factor) != 0]
+    obj_terms += [round(wt * factor) * y for y, wt in slopes if round(wt * factor) != 0]
     if time_coef > 0:
         obj_terms.append(max(1, round(time_coef)) * makespan)
     m.minimize(sum(obj_terms))

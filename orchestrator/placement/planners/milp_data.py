@@ -116,16 +116,10 @@ def slot_grid(model: CostModel, constraints: PlanningConstraints, span: float) -
     return max(1, math.ceil(span / L - 1e-9)), L
 
 
-def start_extremes(
-    model: CostModel, step: str, site: str, a: float, b: float, what: str
-) -> tuple[float, float]:
-    """Smallest and largest run cost (``what="cost"``) or carbon (``"carbon"``) of ``step``
-    on ``site`` over starts ``t`` in ``[a, b]``.
-
-    Both are piecewise linear in the start, with breakpoints where ``t`` or ``t + d`` meets
-    a forecast slot's edge, so their extremes lie on those points or on ``a`` and ``b``.
-    """
-    fn = model.run_cost if what == "cost" else model.carbon_kg
+def breakpoints(model: CostModel, step: str, site: str, a: float, b: float) -> list[float]:
+    """Starts in ``[a, b]`` (with ``a`` and ``b``) where the start or the end of ``step`` on
+    ``site`` meets a forecast slot's edge, sorted: between two consecutive ones the step's
+    run cost and carbon are linear in its start."""
     ser = model.series[site]
     d = model.duration(step, site)
     points = {a, b}
@@ -137,7 +131,16 @@ def start_extremes(
             if edge - shift >= a:
                 points.add(edge - shift)
             edge += ser.slot_seconds
-    values = [fn(step, site, t) for t in points]
+    return sorted(points)
+
+
+def start_extremes(
+    model: CostModel, step: str, site: str, a: float, b: float, what: str
+) -> tuple[float, float]:
+    """Smallest and largest run cost (``what="cost"``) or carbon (``"carbon"``) of ``step``
+    on ``site`` over starts ``t`` in ``[a, b]`` (they lie on the ``breakpoints``)."""
+    fn = model.run_cost if what == "cost" else model.carbon_kg
+    values = [fn(step, site, t) for t in breakpoints(model, step, site, a, b)]
     return min(values), max(values)
 
 

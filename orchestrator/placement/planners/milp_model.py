@@ -182,11 +182,16 @@ def add_precedence_constraints(prob: pulp.LpProblem, v: ILPVariables, data: ILPD
 
 
 def add_capacity_constraints(prob: pulp.LpProblem, v: ILPVariables, data: ILPData) -> None:
-    """Per-slot capacity from the forecast, and the continuous-time load bound.
+    """The continuous-time load bound, and per-slot capacity from the forecast.
 
-    ``sum_u l_us z_usk <= cap_sk L`` (core-seconds started in slot k fit the slot's
-    ``mean - z std`` cores, if K > 1) and ``M * pool_s >= sum_u l_us x_us``: a site's
-    work cannot finish before its core-seconds spread over its guaranteed pool.
+    ``M * pool_s >= sum_u l_us x_us``: a site's work cannot finish before its core-seconds
+    spread over its guaranteed pool. Per slot ``k`` (if K > 1): the core-seconds that must
+    run inside ``[kL, (k+1)L)`` fit the slot's ``mean - z std`` cores,
+    ``sum_{u, k'} c_u o_us(k', k) z_usk' <= cap_sk L`` where ``o_us(k', k)`` is the least
+    overlap with slot ``k`` of a unit started anywhere in slot ``k'`` (0 unless it is long
+    enough to cover part of slot ``k`` whatever its start): a relaxation, so a long step
+    is never refused for its length. (The former family charged a step's whole load to
+    the slot it started in, so no step longer than a slot could start anywhere.)
     """
     L = data.slot_seconds
     for s in data.sites:
@@ -202,11 +207,28 @@ def add_capacity_constraints(prob: pulp.LpProblem, v: ILPVariables, data: ILPDat
         if data.slots == 1:
             continue
         for k in range(data.slots):
-            prob += (
-                pulp.lpSum(data.load[u, s] * v.start_in_slot[u, s, k] for u in users)
-                <= data.capacity[s, k] * L,
-                v.names("capacity", site=s, slot=k),
-            )
+            terms = []
+            for u in users:
+                cores = data.load[u, s] / data.dur[u, s] if data.dur[u, s] > 0 else 0.0
+                for k0 in range(k + 1):
+                    o = _least_overlap(k0 * L, L, data.dur[u, s], k * L)
+                    if o > 0:
+                        terms.append(cores * o * v.start_in_slot[u, s, k0])
+            if terms:
+                prob += (
+                    pulp.lpSum(terms) <= data.capacity[s, k] * L,
+                    v.names("capacity", site=s, slot=k),
+                )
+
+
+def _least_overlap(a: float, length: float, d: float, b: float) -> float:
+    """Least overlap of ``[t, t + d)`` with ``[b, b + length)`` over starts ``t`` in
+    ``[a, a + length]`` (piecewise linear in ``t``: the least is at an end)."""
+
+    def overlap(t: float) -> float:
+        return max(0.0, min(t + d, b + length) - max(t, b))
+
+    return min(overlap(a), overlap(a + length))
 
 
 def add_buffer_constraints(prob: pulp.LpProblem, v: ILPVariables, data: ILPData) -> None:
