@@ -33,6 +33,7 @@ against the limits and the buffers; the plan is kept only if it beats the incumb
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import time
@@ -141,7 +142,9 @@ def solve_cpsat(
     scale = 10.0 ** math.floor(math.log10(1e6 / span))
     horizon = math.ceil(span * scale) + len(model.steps) + 2
     if constraints.deadline is not None:
-        horizon = math.floor(constraints.deadline * scale)
+        # rounding slack: durations and delays are rounded up, a tick per step at most along
+        # any path; the decoded plan is checked against the real deadline
+        horizon = math.floor(constraints.deadline * scale) + len(model.steps)
 
     def ticks(seconds: float) -> int:
         return math.ceil(seconds * scale - 1e-9)
@@ -284,7 +287,7 @@ def solve_cpsat(
         obj_terms.append(max(1, round(time_coef)) * makespan)
     m.minimize(sum(obj_terms))
     if incumbent is not None:
-        _hint(m, incumbent, start, present, scale)
+        _hint(m, model, incumbent, start, end, present, makespan, scale, dur)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = settings.time_limit
     solver.parameters.num_workers = settings.workers
@@ -398,15 +401,55 @@ def _windows(
 
 def _hint(
     m: Any,
+    model: CostModel,
     plan: Plan,
     start: Mapping[str, Any],
+    end: Mapping[str, Any],
     present: Mapping[tuple[str, str], Any],
+    makespan: Any,
     scale: float,
+    dur: Mapping[tuple[str, str], int],
 ) -> None:
-    for j, var in start.items():
-        m.add_hint(var, math.ceil(plan.assignments[j].start * scale - 1e-9))
+    """Hint the incumbent as a schedule that is feasible in ticks.
+
+    Its starts rounded would not do: with durations rounded up, a child's rounded start can
+    fall a tick before its parent's rounded end, and CP-SAT then ignores the whole hint. So
+    its sites are laid out again in ticks, in the order of its starts, on core pools (the
+    list schedulers' rule), each step no earlier than its own start.
+    """
+
+    def ticks(seconds: float) -> int:
+        return math.ceil(seconds * scale - 1e-9)
+
+    free = {s: [0] * n for s, n in model.pool.items()}
+    end_t: dict[str, int] = {}
+    for j in sorted(plan.assignments, key=lambda x: (plan.assignments[x].start, x)):
+        site = plan.assignments[j].site
+        step = model.step_by_id[j]
+        t = max(
+            math.floor(plan.assignments[j].start * scale),
+            ticks(step.constraints.release),
+            ticks(max(model.site_release[site], model.input_delay(j, site))),
+        )
+        for p in model.parents_of[j]:
+            psite = plan.assignments[p].site
+            delay = 0.0
+            if psite != site and model.edge_items.get((p, j)):
+                delay = model.edge_delay(p, j, psite, site)
+            t = max(t, end_t[p] + (ticks(delay) if math.isfinite(delay) else 0))
+        heap = free[site]
+        if heap and step.cores <= len(heap):
+            t = max(t, heapq.nsmallest(step.cores, heap)[-1])
+            end_t[j] = t + dur[j, site]
+            for _ in range(step.cores):
+                heapq.heapreplace(heap, end_t[j])
+        else:
+            end_t[j] = t + dur[j, site]
+        m.add_hint(start[j], t)
+        m.add_hint(end[j], end_t[j])
     for (j, s), b in present.items():
         m.add_hint(b, plan.assignments[j].site == s)
+    m.add_hint(makespan, max(end_t.values(), default=0))
 
 
 class CPSATPlanner:
