@@ -3,10 +3,11 @@
 The cost model (``costs``), list scheduling (``schedule``), the independent checker
 (``checker``), time shifting (``timeshift``), explanations (``explain``), the local search
 (``improve``), plans and objectives (``plan``), Gantt charts (``gantt``), the CDT problem
-format (``cdt``) and the planners (``planners``: HEFT, greedy, market, the MILP and the
-CP-SAT engine).
+format (``cdt``), batches of workflows planned together (``batch``) and the planners
+(``planners``: HEFT, greedy, market, CP-SAT, and the optimiser with its MILP).
 """
 
+from orchestrator.placement.batch import merge_workflows, split_plan_sites
 from orchestrator.placement.cdt import CDTProblem, CDTSchedule, load_cdt, solve_cdt
 from orchestrator.placement.checker import check_plan, require_valid
 from orchestrator.placement.costs import CostModel
@@ -52,7 +53,9 @@ __all__ = [
     "check_plan",
     "load_cdt",
     "make_planner",
+    "merge_workflows",
     "require_valid",
     "solve_cdt",
+    "split_plan_sites",
     "timeshift",
 ]
