@@ -423,7 +423,8 @@ def _hint(
 
     free = {s: [0] * n for s, n in model.pool.items()}
     end_t: dict[str, int] = {}
-    for j in sorted(plan.assignments, key=lambda x: (plan.assignments[x].start, x)):
+    topo = {s: i for i, s in enumerate(model.workflow.topological_order())}
+    for j in sorted(plan.assignments, key=lambda x: (plan.assignments[x].start, topo[x])):
         site = plan.assignments[j].site
         step = model.step_by_id[j]
         t = max(

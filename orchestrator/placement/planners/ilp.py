@@ -81,7 +81,7 @@ class ILPSettings:
     solver: str = "highs"
     time_limit: float = 20.0
     engine: str = "auto"
-    milp_share: float = 0.4
+    milp_share: float = 0.25
     exact_max_steps: int = 120
     max_groups: int = 150
     gap_rel: float = 1e-4
