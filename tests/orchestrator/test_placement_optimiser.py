@@ -226,3 +226,34 @@ def test_a_fallback_names_the_heuristic_and_why() -> None:
     plan = make_planner("ilp", settings).plan(wf, fed, view, PlanningConstraints(), Objective())
     assert plan.metrics.fallback in ("heft", "greedy", "market", "heft+shift")
     assert plan.metrics.status_reason
+
+
+def test_a_batch_of_workflows_is_planned_together() -> None:
+    # two workflows with zero-length steps (ties in the CP-SAT hint's order) share the sites
+    from orchestrator.placement import merge_workflows, split_plan_sites
+
+    fed, wf, view = capacity_bound()
+    zero = Workflow.from_dict(
+        {
+            "name": "zero",
+            "data": [{"id": "x", "size": 1.0}],
+            "steps": [
+                {"id": "a", "work": 0.0, "outputs": ["x"]},
+                {"id": "b", "work": 0.0, "inputs": ["x"]},
+                {"id": "c", "work": 100.0, "after": ["b"]},
+            ],
+        }
+    )
+    batch = merge_workflows([wf, zero], "two")
+    assert len(batch) == len(wf) + len(zero)
+    assert batch.parents("1.b") == ("1.a",)
+    c = PlanningConstraints()
+    for name in ("cpsat", "ilp"):
+        plan = checked(
+            make_planner(name, FAST).plan(batch, fed, view, c, Objective()), batch, fed, view, c
+        )
+        parts = split_plan_sites({s: a.site for s, a in plan.assignments.items()}, 2)
+        assert set(parts[0]) == {s.id for s in wf.steps}
+        assert set(parts[1]) == {"a", "b", "c"}
+    with pytest.raises(ValueError, match="at least one"):
+        merge_workflows([])
