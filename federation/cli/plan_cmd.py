@@ -154,7 +154,7 @@ def plan(
     budget: Annotated[
         float | None, typer.Option(help="Largest total cost, in EUR.", min=0.0)
     ] = None,
-    planner: Annotated[str, typer.Option(help="ilp | heft | greedy | market")] = "ilp",
+    planner: Annotated[str, typer.Option(help="ilp | cpsat | heft | greedy | market")] = "ilp",
     gantt: Annotated[Path | None, typer.Option(help="Write a Gantt chart PNG here.")] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the plan as JSON here ('-': stdout).")

@@ -23,6 +23,8 @@ from orchestrator.placement.plan import (
 )
 from orchestrator.placement.planners import (
     PLANNERS,
+    CPSATPlanner,
+    CPSATSettings,
     GreedyPlanner,
     HEFTPlanner,
     ILPPlanner,
@@ -37,6 +39,8 @@ __all__ = [
     "Assignment",
     "CDTProblem",
     "CDTSchedule",
+    "CPSATPlanner",
+    "CPSATSettings",
     "CostModel",
     "GreedyPlanner",
     "HEFTPlanner",
