@@ -28,7 +28,6 @@ from mesa.experimental.devs import DEVSimulator
 from federation.model import Federation, Site
 from simulations.agents import Broker, JobStream, SiteAgent
 from simulations.batch import Job
-from simulations.errors import InvalidScenario
 from simulations.fleet import FleetTelemetry
 from simulations.scenario import EventKind, EventSpec, Scenario, scenario_from_dict
 from simulations.series import HourlySeries
@@ -104,8 +103,9 @@ class FederationModel(Model):
         if zone not in self._series:
             price, carbon = self.scenario.zone_series(zone)
             self._series[zone] = (
-                price or _nominal(site, "energy_price_eur_per_kwh", "EUR/kWh"),
-                carbon or _nominal(site, "carbon_intensity_g_per_kwh", "gCO2e/kWh"),
+                price or _nominal(self.federation, site, "energy_price_eur_per_kwh", "EUR/kWh"),
+                carbon
+                or _nominal(self.federation, site, "carbon_intensity_g_per_kwh", "gCO2e/kWh"),
             )
         price, carbon = self._series[zone]
         agent = SiteAgent(self, site, len(self.sites), price, carbon, self.scenario.queue)
@@ -541,14 +541,11 @@ def _site_power_kw(a: SiteAgent) -> float:
     return a.power_w / 1000.0
 
 
-def _nominal(site: Site, field: str, unit: str) -> HourlySeries:
-    """The site's nominal figure as a constant series; a simulation cannot replay an unknown one."""
+def _nominal(federation: Federation, site: Site, field: str, unit: str) -> HourlySeries:
+    """The site's nominal figure as a constant series. An unknown one (None) is the highest
+    known in the federation, else 0: the placement cost model's rule."""
     value = getattr(site, field)
     if value is None:
-        raise InvalidScenario.single(
-            "<scenario>",
-            f"sites.{site.id}.{field}",
-            f"no series for zone {site.zone} in the scenario and no {field} in the federation: "
-            "give one of them",
-        )
+        known = [v for s in federation.sites if (v := getattr(s, field)) is not None]
+        value = max(known, default=0.0)
     return HourlySeries.constant(value, unit)
