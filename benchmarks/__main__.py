@@ -26,8 +26,9 @@ def available() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    options = [a for a in argv if a.startswith("-")]  # passed on to modules that take them
-    argv = [a for a in argv if not a.startswith("-")]
+    # from the first --option on, everything goes to the modules that take options
+    first = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    argv, options = argv[:first], argv[first:]
     names = argv or available()
     unknown = [n for n in names if n not in available()]
     if unknown:
