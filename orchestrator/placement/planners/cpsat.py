@@ -495,12 +495,14 @@ class CPSATPlanner:
             raise PlanningError(
                 f"cpsat: no plan keeps the limits ({'; '.join(inc.left_out)}; {res.reason})"
             )
-        chosen = res.plan
-        if chosen is None or (best is not None and better(best, chosen, objective, inc.ref)):
-            assert best is not None
-            if chosen is not None:
-                notes.append(f"kept {best.metrics.planner}'s plan: cp-sat's was not better")
+        chosen: Plan
+        if res.plan is None:
+            chosen = best  # type: ignore[assignment]  # not None: the branch above raised
+        elif best is not None and better(best, res.plan, objective, inc.ref):
+            notes.append(f"kept {best.metrics.planner}'s plan: cp-sat's was not better")
             chosen = best
+        else:
+            chosen = res.plan
         placed = {s: (a.site, a.start, a.end) for s, a in chosen.assignments.items()}
         why = explain_all(model, placed, objective)
         out = build_plan(

@@ -200,11 +200,11 @@ class ILPPlanner:
                 "the constraints"
             )
         fallback: tuple[str, str] | None = None
+        chosen: Plan
         if engine_best is None:
-            assert best is not None  # for the type checker: the branch above raised
-            chosen = best
-            fallback = (best.metrics.planner, "; ".join(reasons) or "no engine ran")
-            notes.append(f"fallback: {best.metrics.planner}, because {fallback[1]}")
+            chosen = best  # type: ignore[assignment]  # not None: the branch above raised
+            fallback = (chosen.metrics.planner, "; ".join(reasons) or "no engine ran")
+            notes.append(f"fallback: {chosen.metrics.planner}, because {fallback[1]}")
         elif best is not None and better(best, engine_best, objective, ref):
             chosen = best
             notes.append(f"kept {best.metrics.planner}'s plan: the engines' plans were worse")

@@ -58,7 +58,7 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
         if breach:
             left.append(f"{plan.metrics.planner}: {breach}")
         else:
-            plans.append(rescored(model, plan, objective, ref))
+            plans.append(rescored(plan, objective, ref))
 
     keep(heft)
     placed = {s: (a.site, a.start, a.end) for s, a in heft.assignments.items()}
@@ -100,6 +100,6 @@ def paced_greedy(
     return build_plan(model, placed, objective, "greedy+pace", "heuristic", 0.0, ref=ref)
 
 
-def rescored(model: CostModel, plan: Plan, objective: Objective, ref: dict[str, float]) -> Plan:
+def rescored(plan: Plan, objective: Objective, ref: dict[str, float]) -> Plan:
     """``plan`` with its objective value normalised by ``ref`` (as the optimiser compares)."""
     return plan.with_metrics(objective_value=objective.score(plan.metrics.values(), ref))
