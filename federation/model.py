@@ -76,7 +76,10 @@ class Site(_Frozen):
     Power figures are per core, at the wall of the node (the facility overhead
     comes through ``pue``). ``speed`` is the per-core speed relative to the
     reference core (1 GHz): a step of ``work`` core-seconds on ``cores`` cores
-    lasts ``work / (cores * speed)`` seconds.
+    lasts ``work / (cores * speed)`` seconds. ``carbon_intensity_g_per_kwh`` and
+    ``energy_price_eur_per_kwh`` are the nominal figures used when no forecast exists;
+    ``None`` (the default) means unknown, never a silent default: the placement cost model
+    then assumes the highest figure known in the federation and says so in the plan.
     """
 
     id: Identifier
@@ -93,11 +96,15 @@ class Site(_Frozen):
     price_per_gpu_hour: float = Field(default=0.0, ge=0, description="EUR per GPU-hour")
     jurisdiction: Jurisdiction
     buffer_capacity: Bytes = Field(gt=0, description="bytes of ephemeral buffer space")
-    carbon_intensity_g_per_kwh: float = Field(
-        default=300.0, ge=0, description="nominal grid carbon intensity when no forecast exists"
+    carbon_intensity_g_per_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        description="nominal grid carbon intensity when no forecast exists (None: unknown)",
     )
-    energy_price_eur_per_kwh: float = Field(
-        default=0.15, ge=0, description="nominal power price when no forecast exists"
+    energy_price_eur_per_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        description="nominal power price when no forecast exists (None: unknown)",
     )
     grid_zone: str | None = Field(
         default=None,

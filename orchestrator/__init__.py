@@ -18,9 +18,6 @@ Placement::
     plan.metrics, plan.flows(), check_plan(plan, wf, federation, view, PlanningConstraints())
 """
 
-from orchestrator.cdt import CDTProblem, CDTSchedule, load_cdt, solve_cdt
-from orchestrator.checker import check_plan, require_valid
-from orchestrator.costs import CostModel
 from orchestrator.errors import (
     InfeasiblePlan,
     InvalidCDT,
@@ -30,8 +27,18 @@ from orchestrator.errors import (
     PlanningError,
 )
 from orchestrator.loaders import load_workflow, workflow_from_data
-from orchestrator.plan import (
+from orchestrator.placement import (
+    PLANNERS,
     Assignment,
+    CDTProblem,
+    CDTSchedule,
+    CostModel,
+    CPSATPlanner,
+    GreedyPlanner,
+    HEFTPlanner,
+    ILPPlanner,
+    ILPSettings,
+    MarketPlanner,
     Objective,
     ObjectiveKind,
     Plan,
@@ -39,17 +46,13 @@ from orchestrator.plan import (
     Planner,
     PlanningConstraints,
     Transfer,
-)
-from orchestrator.planners import (
-    PLANNERS,
-    GreedyPlanner,
-    HEFTPlanner,
-    ILPPlanner,
-    ILPSettings,
-    MarketPlanner,
+    check_plan,
+    load_cdt,
     make_planner,
+    require_valid,
+    solve_cdt,
+    timeshift,
 )
-from orchestrator.timeshift import timeshift
 from orchestrator.wfformat import REFERENCE_MHZ, load_wfformat
 from orchestrator.workflow import Step, StepConstraints, Workflow, find_cycle
 
@@ -59,6 +62,7 @@ __all__ = [
     "Assignment",
     "CDTProblem",
     "CDTSchedule",
+    "CPSATPlanner",
     "CostModel",
     "GreedyPlanner",
     "HEFTPlanner",

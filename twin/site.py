@@ -79,8 +79,9 @@ class TwinConfig:
 
 def default_blocks(site: Site, links: Mapping[str, float]) -> tuple[BlockSpec, ...]:
     """Blocks sized to a site's nominal figures (``links``: dst -> nominal bytes/s)."""
-    price = max(site.energy_price_eur_per_kwh, 1e-3)
-    carbon = max(site.carbon_intensity_g_per_kwh, 1.0)
+    # noise scales only (never a planning figure): a typical value when the nominal is unknown
+    price = max(site.energy_price_eur_per_kwh or 0.1, 1e-3)
+    carbon = max(site.carbon_intensity_g_per_kwh or 300.0, 1.0)
     blocks = [
         BlockSpec(
             "utilisation",

@@ -49,7 +49,7 @@ from federation.model import Federation
 from orchestrator.connectors.pull import PullConnector
 from orchestrator.execution import CopyStager, Executor, Launch, OnError, RunState, RunStore
 from orchestrator.execution.replan import PlannerReplanner
-from orchestrator.planners import HEFTPlanner
+from orchestrator.placement.planners import HEFTPlanner
 from twin.federation_twin import FederationTwin, IngestReport
 from twin.state import AbstractSiteState
 from twin.telemetry import TelemetrySample

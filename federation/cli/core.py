@@ -162,7 +162,9 @@ def federation_table(fed: Federation) -> Table:
             f"{s.price_per_core_hour:.3f}",
             f"{s.power_busy_w:g}",
             f"{s.pue:g}",
-            f"{s.carbon_intensity_g_per_kwh:g}",
+            "unknown"
+            if s.carbon_intensity_g_per_kwh is None
+            else f"{s.carbon_intensity_g_per_kwh:g}",
             human_bytes(s.buffer_capacity),
         )
     return table

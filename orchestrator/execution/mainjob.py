@@ -31,7 +31,7 @@ from orchestrator.execution.launch import Launch
 from orchestrator.execution.replan import PlannerReplanner
 from orchestrator.execution.states import RunState, StepState
 from orchestrator.execution.store import RunStore
-from orchestrator.plan import Plan, Planner
+from orchestrator.placement.plan import Plan, Planner
 from orchestrator.workflow import Workflow
 from twin.state import SiteStatus
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from federation.model import Federation
-from orchestrator.costs import CostModel, SiteSeries
-from orchestrator.plan import PlanningConstraints
+from orchestrator.placement.costs import CostModel, SiteSeries
+from orchestrator.placement.plan import PlanningConstraints
 from orchestrator.workflow import Workflow
 from twin.state import AbstractSiteState, Forecast, SiteStatus, static_view
 

@@ -41,7 +41,7 @@ from federation.errors import InvalidInput
 from orchestrator.errors import OrchestratorError, PlanInvalid, PlanningError
 from orchestrator.execution import Launch, OnError
 from orchestrator.loaders import workflow_from_data
-from orchestrator.plan import Plan
+from orchestrator.placement.plan import Plan
 from orchestrator.planning import PLANNING_DEFAULTS, declare, plan_workflow
 from orchestrator.workflow import Workflow
 

@@ -155,7 +155,7 @@ class PlanMetrics:
 
     ``gap`` is ``(objective - bound) / objective`` where ``bound`` is the best
     proven lower bound on the objective (the solver's dual bound or the
-    combinatorial bound of ``orchestrator.costs.lower_bounds``, whichever is
+    combinatorial bound of ``orchestrator.placement.costs.lower_bounds``, whichever is
     higher); None when no bound is known.
     """
 
@@ -172,6 +172,11 @@ class PlanMetrics:
     wall_s: float = 0.0
     status_reason: str | None = None
     """Why the status is what it is when that is not the planner's normal outcome (a fallback)."""
+    carbon_unknown: tuple[str, ...] = ()
+    """Sites whose carbon intensity was unknown (neither forecast nor nominal): assumed to be
+    the highest known in the federation (see ``orchestrator.placement.costs``)."""
+    price_unknown: tuple[str, ...] = ()
+    """Sites whose power price was unknown, assumed likewise."""
 
     @property
     def fallback(self) -> str | None:
@@ -202,6 +207,8 @@ class PlanMetrics:
             "status_reason": self.status_reason,
             "gap": self.gap,
             "wall_s": self.wall_s,
+            "carbon_unknown_sites": list(self.carbon_unknown),
+            "price_unknown_sites": list(self.price_unknown),
         }
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orchestrator.costs import CostModel
-from orchestrator.plan import Objective
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.plan import Objective
 
 
 def explain_all(

@@ -20,8 +20,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from datalogistics.flows import buffer_violations
-from orchestrator.costs import CostModel
-from orchestrator.plan import Objective
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.plan import Objective
 
 MAX_STEPS = 3000
 """Above this many steps the pool checks would dominate planning time: no shifting."""

@@ -15,9 +15,9 @@ import heapq
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
-from orchestrator.plan import Assignment, Objective, Plan, PlanMetrics
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.plan import Assignment, Objective, Plan, PlanMetrics
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,10 @@ def build_plan(
         bound=best_bound,
         objective_value=value,
         wall_s=wall_s,
+        carbon_unknown=model.carbon_unknown,
+        price_unknown=model.price_unknown,
     )
+    unknown = tuple(n for n in model.unknown_notes() if n not in notes)
     return Plan(
         workflow=model.workflow.name,
         assignments=assignments,
@@ -213,5 +216,5 @@ def build_plan(
         metrics=metrics,
         objective=objective,
         t0=model.t0,
-        notes=notes,
+        notes=(*notes, *unknown),
     )

@@ -13,18 +13,32 @@ For a step ``j`` on site ``s`` starting at ``t`` (seconds from ``t0``):
 * carbon ``G_js(t) = E_js[kWh] * cbar_s(t, t + d_js) / 1000``  kgCO2e with ``cbar`` the
   forecast intensity (gCO2e/kWh) averaged over the slots used;
 * a data item of ``b`` bytes moved from ``s`` to ``s'`` takes ``latency + b / bandwidth``
-  (``Federation.transfer_time``) and costs the link's EUR/GB; every item moves at
-  the link's full bandwidth (links are not modelled as shared: the transfer
-  planner of ``datalogistics`` books the bandwidth); an unlinked pair of sites
-  cannot carry a data edge; a pure ordering edge (no bytes) has no delay.
+  (``Federation.transfer_time``) and costs the link's EUR/GB; an unlinked pair of sites
+  cannot carry a data edge; a pure ordering edge (no bytes) has no delay;
+* an external input (an item no step produces) with a ``location`` at a site ``L`` is
+  moved from ``L`` to each site that consumes it, from the plan's time 0: its consumer
+  on ``s`` starts no earlier than ``latency + b / bandwidth`` of the link ``L -> s``,
+  the move costs the link's EUR/GB and its bytes count as moved; a site with no link
+  from ``L`` (or whose buffer cannot hold the item) is not eligible for the consumer.
+  An input at a URL comes from outside the federation: its flow has the URL as its
+  source, its bytes count as moved, it costs nothing and no delay is modelled (the
+  federation's links say nothing about the Internet path); only the consumer's buffer
+  must hold it. An external input without a location is not counted (as before).
 
 Forecasts come from the twin's view: slot ``k`` of site ``s`` covers
 ``[issued_at + k L, issued_at + (k+1) L)``; beyond the horizon the last slot is
-repeated (persistence); a withheld price or intensity (None) falls back to the
-site's nominal figure. Capacity: ``mean - z * std`` available cores per slot,
-clipped to ``[0, cores]``; list schedulers use the smallest value over the
-horizon as a pool of identical cores (conservative, so every plan they make
-fits every slot).
+repeated (persistence). A withheld price or intensity (None) falls back to the site's
+nominal figure; a site whose figure is neither forecast nor nominal is **unknown** and
+is assumed to have the highest figure known anywhere in the federation (every slot of
+every forecast and every nominal): pessimistic, so an unknown site is never chosen for
+being green or cheap. The plan's metrics name such sites (``carbon_unknown``,
+``price_unknown``). When no site's figure is known at all, a request that minimises
+that criterion alone (``carbon``; ``cost`` or a budget for prices) is refused with
+``PlanningError``; other objectives count the criterion as 0 for every site (it then
+cannot change a choice) and the metrics say so. Capacity: ``mean - z * std`` available
+cores per slot, clipped to ``[0, cores]``; list schedulers use the smallest value over
+the horizon as a pool of identical cores (conservative, so every plan they make fits
+every slot).
 """
 
 from __future__ import annotations
@@ -37,9 +51,10 @@ from dataclasses import dataclass
 from datalogistics.flows import Flow
 from federation.jurisdictions import VALID_JURISDICTIONS, jurisdiction_allows
 from federation.model import Federation, Site
-from orchestrator.plan import PlanningConstraints
+from orchestrator.errors import PlanningError
+from orchestrator.placement.plan import Objective, ObjectiveKind, PlanningConstraints
 from orchestrator.workflow import Step, Workflow
-from twin.state import AbstractSiteState, SiteStatus, SiteView
+from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView
 
 J_PER_KWH = 3.6e6
 
@@ -106,8 +121,28 @@ class CostModel:
             s.id: view[s.id] if s.id in view else AbstractSiteState.static(s)
             for s in federation.sites
         }
+        price_known = {
+            sid: known_figures(st.power_price, self.site_by_id[sid].energy_price_eur_per_kwh)
+            for sid, st in self.states.items()
+        }
+        carbon_known = {
+            sid: known_figures(st.carbon_intensity, self.site_by_id[sid].carbon_intensity_g_per_kwh)
+            for sid, st in self.states.items()
+        }
+        self.price_unknown: tuple[str, ...] = tuple(
+            sorted(s for s, v in price_known.items() if v is None)
+        )
+        """Sites whose power price is neither forecast nor nominal (assumed pessimistically)."""
+        self.carbon_unknown: tuple[str, ...] = tuple(
+            sorted(s for s, v in carbon_known.items() if v is None)
+        )
+        """Sites whose carbon intensity is neither forecast nor nominal."""
+        self.price_assumed = max((max(v) for v in price_known.values() if v), default=None)
+        """The price assumed for unknown sites (None: no site's price is known)."""
+        self.carbon_assumed = max((max(v) for v in carbon_known.values() if v), default=None)
         self.series: dict[str, SiteSeries] = {
-            sid: self._series(self.site_by_id[sid], st) for sid, st in self.states.items()
+            sid: self._series(self.site_by_id[sid], st, price_known[sid], carbon_known[sid])
+            for sid, st in self.states.items()
         }
         self.pool: dict[str, int] = {
             sid: 0
@@ -128,22 +163,27 @@ class CostModel:
         self.children_of: dict[str, tuple[str, ...]] = {
             s.id: workflow.children(s.id) for s in workflow.steps
         }
-        self.why_not: dict[str, dict[str, str]] = {}
-        self.eligible: dict[str, tuple[str, ...]] = {}
-        for step in workflow.steps:
-            reasons = {sid: self._ineligible(step, sid) for sid in self.sites}
-            self.why_not[step.id] = {k: v for k, v in reasons.items() if v}
-            self.eligible[step.id] = tuple(sid for sid in self.sites if not reasons[sid])
         self.edge_items: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {}
         for p, c in workflow.edges:
             outs = set(workflow.step(p).outputs)
             items = tuple((i, workflow.item(i).size) for i in workflow.step(c).inputs if i in outs)
             self.edge_items[(p, c)] = items
         self.consumers: dict[str, list[str]] = defaultdict(list)
+        self.located: dict[str, list[tuple[str, float, str | None]]] = defaultdict(list)
+        """Per step, its external inputs with a location: (item, bytes, site or None for a URL)."""
+        self.origin: dict[str, str] = {}
+        """Per located external input, where it comes from: its site, or its URL."""
         for s in workflow.steps:
             for i in s.inputs:
                 if workflow.producer(i) is not None:
                     self.consumers[i].append(s.id)
+                    continue
+                loc = workflow.item(i).location
+                if loc is None:
+                    continue
+                self.consumers[i].append(s.id)
+                self.origin[i] = loc.site if loc.site is not None else str(loc.url)
+                self.located[s.id].append((i, workflow.item(i).size, loc.site))
         self.edge_max: dict[tuple[str, str], float] = {
             e: max(size for _, size in items) for e, items in self.edge_items.items() if items
         }
@@ -153,16 +193,26 @@ class CostModel:
             for lk in federation.links
         }
         self.buffer: dict[str, float] = {s.id: s.buffer_capacity for s in federation.sites}
+        self.why_not: dict[str, dict[str, str]] = {}
+        self.eligible: dict[str, tuple[str, ...]] = {}
+        for step in workflow.steps:
+            reasons = {sid: self._ineligible(step, sid) for sid in self.sites}
+            self.why_not[step.id] = {k: v for k, v in reasons.items() if v}
+            self.eligible[step.id] = tuple(sid for sid in self.sites if not reasons[sid])
         self._dur: dict[tuple[str, str], float] = {}
         self._kwh: dict[tuple[str, str], float] = {}
         self._lb: dict[str, float] | None = None
         self.ranks: dict[str, float] | None = None
 
     # -- site series ---------------------------------------------------------------
-    def _series(self, site: Site, st: AbstractSiteState) -> SiteSeries:
+    def _series(
+        self,
+        site: Site,
+        st: AbstractSiteState,
+        price: tuple[float, ...] | None,
+        carbon: tuple[float, ...] | None,
+    ) -> SiteSeries:
         n = st.horizon
-        price = st.power_price.mean if st.power_price is not None else None
-        carbon = st.carbon_intensity.mean if st.carbon_intensity is not None else None
         cap = tuple(
             min(float(site.cores), max(0.0, v))
             for v in st.available_cores.lower(self.constraints.z)
@@ -170,10 +220,50 @@ class CostModel:
         return SiteSeries(
             offset=st.issued_at - self.t0,
             slot_seconds=st.slot_seconds,
-            price=_fit(price, n, site.energy_price_eur_per_kwh),
-            carbon=_fit(carbon, n, site.carbon_intensity_g_per_kwh),
+            price=_fit(price, n, self.price_assumed or 0.0),
+            carbon=_fit(carbon, n, self.carbon_assumed or 0.0),
             capacity=cap,
         )
+
+    def refuse_unknown(self, objective: Objective) -> None:
+        """``PlanningError`` when the request minimises a criterion no site's figure is known for.
+
+        A carbon objective needs one known carbon intensity, a cost objective or a budget one
+        known power price (see the module docstring for the rule).
+        """
+        every = ", ".join(self.sites)
+        if objective.kind is ObjectiveKind.CARBON and self.carbon_assumed is None:
+            raise PlanningError(
+                f"the carbon intensity of every site ({every}) is unknown: give "
+                "carbon_intensity_g_per_kwh in the federation or a carbon forecast in the "
+                "twin's view, or choose another objective"
+            )
+        if self.price_assumed is None and (
+            objective.kind is ObjectiveKind.COST or self.constraints.budget is not None
+        ):
+            raise PlanningError(
+                f"the power price of every site ({every}) is unknown: give "
+                "energy_price_eur_per_kwh in the federation or a price forecast in the "
+                "twin's view, or plan without a cost objective and a budget"
+            )
+
+    def unknown_notes(self) -> tuple[str, ...]:
+        """What the plan assumed about unknown figures, one sentence each."""
+        out = []
+        for what, unknown, assumed, unit in (
+            ("carbon intensity", self.carbon_unknown, self.carbon_assumed, "gCO2e/kWh"),
+            ("power price", self.price_unknown, self.price_assumed, "EUR/kWh"),
+        ):
+            if not unknown:
+                continue
+            if assumed is None:
+                out.append(f"{what} unknown for every site: counted as 0")
+            else:
+                out.append(
+                    f"{what} unknown for {', '.join(unknown)}: assumed {assumed:.4g} {unit}, "
+                    "the highest known in the federation"
+                )
+        return tuple(out)
 
     # -- eligibility ---------------------------------------------------------------
     def _ineligible(self, step: Step, sid: str) -> str:
@@ -197,6 +287,11 @@ class CostModel:
         extra = self.constraints.eligible.get(step.id)
         if extra is not None and not allows_site(extra, site):
             return f"data project plan allows only {', '.join(extra)}"
+        for item_id, size, origin in self.located.get(step.id, ()):
+            if size > self.buffer[sid]:
+                return f"input {item_id} ({size:.3g} B) does not fit the site's buffer"
+            if origin is not None and origin != sid and (origin, sid) not in self.links:
+                return f"input {item_id} lives at {origin}: no link {origin} -> {sid}"
         if step.memory > site.memory:
             return f"needs {step.memory:.3g} B of memory, site has {site.memory:.3g}"
         if step.gpus > site.gpus:
@@ -283,10 +378,20 @@ class CostModel:
             return math.inf
         return self.transfer_time(src, dst, biggest)
 
+    def input_delay(self, step: str, site: str) -> float:
+        """Seconds from time 0 until the located external inputs of ``step`` are at ``site``."""
+        t = 0.0
+        for _, size, origin in self.located.get(step, ()):
+            if origin is not None:
+                t = max(t, self.transfer_time(origin, site, size))
+        return t
+
     def ready_time(self, step: str, site: str, placed: Mapping[str, tuple[str, float]]) -> float:
         """Earliest start of ``step`` on ``site`` given the placed parents (site, end)."""
         s = self.step_by_id[step]
         t = max(s.constraints.release, self.site_release[site])
+        if step in self.located:
+            t = max(t, self.input_delay(step, site))
         for p in self.parents_of[step]:
             psite, pend = placed[p]
             t = max(t, pend + self.edge_delay(p, step, psite, site))
@@ -302,9 +407,11 @@ class CostModel:
         out: list[Flow] = []
         for item, consumers in self.consumers.items():
             producer = self.workflow.producer(item)
+            external = producer is None
             if producer is None:
-                continue
-            psite, _, pend = placed[producer]
+                src, pend = self.origin[item], 0.0
+            else:
+                src, _, pend = placed[producer]
             size = self.workflow.item(item).size
             by_dst: dict[str, tuple[float, float]] = {}
             for c in consumers:
@@ -312,8 +419,10 @@ class CostModel:
                 rel, last = by_dst.get(csite, (0.0, 0.0))
                 by_dst[csite] = (max(rel, cend), max(last, cstart))
             for dst, (release, last_start) in sorted(by_dst.items()):
-                dt = self.transfer_time(psite, dst, size)
-                out.append(Flow(item, size, psite, dst, pend, pend, pend + dt, release, last_start))
+                dt = self.transfer_time(src, dst, size) if src in self.site_by_id else 0.0
+                out.append(
+                    Flow(item, size, src, dst, pend, pend, pend + dt, release, last_start, external)
+                )
         return out
 
     def evaluate(
@@ -330,7 +439,8 @@ class CostModel:
         for f in flows:
             if f.crosses_sites:
                 moved += f.size
-                cost += self.transfer_cost(f.src, f.dst, f.size)
+                if f.src in self.site_by_id:  # a URL input costs nothing (module docstring)
+                    cost += self.transfer_cost(f.src, f.dst, f.size)
         return {
             "time": makespan,
             "cost": cost,
@@ -418,9 +528,16 @@ def allows_site(entries: Sequence[str], site: Site) -> bool:
     return bool(codes) and jurisdiction_allows(codes, site.jurisdiction)
 
 
-def _fit(values: Sequence[float] | None, n: int, nominal: float) -> tuple[float, ...]:
-    """A per-slot series of length ``n`` (the nominal value when withheld or short)."""
+def known_figures(forecast: Forecast | None, nominal: float | None) -> tuple[float, ...] | None:
+    """A site's known per-slot figures: the forecast's means, else its nominal, else None."""
+    if forecast is not None and len(forecast):
+        return tuple(float(v) for v in forecast.mean)
+    return None if nominal is None else (float(nominal),)
+
+
+def _fit(values: Sequence[float] | None, n: int, assumed: float) -> tuple[float, ...]:
+    """A per-slot series of length ``n`` (``assumed`` when unknown; the last value repeated)."""
     if not values:
-        return (nominal,) * n
+        return (assumed,) * n
     vals = tuple(float(v) for v in values[:n])
     return vals + (vals[-1],) * (n - len(vals))

@@ -17,10 +17,10 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 
-from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
-from orchestrator.plan import Objective, PlanningConstraints
-from orchestrator.schedule import Option, list_schedule, upward_ranks
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.plan import Objective, PlanningConstraints
+from orchestrator.placement.schedule import Option, list_schedule, upward_ranks
 
 Placed = dict[str, tuple[str, float, float]]
 

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from federation.documents import read_document
 from federation.errors import Problem, Problems, validate_document
 from orchestrator.errors import InfeasiblePlan, InvalidCDT
-from orchestrator.planners.solvers import solve
+from orchestrator.placement.planners.solvers import solve
 from orchestrator.workflow import find_cycle
 
 CDT_ID = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]

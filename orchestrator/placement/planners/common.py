@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from orchestrator.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.schedule import Option
+from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
+from orchestrator.placement.schedule import Option
 
 
 def limit_breach(plan: Plan, constraints: PlanningConstraints) -> str:
@@ -46,3 +46,14 @@ def escalating(objective: Objective) -> Iterator[Objective]:
             energy=w["energy"],
             carbon=w["carbon"],
         )
+
+
+def score_of(plan: Plan, objective: Objective, ref: Mapping[str, float]) -> float:
+    """The plan's objective value, normalised by ``ref`` (HEFT's values)."""
+    return objective.score(plan.metrics.values(), ref)
+
+
+def better(a: Plan, b: Plan, objective: Objective, ref: Mapping[str, float]) -> bool:
+    """True when ``a`` scores strictly lower than ``b`` (a relative margin of 1e-9)."""
+    sa, sb = score_of(a, objective, ref), score_of(b, objective, ref)
+    return sa < sb - 1e-9 * max(1.0, abs(sb))

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.cdt import CDTSchedule
-    from orchestrator.plan import Plan
+    from orchestrator.placement.cdt import CDTSchedule
+    from orchestrator.placement.plan import Plan
 
 MAX_ROWS = 60
 """Above this many steps a plan's chart packs steps into lanes per site."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
-from orchestrator.explain import explain_all
-from orchestrator.plan import Objective, Plan, PlanningConstraints
-from orchestrator.planners.common import limit_breach
-from orchestrator.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.explain import explain_all
+from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
+from orchestrator.placement.planners.common import limit_breach
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
 
 if TYPE_CHECKING:
     from federation.model import Federation
@@ -47,6 +47,7 @@ class HEFTPlanner:
     ) -> Plan:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
         plan = self.plan_model(model, objective, t0)
         breach = limit_breach(plan, constraints)
         if breach:

@@ -18,7 +18,15 @@ from the planners' cost model, and checks:
 7. buffers: ``datalogistics.flows.buffer_violations`` of ``plan.flows()``
    against each site's ``buffer_capacity``;
 8. deadline (the request's and each step's) and budget;
-9. metrics: the plan's makespan, energy and bytes moved match a recomputation.
+9. external inputs with a location: each consumer on another site than the input's
+   starts after a flow of that input from its site (or its URL) to the consumer's site,
+   lasting at least ``latency + bytes / bandwidth`` of the link (no delay from a URL);
+10. metrics: the plan's makespan, cost, energy, carbon and bytes moved match a
+    recomputation. Carbon is ``cores * d * power_busy * PUE`` (kWh) times the carbon
+    intensity averaged over the slots the step runs in (gCO2e/kWh, / 1000 for kg); price
+    and intensity come from the view's forecast, else the site's nominal figure, else
+    (unknown) the highest figure known in the federation, else 0; the sites assumed so
+    must be the ones the metrics name.
 """
 
 from __future__ import annotations
@@ -27,14 +35,14 @@ import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from datalogistics.flows import buffer_violations
+from datalogistics.flows import Flow, buffer_violations
 from federation.jurisdictions import VALID_JURISDICTIONS, jurisdiction_allows
 from orchestrator.errors import PlanInvalid
 from twin.state import AbstractSiteState, SiteStatus
 
 if TYPE_CHECKING:
     from federation.model import Federation, Site
-    from orchestrator.plan import Plan, PlanningConstraints
+    from orchestrator.placement.plan import Plan, PlanningConstraints
     from orchestrator.workflow import Step, Workflow
     from twin.state import SiteView
 
@@ -84,16 +92,26 @@ def check_plan(
         if dl is not None and asg.end > dl + TOL:
             out.append(f"step {step.id} ends at {asg.end:.1f} s, after its deadline {dl:.1f} s")
     out += _precedence(plan, workflow, federation)
+    out += _external_inputs(plan, workflow, federation)
     out += _capacity(plan, workflow, federation, states, constraints, t0)
     caps = {s.id: s.buffer_capacity for s in federation.sites}
     out += [f"buffer: {m}" for m in buffer_violations(plan.flows(), caps)]
     makespan = max((x.end for x in a.values()), default=0.0)
     if constraints.deadline is not None and makespan > constraints.deadline + TOL:
         out.append(f"makespan {makespan:.1f} s exceeds the deadline {constraints.deadline:.1f} s")
-    cost = _cost(plan, workflow, federation, states, t0)
+    prices = _figures(federation, states, "power_price", "energy_price_eur_per_kwh")
+    intensities = _figures(federation, states, "carbon_intensity", "carbon_intensity_g_per_kwh")
+    cost = _cost(plan, workflow, federation, states, prices[0], t0)
     if constraints.budget is not None and cost > constraints.budget * (1 + TOL):
         out.append(f"cost {cost:.4g} EUR exceeds the budget {constraints.budget:.4g} EUR")
-    out += _metrics(plan, workflow, federation, makespan, cost)
+    carbon = _carbon(plan, workflow, federation, states, intensities[0], t0)
+    out += _metrics(plan, workflow, federation, makespan, cost, carbon)
+    for name, unknown, claimed in (
+        ("carbon_unknown", intensities[1], plan.metrics.carbon_unknown),
+        ("price_unknown", prices[1], plan.metrics.price_unknown),
+    ):
+        if tuple(sorted(claimed)) != unknown:
+            out.append(f"metrics.{name} is {list(claimed)}, recomputed {list(unknown)}")
     return out
 
 
@@ -234,10 +252,29 @@ def _avg(st: AbstractSiteState, values: tuple[float, ...], a: float, b: float) -
     return total / (b - a)
 
 
-def _series(values: tuple[float, ...] | None, n: int, nominal: float) -> tuple[float, ...]:
-    if not values:
-        return (nominal,) * n
-    return tuple(values[:n]) + (values[-1],) * max(0, n - len(values))
+def _figures(
+    federation: Federation, states: dict[str, AbstractSiteState], forecast: str, nominal: str
+) -> tuple[dict[str, tuple[float, ...]], tuple[str, ...]]:
+    """Per-slot figures of every site by the rule of the module docstring, and the unknown sites."""
+    known: dict[str, tuple[float, ...]] = {}
+    for site in federation.sites:
+        fc = getattr(states[site.id], forecast)
+        if fc is not None and len(fc.mean):
+            known[site.id] = tuple(fc.mean)
+        elif getattr(site, nominal) is not None:
+            known[site.id] = (float(getattr(site, nominal)),)
+    highest = max((max(v) for v in known.values()), default=0.0)
+    unknown = tuple(sorted(s.id for s in federation.sites if s.id not in known))
+    out = {}
+    for site in federation.sites:
+        n = states[site.id].horizon
+        vals = known.get(site.id, (highest,))[:n]
+        out[site.id] = vals + (vals[-1],) * max(0, n - len(vals))
+    return out, unknown
+
+
+def _kwh(step: Step, site: Site, seconds: float) -> float:
+    return step.cores * seconds * site.power_busy_w * site.pue / 3.6e6
 
 
 def _cost(
@@ -245,6 +282,7 @@ def _cost(
     workflow: Workflow,
     federation: Federation,
     states: dict[str, AbstractSiteState],
+    prices: dict[str, tuple[float, ...]],
     t0: float,
 ) -> float:
     """Total EUR: core-hours, GPU-hours, energy at the forecast price, link costs."""
@@ -254,28 +292,82 @@ def _cost(
         site = federation.site(asg.site)
         st = states[asg.site]
         hours = (asg.end - asg.start) / 3600.0
-        kwh = step.cores * (asg.end - asg.start) * site.power_busy_w * site.pue / 3.6e6
-        price = _series(
-            st.power_price.mean if st.power_price else None,
-            st.horizon,
-            site.energy_price_eur_per_kwh,
-        )
+        kwh = _kwh(step, site, asg.end - asg.start)
         total += step.cores * hours * site.price_per_core_hour
         total += step.gpus * hours * site.price_per_gpu_hour
-        total += kwh * _avg(st, price, t0 + asg.start, t0 + asg.end)
+        total += kwh * _avg(st, prices[asg.site], t0 + asg.start, t0 + asg.end)
+    known = set(federation.site_ids)
     for f in plan.flows():
-        if f.crosses_sites:
+        if f.crosses_sites and f.src in known:  # a URL input costs nothing
             total += federation.transfer_cost(f.src, f.dst, f.size)
     return total
 
 
+def _carbon(
+    plan: Plan,
+    workflow: Workflow,
+    federation: Federation,
+    states: dict[str, AbstractSiteState],
+    intensities: dict[str, tuple[float, ...]],
+    t0: float,
+) -> float:
+    """Total kgCO2e: each step's kWh times the intensity averaged over the slots it runs in."""
+    total = 0.0
+    for asg in plan.assignments.values():
+        kwh = _kwh(workflow.step(asg.step), federation.site(asg.site), asg.end - asg.start)
+        ci = _avg(states[asg.site], intensities[asg.site], t0 + asg.start, t0 + asg.end)
+        total += kwh * ci / 1000.0
+    return total
+
+
+def _external_inputs(plan: Plan, workflow: Workflow, federation: Federation) -> list[str]:
+    """Each consumer of a located external input gets it in time (module docstring, 9)."""
+    out: list[str] = []
+    arrivals: dict[tuple[str, str], list[Flow]] = defaultdict(list)
+    for f in plan.flows():
+        arrivals[(f.item, f.dst)].append(f)
+    for step in workflow.steps:
+        asg = plan.assignments[step.id]
+        for item_id in step.inputs:
+            item = workflow.item(item_id)
+            if workflow.producer(item_id) is not None or item.location is None:
+                continue
+            origin = item.location.site or str(item.location.url)
+            if origin == asg.site:
+                continue
+            need = 0.0
+            if item.location.site is not None:
+                need = federation.transfer_time(origin, asg.site, item.size)
+                if math.isinf(need):
+                    out.append(f"input {item_id}: no link {origin} -> {asg.site} for {step.id}")
+                    continue
+            ok = [
+                f
+                for f in arrivals.get((item_id, asg.site), [])
+                if f.src == origin
+                and f.external
+                and f.start >= -TOL
+                and f.end - f.start >= need - TOL
+            ]
+            if not ok:
+                out.append(f"input {item_id}: no valid flow {origin} -> {asg.site} for {step.id}")
+            elif min(f.end for f in ok) > asg.start + TOL:
+                out.append(f"{step.id} starts at {asg.start:.3f} s before input {item_id} arrives")
+    return out
+
+
 def _metrics(
-    plan: Plan, workflow: Workflow, federation: Federation, makespan: float, cost: float
+    plan: Plan,
+    workflow: Workflow,
+    federation: Federation,
+    makespan: float,
+    cost: float,
+    carbon: float,
 ) -> list[str]:
     out = []
     m = plan.metrics
     energy = sum(
-        federation.site(x.site).energy_j(workflow.step(x.step).cores * (x.end - x.start)) / 3.6e6
+        _kwh(workflow.step(x.step), federation.site(x.site), x.end - x.start)
         for x in plan.assignments.values()
     )
     moved = sum(f.size for f in plan.flows() if f.crosses_sites)
@@ -284,6 +376,7 @@ def _metrics(
         ("energy_kwh", energy, m.energy_kwh),
         ("bytes_moved", moved, m.bytes_moved),
         ("cost_eur", cost, m.cost_eur),
+        ("carbon_kg", carbon, m.carbon_kg),
     ):
         if not _close(mine, theirs):
             out.append(f"metrics.{name} is {theirs:.6g}, recomputed {mine:.6g}")

@@ -26,13 +26,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
-from orchestrator.explain import explain_all
-from orchestrator.plan import Objective, Plan, PlanningConstraints
-from orchestrator.planners.common import escalating, limit_breach
-from orchestrator.schedule import CorePools, Option, build_plan, list_schedule, upward_ranks
-from orchestrator.timeshift import timeshift
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.explain import explain_all
+from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
+from orchestrator.placement.planners.common import escalating, limit_breach
+from orchestrator.placement.schedule import (
+    CorePools,
+    Option,
+    build_plan,
+    list_schedule,
+    upward_ranks,
+)
+from orchestrator.placement.timeshift import timeshift
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -116,6 +122,12 @@ class MarketPlanner:
     ) -> Plan:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
+        return self.plan_model(model, objective, t0)
+
+    def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
+        """The auction on an already built cost model (the optimiser's incumbents reuse it)."""
+        constraints = model.constraints
         ranks = upward_ranks(model)
         last = ""
         for obj in escalating(objective):

@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from orchestrator.costs import CostModel
 from orchestrator.errors import InfeasiblePlan
-from orchestrator.explain import explain_all
-from orchestrator.plan import Objective, Plan, PlanningConstraints
-from orchestrator.planners.common import escalating, limit_breach, pick
-from orchestrator.planners.heft import HEFTPlanner
-from orchestrator.schedule import Option, build_plan, list_schedule, upward_ranks
-from orchestrator.timeshift import timeshift
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.explain import explain_all
+from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
+from orchestrator.placement.planners.common import escalating, limit_breach, pick
+from orchestrator.placement.planners.heft import HEFTPlanner
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.timeshift import timeshift
 
 if TYPE_CHECKING:
     from federation.model import Federation
@@ -44,6 +44,12 @@ class GreedyPlanner:
     ) -> Plan:
         t0 = time.perf_counter()
         model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
+        return self.plan_model(model, objective, t0)
+
+    def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
+        """Greedy on an already built cost model (the optimiser's incumbents reuse it)."""
+        constraints = model.constraints
         ranks = upward_ranks(model)
         last = ""
         for obj in escalating(objective):
