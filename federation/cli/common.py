@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from federation.errors import InvalidInput
-
 
 def _width(stream: object) -> int | None:
     # Rich falls back to 80 columns when output is not a terminal, which squashes
@@ -60,6 +58,8 @@ class DemoContext:
 
 def report_error(exc: BaseException) -> int:
     """Print ``exc`` as one readable line on stderr; return the exit status for it."""
+    from federation.errors import InvalidInput
+
     if isinstance(exc, InvalidInput):
         err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
         return EXIT_INVALID

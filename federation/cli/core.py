@@ -6,12 +6,10 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from datalogistics.madpp import is_madmp, validate_madmp
 from federation.cli.common import (
     EXIT_INVALID,
     DemoContext,
@@ -21,12 +19,12 @@ from federation.cli.common import (
     human_seconds,
     write_json,
 )
-from federation.documents import read_document
-from federation.errors import InvalidInput
-from federation.model import Federation, load_demo_federation
-from orchestrator.loaders import is_native_workflow, workflow_from_data
-from orchestrator.wfformat import is_wfformat
-from orchestrator.workflow import Workflow
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `--help` stays fast
+    from rich.table import Table
+
+    from federation.model import Federation
+    from orchestrator.workflow import Workflow
 
 
 class Kind(StrEnum):
@@ -37,11 +35,16 @@ class Kind(StrEnum):
 
 
 def detect_kind(data: Any) -> Kind | None:
-    """What a parsed document is, from its content."""
+    """What a parsed document is, from its content (each check imported only when reached)."""
+    if isinstance(data, Mapping) and "sites" in data and "dmp" not in data:
+        return Kind.FEDERATION
+    from datalogistics.madpp import is_madmp
+
     if is_madmp(data):
         return Kind.MADPP
-    if isinstance(data, Mapping) and "sites" in data:
-        return Kind.FEDERATION
+    from orchestrator.loaders import is_native_workflow
+    from orchestrator.wfformat import is_wfformat
+
     if is_wfformat(data) or is_native_workflow(data):
         return Kind.WORKFLOW
     return None
@@ -64,22 +67,31 @@ def validate(
 
     Prints every problem with its field path and exits 2 when the file is invalid.
     """
+    from federation.documents import read_document
+    from federation.errors import InvalidInput
+
     data = read_document(file)
     what = detect_kind(data) if kind is Kind.AUTO else kind
     try:
         if what is Kind.FEDERATION:
+            from federation.model import Federation
+
             fed = Federation.from_dict(data, str(file))
             console.print(
                 f"OK: federation {fed.name!r}: {len(fed.sites)} sites, {len(fed.links)} links, "
                 f"{fed.total_cores()} cores"
             )
         elif what is Kind.WORKFLOW:
+            from orchestrator.loaders import workflow_from_data
+
             wf = workflow_from_data(data, str(file))
             console.print(
                 f"OK: workflow {wf.name!r}: {len(wf)} steps, {len(wf.edges)} edges, "
                 f"{len(wf.data)} data items"
             )
         elif what is Kind.MADPP:
+            from datalogistics.madpp import validate_madmp
+
             validate_madmp(data, str(file))
             n = len(data["dmp"].get("dataset", []))
             console.print(f"OK: data project plan (maDMP 1.2) with {n} dataset(s)")
@@ -113,6 +125,8 @@ def info(
 
 
 def workflow_table(wf: Workflow, summary: dict[str, Any] | None = None) -> Table:
+    from rich.table import Table
+
     s = summary or wf.summary()
     table = Table(title=f"workflow {wf.name}", show_header=False)
     table.add_column("what", style="bold")
@@ -134,6 +148,8 @@ def workflow_table(wf: Workflow, summary: dict[str, Any] | None = None) -> Table
 
 
 def federation_table(fed: Federation) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"federation {fed.name}")
     for col, justify in (
         ("site", "left"),
@@ -169,6 +185,8 @@ def federation_table(fed: Federation) -> Table:
 
 
 def links_table(fed: Federation) -> Table:
+    from rich.table import Table
+
     table = Table(title="links")
     for col in ("from", "to", "bandwidth", "latency", "EUR/GB"):
         table.add_column(col)
@@ -192,6 +210,8 @@ def demo(
     ] = None,
 ) -> None:
     """The main job on the embedded defaults: demo federation and a WfCommons workflow."""
+    from federation.model import load_demo_federation
+
     fed = load_demo_federation()
     wf_path = workflow or examples_dir() / DEMO_WORKFLOW
     from orchestrator.loaders import load_workflow
