@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from federation.api import errors
+from federation.api import dashboard, errors
 from federation.api.aai import LocalVerifier, Verifier, make_verifier
 from federation.api.deps import ApiContext
 from federation.api.engine import Engine
@@ -232,6 +232,8 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served by the dashboard module from the package's files (no CDN)
+        redoc_url=None,
         title="continuum federation API",
         version=API_VERSION,
         description=(
@@ -246,6 +248,7 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    dashboard.install(app, settings)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -133,9 +134,19 @@ def test_twin_json_to_stdout_is_json(tmp_path: Path) -> None:
     view = _json_stdout("twin", "view", str(telemetry), "--json", "-")
     assert isinstance(view, dict)
     assert "ddf-fatnode" in view
-    fit = _json_stdout("twin", "fit", str(telemetry), "--window", "60", "--json", "-")
-    assert isinstance(fit, dict)
-    assert set(fit["sites"]) == set(view)
+    series = tmp_path / "hourly.csv"
+    series.write_text(
+        "time,value\n"
+        + "".join(
+            f"{1672531200 + 3600 * k},{50 + 10 * math.sin(k / 3.8):.3f}\n" for k in range(24 * 12)
+        )
+    )
+    backtest = _json_stdout(
+        "twin", "backtest", str(series), "--time-column", "time", "--value-column", "value",
+        "--horizon", "6", "--window", "200", "--json", "-",
+    )  # fmt: skip
+    assert isinstance(backtest, dict)
+    assert set(backtest["mae"]) == {"twin", "persistence", "seasonal_naive"}
 
 
 # -- the lazy package APIs resolve to the objects of their modules -------------------------
