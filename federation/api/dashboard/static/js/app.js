@@ -24,19 +24,24 @@ function h(tag, attrs = {}, ...children) {
 }
 
 const $ = (sel, root = document) => root.querySelector(sel);
+
+/** Replace the children of `node`, leaving out null, undefined and false. */
+function put(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
 const badge = (state) => h("span", { class: `badge ${state}` }, state);
 
 function table(columns, rows, { rowAttrs } = {}) {
   return h("table", {},
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", { class: c.num ? "num" : "" }, c.label)))),
     h("tbody", {}, rows.map((r, i) => h("tr", rowAttrs ? rowAttrs(r, i) : {},
-      columns.map((c) => h("td", { class: c.num ? "num" : "" }, c.value(r, i)))))));
+      columns.map((c) => h("td", { class: c.num ? "num" : (c.wrap ? "wrap" : "") }, c.value(r, i)))))));
 }
 
 function flash(message, kind = "error") {
   const box = $("#flash");
   const msg = h("div", { class: `msg ${kind}` }, message);
-  box.replaceChildren(msg);
+  put(box, msg);
   if (kind !== "error") setTimeout(() => msg.remove(), 6000);
 }
 
@@ -56,7 +61,7 @@ const bytes = (n) => {
   while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
   return `${fmt(n)} ${units[i]}`;
 };
-const when = (unix) => (unix ? new Date(unix * 1000).toLocaleTimeString() : "–");
+const when = (unix) => (unix ? new Date(unix * 1000).toLocaleTimeString("en-GB") : "–");
 
 function metric(label, value) {
   return h("div", { class: "metric" }, h("div", { class: "v" }, value), h("div", { class: "k" }, label));
@@ -83,7 +88,7 @@ async function loadIdentity() {
   const ids = session.projects.map((p) => p.id);
   session.project = ids.includes(saved) ? saved : (ids[0] || null);
   const pick = $("#project");
-  pick.replaceChildren(...session.projects.map((p) => h("option", { value: p.id }, p.id)));
+  put(pick, ...session.projects.map((p) => h("option", { value: p.id }, p.id)));
   if (session.project) pick.value = session.project;
   $("#project-pick").hidden = !session.projects.length;
   $("#identity").textContent = `${session.me.subject} (${session.me.roles.join(", ") || "no role"})`;
@@ -121,7 +126,7 @@ async function route() {
       await loadIdentity();
     } catch (err) {
       if (!token()) return loginView(main);
-      main.replaceChildren(h("p", { class: "error" }, `cannot reach the API: ${err.message}`));
+      put(main, h("p", { class: "error" }, `cannot reach the API: ${err.message}`));
       return;
     }
   }
@@ -136,7 +141,7 @@ async function route() {
   for (const [pattern, view] of views) {
     const m = pattern.exec(hash);
     if (m) {
-      main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+      put(main, h("p", { class: "muted" }, "Loading…"));
       const controller = new AbortController();
       const timers = [];
       stopView = () => {
@@ -147,12 +152,12 @@ async function route() {
         await view(main, { args: m.slice(1), signal: controller.signal, every: (fn, ms) => timers.push(setInterval(fn, ms)) });
       } catch (err) {
         if (err.name === "AbortError") return;
-        main.replaceChildren(h("p", {}, h("strong", {}, "error: "), err.message));
+        put(main, h("p", {}, h("strong", {}, "error: "), err.message));
       }
       return;
     }
   }
-  main.replaceChildren(h("p", {}, "No such page. ", h("a", { href: "#/" }, "Back to the federation")));
+  put(main, h("p", {}, "No such page. ", h("a", { href: "#/" }, "Back to the federation")));
 }
 
 function loginView(main) {
@@ -162,7 +167,7 @@ function loginView(main) {
   $("#identity").textContent = "";
   const cfg = session.config;
   if (cfg.mode === "keycloak") {
-    main.replaceChildren(h("div", { class: "card login" },
+    put(main, h("div", { class: "card login" },
       h("h1", {}, "Log in"),
       h("p", {}, "This federation's service uses its Keycloak realm. You will come back here once logged in."),
       h("button", { id: "login-keycloak", onclick: () => startKeycloakLogin(cfg.keycloak).catch((e) => flash(e.message)) },
@@ -170,7 +175,7 @@ function loginView(main) {
     return;
   }
   const input = h("input", { id: "token", type: "password", autocomplete: "off", placeholder: "the token printed by continuum serve" });
-  main.replaceChildren(h("form", {
+  put(main, h("form", {
     class: "card login",
     onsubmit: async (ev) => {
       ev.preventDefault();
@@ -199,7 +204,7 @@ async function federationView(main, { signal, every }) {
   const statusBox = h("div");
   const forecasts = h("div", { class: "grid three" });
   const draw = (st) => {
-    statusBox.replaceChildren(table([
+    put(statusBox, table([
       { label: "site", value: (s) => h("a", { href: `#/sites/${s.id}` }, s.id) },
       { label: "kind", value: (s) => s.kind },
       { label: "jurisdiction", value: (s) => s.jurisdiction },
@@ -212,7 +217,7 @@ async function federationView(main, { signal, every }) {
       { label: "gCO2e / kWh", num: true, value: (s) => fmt(s.carbon_intensity_g_per_kwh) },
     ], fed.sites));
     const colour = colours(fed.sites.map((s) => s.id));
-    forecasts.replaceChildren(...[
+    put(forecasts, ...[
       ["available_cores", "free cores", "cores"],
       ["power_price", "power price", "EUR/kWh"],
       ["carbon_intensity", "carbon intensity", "gCO2e/kWh"],
@@ -228,7 +233,7 @@ async function federationView(main, { signal, every }) {
         box, legend(series.map((s) => [s.label, s.color])));
     }));
   };
-  main.replaceChildren(
+  put(main, 
     h("h1", {}, `Federation ${fed.name}`),
     fed.description ? h("p", { class: "muted" }, fed.description) : null,
     h("div", { class: "card", id: "sites" }, h("h2", {}, "Sites"), statusBox),
@@ -245,7 +250,7 @@ async function federationView(main, { signal, every }) {
       h("div", { class: "card", id: "projects" }, h("h2", {}, "Projects"), table([
         { label: "project", value: (p) => p.id },
         { label: "organisation", value: (p) => p.organisation },
-        { label: "may use", value: (p) => (p.sites ? p.sites.join(", ") : "every site") },
+        { label: "may use", wrap: true, value: (p) => (p.sites ? p.sites.join(", ") : "every site") },
       ], session.projects))));
   draw(states);
   every(async () => {
@@ -266,7 +271,7 @@ async function siteView(main, { args: [siteId], signal }) {
     });
     return h("div", { class: "card" }, h("h3", {}, `${label} (${unit})`, h("span", { class: "muted small" }, " — mean and ±2 sd band")), box);
   };
-  main.replaceChildren(
+  put(main, 
     h("h1", {}, `Site ${site.id} `, badge(state.status)),
     h("div", { class: "metrics" },
       metric("kind", site.kind), metric("cores", site.cores), metric("health", fmt(state.health, 2)),
@@ -282,7 +287,7 @@ async function siteView(main, { args: [siteId], signal }) {
 async function workflowsView(main, { signal }) {
   const project = currentProject();
   if (!project) {
-    main.replaceChildren(h("p", {}, "You may read no project of this federation."));
+    put(main, h("p", {}, "You may read no project of this federation."));
     return;
   }
   const list = await api(`/projects/${project}/workflows`, { signal });
@@ -307,7 +312,7 @@ async function workflowsView(main, { signal }) {
   h("label", {}, "workflow (native YAML/JSON or WfCommons WfFormat)", wfFile),
   h("label", {}, "data project plan (maDMP 1.2, optional)", dmpFile),
   h("button", { type: "submit" }, "Submit"));
-  main.replaceChildren(
+  put(main, 
     h("h1", {}, `Workflows of ${project}`),
     h("div", { class: "card" }, h("h2", {}, "Submit a workflow"), form),
     h("div", { class: "card", id: "workflows" }, h("h2", {}, "Stored workflows"), list.length ? table([
@@ -341,12 +346,12 @@ async function newPlanView(main, { args: [query], signal }) {
     type: "button", class: "secondary", id: "compare-planners",
     onclick: async () => {
       compareButton.disabled = true;
-      compareBox.replaceChildren(h("p", { class: "muted" }, "planning with every planner…"));
+      put(compareBox, h("p", { class: "muted" }, "planning with every planner…"));
       try {
         const out = await api(`/projects/${wf.project}/plans/compare`, { method: "POST", body: request() });
         drawComparison(compareBox, out);
       } catch (err) {
-        compareBox.replaceChildren();
+        put(compareBox);
         flash(err.message);
       } finally {
         compareButton.disabled = false;
@@ -372,7 +377,7 @@ async function newPlanView(main, { args: [query], signal }) {
   field("planner", planner), field("objective", objective), field("deadline (s)", deadline),
   field("budget (EUR)", budget), field("ILP time limit (s)", limit),
   h("button", { type: "submit" }, "Preview plan"), compareButton);
-  main.replaceChildren(
+  put(main, 
     h("h1", {}, `Plan ${wf.name}`),
     h("p", { class: "muted" }, `${wf.summary.tasks} steps in project ${wf.project}; the plan is a preview until approved.`),
     h("div", { class: "card" }, form),
@@ -390,7 +395,7 @@ function drawComparison(box, out) {
     barChart(c, { categories: names, series: [{ label, color: PALETTE[0], values: names.map((n) => out[n][key]) }], yLabel: label, width: 330, height: 190 });
     return h("div", { class: "card" }, h("h3", {}, label), c);
   });
-  box.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Planners compared on the same inputs"), table([
+  put(box, h("div", { class: "card" }, h("h2", {}, "Planners compared on the same inputs"), table([
     { label: "planner", value: (n) => n },
     { label: "makespan", num: true, value: (n) => seconds(out[n].makespan_s) },
     { label: "cost EUR", num: true, value: (n) => fmt(out[n].cost_eur) },
@@ -407,11 +412,11 @@ function drawComparison(box, out) {
 async function plansView(main, { signal, every }) {
   const project = currentProject();
   if (!project) {
-    main.replaceChildren(h("p", {}, "You may read no project of this federation."));
+    put(main, h("p", {}, "You may read no project of this federation."));
     return;
   }
   const box = h("div", { class: "card", id: "plans" });
-  const draw = (plans) => box.replaceChildren(h("h2", {}, "Plans and their runs"), plans.length ? table([
+  const draw = (plans) => put(box, h("h2", {}, "Plans and their runs"), plans.length ? table([
     { label: "plan", value: (p) => h("a", { href: `#/plans/${p.id}` }, p.id.slice(0, 8)) },
     { label: "created", value: (p) => new Date(p.created_at).toLocaleString() },
     { label: "planner", value: (p) => `${p.planner} / ${p.objective}` },
@@ -420,7 +425,7 @@ async function plansView(main, { signal, every }) {
     { label: "state", value: (p) => badge(p.state) },
     { label: "run", value: (p) => (p.run_id ? h("a", { href: `#/runs/${p.run_id}` }, p.run_id.slice(0, 10)) : "–") },
   ], [...plans].reverse()) : h("p", { class: "muted" }, "No plan yet: submit a workflow and preview a plan."));
-  main.replaceChildren(h("h1", {}, `Plans of ${project}`), box);
+  put(main, h("h1", {}, `Plans of ${project}`), box);
   draw(await api(`/projects/${project}/plans`, { signal }));
   every(async () => {
     try { draw(await api(`/projects/${project}/plans`, { signal })); } catch (e) { if (e.name !== "AbortError") flash(e.message); }
@@ -479,7 +484,7 @@ async function planView(main, { args: [planId], signal }) {
   h("label", {}, "on error", onError),
   h("label", { class: "row" }, h("span", {}, "synthetic steps (no commands)"), synthetic),
   h("button", { type: "submit", disabled: plan.state !== "approved" }, "Run"));
-  main.replaceChildren(
+  put(main, 
     h("h1", {}, `Plan ${plan.id.slice(0, 8)} `, badge(plan.state)),
     h("div", { class: "metrics", id: "plan-metrics" },
       metric("makespan", seconds(m.makespan_s)), metric("cost", `${fmt(m.cost_eur)} EUR`),
@@ -549,10 +554,13 @@ async function runView(main, { args: [runId], signal, every }) {
       draw();
     } catch (err) { flash(err.message); }
   };
+  const planned = Object.fromEntries((plan ? plan.assignments : []).map((a) => [a.step, a.start_s]));
+  const orderedSteps = () => [...status.steps].sort((a, z) => ((planned[a.step] ?? 1e18) - (planned[z.step] ?? 1e18))
+    || (a.started_at ?? 1e18) - (z.started_at ?? 1e18) || a.step.localeCompare(z.step));
   const draw = () => {
     const p = status.progress;
     const finished = ["done", "failed", "cancelled"].includes(status.state);
-    head.replaceChildren(
+    put(head, 
       h("h1", {}, `Run ${runId} `, h("span", { id: "run-state" }, badge(status.state))),
       h("p", { class: "muted" }, `workflow ${status.workflow} in project ${status.project}; launch: ${status.launch.kind}`,
         plan ? [" — plan ", h("a", { href: `#/plans/${plan.id}` }, plan.id.slice(0, 8))] : null),
@@ -564,7 +572,7 @@ async function runView(main, { args: [runId], signal, every }) {
         h("button", { class: "secondary", onclick: control("restart"), disabled: status.state === "done" }, "Restart failed"),
         h("button", { class: "danger", onclick: control("kill"), disabled: finished }, "Kill")));
     $("#progress-bar", head).style.width = `${p.total ? (100 * p.done) / p.total : 0}%`;
-    steps.replaceChildren(table([
+    put(steps, table([
       { label: "step", value: (s) => s.step },
       { label: "state", value: (s) => badge(s.state) },
       { label: "site", value: (s) => s.site || "–" },
@@ -572,8 +580,8 @@ async function runView(main, { args: [runId], signal, every }) {
       { label: "exit", num: true, value: (s) => (s.exit_code ?? "–") },
       { label: "started", value: (s) => when(s.started_at) },
       { label: "ended", value: (s) => when(s.ended_at) },
-      { label: "message", value: (s) => s.message || "" },
-    ], status.steps, { rowAttrs: (s) => ({ class: `clickable${s.step === selected ? " selected" : ""}`, "data-step": s.step, onclick: () => showLogs(s.step) }) }));
+      { label: "message", wrap: true, value: (s) => s.message || "" },
+    ], orderedSteps(), { rowAttrs: (s) => ({ class: `clickable${s.step === selected ? " selected" : ""}`, "data-step": s.step, onclick: () => showLogs(s.step) }) }));
     drawActual();
   };
   const drawActual = () => {
@@ -595,7 +603,7 @@ async function runView(main, { args: [runId], signal, every }) {
     const transfers = plan ? (plan.metrics.transfers || []).map((t) => ({ ...t, panel: 0, start: t.start_s, end: t.end_s, label: t.item })) : [];
     ganttChart(chart, { panels, sites, transfers, marks });
   };
-  main.replaceChildren(head,
+  put(main, head,
     h("div", { class: "card" }, h("h2", {}, "Planned and actual"), chart),
     h("div", { class: "grid two" },
       h("div", { class: "card", id: "steps" }, h("h2", {}, "Steps"), steps),
@@ -614,21 +622,23 @@ async function runView(main, { args: [runId], signal, every }) {
 
 // -- simulations: launch a what-if scenario, watch it, compare planners
 
-const EXAMPLE_SCENARIO = `# A what-if: the power price doubles at gpu-centre for half a day.
-name: dashboard-price-spike
+const EXAMPLE_SCENARIO = `# A what-if: the power price doubles at gpu-centre for half a day,
+# and national-hpc is down for six hours, on the embedded demo federation.
+name: dashboard-what-if
 federation: demo
 start: 2023-01-09T00:00:00Z
 horizon: 1 d
 step: 1 h
 routing: cheapest
 workload:
-  synthetic: {jobs: 400, arrival_rate_per_h: 30, max_cores: 64, mean_runtime: 1 h}
+  synthetic: {jobs: 3000, arrival_rate_per_h: 150, max_cores: 256, mean_runtime: 2 h}
 series:
   default:
     price: {daily: {mean: 0.14, amplitude: 0.06, peak_hour: 19}}
     carbon: {daily: {mean: 60, amplitude: 25, peak_hour: 18}}
 events:
   - {at: 6 h, kind: price_spike, site: gpu-centre, factor: 2, duration: 12 h}
+  - {at: 8 h, kind: outage, site: national-hpc, duration: 6 h}
 planners: [heft, greedy]
 seeds: [1]
 `;
@@ -636,7 +646,7 @@ seeds: [1]
 async function simulationsView(main, { signal, every }) {
   const project = currentProject();
   if (!project) {
-    main.replaceChildren(h("p", {}, "You may read no project of this federation."));
+    put(main, h("p", {}, "You may read no project of this federation."));
     return;
   }
   const text = h("textarea", { rows: 18, id: "scenario" }, EXAMPLE_SCENARIO);
@@ -651,13 +661,13 @@ async function simulationsView(main, { signal, every }) {
     },
   }, text, h("p", {}, h("button", { type: "submit" }, "Launch")));
   const box = h("div", { id: "simulations" });
-  const draw = (sims) => box.replaceChildren(sims.length ? table([
+  const draw = (sims) => put(box, sims.length ? table([
     { label: "simulation", value: (s) => h("a", { href: `#/simulations/${s.id}` }, s.name) },
     { label: "created", value: (s) => new Date(s.created_at).toLocaleString() },
     { label: "state", value: (s) => badge(s.state) },
     { label: "progress", num: true, value: (s) => `${Math.round(100 * s.progress)} %` },
   ], [...sims].reverse()) : h("p", { class: "muted" }, "none yet"));
-  main.replaceChildren(h("h1", {}, `Simulations of ${project}`),
+  put(main, h("h1", {}, `Simulations of ${project}`),
     h("div", { class: "grid two" },
       h("div", { class: "card" }, h("h2", {}, "Launch a what-if scenario (YAML, as for continuum simulate)"), form),
       h("div", { class: "card" }, h("h2", {}, "Launched"), box)));
@@ -678,7 +688,7 @@ async function simulationView(main, { args: [simId], signal, every }) {
       ["utilisation", "utilisation"], ["workflow_mean_makespan_s", "workflow makespan (s)"],
       ["deadline_misses", "deadline misses"],
     ].filter(([k]) => rows.some((r) => r[k] !== null && r[k] !== undefined));
-    body.replaceChildren(
+    put(body, 
       h("h1", {}, `Simulation ${sim.name} `, badge(sim.state)),
       h("div", { class: "row" }, h("div", { class: "progress" }, h("div", { id: "sim-progress" })), `${Math.round(100 * sim.progress)} %`),
       sim.error ? h("pre", { class: "log" }, sim.error) : null,
@@ -699,7 +709,7 @@ async function simulationView(main, { args: [simId], signal, every }) {
       })) : null);
     $("#sim-progress", body).style.width = `${100 * sim.progress}%`;
   };
-  main.replaceChildren(body);
+  put(main, body);
   let sim = await api(`/simulations/${simId}`, { signal });
   draw(sim);
   every(async () => {

@@ -21,7 +21,10 @@ function text(parent, x, y, content, attrs = {}) {
 }
 
 function svg(width, height) {
-  return el("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
+  // Scales to its container's width (the viewBox keeps the proportions and the text legible).
+  return el("svg", {
+    width: "100%", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "xMinYMin meet", role: "img",
+  });
 }
 
 /** Round tick values covering [lo, hi]. */
@@ -76,7 +79,7 @@ function axes(g, { x0, x1, y0, y1, xs, ys, sx, sy, xLabel, yLabel, xFmt = fmt, y
  * series: [{label, color, x: [...], mean: [...], std: [...]}]
  */
 export function forecastChart(container, { series, xLabel, yLabel, width = 440, height = 190, yMin }) {
-  const m = { l: 56, r: 10, t: 10, b: 40 };
+  const m = { l: 66, r: 10, t: 10, b: 40 };
   const root = svg(width, height);
   const xsAll = series.flatMap((s) => s.x);
   const lo = series.flatMap((s) => s.mean.map((v, i) => v - 2 * (s.std[i] || 0)));
@@ -112,7 +115,7 @@ export function forecastChart(container, { series, xLabel, yLabel, width = 440, 
  * series: [{label, color, values: [...]}] (one value per category; null leaves a gap)
  */
 export function barChart(container, { categories, series, yLabel, width = 440, height = 210, marks = [] }) {
-  const m = { l: 60, r: 10, t: 12, b: 46 };
+  const m = { l: 72, r: 10, t: 14, b: 46 };
   const root = svg(width, height);
   const all = series.flatMap((s) => s.values).filter((v) => v !== null && v !== undefined);
   const yHi = Math.max(0, ...all, ...marks.map((k) => k.value)) || 1;
@@ -164,7 +167,7 @@ function packLanes(bars) {
  *   marks: [{panel, t, label, color}]                    vertical lines (a fault)
  * All panels share the time axis and its one unit.
  */
-export function ganttChart(container, { panels, sites, transfers = [], marks = [], width = 1000 }) {
+export function ganttChart(container, { panels, sites, transfers = [], marks = [], width = container.clientWidth || 1000 }) {
   const m = { l: 110, r: 20, t: 8, b: 40 };
   const laneH = 20, gap = 8, titleH = 18;
   const tMax = Math.max(1e-9, ...panels.flatMap((p) => p.bars.map((b) => b.end)),
