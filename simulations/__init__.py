@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from simulations.model import FederationModel
     from simulations.scenario import Scenario, load_scenario, scenario_from_dict
     from simulations.series import HourlySeries, read_hourly_csv
-    from simulations.sweep import parse_sweep, sweep, sweep_dask, sweep_local
+    from simulations.sweep import parse_sweep, plot_sweep, sweep, sweep_dask, sweep_local
     from simulations.swf import SwfTrace, read_swf
     from simulations.validation import ValidationReport, validate_trace
     from simulations.workload import JobTable, jobs_from_trace
@@ -62,6 +62,7 @@ __all__ = [
     "jobs_from_trace",
     "load_scenario",
     "parse_sweep",
+    "plot_sweep",
     "read_hourly_csv",
     "read_swf",
     "result_of",

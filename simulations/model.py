@@ -463,6 +463,8 @@ WORKFLOW_COLUMNS = (
     "makespan_s",
     "deadline_s",
     "deadline_missed",
+    "outcome",
+    "error",
     "sites_used",
 )
 

@@ -148,40 +148,41 @@ def workflow_table(wf: Workflow, summary: dict[str, Any] | None = None) -> Table
 
 
 def federation_table(fed: Federation) -> Table:
-    from rich.table import Table
+    """The sites, one row each; the least needed columns leave a narrow terminal first."""
+    from federation.cli.common import Column, fitted_table
 
-    table = Table(title=f"federation {fed.name}")
-    for col, justify in (
-        ("site", "left"),
-        ("kind", "left"),
-        ("juris.", "left"),
-        ("cores", "right"),
-        ("gpus", "right"),
-        ("memory", "right"),
-        ("speed", "right"),
-        ("EUR/core-h", "right"),
-        ("W/core busy", "right"),
-        ("PUE", "right"),
-        ("gCO2e/kWh", "right"),
-        ("buffer", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for s in fed.sites:
-        table.add_row(
-            s.id,
-            s.kind.value,
-            s.jurisdiction,
-            str(s.cores),
-            str(s.gpus),
-            human_bytes(s.memory),
-            f"{s.speed:g}",
-            f"{s.price_per_core_hour:.3f}",
-            f"{s.power_busy_w:g}",
-            f"{s.pue:g}",
-            f"{s.carbon_intensity_g_per_kwh:g}",
-            human_bytes(s.buffer_capacity),
-        )
-    return table
+    rows = [
+        {
+            "site": st.id,
+            "kind": st.kind.value,
+            "jurisdiction": st.jurisdiction,
+            "cores": st.cores,
+            "gpus": st.gpus,
+            "memory": human_bytes(st.memory),
+            "speed": f"{st.speed:g}",
+            "price": f"{st.price_per_core_hour:.3f}",
+            "power": f"{st.power_busy_w:g}",
+            "pue": f"{st.pue:g}",
+            "carbon": f"{st.carbon_intensity_g_per_kwh:g}",
+            "buffer": human_bytes(st.buffer_capacity),
+        }
+        for st in fed.sites
+    ]
+    columns = [
+        Column("site", "site", rank=0, left=True),
+        Column("kind", "kind", left=True),
+        Column("juris.", "jurisdiction", left=True),
+        Column("cores", "cores", rank=0),
+        Column("gpus", "gpus", rank=2),
+        Column("memory", "memory", rank=2),
+        Column("speed", "speed", rank=2),
+        Column("price\nEUR/core-h", "price"),
+        Column("busy\nW/core", "power", rank=3),
+        Column("PUE", "pue", rank=3),
+        Column("carbon\ngCO2e/kWh", "carbon"),
+        Column("buffer", "buffer", rank=3),
+    ]
+    return fitted_table(f"federation {fed.name}", columns, rows)  # type: ignore[no-any-return]
 
 
 def links_table(fed: Federation) -> Table:

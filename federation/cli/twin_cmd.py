@@ -125,14 +125,10 @@ def fit(
 
 
 def view_table(view: dict[str, AbstractSiteState], title: str, ahead: int = 24) -> Table:
-    """The planners' view as a table: now and ``ahead`` slots later."""
-    from rich.table import Table
+    """The planners' view as a table: now and ``ahead`` slots later (kept whole on the page)."""
+    from federation.cli.common import Column, fitted_table
 
-    table = Table(title=title)
-    for col in ("site", "status", "health", "free cores now", f"free cores +{ahead}h", "wait"):
-        table.add_column(col, justify="left" if col in ("site", "status") else "right")
-    table.add_column("EUR/kWh now / +24h", justify="right")
-    table.add_column("gCO2e/kWh now / +24h", justify="right")
+    rows = []
     for sid, st in view.items():
         k = min(ahead, st.horizon - 1)
         ac = st.available_cores
@@ -142,17 +138,29 @@ def view_table(view: dict[str, AbstractSiteState], title: str, ahead: int = 24) 
                 return "withheld"
             return f"{fc.mean[0]:{fmt}} / {fc.mean[k]:{fmt}} ± {fc.std[k]:{fmt}}"
 
-        table.add_row(
-            sid,
-            st.status.value,
-            f"{st.health:.2f}",
-            f"{ac.mean[0]:.0f} ± {ac.std[0]:.0f}",
-            f"{ac.mean[k]:.0f} ± {ac.std[k]:.0f}",
-            f"{st.expected_wait_s:.0f} s",
-            pair(st.power_price, ".3f"),
-            pair(st.carbon_intensity, ".0f"),
+        rows.append(
+            {
+                "site": sid,
+                "status": st.status.value,
+                "health": f"{st.health:.2f}",
+                "now": f"{ac.mean[0]:.0f} ± {ac.std[0]:.0f}",
+                "later": f"{ac.mean[k]:.0f} ± {ac.std[k]:.0f}",
+                "wait": f"{st.expected_wait_s:.0f} s",
+                "price": pair(st.power_price, ".3f"),
+                "carbon": pair(st.carbon_intensity, ".0f"),
+            }
         )
-    return table
+    columns = [
+        Column("site", "site", rank=0, left=True),
+        Column("status", "status", rank=0, left=True),
+        Column("health", "health", rank=2),
+        Column("free cores\nnow", "now", rank=0),
+        Column(f"free cores\n+{ahead}h", "later", rank=1),
+        Column("wait", "wait", rank=2),
+        Column(f"EUR/kWh\nnow / +{ahead}h", "price", rank=1),
+        Column(f"gCO2e/kWh\nnow / +{ahead}h", "carbon", rank=1),
+    ]
+    return fitted_table(title, columns, rows)  # type: ignore[no-any-return]
 
 
 def view(
