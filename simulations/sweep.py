@@ -207,7 +207,11 @@ def plot_sweep(table: pd.DataFrame, params: Sequence[str], folder: Path | str) -
 
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = [(k, label) for k, label in SWEEP_METRICS if k in table.columns]
+    table = table.copy()
+    for key, _ in SWEEP_METRICS:  # None (no workflow, say) -> NaN; a figure with none is left out
+        if key in table.columns:
+            table[key] = pd.to_numeric(table[key], errors="coerce")
+    metrics = [(k, label) for k, label in SWEEP_METRICS if k in table and table[k].notna().any()]
     others = {p: sorted(table[p].astype(str).unique()) for p in params}
     written: list[Path] = []
     for param in params:
