@@ -136,3 +136,16 @@ def test_plans_are_listed_per_project_with_categories_explanations_and_step_time
     assert by_step["bright"]["category"] == ""
     assert all(a["why"] for a in made[0]["assignments"])  # HEFT says why it chose each site
     assert isinstance(made[0]["metrics"]["transfers"], list)
+
+
+def test_the_realm_export_ships_the_dashboards_public_client() -> None:
+    from federation.api.bootstrap import realm_export
+
+    settings = Settings()
+    (client,) = [
+        c for c in realm_export()["clients"] if c["clientId"] == settings.dashboard_client_id
+    ]
+    assert client["publicClient"] is True
+    assert client["standardFlowEnabled"] is True
+    assert client["implicitFlowEnabled"] is False
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256"
