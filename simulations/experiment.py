@@ -229,9 +229,6 @@ def plot_results(results: list[RunResult], folder: Path) -> list[Path]:
             ax.set_ylim(0, 1.05)
             ax.set_ylabel(site, rotation=0, ha="right", va="center", fontsize=8)
             ax.tick_params(labelsize=7)
-        for ev in first.events:  # events of every site (price, load, carbon cap) on top
-            if ev.get("site") is None and ev["kind"] != "add_site":
-                _mark_events(axes[0, 0], [ev], end_h, None)
         axes[-1, 0].set_xlabel("simulated time (h)")
         axes[0, 0].set_title(
             f"Utilisation per site (busy cores / cores), {first.label}: shaded red while the "
