@@ -40,6 +40,8 @@ class _State:
 STATE = _State()
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from federation.model import Federation
     from orchestrator.workflow import Workflow
 
@@ -78,7 +80,7 @@ def fitted_table(
     rows: Sequence[Mapping[str, Any]],
     width: int | None = None,
     more: str = "",
-) -> Any:
+) -> Table:
     """A table whose cells are never cut short: when the page (the console's width) cannot
     hold every column whole, the columns of the highest ranks are left out, and the
     caption says which (and ``more``: where the whole table is)."""

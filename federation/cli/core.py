@@ -182,7 +182,7 @@ def federation_table(fed: Federation) -> Table:
         Column("carbon\ngCO2e/kWh", "carbon"),
         Column("buffer", "buffer", rank=3),
     ]
-    return fitted_table(f"federation {fed.name}", columns, rows)  # type: ignore[no-any-return]
+    return fitted_table(f"federation {fed.name}", columns, rows)
 
 
 def links_table(fed: Federation) -> Table:

@@ -71,7 +71,7 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str], more: str
     for c in columns:
         header, rank = HEADERS.get(c, (c, 0 if "." in c else 2))
         cols.append(Column(header, c, _fmt, rank, left=c in ("planner", "scenario")))
-    return fitted_table(title, cols, rows, more=more)  # type: ignore[no-any-return]
+    return fitted_table(title, cols, rows, more=more)
 
 
 SUMMARY_COLUMNS = [

@@ -160,7 +160,7 @@ def view_table(view: dict[str, AbstractSiteState], title: str, ahead: int = 24) 
         Column(f"EUR/kWh\nnow / +{ahead}h", "price", rank=1),
         Column(f"gCO2e/kWh\nnow / +{ahead}h", "carbon", rank=1),
     ]
-    return fitted_table(title, columns, rows)  # type: ignore[no-any-return]
+    return fitted_table(title, columns, rows)
 
 
 def view(
