@@ -63,10 +63,10 @@ def serve(
     if app.state.local_token:
         console.print(
             f'e.g. curl -H "Authorization: Bearer $TOKEN" {url}/api/v1/sites\n'
-            "local mode (no Keycloak): the admin token, shown only now:\n"
-            f"    Authorization: Bearer {app.state.local_token}\n"
-            f"dashboard (the token rides in the fragment, never sent to a server):\n"
-            f"    {url}/#token={app.state.local_token}",
+            "local mode (no Keycloak): the dashboard (the token rides in the URL's fragment, "
+            "never sent to a server) and the admin token, shown only now:\n"
+            f"    {url}/#token={app.state.local_token}\n"
+            f"    Authorization: Bearer {app.state.local_token}",
             soft_wrap=True,
         )
     else:
