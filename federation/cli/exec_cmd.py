@@ -72,7 +72,7 @@ def demo_section(ctx: DemoContext) -> None:
             plan,
             ctx.output / "run",
             replanner_planner=HEFTPlanner(),
-            launch=Launch.synthetic(ctx.federation, 1e-3, 1e-3),
+            launch=Launch.synthetic(ctx.federation, 1e-3, 1e-3),  # the report's time_scale
             twin=twin,
             twin_epoch=epoch,
             fault=Fault(after=0.5),
@@ -112,7 +112,7 @@ def demo_section(ctx: DemoContext) -> None:
     )
     images = {"Twin forecasts": "twin-forecast.png", "Plan (Gantt)": "plan-gantt.png"}
     images = {k: v for k, v in images.items() if (ctx.output / v).exists()}
-    report = write_report(ctx.output, ctx.workflow, plan, result, images)
+    report = write_report(ctx.output, ctx.workflow, plan, result, images, time_scale=1e-3)
     console.print(f"run report written to {report}")
     ctx.results["run"] = result
     ctx.results.setdefault("summary", {})["run"] = result.summary()
@@ -300,7 +300,8 @@ def run_workflow(
         )
     _print_result(result)
     if report is not None:
-        console.print(f"report: {write_report(report, wf, plan, result)}")
+        scale = launch.time_scale if launch.kind.value == "synthetic" else 1.0
+        console.print(f"report: {write_report(report, wf, plan, result, time_scale=scale)}")
     if result.state.value != "done":
         raise typer.Exit(1)
 
