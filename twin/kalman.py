@@ -79,12 +79,16 @@ class UpdateStats:
     ``dof`` degrees of freedom when the model is right); ``loglik`` is the
     Gaussian log-likelihood of the innovation, ``-(dof log 2pi + log|S| + nis)/2``
     (filterpy's ``log_likelihood``). Sites with nothing observed have dof 0,
-    nis 0 and loglik 0.
+    nis 0 and loglik 0. ``innovation`` is ``y`` and ``variance`` the diagonal of
+    ``S`` (missing entries: ``y`` 0, variance 1). For a single site (``x`` of
+    shape ``(n,)``) every field has one dimension less.
     """
 
     nis: Array
     dof: NDArray[np.int64]
     loglik: Array
+    innovation: Array
+    variance: Array
 
 
 def _masked_terms(H: Array, R: Array, y: Array, mask: Mask) -> tuple[Array, Array, Array]:
@@ -111,8 +115,9 @@ def update(
     R: Array,
     mask: Mask | None = None,
     stats: bool = False,
+    diagonal: bool = False,
 ) -> tuple[Array, Array, UpdateStats | None]:
-    """One measurement update for a batch (filterpy's ``update``, Joseph form).
+    """One measurement update (filterpy's ``update``), for one site or a batch.
 
     Equations, per site::
 
@@ -122,9 +127,19 @@ def update(
         x+ = x + K y
         P+ = (I - K H) P (I - K H)^T + K R K^T     (Joseph form, then symmetrised)
 
-    ``P`` shared (``(n, n)``) requires ``R`` shared and a ``mask`` that is None
-    or the same for every site; the gain is then computed once for the batch.
+    A single site is ``x`` of shape ``(n,)``, ``P`` ``(n, n)``, ``z`` ``(m,)``
+    (``mask`` then removes the missing rows of ``H``, ``R`` and ``z``). A batch is
+    ``x`` ``(N, n)`` with ``P`` per site ``(N, n, n)`` or shared ``(n, n)``; a
+    shared ``P`` requires ``R`` shared and a ``mask`` that is None or the same for
+    every site, and the gain is then computed once for the batch.
+
+    ``diagonal=True`` is the fast path for an ``S`` known to be diagonal (one
+    observation per site, or independent blocks with a diagonal ``R`` and no
+    covariance across them, as a ``SiteTwin``'s model keeps): ``S^-1`` is then one
+    over its diagonal, with no matrix inverse. The caller vouches for it.
     """
+    if x.ndim == 1:
+        return _update_one(x, P, z, H, R, mask, stats, diagonal)
     N, n = x.shape
     m = H.shape[-2]
     if z.shape != (N, m):
@@ -162,10 +177,11 @@ def update(
         ll = -0.5 * (dof_row * LOG_2PI + logdet + nis) if dof_row else np.zeros(N)
         if not dof_row:
             nis = np.zeros(N)
+        var = np.broadcast_to(np.diagonal(S), (N, m))
         return (
             x_new,
             P_new,
-            UpdateStats(nis, np.full(N, dof_row, dtype=np.int64), np.asarray(ll)),
+            UpdateStats(nis, np.full(N, dof_row, dtype=np.int64), np.asarray(ll), y, var),
         )
     if P.ndim == 2:
         P = np.broadcast_to(P, (N, n, n))
@@ -177,7 +193,6 @@ def update(
         Rb: Array = R
         y = zz - x @ H.T  # y = z - H x
         PHT = P @ H.T
-        S = H @ PHT + R  # S = H P H^T + R
     else:
         Hx = _apply(H, x) if H.ndim == 3 else x @ H.T
         if mask is None:
@@ -185,21 +200,88 @@ def update(
         else:
             Hb, Rb, y = _masked_terms(H, R, zz - Hx, mask)
         PHT = P @ np.swapaxes(Hb, -1, -2)
+    if diagonal:
+        # S = H P H^T + R, diagonal: s_i = (H P H^T)_ii + R_ii, S^-1 = 1 / s
+        HPHT = np.einsum("nij,nji->ni", np.broadcast_to(Hb, (N, m, n)), PHT)
+        s = HPHT + np.diagonal(Rb, axis1=-2, axis2=-1)
+        K = PHT / s[:, None, :]  # K = P H^T S^-1
+        x_new = x + np.einsum("nij,nj->ni", K, y)  # x+ = x + K y
+        P_new = _sym(P - K @ np.swapaxes(PHT, 1, 2))  # (I - K H) P
+        if not stats:
+            return x_new, P_new, None
+        nis = np.einsum("ni,ni->n", y, y / s)
+        logdet = np.log(s).sum(axis=1)
+        var = s
+    else:
         S = Hb @ PHT + Rb  # S = H P H^T + R
-    SI = np.linalg.inv(S)
-    K = PHT @ SI  # K = P H^T S^-1
-    x_new = x + np.einsum("nij,nj->ni", K, y)  # x+ = x + K y
-    # P+ = (I - K H) P = P - K (P H^T)^T, symmetrised. Equal to filterpy's Joseph
-    # form for the optimal gain (to round-off), and about 1.7 times cheaper per site.
-    P_new = _sym(P - K @ np.swapaxes(PHT, 1, 2))
-    if not stats:
-        return x_new, P_new, None
-    nis = np.einsum("ni,nij,nj->n", y, SI, y)
+        SI = np.linalg.inv(S)
+        K = PHT @ SI  # K = P H^T S^-1
+        x_new = x + np.einsum("nij,nj->ni", K, y)  # x+ = x + K y
+        # P+ = (I - K H) P = P - K (P H^T)^T, symmetrised. Equal to filterpy's Joseph
+        # form for the optimal gain (to round-off), and about 1.7 times cheaper per site.
+        P_new = _sym(P - K @ np.swapaxes(PHT, 1, 2))
+        if not stats:
+            return x_new, P_new, None
+        nis = np.einsum("ni,nij,nj->n", y, SI, y)
+        _, logdet = np.linalg.slogdet(S)  # identity blocks of missing entries add log 1 = 0
+        var = np.diagonal(S, axis1=-2, axis2=-1)
     dof = mask.sum(axis=1).astype(np.int64) if mask is not None else np.full(N, m, np.int64)
-    _, logdet = np.linalg.slogdet(S)  # identity blocks of missing entries add log 1 = 0
     ll = np.where(dof > 0, -0.5 * (dof * LOG_2PI + logdet + nis), 0.0)
     nis = np.where(dof > 0, nis, 0.0)
-    return x_new, P_new, UpdateStats(nis, dof, ll)
+    return x_new, P_new, UpdateStats(nis, dof, ll, y, var)
+
+
+def _update_one(
+    x: Array,
+    P: Array,
+    z: Array,
+    H: Array,
+    R: Array,
+    mask: Mask | None,
+    stats: bool,
+    diagonal: bool,
+) -> tuple[Array, Array, UpdateStats | None]:
+    """``update`` for one site: the same equations on ``(n,)`` and ``(n, n)`` arrays.
+
+    The missing observations are taken out of ``z``, ``H`` and ``R`` (filterpy
+    called with the reduced observation), which for one site is cheaper than
+    masking; this is what telemetry ingest runs on, sample after sample.
+    """
+    if mask is not None and not mask.all():
+        rows = np.flatnonzero(mask)
+        z, H, R = z[rows], H[rows], R[np.ix_(rows, rows)]
+    m = len(z)
+    if m == 0:
+        P0 = 0.5 * (P + P.T)
+        if not stats:
+            return x, P0, None
+        empty = np.zeros(0)
+        return x, P0, UpdateStats(np.float64(0.0), np.int64(0), np.float64(0.0), empty, empty)
+    y = z - H @ x  # y = z - H x
+    PHT = P @ H.T
+    if diagonal:
+        # S = H P H^T + R is diagonal: S^-1 is one over its diagonal.
+        s = np.einsum("ij,ji->i", H, PHT) + np.diagonal(R)
+        K = PHT / s  # K = P H^T S^-1
+        nis = y @ (y / s) if stats else 0.0
+    else:
+        S = H @ PHT + R  # S = H P H^T + R
+        SI = np.linalg.inv(S)
+        K = PHT @ SI  # K = P H^T S^-1
+        nis = y @ SI @ y if stats else 0.0
+    x_new = x + K @ y  # x+ = x + K y
+    P_new = P - K @ PHT.T  # (I - K H) P
+    P_new = 0.5 * (P_new + P_new.T)
+    if not stats:
+        return x_new, P_new, None
+    if diagonal:
+        logdet = float(np.log(s).sum())
+        var = s
+    else:
+        logdet = float(np.linalg.slogdet(S)[1])
+        var = np.diagonal(S)
+    ll = -0.5 * (m * LOG_2PI + logdet + nis)
+    return x_new, P_new, UpdateStats(np.float64(nis), np.int64(m), np.float64(ll), y, var)
 
 
 def is_spd(P: Array, tol: float = 0.0) -> bool:

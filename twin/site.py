@@ -26,14 +26,14 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy.special import chdtrc  # chi-square survival function, a plain ufunc
 
 from federation.model import Site
 from twin.errors import ModelError
-from twin.kalman import Array, predict, project
+from twin.kalman import Array, UpdateStats, predict, project, update
 from twin.ssm import BlockSpec, StateSpaceModel
 from twin.state import SiteStatus
 from twin.telemetry import TelemetrySample
@@ -297,37 +297,25 @@ class SiteTwin:
     def _step(self, x: Array, P: Array, dt: float, known: Mapping[str, float]) -> tuple[float, int]:
         """Predict over ``dt`` with the pending control, then update with ``known``.
 
-        The single-site form of ``twin.kalman.predict`` and ``update`` (same
-        equations, the missing observations taken out of ``H`` and ``R`` instead of
-        masked): about three times cheaper per sample than a batch of one, which is
-        what telemetry ingest runs on. Returns the update's ``(nis, dof)``.
+        ``twin.kalman.predict`` and ``update`` on this site's arrays, the missing
+        observations taken out of ``H`` and ``R`` (cached per pattern), with the
+        diagonal-``S`` fast path while the blocks stay uncorrelated
+        (``_separable``). Returns the update's ``(nis, dof)``.
         """
         A, Q = self.model.transition(dt)
-        x = A @ x  # x' = A x + B u
         if self.pending.any():
-            x = x + self.model.B @ self.pending
+            x, P = predict(x, P, A, Q, self.model.B, self.pending)  # x' = A x + B u
             self.pending = np.zeros(len(CONTROLS))
-        P = A @ P @ A.T + Q  # P' = A P A^T + Q
+        else:
+            x, P = predict(x, P, A, Q)  # x' = A x, P' = A P A^T + Q
         present = tuple(n for n in self._row if n in known)  # in the model's order
         if not present:
             self.x, self.P = x, 0.5 * (P + P.T)
             return 0.0, 0
         H, R = self._observation(present)
-        y = np.array([known[n] for n in present]) - H @ x  # y = z - H x
-        PHT = P @ H.T
-        if self._separable:
-            # S = H P H^T + R is diagonal (see ``_separable``): S^-1 is 1 / its diagonal.
-            s = np.einsum("ij,ji->i", H, PHT) + np.diagonal(R)
-            K = PHT / s  # K = P H^T S^-1
-            nis = float(y @ (y / s))
-        else:
-            SI = np.linalg.inv(H @ PHT + R)  # S = H P H^T + R
-            K = PHT @ SI  # K = P H^T S^-1
-            nis = float(y @ SI @ y)
-        self.x = x + K @ y
-        P = P - K @ PHT.T  # (I - K H) P, symmetrised below
-        self.P = 0.5 * (P + P.T)
-        return nis, len(present)
+        z = np.array([known[n] for n in present])
+        self.x, self.P, st = update(x, P, z, H, R, stats=True, diagonal=self._separable)
+        return float(cast(UpdateStats, st).nis), len(present)
 
     def _check_separable(self) -> bool:
         """Whether every innovation covariance ``S = H P H^T + R`` is diagonal.

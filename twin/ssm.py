@@ -66,11 +66,15 @@ class BlockSpec:
     ar: bool = False
     daily: int = 0
     weekly: int = 0
+    slow: bool = False
     q_level: float = 1e-8
+    tau_level: float | None = None
     q_trend: float = 1e-14
     tau_trend: float = 6 * 3600.0
     q_ar: float = 1e-6
     tau_ar: float = 6 * 3600.0
+    q_slow: float = 1e-6
+    tau_slow: float = 3 * DAY
     q_season: float = 1e-10
     q_week: float = 1e-10
     q_inflow: float = 1e-6
@@ -89,6 +93,8 @@ class BlockSpec:
             names.append(f"{self.name}.trend")
         if self.ar:
             names.append(f"{self.name}.ar")
+        if self.slow:
+            names.append(f"{self.name}.slow")
         for j in range(1, self.daily + 1):
             names += [f"{self.name}.day{j}.c", f"{self.name}.day{j}.s"]
         for j in range(1, self.weekly + 1):
@@ -114,6 +120,8 @@ class BlockSpec:
             return F, Qc, h
         i = 0
         Qc[0, 0] = self.q_level  # d level = trend dt + dW
+        if self.tau_level is not None:
+            F[0, 0] = -1.0 / self.tau_level  # ... - level / tau_level dt (mean-reverting level)
         h[0] = 1.0
         i = 1
         if self.trend:
@@ -124,6 +132,11 @@ class BlockSpec:
         if self.ar:
             F[i, i] = -1.0 / self.tau_ar  # d ar = -ar / tau dt + dW
             Qc[i, i] = self.q_ar
+            h[i] = 1.0
+            i += 1
+        if self.slow:
+            F[i, i] = -1.0 / self.tau_slow  # d slow = -slow / tau_slow dt + dW
+            Qc[i, i] = self.q_slow
             h[i] = 1.0
             i += 1
         for period, count, q in (

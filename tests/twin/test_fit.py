@@ -83,7 +83,7 @@ def test_rts_smoother_agrees_with_filterpy() -> None:
 
 def test_maximum_likelihood_recovers_the_noise() -> None:
     t, y = _series(24 * 40, seed=7, r=4.0, q=1.0 / H)
-    spec = default_spec("y", y, ar=False, weekly=0, daily=1)
+    spec = default_spec("y", y, ar=False, slow=False, weekly=0, daily=1)
     res = fit_block(spec, t, y, window=None)
     assert res.loglik > res.initial_loglik + 10
     assert res.spec.r == pytest.approx(4.0, rel=0.35)
@@ -102,7 +102,7 @@ def test_forecast_gains_are_powers_of_A() -> None:
 def test_backtest_beats_baselines_on_a_seasonal_series() -> None:
     t, y = _series(24 * 25, seed=2)
     res = backtest(t, y, horizon=24, spec=default_spec("y", y[:480], weekly=0, daily=1))
-    assert set(res.mae) == {"twin", "persistence", "seasonal_naive"}
+    assert set(res.mae) == {"twin", "persistence", "seasonal_naive", "linear"}
     assert res.mae["twin"] < res.mae["persistence"]
     assert res.mae["twin"] < res.mae["seasonal_naive"]
     assert len(res.mae_by_horizon["twin"]) == 24
