@@ -58,7 +58,7 @@ class LeadCalibrator:
     @property
     def rate(self) -> float:
         """``1 - 2^(-1 / half_life)``: the weight of each new error."""
-        return 1.0 - 0.5 ** (1.0 / self.half_life)
+        return float(1.0 - 0.5 ** (1.0 / self.half_life))
 
     def update(self, lead: int, z: float) -> None:
         """Learn from one standardised error ``z = (y - mean) / sd`` at ``lead`` (0-based)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.optimize import minimize
 
 from twin.errors import ModelError
@@ -380,7 +381,12 @@ LINEAR_LAGS = (0, 1, 2, 3)
 
 
 def direct_linear(
-    times: Array, filled: Array, observed: Array, split: int, horizon: int, origins: Array
+    times: Array,
+    filled: Array,
+    observed: Array,
+    split: int,
+    horizon: int,
+    origins: NDArray[np.int64],
 ) -> Array:
     """Forecasts of the direct linear model, one least-squares fit per lead.
 
@@ -393,7 +399,7 @@ def direct_linear(
     out = np.full((len(origins), horizon), np.nan)
     first = max(168, max(LINEAR_LAGS))
 
-    def features(k: Array, h: int) -> Array:
+    def features(k: NDArray[np.int64], h: int) -> Array:
         cols = [filled[k - lag] for lag in LINEAR_LAGS]
         cols += [filled[k + h - 24], filled[k + h - 168]]
         onehot = np.zeros((len(k), 24))
@@ -406,7 +412,8 @@ def direct_linear(
         ok = np.isfinite(target)
         if ok.sum() < 48:
             continue
-        w, *_ = np.linalg.lstsq(features(train, h)[ok], target[ok], rcond=None)
+        X: Array = features(train, h)[ok]
+        w = np.linalg.lstsq(X, target[ok], rcond=None)[0]
         usable = origins >= first
         out[usable, h - 1] = features(origins[usable], h) @ w
     return out
@@ -513,7 +520,7 @@ def backtest(
     # Calibrate online: at origin k, the errors of lead h issued at k - h are known.
     cal = LeadCalibrator(horizon, half_life)
     factor = np.ones((T - 1, horizon))
-    for k in every:
+    for k in range(T - 1):
         for h in range(1, min(horizon, k) + 1):
             cal.update(h - 1, float(z_all[k - h, h - 1]))
         factor[k] = cal.factor()

@@ -256,7 +256,8 @@ def _update_one(
         if not stats:
             return x, P0, None
         empty = np.zeros(0)
-        return x, P0, UpdateStats(np.float64(0.0), np.int64(0), np.float64(0.0), empty, empty)
+        zero = np.zeros(())
+        return x, P0, UpdateStats(zero, np.zeros((), np.int64), zero, empty, empty)
     y = z - H @ x  # y = z - H x
     PHT = P @ H.T
     if diagonal:
@@ -281,7 +282,11 @@ def _update_one(
         logdet = float(np.linalg.slogdet(S)[1])
         var = np.diagonal(S)
     ll = -0.5 * (m * LOG_2PI + logdet + nis)
-    return x_new, P_new, UpdateStats(np.float64(nis), np.int64(m), np.float64(ll), y, var)
+    return (
+        x_new,
+        P_new,
+        UpdateStats(np.asarray(nis), np.asarray(m, np.int64), np.asarray(ll), y, var),
+    )
 
 
 def is_spd(P: Array, tol: float = 0.0) -> bool:

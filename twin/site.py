@@ -33,6 +33,7 @@ from scipy.special import chdtrc  # chi-square survival function, a plain ufunc
 
 from federation.model import Site
 from twin.errors import ModelError
+from twin.faults import GATE, CriticalValues, Fault, trimmed_statistic
 from twin.kalman import Array, UpdateStats, predict, project, update
 from twin.ssm import BlockSpec, StateSpaceModel
 from twin.state import SiteStatus
@@ -54,7 +55,12 @@ class TwinConfig:
     ``up`` false, and stale when silent), once ``confirm`` consecutive windows agree. The test
     leaves out the window's ``trim`` most extreme samples, so that a single
     outlier does not flag a site while a fault that persists does. No sample
-    for more than ``stale_after_s`` seconds: stale.
+    for more than ``stale_after_s`` seconds: stale. A metric repeating exactly
+    the same value (away from its bounds) ``stuck_after`` samples in a row is a
+    stuck sensor. One sample whose own p-value is below ``alpha_jump`` is a
+    suspected jump, confirmed as a fault when the next ``confirm`` samples also
+    disagree with the estimate from before it. A flagged fault stays flagged
+    until the site recovers or an operator accepts the new level (``twin.faults``).
     """
 
     horizon: int = 48
@@ -64,7 +70,9 @@ class TwinConfig:
     trim: int = 2
     alpha_degraded: float = 1e-3
     alpha_down: float = 1e-9
+    alpha_jump: float = 1e-6
     stale_after_s: float = 3 * 3600.0
+    stuck_after: int = 12
 
     def __post_init__(self) -> None:
         if min(self.horizon, self.nis_window, self.confirm) < 1 or self.slot_seconds <= 0:
@@ -73,8 +81,12 @@ class TwinConfig:
             raise ModelError("trim must be >= 0 and smaller than nis_window")
         if not 0 < self.alpha_down < self.alpha_degraded < 1:
             raise ModelError("need 0 < alpha_down < alpha_degraded < 1")
+        if not 0 < self.alpha_jump < 1:
+            raise ModelError("need 0 < alpha_jump < 1")
         if self.stale_after_s <= 0:
             raise ModelError("stale_after_s must be > 0")
+        if self.stuck_after < 2:
+            raise ModelError("stuck_after must be >= 2 samples")
 
 
 def default_blocks(site: Site, links: Mapping[str, float]) -> tuple[BlockSpec, ...]:
@@ -190,6 +202,9 @@ class Counters:
     rejected_out_of_order: int = 0
     conflicting: int = 0
     ignored_metrics: int = 0
+    faults: int = 0
+    faults_recovered: int = 0
+    faults_accepted: int = 0
 
 
 class SiteTwin:
@@ -235,6 +250,24 @@ class SiteTwin:
         self._row = {name: i for i, name in enumerate(self.model.observations)}
         self._separable = self._check_separable()
         self._reduced: dict[tuple[str, ...], tuple[Array, Array]] = {}
+        # Faults (``twin.faults``): the last estimates (a reference is taken from the
+        # oldest), consecutive failed window tests, runs of identical values per metric.
+        cfg = self.config
+        self._past: deque[tuple[float, Array, Array]] = deque(
+            maxlen=max(cfg.nis_window + cfg.confirm, cfg.stuck_after) + 1
+        )
+        self._fails = 0
+        self._critical = CriticalValues(cfg.alpha_degraded)
+        self._jump = CriticalValues(cfg.alpha_jump)
+        self._runs: dict[str, tuple[float, int]] = {}
+        self._bounds = {
+            b.name: (
+                -math.inf if b.lower is None else b.lower,
+                math.inf if b.upper is None else b.upper,
+            )
+            for b in self.model.blocks
+        }
+        self.fault: Fault | None = None
 
     @property
     def site_id(self) -> str:
@@ -264,6 +297,7 @@ class SiteTwin:
                 return "duplicate"
             self.counters.conflicting += 1
             return "conflicting"
+        dof = 0
         if self.x is None or self.P is None or self.t is None:
             self.x, self.P = self.model.initial(known)
             # the first sample defines the levels; nothing to test against yet
@@ -277,6 +311,8 @@ class SiteTwin:
             v = self._D @ self.x
             if not ((v >= self._lo - 1e-12) & (v <= self._hi + 1e-12)).all():
                 self.x = project(self.x, self.P, self._D, self._lo, self._hi)
+        self._watch(sample.timestamp, known, dof)
+        self._past.append((sample.timestamp, self.x, self.P))
         self.t = sample.timestamp
         self.last_sample_t = sample.timestamp
         self.last_values = known
@@ -334,6 +370,116 @@ class SiteTwin:
             same[o : o + b.dim, o : o + b.dim] = True
         return not np.any(self.P[~same])
 
+    # --- faults ----------------------------------------------------------------------------
+    def _watch(self, t: float, known: Mapping[str, float], dof: int) -> None:
+        """Open a fault, or follow the open one against its reference (``twin.faults``)."""
+        stuck = self._stuck(known)
+        if self.fault is not None:
+            self._follow(t, known, stuck)
+            return
+        cfg = self.config
+        if dof > 0 and len(self._history) >= cfg.nis_window:
+            stat, d = trimmed_statistic(self._history, cfg.nis_window, cfg.trim)
+            self._fails = self._fails + 1 if d and stat > self._critical(d) else 0
+        if self._fails >= cfg.confirm:
+            self._open("innovation", t, ())
+        elif stuck:
+            self._open("stuck", t, stuck)
+        elif dof > 0 and self._history[-1][0] > self._jump(dof):
+            # one extreme innovation: a suspected jump, confirmed by the next samples
+            self._open("jump", t, (), confirmed=False)
+
+    def _stuck(self, known: Mapping[str, float]) -> tuple[str, ...]:
+        """Metrics that repeated the same value ``stuck_after`` samples in a row (off bounds)."""
+        out: list[str] = []
+        runs = self._runs
+        for name, v in known.items():
+            lo, hi = self._bounds[name]
+            if v <= lo or v >= hi:
+                runs.pop(name, None)
+                continue
+            prev = runs.get(name)
+            n = prev[1] + 1 if prev is not None and prev[0] == v else 1
+            runs[name] = (v, n)
+            if n >= self.config.stuck_after:
+                out.append(name)
+        return tuple(out)
+
+    def _open(self, kind: str, t: float, blocks: tuple[str, ...], confirmed: bool = True) -> None:
+        if kind == "jump" and self._past:
+            t0, x0, P0 = self._past[-1]  # the estimate just before the jump
+        elif self._past:
+            t0, x0, P0 = self._past[0]  # before the windows (or the run) that flagged
+        else:  # resumed from a snapshot: the current estimate is all there is
+            t0, x0, P0 = float(self.t or t), cast(Array, self.x), cast(Array, self.P)
+        self.fault = Fault(
+            kind, t, t0, x0, P0, blocks, deque(maxlen=self.config.nis_window), confirmed=confirmed
+        )
+        if confirmed:
+            self.counters.faults += 1
+
+    def _follow(self, t: float, known: Mapping[str, float], stuck: tuple[str, ...]) -> None:
+        """Predict the reference to ``t``; test the sample against it; recover when it agrees."""
+        f = cast(Fault, self.fault)
+        cfg = self.config
+        if t > f.t:
+            A, Q = self.model.transition(t - f.t)
+            f.x, f.P = predict(f.x, f.P, A, Q)  # the reference, as if the fault never came
+            f.t = t
+        present = tuple(n for n in self._row if n in known)
+        if not present:
+            return
+        if f.kind == "stuck" and stuck:
+            f.passed = 0  # still stuck: nothing to learn, not recovered
+            return
+        H, R = self._observation(present)
+        z = np.array([known[n] for n in present])
+        x2, P2, st = update(f.x, f.P, z, H, R, stats=True)
+        nis = float(cast(UpdateStats, st).nis)
+        f.history.append((nis, len(present)))
+        agrees = chdtrc(len(present), nis) >= GATE
+        if agrees:
+            f.x, f.P = x2, P2  # a sample that agrees with the reference updates it
+        if not f.confirmed:
+            if agrees:  # the jump did not last: an outlier, never flagged
+                self.x, self.P = f.x, f.P
+                self._clear()
+            elif len(f.history) >= cfg.confirm:
+                f.confirmed = True
+                self.counters.faults += 1
+            return
+        if len(f.history) == cfg.nis_window and _chi2_test(f.history, 0)[2] >= cfg.alpha_degraded:
+            f.passed += 1
+        else:
+            f.passed = 0
+        if f.passed >= cfg.confirm:
+            self.x, self.P = f.x, f.P  # the reference followed the healthy samples
+            self.counters.faults_recovered += 1
+            self._clear()
+
+    def _clear(self) -> None:
+        """No open fault, and the innovation windows start afresh."""
+        self.fault = None
+        self._fails = 0
+        self._history.clear()
+        self._tests = 0
+        self._seed = []
+        self._recent = None
+        self._runs.clear()
+        self._past.clear()
+
+    def accept(self) -> bool:
+        """An operator accepts the site's new level: the open fault is closed (False: none).
+
+        The live estimate, which has followed the site, is kept; the anomaly
+        windows restart from the next sample.
+        """
+        if self.fault is None or not self.fault.confirmed:
+            return False
+        self.counters.faults_accepted += 1
+        self._clear()
+        return True
+
     # --- anomaly detection -----------------------------------------------------------------
     @property
     def window(self) -> list[tuple[float, int]]:
@@ -385,6 +531,10 @@ class SiteTwin:
             return SiteStatus.DOWN, 0.0
         # the least significant of the last ``confirm`` window tests
         p = max(self.recent_p) if len(self.recent_p) == self.config.confirm else 1.0
+        if self.fault is not None and self.fault.confirmed:
+            # flagged until recovered or accepted, however well the live filter now fits
+            ref = _chi2_test(self.fault.history, 0)[2] if self.fault.history else 0.0
+            p = min(p, ref, 0.5 * self.config.alpha_degraded)
         if p < self.config.alpha_down:
             # The innovations say the model no longer explains the site, not that the
             # site stopped: a statistical test alone flags it degraded (health 0).
@@ -475,6 +625,9 @@ class SiteTwin:
             "recent_p": self.recent_p,
             "counters": asdict(self.counters),
             "blocks": [asdict(b) for b in self.model.blocks],
+            "fault": None if self.fault is None else self.fault.to_state(),
+            "fails": self._fails,
+            "runs": {k: list(v) for k, v in self._runs.items()},
         }
 
     @classmethod
@@ -508,6 +661,10 @@ class SiteTwin:
         twin._history.extend((float(a), int(b)) for a, b in saved)
         twin._seed = [float(p) for p in state.get("recent_p", [])][-config.confirm :]
         twin.counters = Counters(**state.get("counters", {}))
+        if state.get("fault") is not None:
+            twin.fault = Fault.from_state(state["fault"], config.nis_window)
+        twin._fails = int(state.get("fails", 0))
+        twin._runs = {k: (float(v), int(n)) for k, (v, n) in state.get("runs", {}).items()}
         return twin
 
 
