@@ -147,3 +147,20 @@ class SimulationRow(Base):
     error: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     submitted_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class SiteStateRow(Base):
+    """The last ``AbstractSiteState`` a site's own twin pushed (agent-fed sites).
+
+    Only the abstracted state is kept, never raw telemetry. ``accept_requested``
+    holds an operator's request to accept a new level until the site's next
+    push picks it up.
+    """
+
+    __tablename__ = "api_site_states"
+
+    site_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[float] = mapped_column(Float)
+    pushed_by: Mapped[str] = mapped_column(String(256), default="")
+    accept_requested: Mapped[bool] = mapped_column(Boolean, default=False)

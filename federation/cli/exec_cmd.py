@@ -123,16 +123,28 @@ def site_agent(
         float | None, typer.Option(help="Stop after this many seconds without work.")
     ] = None,
     poll: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 1.0,
+    telemetry: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the site's twin here on this telemetry ('probe' or a telemetry file) "
+            "and send only its abstracted state; no raw telemetry leaves the site."
+        ),
+    ] = None,
+    state_every: Annotated[float, typer.Option(help="Seconds between state pushes.")] = 60.0,
 ) -> None:
     """Run inside a site that accepts no inbound connection: pull tasks from the federation
     API, run them, push results, outputs and heartbeats (outbound HTTPS only)."""
     from orchestrator.connectors.agent import SiteAgent
+    from twin.site_service import start_site_twin
 
-    agent = SiteAgent(server, site, token, workdir, poll_s=poll)
+    stop_twin = start_site_twin(server, token, site, telemetry, state_every) if telemetry else None
+    agent = SiteAgent(server, site, token, workdir, poll_s=poll, heartbeat_telemetry=not telemetry)
     try:
         done = agent.run(max_tasks=max_tasks, idle_exit_s=idle_exit)
     finally:
         agent.close()
+        if stop_twin is not None:
+            stop_twin()
     console.print(f"site agent {agent.agent_id} of {site}: {done} task(s) done")
 
 

@@ -193,14 +193,17 @@ def backtest_cmd(
     horizon: Annotated[int, typer.Option(help="Lead times forecast from each origin.")] = 24,
     test_fraction: Annotated[float, typer.Option(help="Held-out last part.")] = 0.2,
     window: Annotated[
-        int, typer.Option(help="Fit on the last N samples before the held-out part.")
-    ] = 3000,
+        int | None,
+        typer.Option(help="Fit on the last N samples before the held-out part (default: all)."),
+    ] = None,
     output: JsonOpt = None,
 ) -> None:
     """Fit on the first part of an hourly series, forecast the held-out rest horizon by horizon.
 
-    Compares the twin's mean absolute error with persistence (last value) and
-    seasonal naive (same hour the day before).
+    Compares the twin's mean absolute error with persistence (last value),
+    seasonal naive (same hour the day before) and a direct linear model per lead,
+    and reports how often the held-out values fall inside the twin's 80 % and
+    95 % intervals.
     """
     series = load_series(csv, time_column, value_column)
     try:
@@ -225,6 +228,19 @@ def backtest_cmd(
             *(f"{res.mae_by_horizon[name][h - 1]:.4g}" for h in leads),
         )
     console.print(table)
+    cov = Table(title="the twin's calibrated intervals on the held-out part")
+    cov.add_column("")
+    leads = sorted({1, min(6, horizon), min(12, horizon), horizon})
+    for h in leads:
+        cov.add_column(f"lead {h}", justify="right")
+    for label, values, fmt in (
+        ("coverage 80 %", res.coverage_80, ".1%"),
+        ("coverage 95 %", res.coverage_95, ".1%"),
+        ("width 80 %", res.width_80, ".4g"),
+        ("width 95 %", res.width_95, ".4g"),
+    ):
+        cov.add_row(label, *(f"{values[h - 1]:{fmt}}" for h in leads))
+    console.print(cov)
     console.print(
         f"{series.rows} rows, {len(series)} hourly slots ({series.missing} gaps, "
         f"{series.duplicates} duplicated hours averaged); trained on {res.train_samples}, "
