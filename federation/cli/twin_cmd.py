@@ -4,6 +4,7 @@
 ``continuum twin view TELEMETRY.csv``      replay telemetry, print the planners' view
 ``continuum twin backtest CSV ...``        forecast skill of the twin on any hourly series
 ``continuum twin probe``                   real telemetry of this machine (from /proc)
+``continuum twin accept SITE``             accept a site's new level after a fault (API)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from twin.errors import ModelError
 
 twin_app = typer.Typer(
     name="twin",
-    help="Digital twin: fit, replay, backtest, probe.",
+    help="Digital twin: fit, replay, backtest, probe, accept a new level.",
     no_args_is_help=True,
 )
 
@@ -270,12 +271,49 @@ def probe(
         )
 
 
+def accept(
+    site: Annotated[str, typer.Argument(help="The site whose new level is accepted.")],
+    server: Annotated[str, typer.Option(help="The federation API, e.g. https://fed.example.org")],
+    token: Annotated[
+        str,
+        typer.Option(envvar="CONTINUUM_TOKEN", help="Bearer token (site-operator of SITE)."),
+    ],
+) -> None:
+    """Accept a site's new level after a fault: its twin stops flagging it degraded.
+
+    A step change that is real or a replaced sensor: the twin keeps the site
+    degraded until the site recovers or an operator accepts. For a site whose
+    twin runs at the site (site-agent --telemetry), the request reaches it with
+    the answer to its next state push.
+    """
+    import httpx
+
+    try:
+        r = httpx.post(
+            f"{server.rstrip('/')}/api/v1/sites/{site}/state/accept",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise InvalidInput.single(server, "", f"cannot reach the federation API: {exc}") from None
+    if not r.is_success:
+        raise InvalidInput.single(server, f"site {site!r}", f"{r.status_code}: {r.text}")
+    body = r.json()
+    if not body["accepted"]:
+        console.print(f"{site}: no open fault, nothing to accept")
+    elif body["where"] == "site":
+        console.print(f"{site}: accepted; the site's twin applies it at its next state push")
+    else:
+        console.print(f"{site}: accepted; the twin no longer flags it")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to ``app``."""
     twin_app.command("fit")(fit)
     twin_app.command("view")(view)
     twin_app.command("backtest")(backtest_cmd)
     twin_app.command("probe")(probe)
+    twin_app.command("accept")(accept)
     app.add_typer(twin_app, name="twin")
 
 
