@@ -437,18 +437,18 @@ class SiteTwin:
         x2, P2, st = update(f.x, f.P, z, H, R, stats=True)
         nis = float(cast(UpdateStats, st).nis)
         f.history.append((nis, len(present)))
-        agrees = chdtrc(len(present), nis) >= GATE
-        if agrees:
-            f.x, f.P = x2, P2  # a sample that agrees with the reference updates it
         if not f.confirmed:
-            if agrees:  # the jump did not last: an outlier, never flagged
-                self.x, self.P = f.x, f.P
+            if chdtrc(len(present), nis) >= GATE:  # the jump did not last: an outlier
+                self.x, self.P = x2, P2
                 self._clear()
             elif len(f.history) >= cfg.confirm:
                 f.confirmed = True
                 self.counters.faults += 1
             return
+        # Confirmed: the reference learns only from samples whose whole window agrees
+        # with it, so that it cannot drift to the faulty level one plausible sample at a time.
         if len(f.history) == cfg.nis_window and _chi2_test(f.history, 0)[2] >= cfg.alpha_degraded:
+            f.x, f.P = x2, P2
             f.passed += 1
         else:
             f.passed = 0
