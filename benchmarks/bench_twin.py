@@ -35,20 +35,20 @@ from twin.series import load_series
 SHARED = Path(
     os.environ.get("CONTINUUM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
+FR_FILE = "energy/electricitymaps_FR_2023_hourly.csv"
+BE_FILE = "energy/entsoe_BE_dayahead_prices_2022_2024_hourly.csv"
 SERIES = (
-    (
-        "FR carbon intensity (gCO2e/kWh, LCA), 2023",
-        "energy/electricitymaps_FR_2023_hourly.csv",
-        "Datetime (UTC)",
-        "Carbon Intensity gCO₂eq/kWh (LCA)",
-    ),
-    (
-        "BE day-ahead price (EUR/kWh), 2022-2024",
-        "energy/entsoe_BE_dayahead_prices_2022_2024_hourly.csv",
-        "time",
-        "DAM_price",
-    ),
-)
+    # label, file, time column, value column, year (None: the whole file), role
+    ("FR carbon LCA 2023", FR_FILE, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (LCA)", None,
+     "tuned on"),
+    ("BE price 2022-24", BE_FILE, "time", "DAM_price", None, "held out"),
+    ("BE price 2022", BE_FILE, "time", "DAM_price", 2022, "held out"),
+    ("BE price 2023", BE_FILE, "time", "DAM_price", 2023, "held out"),
+    ("BE price 2024", BE_FILE, "time", "DAM_price", 2024, "held out"),
+    ("FR carbon direct 2023", FR_FILE, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (direct)",
+     None, "same grid"),
+)  # fmt: skip
+LEADS = (1, 3, 6, 12, 24)
 N_STATES, N_OBS = 6, 4
 
 
@@ -67,52 +67,190 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
         print(_row(r, widths))
 
 
+def _load(rel: str, tcol: str, vcol: str, year: int | None) -> tuple[np.ndarray, np.ndarray]:
+    from datetime import UTC, datetime
+
+    s = load_series(SHARED / rel, tcol, vcol)
+    if year is None:
+        return s.times, s.values
+    lo = datetime(year, 1, 1, tzinfo=UTC).timestamp()
+    hi = datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()
+    keep = (s.times >= lo) & (s.times < hi)
+    return s.times[keep], s.values[keep]
+
+
 def forecast_skill() -> bool:
-    """Print the forecast-skill table; True when the twin beats both baselines everywhere."""
+    """Per-lead MAE of the twin and three baselines, and interval coverage, on every series.
+
+    Targets (issue 13): at every lead the twin's MAE is within 2 % of the better of
+    persistence and seasonal naive (or below), over all leads it is below the direct
+    linear model, and the 80 % and 95 % intervals cover within 5 points of nominal.
+    """
     if not SHARED.is_dir():
         print(f"\nforecast skill: skipped, shared data not found at {SHARED}")
         return True
-    rows = []
     ok = True
-    for label, rel, tcol, vcol in SERIES:
-        path = SHARED / rel
-        if not path.exists():
-            print(f"forecast skill: {path} missing, row skipped")
+    summary = []
+    for label, rel, tcol, vcol, year, role in SERIES:
+        if not (SHARED / rel).exists():
+            print(f"forecast skill: {SHARED / rel} missing, {label} skipped")
             continue
         t0 = time.perf_counter()
-        s = load_series(path, tcol, vcol)
-        res = backtest(s.times, s.values, horizon=24)
+        t, y = _load(rel, tcol, vcol, year)
+        res = backtest(t, y, horizon=24)
         secs = time.perf_counter() - t0
-        m = res.mae
-        best_base = min(m["persistence"], m["seasonal_naive"])
-        ok &= m["twin"] < best_base
-        rows.append(
+        m = res.mae_by_horizon
+        rows = []
+        for name in ("twin", "persistence", "seasonal_naive", "linear"):
+            rows.append([name, f"{res.mae[name]:.4g}", *(f"{m[name][h - 1]:.4g}" for h in LEADS)])
+        c80 = np.array(res.coverage_80)
+        c95 = np.array(res.coverage_95)
+        rows.append(["coverage 80 %", "", *(f"{c80[h - 1]:.1%}" for h in LEADS)])
+        rows.append(["coverage 95 %", "", *(f"{c95[h - 1]:.1%}" for h in LEADS)])
+        rows.append(["width 80 %", "", *(f"{res.width_80[h - 1]:.4g}" for h in LEADS)])
+        _table(
+            f"{label} ({role}): {res.train_samples}/{res.test_samples} h train/test, "
+            f"MAE per lead, fit + backtest {secs:.0f} s",
+            ["method", "all leads", *(f"lead {h}" for h in LEADS)],
+            rows,
+        )
+        best = np.minimum(m["persistence"], m["seasonal_naive"])
+        ratio = np.array(m["twin"]) / best
+        worst = int(np.argmax(ratio))
+        beats_linear = res.mae["twin"] < res.mae["linear"]
+        bad80 = int((np.abs(c80 - 0.80) > 0.05).sum())
+        bad95 = int((np.abs(c95 - 0.95) > 0.05).sum())
+        good = ratio.max() <= 1.02 and beats_linear and not bad80 and not bad95
+        ok &= good
+        summary.append(
             [
                 label,
-                f"{res.train_samples}/{res.test_samples}",
-                f"{m['twin']:.4g}",
-                f"{m['persistence']:.4g}",
-                f"{m['seasonal_naive']:.4g}",
-                f"{100 * (1 - m['twin'] / best_base):.1f} %",
-                f"{res.mae_by_horizon['twin'][0]:.3g} / {res.mae_by_horizon['twin'][23]:.3g}",
-                f"{secs:.1f} s",
+                role,
+                f"{ratio.max():.3f} (lead {worst + 1})",
+                f"{res.mae['twin'] / res.mae['linear']:.3f}",
+                f"{c80.min():.1%}..{c80.max():.1%}",
+                f"{c95.min():.1%}..{c95.max():.1%}",
+                "yes" if good else "NO",
             ]
         )
     _table(
-        "24-hour-ahead forecasts on held-out real data (MAE over every origin and lead 1..24 h)",
+        "forecast targets: twin / best of persistence and seasonal naive <= 1.02 at every lead, "
+        "twin / linear < 1 over all leads, coverage within 5 points at every lead",
+        ["series", "role", "worst twin/best", "twin/linear", "cov 80 %", "cov 95 %", "met"],
+        summary,
+    )
+    print("forecast targets met on every series:", "yes" if ok else "NO")
+    return ok
+
+
+def faults() -> bool:
+    """Fault detection on real series: time to flag, time flagged, false alarms per site-week.
+
+    A carbon-intensity (FR) or price (BE 2024) block is fitted on the first 1,500 hours;
+    faults are injected into the hours after them, one at a time, at 12 start hours
+    spread over the rest of the series: a step of ``k`` times the series' standard
+    deviation of hourly changes-over-a-day, left for 4 days, and a stuck sensor
+    (the last value repeated) for 4 days. The clean remainder gives the false alarms.
+    Targets: every fault flagged, step within 3 h and stuck within 12 h, flagged for
+    at least 95 % of each fault's remaining hours, at most 0.5 false alarm per site-week.
+    """
+    from federation.model import load_demo_federation
+    from twin.fit import default_spec, fit_block
+    from twin.site import SiteTwin, default_blocks
+    from twin.ssm import BlockSpec
+    from twin.state import SiteStatus
+    from twin.telemetry import TelemetrySample
+
+    if not SHARED.is_dir():
+        print(f"\nfaults: skipped, shared data not found at {SHARED}")
+        return True
+    site = load_demo_federation().sites[0]
+    ok = True
+    rows = []
+    dur = 96
+    for label, rel, tcol, vcol, year, metric in (
+        ("FR carbon 2023", FR_FILE, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (LCA)", None,
+         "carbon_intensity"),
+        ("BE price 2024", BE_FILE, "time", "DAM_price", 2024, "power_price"),
+    ):  # fmt: skip
+        if not (SHARED / rel).exists():
+            continue
+        t, y = _load(rel, tcol, vcol, year)
+        spec = default_spec(metric, y[:1500])
+        fitted = fit_block(spec, t[:1500], y[:1500], window=None).spec
+        blocks = [b for b in default_blocks(site, {}) if b.name != metric] + [fitted]
+        tt, clean = t[1500:], y[1500:]
+        day_sd = float(np.nanstd(clean[24:] - clean[:-24]))
+
+        def replay(
+            values: np.ndarray,
+            upto: int,
+            blocks: list[BlockSpec] = blocks,
+            tt: np.ndarray = tt,
+            metric: str = metric,
+        ) -> tuple[np.ndarray, SiteTwin]:
+            tw = SiteTwin(site, {}, None, blocks)
+            flags = np.zeros(upto, dtype=bool)
+            for k in range(upto):
+                if np.isfinite(values[k]):
+                    tw.ingest(TelemetrySample(site=site.id, timestamp=tt[k], **{metric: values[k]}))
+                flags[k] = tw.status(tt[k])[0] is SiteStatus.DEGRADED
+            return flags, tw
+
+        _, tw = replay(clean, len(clean))
+        weeks = len(clean) / 168
+        fa = tw.counters.faults / weeks
+        ok &= fa <= 0.5
+        starts = np.linspace(24 * 7, len(clean) - dur - 48, 12).astype(int)
+        for kind, size in (("step", 1.0), ("step", 2.0), ("stuck", 0.0)):
+            ttf, held, missed = [], [], 0
+            for a in starts:
+                v = clean.copy()
+                if kind == "step":
+                    v[a : a + dur] += size * day_sd
+                else:
+                    v[a : a + dur] = v[a]
+                f, _ = replay(v, a + dur)
+                seg = f[a : a + dur]
+                if not seg.any():
+                    missed += 1
+                    continue
+                first = int(np.argmax(seg))
+                ttf.append(first)
+                held.append(float(seg[first:].mean()))
+            limit = 3 if kind == "step" else 12
+            good = (
+                not missed and max(ttf) <= limit and min(held) >= 0.95
+                if kind == "stuck" or size >= 2.0
+                else True  # a 1-sd step is reported, not required
+            )
+            ok &= good
+            rows.append(
+                [
+                    label,
+                    f"{kind} {size:g} sd" if kind == "step" else kind,
+                    f"{len(starts) - missed}/{len(starts)}",
+                    f"{np.median(ttf):.0f} / {max(ttf)}" if ttf else "-",
+                    f"{100 * np.mean(held):.1f} % / {100 * min(held):.1f} %" if held else "-",
+                    f"{fa:.2f} ({tw.counters.faults} in {weeks:.0f} weeks)",
+                    "yes" if good else "NO",
+                ]
+            )
+    _table(
+        f"fault detection on real series ({dur} h faults, 12 start hours each; step sizes in sd "
+        "of the day-to-day change)",
         [
             "series",
-            "train/test h",
-            "twin",
-            "persistence",
-            "seasonal naive",
-            "twin vs best baseline",
-            "twin lead 1 / 24",
-            "fit+test",
+            "fault",
+            "flagged",
+            "hours to flag med / max",
+            "time flagged mean / min",
+            "false alarms / site-week",
+            "met",
         ],
         rows,
     )
-    print("twin beats both baselines on every series:", "yes" if ok else "NO")
+    print("fault targets met:", "yes" if ok else "NO")
     return ok
 
 
@@ -290,7 +428,7 @@ def fleet(sizes: tuple[int, ...] = (1_000, 10_000, 100_000)) -> None:
     )
 
 
-def single_site_ingest(samples: int = 3_000) -> None:
+def single_site_ingest(samples: int = 3_000) -> bool:
     """One site's telemetry, sample after sample (what the API's ingest runs), per sample.
 
     The demo federation's GPU centre (21 states, 4 metrics, about a third of them
@@ -363,32 +501,71 @@ def single_site_ingest(samples: int = 3_000) -> None:
                 )
             t = smp.timestamp
 
-    best = {"filterpy": np.inf, "engine": np.inf, "site": np.inf}
+    def run_bare() -> None:
+        """The same equations in bare numpy, inline: the floor for one site in Python."""
+        x, P, t = x0.copy(), P0.copy(), 0.0
+        for k, smp in enumerate(stream):
+            A, Q = model.transition(smp.timestamp - t)
+            x = A @ x
+            P = A @ P @ A.T + Q
+            rows = np.flatnonzero(keep[k])
+            if len(rows):
+                H, R = model.H[rows], model.R[np.ix_(rows, rows)]
+                y = values[k, rows] - H @ x
+                PHT = P @ H.T
+                K = PHT @ np.linalg.inv(H @ PHT + R)
+                x = x + K @ y
+                P = P - K @ PHT.T
+                P = 0.5 * (P + P.T)
+            t = smp.timestamp
+
+    def run_loop() -> None:
+        """``twin.kalman.predict`` / ``update`` on one site: the one filter loop, alone."""
+        x, P, t = x0.copy(), P0.copy(), 0.0
+        for k, smp in enumerate(stream):
+            A, Q = model.transition(smp.timestamp - t)
+            x, P = predict(x, P, A, Q)
+            x, P, _ = update(x, P, values[k], model.H, model.R, keep[k], True, diagonal=True)
+            t = smp.timestamp
+
+    names_ = ("filterpy", "bare", "loop", "engine", "site")
+    fns = (run_filterpy, run_bare, run_loop, run_engine, run_site)
+    best = dict.fromkeys(names_, np.inf)
     for _ in range(3):  # interleaved rounds, best of each
-        for name, fn in (("filterpy", run_filterpy), ("engine", run_engine), ("site", run_site)):
+        for name, fn in zip(names_, fns, strict=True):
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], (time.perf_counter() - t0) / samples * 1e6)
+    ok = best["loop"] <= 1.25 * best["bare"] and best["site"] <= best["filterpy"] * 1.25
     _table(
         f"one site's samples one by one ({model.dim} states, {len(names)} metrics, a third "
-        f"missing), {samples:,} samples, us per sample, best of 3 in this run",
-        ["filterpy KalmanFilter", "batched engine, batch of 1", "SiteTwin.ingest", "vs engine"],
+        f"missing), {samples:,} samples, us per sample, best of 3 in this run; load "
+        f"{os.getloadavg()[0]:.1f}",
         [
-            [
-                f"{best['filterpy']:.1f}",
-                f"{best['engine']:.1f}",
-                f"{best['site']:.1f}",
-                f"{best['engine'] / best['site']:.1f}x cheaper",
-            ]
+            "filterpy",
+            "bare numpy, same equations",
+            "kalman.predict/update",
+            "batch of 1",
+            "SiteTwin.ingest (all)",
         ],
+        [[f"{best[n]:.1f}" for n in names_]],
     )
+    print(
+        "the filter loop within 25 % of bare numpy, SiteTwin.ingest (bounds, anomaly and fault "
+        "watch included) within 25 % of filterpy:",
+        "yes" if ok else "NO",
+    )
+    return ok
 
 
 def main() -> None:
-    forecast_skill()
-    throughput()
+    ok = forecast_skill()
+    ok &= faults()
+    ok &= throughput()
     fleet()
-    single_site_ingest()
+    ok &= single_site_ingest()
+    if not ok:
+        raise SystemExit("twin benchmark: a target was missed (see the tables above)")
 
 
 if __name__ == "__main__":

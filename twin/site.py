@@ -434,7 +434,7 @@ class SiteTwin:
             return
         H, R = self._observation(present)
         z = np.array([known[n] for n in present])
-        x2, P2, st = update(f.x, f.P, z, H, R, stats=True)
+        x2, P2, st = update(f.x, f.P, z, H, R, stats=True, diagonal=self._separable)
         nis = float(cast(UpdateStats, st).nis)
         f.history.append((nis, len(present)))
         if not f.confirmed:
