@@ -16,6 +16,7 @@ Public API::
     twin.forecast("ddf-fatnode", controls=[(64, 3600 * 64)])  # what-if
 """
 
+from twin.calibration import LeadCalibrator
 from twin.disclosure import DisclosurePolicy, disclose
 from twin.errors import InvalidTelemetry, ModelError, TwinError
 from twin.federation_twin import FederationTwin, IngestReport, SiteFit, fit_sites
@@ -33,6 +34,12 @@ from twin.fleet import FleetTwin
 from twin.kalman import BatchKalman, UpdateStats, predict, project, update
 from twin.series import Series, load_series
 from twin.site import BlockForecast, SiteForecast, SiteTwin, TwinConfig, site_model
+from twin.site_service import (
+    HttpPublisher,
+    SiteTwinService,
+    TelemetryFileSource,
+    telemetry_source,
+)
 from twin.ssm import BlockSpec, StateSpaceModel, discretise
 from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView, static_view
 from twin.telemetry import (
@@ -55,8 +62,10 @@ __all__ = [
     "FitResult",
     "FleetTwin",
     "Forecast",
+    "HttpPublisher",
     "IngestReport",
     "InvalidTelemetry",
+    "LeadCalibrator",
     "LocalProbe",
     "ModelError",
     "ReplaySource",
@@ -65,8 +74,10 @@ __all__ = [
     "SiteForecast",
     "SiteStatus",
     "SiteTwin",
+    "SiteTwinService",
     "SiteView",
     "StateSpaceModel",
+    "TelemetryFileSource",
     "TelemetrySample",
     "TelemetrySource",
     "TwinConfig",
@@ -88,5 +99,6 @@ __all__ = [
     "series_loglik",
     "site_model",
     "static_view",
+    "telemetry_source",
     "update",
 ]

@@ -118,6 +118,13 @@ def test_twin_beats_baselines_on_real_french_carbon_intensity() -> None:
     res = backtest(s.times, s.values, horizon=24)
     assert res.mae["twin"] < res.mae["persistence"]
     assert res.mae["twin"] < res.mae["seasonal_naive"]
+    assert res.mae["twin"] < res.mae["linear"]  # the direct linear model per lead
+    m = res.mae_by_horizon
+    for h in range(24):  # at every lead, within 2 % of the better trivial forecast
+        assert m["twin"][h] <= 1.02 * min(m["persistence"][h], m["seasonal_naive"][h]), h + 1
+    # calibrated intervals: within 5 points of nominal at every lead
+    assert all(abs(c - 0.80) <= 0.05 for c in res.coverage_80), res.coverage_80
+    assert all(abs(c - 0.95) <= 0.05 for c in res.coverage_95), res.coverage_95
 
 
 @pytest.mark.slow
