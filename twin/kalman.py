@@ -67,7 +67,8 @@ def predict(
     x_new = _apply(A, x)  # x' = A x
     if B is not None and u is not None:
         x_new = x_new + _apply(B, u)  # + B u
-    P_new = A @ P @ np.swapaxes(A, -1, -2) + Q  # P' = A P A^T + Q
+    AT = A.T if A.ndim == 2 else np.swapaxes(A, -1, -2)
+    P_new = A @ P @ AT + Q  # P' = A P A^T + Q
     return x_new, P_new
 
 
@@ -80,15 +81,24 @@ class UpdateStats:
     Gaussian log-likelihood of the innovation, ``-(dof log 2pi + log|S| + nis)/2``
     (filterpy's ``log_likelihood``). Sites with nothing observed have dof 0,
     nis 0 and loglik 0. ``innovation`` is ``y`` and ``variance`` the diagonal of
-    ``S`` (missing entries: ``y`` 0, variance 1). For a single site (``x`` of
-    shape ``(n,)``) every field has one dimension less.
+    ``S`` (missing entries: ``y`` 0, variance 1). ``logdet`` is ``log|S|``; None
+    when ``S`` is diagonal, and then ``loglik`` computes it from ``variance`` when
+    read (telemetry ingest needs only ``nis``). For a single site (``x`` of shape
+    ``(n,)``) every field has one dimension less.
     """
 
     nis: Array
     dof: NDArray[np.int64]
-    loglik: Array
     innovation: Array
     variance: Array
+    logdet: Array | None = None
+
+    @property
+    def loglik(self) -> Array:
+        """``-(dof log 2pi + log|S| + nis) / 2``, 0 where nothing was observed."""
+        logdet = self.logdet if self.logdet is not None else np.log(self.variance).sum(axis=-1)
+        ll: Array = np.where(self.dof > 0, -0.5 * (self.dof * LOG_2PI + logdet + self.nis), 0.0)
+        return ll
 
 
 def _masked_terms(H: Array, R: Array, y: Array, mask: Mask) -> tuple[Array, Array, Array]:
@@ -173,16 +183,12 @@ def update(
             return x_new, P_new, None
         nis = np.einsum("ij,jk,ik->i", y, SI, y)
         dof_row = int(mask[0].sum()) if mask is not None else m
-        _, logdet = np.linalg.slogdet(S)
-        ll = -0.5 * (dof_row * LOG_2PI + logdet + nis) if dof_row else np.zeros(N)
         if not dof_row:
             nis = np.zeros(N)
+        logdet = np.full(N, np.linalg.slogdet(S)[1])  # identity block of the missing part: 0
         var = np.broadcast_to(np.diagonal(S), (N, m))
-        return (
-            x_new,
-            P_new,
-            UpdateStats(nis, np.full(N, dof_row, dtype=np.int64), np.asarray(ll), y, var),
-        )
+        dofs = np.full(N, dof_row, dtype=np.int64)
+        return x_new, P_new, UpdateStats(nis, dofs, y, var, logdet)
     if P.ndim == 2:
         P = np.broadcast_to(P, (N, n, n))
     if mask is None and H.ndim == 2:
@@ -210,7 +216,7 @@ def update(
         if not stats:
             return x_new, P_new, None
         nis = np.einsum("ni,ni->n", y, y / s)
-        logdet = np.log(s).sum(axis=1)
+        logdet = None  # log|S| = sum log s, computed if loglik is read (missing: s = 1)
         var = s
     else:
         S = Hb @ PHT + Rb  # S = H P H^T + R
@@ -226,9 +232,8 @@ def update(
         _, logdet = np.linalg.slogdet(S)  # identity blocks of missing entries add log 1 = 0
         var = np.diagonal(S, axis1=-2, axis2=-1)
     dof = mask.sum(axis=1).astype(np.int64) if mask is not None else np.full(N, m, np.int64)
-    ll = np.where(dof > 0, -0.5 * (dof * LOG_2PI + logdet + nis), 0.0)
     nis = np.where(dof > 0, nis, 0.0)
-    return x_new, P_new, UpdateStats(nis, dof, ll, y, var)
+    return x_new, P_new, UpdateStats(nis, dof, y, var, logdet)
 
 
 def _update_one(
@@ -245,7 +250,9 @@ def _update_one(
 
     The missing observations are taken out of ``z``, ``H`` and ``R`` (filterpy
     called with the reduced observation), which for one site is cheaper than
-    masking; this is what telemetry ingest runs on, sample after sample.
+    masking; this is what telemetry ingest runs on, sample after sample, so it
+    is written for the fewest numpy calls (each costs about a microsecond on
+    these small arrays, more than its arithmetic).
     """
     if mask is not None and not mask.all():
         rows = np.flatnonzero(mask)
@@ -255,38 +262,32 @@ def _update_one(
         P0 = 0.5 * (P + P.T)
         if not stats:
             return x, P0, None
-        empty = np.zeros(0)
         zero = np.zeros(())
-        return x, P0, UpdateStats(zero, np.zeros((), np.int64), zero, empty, empty)
+        return x, P0, UpdateStats(zero, np.zeros((), np.int64), np.zeros(0), np.zeros(0), zero)
     y = z - H @ x  # y = z - H x
     PHT = P @ H.T
+    S = H @ PHT  # H P H^T (+ R below)
+    logdet = None
     if diagonal:
-        # S = H P H^T + R is diagonal: S^-1 is one over its diagonal.
-        s = np.einsum("ij,ji->i", H, PHT) + np.diagonal(R)
+        # S = H P H^T + R is diagonal: S^-1 is one over its diagonal s.
+        s = S.diagonal() + R.diagonal()
         K = PHT / s  # K = P H^T S^-1
-        nis = y @ (y / s) if stats else 0.0
+        w = y / s  # S^-1 y
     else:
-        S = H @ PHT + R  # S = H P H^T + R
+        S += R  # S = H P H^T + R
         SI = np.linalg.inv(S)
         K = PHT @ SI  # K = P H^T S^-1
-        nis = y @ SI @ y if stats else 0.0
-    x_new = x + K @ y  # x+ = x + K y
-    P_new = P - K @ PHT.T  # (I - K H) P
-    P_new = 0.5 * (P_new + P_new.T)
+        w = SI @ y
+        s = S.diagonal()
+        if stats:
+            logdet = np.asarray(np.linalg.slogdet(S)[1])
+    x_new = x + PHT @ w  # x+ = x + K y
+    P_new = P - K @ PHT.T  # P+ = (I - K H) P = P - K (P H^T)^T
+    P_new = 0.5 * (P_new + P_new.T)  # symmetrised
     if not stats:
         return x_new, P_new, None
-    if diagonal:
-        logdet = float(np.log(s).sum())
-        var = s
-    else:
-        logdet = float(np.linalg.slogdet(S)[1])
-        var = np.diagonal(S)
-    ll = -0.5 * (m * LOG_2PI + logdet + nis)
-    return (
-        x_new,
-        P_new,
-        UpdateStats(np.asarray(nis), np.asarray(m, np.int64), np.asarray(ll), y, var),
-    )
+    nis = np.asarray(y @ w)  # y^T S^-1 y
+    return x_new, P_new, UpdateStats(nis, np.asarray(m), y, s, logdet)
 
 
 def is_spd(P: Array, tol: float = 0.0) -> bool:
@@ -387,21 +388,29 @@ def project(
     ``(x~ - x)^T P^-1 (x~ - x)`` on the active set. Constraints are activated
     one by one until none is violated (at most one pass per constraint). The
     covariance is left unchanged, so it stays symmetric positive definite.
+    With one active constraint ``d`` (the usual case: one metric past its
+    bound) the correction is ``P d (d x - b) / (d P d)``, without a solve.
     """
     active: dict[int, float] = {}
-    xt = x.copy()
+    xt = x
+    lo, hi = lower.tolist(), upper.tolist()
     for _ in range(max_iter or len(D) + 1):
-        v = D @ xt
+        v = (D @ xt).tolist()
         viol = [
-            (i, lower[i] if v[i] < lower[i] else upper[i])
-            for i in range(len(D))
-            if (v[i] < lower[i] - 1e-12 or v[i] > upper[i] + 1e-12) and i not in active
+            (i, lo[i] if v[i] < lo[i] else hi[i])
+            for i in range(len(v))
+            if (v[i] < lo[i] - 1e-12 or v[i] > hi[i] + 1e-12) and i not in active
         ]
         if not viol:
             return xt
         for i, bound in viol:
             active[i] = float(bound)
         idx = list(active)
+        if len(idx) == 1:
+            d = D[idx[0]]
+            Pd = P @ d
+            xt = x - Pd * ((float(d @ x) - active[idx[0]]) / float(d @ Pd))
+            continue
         Da = D[idx]
         da = np.array([active[i] for i in idx])
         M = Da @ P @ Da.T
@@ -411,11 +420,12 @@ def project(
             break
         xt = x - corr
     # Fallback when the active-set pass did not settle (degenerate P): clip.
-    v = D @ xt
+    xt = xt.copy()
+    v = (D @ xt).tolist()
     for i in range(len(D)):
-        if v[i] < lower[i] or v[i] > upper[i]:
+        if v[i] < lo[i] or v[i] > hi[i]:
             row = D[i]
-            target = min(max(v[i], lower[i]), upper[i])
+            target = min(max(v[i], lo[i]), hi[i])
             xt = xt + row * (target - v[i]) / float(row @ row)
     return xt
 

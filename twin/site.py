@@ -37,7 +37,7 @@ from twin.faults import GATE, CriticalValues, Fault, trimmed_statistic
 from twin.kalman import Array, UpdateStats, predict, project, update
 from twin.ssm import BlockSpec, StateSpaceModel
 from twin.state import SiteStatus
-from twin.telemetry import TelemetrySample
+from twin.telemetry import METRICS, TelemetrySample
 
 HOUR = 3600.0
 CONTROLS = ("cores", "work")
@@ -247,7 +247,24 @@ class SiteTwin:
         self._updates = 0
         self.counters = Counters()
         self._D, self._lo, self._hi = self.model.constraints()
+        # the bounds as Python floats (checked after every update; numpy's per-call cost on
+        # three numbers is larger than the comparison)
+        self._limits = list(
+            zip((self._lo - 1e-12).tolist(), (self._hi + 1e-12).tolist(), strict=True)
+        )
         self._row = {name: i for i, name in enumerate(self.model.observations)}
+        # Where each observed metric is read from a sample, in the model's order: an
+        # attribute (``utilisation``...) or a link's destination (``link:<dst>``).
+        self._fields: list[tuple[str, str | None, str]] = [
+            (name, None, name.removeprefix("link:"))
+            if name.startswith("link:")
+            else (name, name, "")
+            for name in self.model.observations
+        ]
+        self._link_dsts = frozenset(dst for _, attr, dst in self._fields if attr is None)
+        self._unmodelled = tuple(m for m in METRICS if m not in self._row)
+        self._dt = math.nan  # the last interval and its (A, Q): telemetry is mostly regular
+        self._AQ: tuple[Array, Array] | None = None
         self._separable = self._check_separable()
         self._reduced: dict[tuple[str, ...], tuple[Array, Array]] = {}
         # Faults (``twin.faults``): the last estimates (a reference is taken from the
@@ -285,13 +302,24 @@ class SiteTwin:
             raise ModelError(
                 f"sample of site {sample.site!r} given to the twin of {self.site.id!r}"
             )
-        obs = sample.observed()
-        known = {k: v for k, v in obs.items() if k in self.model.offsets}
-        self.counters.ignored_metrics += len(obs) - len(known)
-        if self.t is not None and sample.timestamp < self.t:
+        # The observed metrics in the model's order (one pass; the unknown ones counted).
+        present: list[str] = []
+        zs: list[float] = []
+        links = sample.links
+        for name, attr, dst in self._fields:
+            v = getattr(sample, attr) if attr is not None else links.get(dst)
+            if v is not None:
+                present.append(name)
+                zs.append(v)
+        if self._unmodelled or (links and not self._link_dsts.issuperset(links)):
+            given = len(links) + sum(getattr(sample, m) is not None for m in METRICS)
+            self.counters.ignored_metrics += given - len(present)
+        known = dict(zip(present, zs, strict=True))
+        t = sample.timestamp
+        if self.t is not None and t < self.t:
             self.counters.rejected_out_of_order += 1
             return "rejected"
-        if self.t is not None and sample.timestamp == self.t:
+        if self.t is not None and t == self.t:
             if known == self.last_values and sample.up == self.up:
                 self.counters.duplicates += 1
                 return "duplicate"
@@ -302,19 +330,20 @@ class SiteTwin:
             self.x, self.P = self.model.initial(known)
             # the first sample defines the levels; nothing to test against yet
         else:
-            nis, dof = self._step(self.x, self.P, sample.timestamp - self.t, known)
+            nis, dof = self._step(self.x, self.P, t - self.t, tuple(present), zs)
             if dof > 0:
                 self._history.append((nis, dof))
                 self._tests = min(self._tests + 1, self.config.confirm)
                 self._updates += 1
-        if len(self._D):
-            v = self._D @ self.x
-            if not ((v >= self._lo - 1e-12) & (v <= self._hi + 1e-12)).all():
-                self.x = project(self.x, self.P, self._D, self._lo, self._hi)
-        self._watch(sample.timestamp, known, dof)
-        self._past.append((sample.timestamp, self.x, self.P))
-        self.t = sample.timestamp
-        self.last_sample_t = sample.timestamp
+        if self._limits:
+            for v, (lo, hi) in zip((self._D @ self.x).tolist(), self._limits, strict=True):
+                if v < lo or v > hi:
+                    self.x = project(self.x, self.P, self._D, self._lo, self._hi)
+                    break
+        self._watch(t, present, zs, dof)
+        self._past.append((t, self.x, self.P))
+        self.t = t
+        self.last_sample_t = t
         self.last_values = known
         self.up = sample.up
         self.counters.applied += 1
@@ -330,27 +359,33 @@ class SiteTwin:
             hit = self._reduced[present] = (H, R)
         return hit
 
-    def _step(self, x: Array, P: Array, dt: float, known: Mapping[str, float]) -> tuple[float, int]:
-        """Predict over ``dt`` with the pending control, then update with ``known``.
+    def _step(
+        self, x: Array, P: Array, dt: float, present: tuple[str, ...], zs: list[float]
+    ) -> tuple[float, int]:
+        """Predict over ``dt`` with the pending control, then update with the values ``zs``
+        of the metrics ``present`` (in the model's order).
 
         ``twin.kalman.predict`` and ``update`` on this site's arrays, the missing
         observations taken out of ``H`` and ``R`` (cached per pattern), with the
         diagonal-``S`` fast path while the blocks stay uncorrelated
         (``_separable``). Returns the update's ``(nis, dof)``.
         """
-        A, Q = self.model.transition(dt)
-        if self.pending.any():
-            x, P = predict(x, P, A, Q, self.model.B, self.pending)  # x' = A x + B u
+        if dt == self._dt and self._AQ is not None:
+            A, Q = self._AQ
+        else:
+            A, Q = self._AQ = self.model.transition(dt)
+            self._dt = dt
+        pending = self.pending
+        if pending[0] or pending[1]:
+            x, P = predict(x, P, A, Q, self.model.B, pending)  # x' = A x + B u
             self.pending = np.zeros(len(CONTROLS))
         else:
             x, P = predict(x, P, A, Q)  # x' = A x, P' = A P A^T + Q
-        present = tuple(n for n in self._row if n in known)  # in the model's order
         if not present:
             self.x, self.P = x, 0.5 * (P + P.T)
             return 0.0, 0
         H, R = self._observation(present)
-        z = np.array([known[n] for n in present])
-        self.x, self.P, st = update(x, P, z, H, R, stats=True, diagonal=self._separable)
+        self.x, self.P, st = update(x, P, np.array(zs), H, R, stats=True, diagonal=self._separable)
         return float(cast(UpdateStats, st).nis), len(present)
 
     def _check_separable(self) -> bool:
@@ -371,11 +406,11 @@ class SiteTwin:
         return not np.any(self.P[~same])
 
     # --- faults ----------------------------------------------------------------------------
-    def _watch(self, t: float, known: Mapping[str, float], dof: int) -> None:
+    def _watch(self, t: float, present: list[str], zs: list[float], dof: int) -> None:
         """Open a fault, or follow the open one against its reference (``twin.faults``)."""
-        stuck = self._stuck(known)
+        stuck = self._stuck(present, zs)
         if self.fault is not None:
-            self._follow(t, known, stuck)
+            self._follow(t, present, zs, stuck)
             return
         cfg = self.config
         if dof > 0 and len(self._history) >= cfg.nis_window:
@@ -389,21 +424,22 @@ class SiteTwin:
             # one extreme innovation: a suspected jump, confirmed by the next samples
             self._open("jump", t, (), confirmed=False)
 
-    def _stuck(self, known: Mapping[str, float]) -> tuple[str, ...]:
+    def _stuck(self, present: list[str], zs: list[float]) -> tuple[str, ...]:
         """Metrics that repeated the same value ``stuck_after`` samples in a row (off bounds)."""
-        out: list[str] = []
+        out: tuple[str, ...] = ()
         runs = self._runs
-        for name, v in known.items():
-            lo, hi = self._bounds[name]
-            if v <= lo or v >= hi:
-                runs.pop(name, None)
-                continue
+        for name, v in zip(present, zs, strict=True):
             prev = runs.get(name)
-            n = prev[1] + 1 if prev is not None and prev[0] == v else 1
+            if prev is None or prev[0] != v:
+                runs[name] = (v, 1)  # a new value starts a run
+                continue
+            lo, hi = self._bounds[name]
+            # a value at its bound (an idle site's 0, an empty queue) repeats legitimately
+            n = 1 if v <= lo or v >= hi else prev[1] + 1
             runs[name] = (v, n)
             if n >= self.config.stuck_after:
-                out.append(name)
-        return tuple(out)
+                out += (name,)
+        return out
 
     def _open(self, kind: str, t: float, blocks: tuple[str, ...], confirmed: bool = True) -> None:
         if kind == "jump" and self._past:
@@ -418,7 +454,9 @@ class SiteTwin:
         if confirmed:
             self.counters.faults += 1
 
-    def _follow(self, t: float, known: Mapping[str, float], stuck: tuple[str, ...]) -> None:
+    def _follow(
+        self, t: float, present: list[str], zs: list[float], stuck: tuple[str, ...]
+    ) -> None:
         """Predict the reference to ``t``; test the sample against it; recover when it agrees."""
         f = cast(Fault, self.fault)
         cfg = self.config
@@ -426,15 +464,13 @@ class SiteTwin:
             A, Q = self.model.transition(t - f.t)
             f.x, f.P = predict(f.x, f.P, A, Q)  # the reference, as if the fault never came
             f.t = t
-        present = tuple(n for n in self._row if n in known)
         if not present:
             return
         if f.kind == "stuck" and stuck:
             f.passed = 0  # still stuck: nothing to learn, not recovered
             return
-        H, R = self._observation(present)
-        z = np.array([known[n] for n in present])
-        x2, P2, st = update(f.x, f.P, z, H, R, stats=True, diagonal=self._separable)
+        H, R = self._observation(tuple(present))
+        x2, P2, st = update(f.x, f.P, np.array(zs), H, R, stats=True, diagonal=self._separable)
         nis = float(cast(UpdateStats, st).nis)
         f.history.append((nis, len(present)))
         if not f.confirmed:

@@ -199,12 +199,29 @@ def discretise(F: Array, Qc: Array, dt: float) -> tuple[Array, Array]:
     return A, 0.5 * (Q + Q.T)
 
 
+_TRANSITIONS: dict[bytes, dict[float, tuple[Array, Array]]] = {}
+"""``(A, Q)`` per interval, per distinct ``(F, Qc)``: shared by every model with the same
+drift and diffusion (the sites of a federation with the same blocks, a twin rebuilt from
+its parameters), since each new interval costs a matrix exponential."""
+
+
+def _transitions(F: Array, Qc: Array) -> dict[float, tuple[Array, Array]]:
+    key = F.tobytes() + Qc.tobytes()
+    hit = _TRANSITIONS.get(key)
+    if hit is None:
+        if len(_TRANSITIONS) >= 256:
+            del _TRANSITIONS[next(iter(_TRANSITIONS))]  # the oldest model's
+        hit = _TRANSITIONS[key] = {}
+    return hit
+
+
 @dataclass
 class StateSpaceModel:
     """A stack of independent blocks, with controls entering through ``B``.
 
     ``controls`` names the control inputs ``u``; ``B`` has one row per state.
-    ``transition(dt)`` caches ``(A, Q)`` per distinct interval.
+    ``transition(dt)`` caches ``(A, Q)`` per distinct interval, shared with every
+    model of the same ``F`` and ``Qc`` (the arrays are read-only).
     """
 
     blocks: tuple[BlockSpec, ...]
@@ -234,6 +251,7 @@ class StateSpaceModel:
             o = self.offsets[b.name]
             self.H[i, o : o + b.dim] = h
         self.R = np.diag([b.r for b in self.blocks])
+        self._cache = _transitions(self.F, self.Qc)
         if self.B.size == 0:
             self.B = np.zeros((n, len(self.controls)))
         if self.B.shape != (n, len(self.controls)):
@@ -264,7 +282,10 @@ class StateSpaceModel:
         if hit is None:
             if len(self._cache) > 4096:
                 self._cache.clear()
-            hit = self._cache[key] = discretise(self.F, self.Qc, key)
+            A, Q = discretise(self.F, self.Qc, key)
+            A.setflags(write=False)  # shared: never changed in place
+            Q.setflags(write=False)
+            hit = self._cache[key] = (A, Q)
         return hit
 
     def initial(self, first: dict[str, float] | None = None) -> tuple[Array, Array]:
