@@ -28,9 +28,12 @@ from pathlib import Path
 import numpy as np
 from filterpy.kalman import KalmanFilter
 
+from federation.model import Site
 from twin.fit import backtest
 from twin.kalman import BatchKalman
 from twin.series import load_series
+from twin.ssm import BlockSpec
+from twin.telemetry import TelemetrySample
 
 SHARED = Path(
     os.environ.get("CONTINUUM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -157,7 +160,6 @@ def faults() -> bool:
     from federation.model import load_demo_federation
     from twin.fit import default_spec, fit_block
     from twin.site import SiteTwin, default_blocks
-    from twin.ssm import BlockSpec
     from twin.state import SiteStatus
     from twin.telemetry import TelemetrySample
 
@@ -428,131 +430,254 @@ def fleet(sizes: tuple[int, ...] = (1_000, 10_000, 100_000)) -> None:
     )
 
 
-def single_site_ingest(samples: int = 3_000) -> bool:
-    """One site's telemetry, sample after sample (what the API's ingest runs), per sample.
+def site_stream(
+    train: int = 1500, seed: int = 7
+) -> tuple[Site, list[BlockSpec], list[TelemetrySample], int]:
+    """A realistic telemetry stream of the demo GPU centre (21 states, 4 metrics).
 
-    The demo federation's GPU centre (21 states, 4 metrics, about a third of them
-    missing at random) fed hourly samples three ways on the same model: filterpy's
-    ``KalmanFilter`` (predict + update with the reduced H and R), the batched engine
-    on a batch of one with masks (how ``SiteTwin`` filtered before it had its own
-    path), and ``SiteTwin.ingest`` (the single-site path, with the bounds and the
-    anomaly window on top).
+    Carbon intensity: the real FR 2023 series; power price: the real Belgian day-ahead
+    price of 2023 on the same hours; utilisation and queued work: a daily cycle with
+    weekends and autocorrelated noise (as the demo telemetry); about 3 % of the cells
+    missing, as collectors drop them. Each block is fitted by maximum likelihood on the
+    first ``train`` hours, so the stream is what the twin was fitted for (no fault in
+    it; a false alarm of the twin is counted). Returns ``(site, blocks, stream, train)``.
     """
     from federation.model import load_demo_federation
-    from twin.kalman import predict, update
-    from twin.site import SiteTwin
-    from twin.telemetry import TelemetrySample
+    from twin.fit import fit_block
+    from twin.site import default_blocks
 
     site = load_demo_federation().site("gpu-centre")
-    rng = np.random.default_rng(5)
-    names = ("utilisation", "backlog", "power_price", "carbon_intensity")
-    values = np.column_stack(
-        [
-            rng.uniform(0.2, 0.8, samples),
-            rng.uniform(0, 1e6, samples),
-            rng.normal(0.1, 0.02, samples),
-            rng.uniform(20, 80, samples),
-        ]
+    t, carbon = _load(FR_FILE, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (LCA)", None)
+    _, price = _load(BE_FILE, "time", "DAM_price", 2023)
+    n = min(len(t), len(price))
+    t, carbon, price = t[:n], carbon[:n], price[:n]
+    rng = np.random.default_rng(seed)
+    hod = (t // 3600) % 24
+    weekend = ((t // 86400 + 3) % 7) >= 5  # 1970-01-01 was a Thursday
+
+    def ar1(phi: float, sd: float) -> np.ndarray:
+        e = rng.standard_normal(n) * sd * np.sqrt(1 - phi**2)
+        out = np.zeros(n)
+        for k in range(1, n):
+            out[k] = phi * out[k - 1] + e[k]
+        return out
+
+    util = np.clip(
+        0.55 + 0.25 * np.sin(2 * np.pi * (hod - 9) / 24) - 0.15 * weekend + ar1(0.8, 0.05),
+        0.02,
+        0.98,
     )
-    keep = rng.random(values.shape) > 0.33
+    backlog = np.maximum(
+        0.0, (util - 0.7) * site.cores * 3600 * 2 + ar1(0.7, 0.05 * site.cores * 3600)
+    )
+    values = {
+        "utilisation": util,
+        "backlog": backlog,
+        "power_price": price,
+        "carbon_intensity": carbon,
+    }
+    keep = {k: (rng.random(n) >= 0.03) & np.isfinite(v) for k, v in values.items()}
+    blocks = [
+        fit_block(b, t[:train], np.where(keep[b.name], values[b.name], np.nan)[:train]).spec
+        for b in default_blocks(site, {})
+    ]
     stream = [
         TelemetrySample(
             site=site.id,
-            timestamp=3600.0 * (k + 1),
-            **{n: float(values[k, i]) for i, n in enumerate(names) if keep[k, i]},
+            timestamp=float(t[k]),
+            **{m: float(v[k]) for m, v in values.items() if keep[m][k]},
         )
-        for k in range(samples)
+        for k in range(n)
     ]
+    return site, blocks, stream, train
+
+
+def _with_faults(stream: list[TelemetrySample], every: int = 400) -> list[TelemetrySample]:
+    """``stream`` with a fault every ``every`` hours, 24 h each: carbon intensity stepped up by
+    150 g, or the power price stuck at its last value (alternately)."""
+    out = list(stream)
+    for i, a in enumerate(range(every, len(out) - 24, every)):
+        for k in range(a, a + 24):
+            s = out[k]
+            if i % 2 == 0 and s.carbon_intensity is not None:
+                out[k] = s.model_copy(update={"carbon_intensity": s.carbon_intensity + 150.0})
+            elif i % 2 == 1 and s.power_price is not None:
+                out[k] = s.model_copy(update={"power_price": out[a - 1].power_price})
+    return out
+
+
+def _ingest_costs(
+    site: Site,
+    blocks: list[BlockSpec],
+    warm: list[TelemetrySample],
+    stream: list[TelemetrySample],
+    rounds: int,
+) -> tuple[dict[str, float], int]:
+    """us of CPU per sample of each method on ``stream`` (best of ``rounds`` interleaved
+    rounds), from the twin's estimate after ``warm``; and the faults the twin flagged."""
+    from twin.kalman import predict, update
+    from twin.site import SiteTwin
+
+    first = SiteTwin(site, {}, None, blocks)
+    for smp in warm:
+        first.ingest(smp)
+    model = first.model
+    assert first.x is not None
+    assert first.P is not None
+    x0, P0, t0 = first.x.copy(), first.P.copy(), float(first.t or 0.0)
+    names = model.observations
+    vals = np.array([[smp.observed().get(n, np.nan) for n in names] for smp in stream])
+    keep = np.isfinite(vals)
+    times = np.array([smp.timestamp for smp in stream])
+    r_diag = model.R.diagonal()
+    snapshot = first.to_state()
 
     def run_site() -> SiteTwin:
-        tw = SiteTwin(site)
+        tw = SiteTwin.from_state(site, {}, first.config, snapshot)
         for smp in stream:
             tw.ingest(smp)
         return tw
 
-    first = SiteTwin(site)
-    first.ingest(TelemetrySample(site=site.id, timestamp=0.0, utilisation=0.5, backlog=0.0))
-    model = first.model
-    assert first.x is not None
-    assert first.P is not None
-    x0, P0 = first.x, first.P
-
-    def run_engine() -> None:
-        x, P, t = x0[None], P0[None], 0.0
-        for k, smp in enumerate(stream):
-            A, Q = model.transition(smp.timestamp - t)
-            x, P = predict(x, P, A, Q)
-            z = np.where(keep[k], values[k], 0.0)[None]
-            x, P, _ = update(x, P, z, model.H, model.R, keep[k][None], stats=True)
-            t = smp.timestamp
-
     def run_filterpy() -> None:
         kf = KalmanFilter(dim_x=model.dim, dim_z=len(names))
-        kf.x, kf.P, t = x0.reshape(-1, 1).copy(), P0.copy(), 0.0
-        for k, smp in enumerate(stream):
-            kf.F, kf.Q = model.transition(smp.timestamp - t)
+        kf.x, kf.P, t = x0.reshape(-1, 1).copy(), P0.copy(), t0
+        for k, tk in enumerate(times):
+            kf.F, kf.Q = model.transition(tk - t)
             kf.predict()
-            rows = np.flatnonzero(keep[k])
+            rows = np.flatnonzero(keep[k])  # the sample's mask, as it arrives
             if len(rows):
                 kf.update(
-                    values[k, rows].reshape(-1, 1),
-                    R=model.R[np.ix_(rows, rows)],
-                    H=model.H[rows],
+                    vals[k, rows].reshape(-1, 1), R=model.R[np.ix_(rows, rows)], H=model.H[rows]
                 )
-            t = smp.timestamp
+            t = tk
 
     def run_bare() -> None:
-        """The same equations in bare numpy, inline: the floor for one site in Python."""
-        x, P, t = x0.copy(), P0.copy(), 0.0
-        for k, smp in enumerate(stream):
-            A, Q = model.transition(smp.timestamp - t)
+        """The textbook equations inline (S inverted)."""
+        x, P, t = x0.copy(), P0.copy(), t0
+        for k, tk in enumerate(times):
+            A, Q = model.transition(tk - t)
             x = A @ x
             P = A @ P @ A.T + Q
-            rows = np.flatnonzero(keep[k])
+            rows = np.flatnonzero(keep[k])  # the sample's mask, as it arrives
             if len(rows):
                 H, R = model.H[rows], model.R[np.ix_(rows, rows)]
-                y = values[k, rows] - H @ x
+                y = vals[k, rows] - H @ x
                 PHT = P @ H.T
                 K = PHT @ np.linalg.inv(H @ PHT + R)
                 x = x + K @ y
                 P = P - K @ PHT.T
                 P = 0.5 * (P + P.T)
-            t = smp.timestamp
+            t = tk
+
+    def run_diag() -> None:
+        """The twin's arithmetic inline: diagonal S, and the NIS it tests."""
+        x, P, t = x0.copy(), P0.copy(), t0
+        for k, tk in enumerate(times):
+            A, Q = model.transition(tk - t)
+            x = A @ x
+            P = A @ P @ A.T + Q
+            rows = np.flatnonzero(keep[k])  # the sample's mask, as it arrives
+            if len(rows):
+                H = model.H[rows]
+                y = vals[k, rows] - H @ x
+                PHT = P @ H.T
+                s = (H @ PHT).diagonal() + r_diag[rows]
+                K = PHT / s
+                x = x + K @ y
+                P = P - K @ PHT.T
+                P = 0.5 * (P + P.T)
+                _ = float(y @ (y / s))
+            t = tk
 
     def run_loop() -> None:
         """``twin.kalman.predict`` / ``update`` on one site: the one filter loop, alone."""
-        x, P, t = x0.copy(), P0.copy(), 0.0
-        for k, smp in enumerate(stream):
-            A, Q = model.transition(smp.timestamp - t)
+        x, P, t = x0.copy(), P0.copy(), t0
+        for k, tk in enumerate(times):
+            A, Q = model.transition(tk - t)
             x, P = predict(x, P, A, Q)
-            x, P, _ = update(x, P, values[k], model.H, model.R, keep[k], True, diagonal=True)
-            t = smp.timestamp
+            x, P, _ = update(x, P, vals[k], model.H, model.R, keep[k], True, diagonal=True)
+            t = tk
 
-    names_ = ("filterpy", "bare", "loop", "engine", "site")
-    fns = (run_filterpy, run_bare, run_loop, run_engine, run_site)
+    names_ = ("filterpy", "bare", "diag", "loop", "site")
+    fns: tuple[Callable[[], object], ...] = (run_filterpy, run_bare, run_diag, run_loop, run_site)
     best = dict.fromkeys(names_, np.inf)
-    for _ in range(3):  # interleaved rounds, best of each
+    for fn in fns:
+        fn()  # warm-up (and the transitions of every interval in the cache)
+    for _ in range(rounds):  # interleaved rounds, best of each
         for name, fn in zip(names_, fns, strict=True):
-            t0 = time.perf_counter()
+            c0 = time.process_time()
             fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / samples * 1e6)
-    ok = best["loop"] <= 1.25 * best["bare"] and best["site"] <= best["filterpy"] * 1.25
+            best[name] = min(best[name], (time.process_time() - c0) / len(stream) * 1e6)
+    return best, run_site().counters.faults
+
+
+def single_site_ingest(samples: int = 4_000, rounds: int = 5) -> bool:
+    """One site's telemetry, sample after sample (what the API's ingest and the site agent
+    run), per sample, on the realistic stream of ``site_stream`` (after its training
+    hours) and on the same stream with faults in it.
+
+    Measured the same way in the same run, interleaved, best of ``rounds``, in CPU time
+    of this process (``time.process_time``: the machine is shared, so the time other jobs
+    take the core is left out):
+
+    * filterpy's ``KalmanFilter`` (predict, then update with the reduced ``H`` and ``R``);
+    * bare numpy, textbook: the same equations inline, ``S`` inverted;
+    * bare numpy, diagonal ``S``: inline again, with the twin's arithmetic (``S`` is
+      diagonal, so ``S^-1`` is ``1 / s``) and the innovation statistic the twin tests;
+      the floor for one site in Python;
+    * ``twin.kalman.predict``/``update`` in a loop (the one filter loop, alone);
+    * ``SiteTwin.ingest``: the loop plus reading the sample, the bounds, the innovation
+      window, the jump and stuck-sensor tests and, in a fault, the reference estimate.
+
+    Targets: the loop within 10 % of bare numpy with the diagonal ``S``, and
+    ``SiteTwin.ingest`` within 10 % of the textbook bare-numpy equations (issue 19).
+    """
+    if not SHARED.is_dir():
+        print(f"\nsingle-site ingest: skipped, shared data not found at {SHARED}")
+        return True
+    site, blocks, full, train = site_stream()
+    ok = True
+    rows = []
+    for label, stream in (
+        ("no fault", full[train : train + samples]),
+        ("faults", _with_faults(full)[train : train + samples]),
+    ):
+        best, faults = _ingest_costs(site, blocks, full[:train], stream, rounds)
+        loop_ratio = best["loop"] / best["diag"]
+        site_ratio = best["site"] / best["bare"]
+        if label == "no fault":
+            ok &= loop_ratio <= 1.1 and site_ratio <= 1.1
+        rows.append(
+            [
+                label,
+                f"{faults}",
+                *(f"{best[n]:.1f}" for n in ("filterpy", "bare", "diag", "loop", "site")),
+                f"{loop_ratio:.2f}",
+                f"{site_ratio:.2f}",
+                f"{best['site'] / best['diag']:.2f}",
+            ]
+        )
     _table(
-        f"one site's samples one by one ({model.dim} states, {len(names)} metrics, a third "
-        f"missing), {samples:,} samples, us per sample, best of 3 in this run; load "
-        f"{os.getloadavg()[0]:.1f}",
+        f"one site's samples one by one ({len(blocks)} metrics, 21 states, real FR carbon and BE "
+        f"price, 3 % missing), {samples:,} samples after {train:,} h of training, us of CPU per "
+        f"sample, best of {rounds} interleaved rounds in this run; load {os.getloadavg()[0]:.1f}",
         [
+            "stream",
+            "faults flagged",
             "filterpy",
-            "bare numpy, same equations",
-            "kalman.predict/update",
-            "batch of 1",
-            "SiteTwin.ingest (all)",
+            "bare numpy (inv S)",
+            "bare numpy (diag S)",
+            "kalman loop",
+            "SiteTwin.ingest",
+            "loop / diag",
+            "SiteTwin / bare",
+            "SiteTwin / diag",
         ],
-        [[f"{best[n]:.1f}" for n in names_]],
+        rows,
     )
     print(
-        "the filter loop within 25 % of bare numpy, SiteTwin.ingest (bounds, anomaly and fault "
-        "watch included) within 25 % of filterpy:",
+        "fault-free stream: the kalman loop within 10 % of bare numpy with the diagonal S, "
+        "SiteTwin.ingest within 10 % of the textbook bare-numpy equations:",
         "yes" if ok else "NO",
     )
     return ok

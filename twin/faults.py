@@ -32,6 +32,7 @@ agrees with the reference.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,10 @@ class CriticalValues:
         if hit is None:
             hit = self._cache[dof] = float(chdtri(dof, self.alpha))
         return hit
+
+    def table(self, max_dof: int) -> list[float]:
+        """The critical values for ``0..max_dof`` degrees of freedom (0: infinite), by index."""
+        return [math.inf] + [self(d) for d in range(1, max_dof + 1)]
 
 
 def trimmed_statistic(entries: deque[tuple[float, int]], size: int, trim: int) -> tuple[float, int]:

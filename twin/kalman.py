@@ -185,10 +185,10 @@ def update(
         dof_row = int(mask[0].sum()) if mask is not None else m
         if not dof_row:
             nis = np.zeros(N)
-        logdet = np.full(N, np.linalg.slogdet(S)[1])  # identity block of the missing part: 0
+        logdet_row = np.full(N, np.linalg.slogdet(S)[1])  # identity block of the missing: 0
         var = np.broadcast_to(np.diagonal(S), (N, m))
         dofs = np.full(N, dof_row, dtype=np.int64)
-        return x_new, P_new, UpdateStats(nis, dofs, y, var, logdet)
+        return x_new, P_new, UpdateStats(nis, dofs, y, var, logdet_row)
     if P.ndim == 2:
         P = np.broadcast_to(P, (N, n, n))
     if mask is None and H.ndim == 2:
@@ -216,7 +216,9 @@ def update(
         if not stats:
             return x_new, P_new, None
         nis = np.einsum("ni,ni->n", y, y / s)
-        logdet = None  # log|S| = sum log s, computed if loglik is read (missing: s = 1)
+        logdet: Array | None = (
+            None  # log|S| = sum log s, computed if loglik is read (missing: s = 1)
+        )
         var = s
     else:
         S = Hb @ PHT + Rb  # S = H P H^T + R
@@ -254,9 +256,12 @@ def _update_one(
     is written for the fewest numpy calls (each costs about a microsecond on
     these small arrays, more than its arithmetic).
     """
+    r = R.diagonal()
     if mask is not None and not mask.all():
         rows = np.flatnonzero(mask)
-        z, H, R = z[rows], H[rows], R[np.ix_(rows, rows)]
+        z, H, r = z[rows], H[rows], r[rows]
+        if not diagonal:  # a diagonal S needs only R's diagonal (np.ix_ is slow)
+            R = R[np.ix_(rows, rows)]
     m = len(z)
     if m == 0:
         P0 = 0.5 * (P + P.T)
@@ -270,7 +275,7 @@ def _update_one(
     logdet = None
     if diagonal:
         # S = H P H^T + R is diagonal: S^-1 is one over its diagonal s.
-        s = S.diagonal() + R.diagonal()
+        s = S.diagonal() + r
         K = PHT / s  # K = P H^T S^-1
         w = y / s  # S^-1 y
     else:

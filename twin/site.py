@@ -274,8 +274,10 @@ class SiteTwin:
             maxlen=max(cfg.nis_window + cfg.confirm, cfg.stuck_after) + 1
         )
         self._fails = 0
-        self._critical = CriticalValues(cfg.alpha_degraded)
-        self._jump = CriticalValues(cfg.alpha_jump)
+        # chi-square critical values by degrees of freedom, looked up after every sample
+        m = len(self.model.observations)
+        self._critical = CriticalValues(cfg.alpha_degraded).table(cfg.nis_window * m)
+        self._jump = CriticalValues(cfg.alpha_jump).table(m)
         self._runs: dict[str, tuple[float, int]] = {}
         self._bounds = {
             b.name: (
@@ -415,12 +417,12 @@ class SiteTwin:
         cfg = self.config
         if dof > 0 and len(self._history) >= cfg.nis_window:
             stat, d = trimmed_statistic(self._history, cfg.nis_window, cfg.trim)
-            self._fails = self._fails + 1 if d and stat > self._critical(d) else 0
+            self._fails = self._fails + 1 if d and stat > self._critical[d] else 0
         if self._fails >= cfg.confirm:
             self._open("innovation", t, ())
         elif stuck:
             self._open("stuck", t, stuck)
-        elif dof > 0 and self._history[-1][0] > self._jump(dof):
+        elif dof > 0 and self._history[-1][0] > self._jump[dof]:
             # one extreme innovation: a suspected jump, confirmed by the next samples
             self._open("jump", t, (), confirmed=False)
 
