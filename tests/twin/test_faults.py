@@ -7,28 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from federation.model import Site, load_demo_federation
-from tests.conftest import shared_path
-from twin.fit import default_spec, fit_block
-from twin.series import load_series
-from twin.site import SiteTwin, default_blocks
+from federation.model import Site
+from twin.site import SiteTwin
 from twin.ssm import BlockSpec
 from twin.state import SiteStatus
 from twin.telemetry import TelemetrySample
 
 FAULT_HOURS = 96
-
-
-@pytest.fixture(scope="module")
-def french() -> tuple[Site, list[BlockSpec], np.ndarray, np.ndarray]:
-    """The demo site with a carbon-intensity block fitted on 2023's first 1,500 hours."""
-    path = shared_path("energy", "electricitymaps_FR_2023_hourly.csv")
-    s = load_series(path, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (LCA)")
-    spec = default_spec("carbon_intensity", s.values[:1500], lower=0.0)
-    fitted = fit_block(spec, s.times[:1500], s.values[:1500], window=None).spec
-    site = load_demo_federation().sites[0]
-    blocks = [b for b in default_blocks(site, {}) if b.name != "carbon_intensity"] + [fitted]
-    return site, blocks, s.times, s.values
 
 
 def _replay(
