@@ -121,4 +121,34 @@ def trimmed_statistic(entries: deque[tuple[float, int]], size: int, trim: int) -
     return sum(v for v, _ in window), sum(d for _, d in window)
 
 
-__all__ = ["FAULT_KINDS", "GATE", "CriticalValues", "Fault", "trimmed_statistic"]
+def window_fails(
+    entries: deque[tuple[float, int]],
+    size: int,
+    trim: int,
+    total: tuple[float, int],
+    trim_dof: int,
+    critical: list[float],
+) -> bool:
+    """Whether the last ``size`` entries fail the trimmed chi-square test at ``critical``.
+
+    ``total`` is the untrimmed ``(sum of NIS, sum of dof)`` of those entries, kept as they
+    come. The trimmed statistic is at most the untrimmed sum, its dof at least
+    ``dof - trim_dof`` (``trim`` entries of at most ``trim_dof / trim`` dof each left out),
+    and the critical value grows with the dof: a sum below the critical value of that
+    bound passes without sorting the window (most windows, on a sound model).
+    """
+    low = total[1] - trim_dof
+    if low > 0 and total[0] <= critical[low] * (1.0 - 1e-9):
+        return False
+    stat, dof = trimmed_statistic(entries, size, trim)
+    return bool(dof) and stat > critical[dof]
+
+
+__all__ = [
+    "FAULT_KINDS",
+    "GATE",
+    "CriticalValues",
+    "Fault",
+    "trimmed_statistic",
+    "window_fails",
+]

@@ -35,7 +35,7 @@ from scipy.special import chdtrc  # chi-square survival function, a plain ufunc
 from federation.model import Site
 from twin.calibration import LeadCalibrator
 from twin.errors import ModelError
-from twin.faults import GATE, CriticalValues, Fault, trimmed_statistic
+from twin.faults import GATE, CriticalValues, Fault, window_fails
 from twin.kalman import Array, UpdateStats, predict, project, update
 from twin.ssm import BlockSpec, StateSpaceModel
 from twin.state import SiteStatus
@@ -463,14 +463,15 @@ class SiteTwin:
             return
         cfg = self.config
         if dof > 0 and len(self._history) >= cfg.nis_window:
-            # trimmed statistic <= untrimmed sum, trimmed dof >= dof - trim * (largest dof),
-            # and the critical value grows with dof: below this bound the window passes
-            low = self._wdof - self._trim_dof
-            if low > 0 and self._wsum <= self._critical[low] * (1.0 - 1e-9):
-                self._fails = 0
-            else:
-                stat, d = trimmed_statistic(self._history, cfg.nis_window, cfg.trim)
-                self._fails = self._fails + 1 if d and stat > self._critical[d] else 0
+            fails = window_fails(
+                self._history,
+                cfg.nis_window,
+                cfg.trim,
+                (self._wsum, self._wdof),
+                self._trim_dof,
+                self._critical,
+            )
+            self._fails = self._fails + 1 if fails else 0
         if self._fails >= cfg.confirm:
             self._open("innovation", t, ())
         elif stuck:

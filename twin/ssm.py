@@ -68,7 +68,6 @@ class BlockSpec:
     weekly: int = 0
     slow: bool = False
     q_level: float = 1e-8
-    tau_level: float | None = None
     q_trend: float = 1e-14
     tau_trend: float = 6 * 3600.0
     q_ar: float = 1e-6
@@ -120,8 +119,6 @@ class BlockSpec:
             return F, Qc, h
         i = 0
         Qc[0, 0] = self.q_level  # d level = trend dt + dW
-        if self.tau_level is not None:
-            F[0, 0] = -1.0 / self.tau_level  # ... - level / tau_level dt (mean-reverting level)
         h[0] = 1.0
         i = 1
         if self.trend:
