@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from federation.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from twin.calibration import LeadCalibrator
     from twin.disclosure import DisclosurePolicy, disclose
     from twin.errors import InvalidTelemetry, ModelError, TwinError
     from twin.federation_twin import FederationTwin, IngestReport, SiteFit, fit_sites
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from twin.kalman import BatchKalman, UpdateStats, predict, project, update
     from twin.series import Series, load_series
     from twin.site import BlockForecast, SiteForecast, SiteTwin, TwinConfig, site_model
+    from twin.site_service import (
+        HttpPublisher,
+        SiteTwinService,
+        TelemetryFileSource,
+        telemetry_source,
+    )
     from twin.ssm import BlockSpec, StateSpaceModel, discretise
     from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView, static_view
     from twin.telemetry import (
@@ -63,8 +70,10 @@ __all__ = [
     "FitResult",
     "FleetTwin",
     "Forecast",
+    "HttpPublisher",
     "IngestReport",
     "InvalidTelemetry",
+    "LeadCalibrator",
     "LocalProbe",
     "ModelError",
     "ReplaySource",
@@ -73,8 +82,10 @@ __all__ = [
     "SiteForecast",
     "SiteStatus",
     "SiteTwin",
+    "SiteTwinService",
     "SiteView",
     "StateSpaceModel",
+    "TelemetryFileSource",
     "TelemetrySample",
     "TelemetrySource",
     "TwinConfig",
@@ -96,5 +107,6 @@ __all__ = [
     "series_loglik",
     "site_model",
     "static_view",
+    "telemetry_source",
     "update",
 ]

@@ -149,11 +149,21 @@ def site_agent(
     server_wait: Annotated[
         float, typer.Option(help="Seconds to keep retrying an unreachable federation API.")
     ] = 3600.0,
+    telemetry: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the site's twin here on this telemetry ('probe' or a telemetry file) "
+            "and send only its abstracted state; no raw telemetry leaves the site."
+        ),
+    ] = None,
+    state_every: Annotated[float, typer.Option(help="Seconds between state pushes.")] = 60.0,
 ) -> None:
     """Run inside a site that accepts no inbound connection: pull tasks from the federation
     API, run them, push results, outputs, logs and heartbeats (outbound HTTPS only)."""
     from orchestrator.connectors.agent import SiteAgent
+    from twin.site_service import start_site_twin
 
+    stop_twin = start_site_twin(server, token, site, telemetry, state_every) if telemetry else None
     agent = SiteAgent(
         server,
         site,
@@ -162,11 +172,14 @@ def site_agent(
         poll_s=poll,
         export_roots=export_root or (),
         server_wait_s=server_wait,
+        heartbeat_telemetry=not telemetry,
     )
     try:
         done = agent.run(max_tasks=max_tasks, idle_exit_s=idle_exit)
     finally:
         agent.close()
+        if stop_twin is not None:
+            stop_twin()
     console.print(f"site agent {agent.agent_id} of {site}: {done} task(s) done")
 
 

@@ -4,6 +4,7 @@
 ``continuum twin view TELEMETRY.csv``      replay telemetry, print the planners' view
 ``continuum twin backtest CSV ...``        forecast skill of the twin on any hourly series
 ``continuum twin probe``                   real telemetry of this machine (from /proc)
+``continuum twin accept SITE``             accept a site's new level after a fault (API)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run: `--help` s
 
 twin_app = typer.Typer(
     name="twin",
-    help="Digital twin: fit, replay, backtest, probe.",
+    help="Digital twin: fit, replay, backtest, probe, accept a new level.",
     no_args_is_help=True,
 )
 
@@ -211,14 +212,17 @@ def backtest_cmd(
     horizon: Annotated[int, typer.Option(help="Lead times forecast from each origin.")] = 24,
     test_fraction: Annotated[float, typer.Option(help="Held-out last part.")] = 0.2,
     window: Annotated[
-        int, typer.Option(help="Fit on the last N samples before the held-out part.")
-    ] = 3000,
+        int | None,
+        typer.Option(help="Fit on the last N samples before the held-out part (default: all)."),
+    ] = None,
     output: JsonOpt = None,
 ) -> None:
     """Fit on the first part of an hourly series, forecast the held-out rest horizon by horizon.
 
-    Compares the twin's mean absolute error with persistence (last value) and
-    seasonal naive (same hour the day before).
+    Compares the twin's mean absolute error with persistence (last value),
+    seasonal naive (same hour the day before) and a direct linear model per lead,
+    and reports how often the held-out values fall inside the twin's 80 % and
+    95 % intervals.
     """
     from rich.table import Table
 
@@ -250,6 +254,19 @@ def backtest_cmd(
             *(f"{res.mae_by_horizon[name][h - 1]:.4g}" for h in leads),
         )
     out.print(table)
+    cov = Table(title="the twin's calibrated intervals on the held-out part")
+    cov.add_column("")
+    leads = sorted({1, min(6, horizon), min(12, horizon), horizon})
+    for h in leads:
+        cov.add_column(f"lead {h}", justify="right")
+    for label, values, fmt in (
+        ("coverage 80 %", res.coverage_80, ".1%"),
+        ("coverage 95 %", res.coverage_95, ".1%"),
+        ("width 80 %", res.width_80, ".4g"),
+        ("width 95 %", res.width_95, ".4g"),
+    ):
+        cov.add_row(label, *(f"{values[h - 1]:{fmt}}" for h in leads))
+    out.print(cov)
     out.print(
         f"{series.rows} rows, {len(series)} hourly slots ({series.missing} gaps, "
         f"{series.duplicates} duplicated hours averaged); trained on {res.train_samples}, "
@@ -282,12 +299,51 @@ def probe(
         )
 
 
+def accept(
+    site: Annotated[str, typer.Argument(help="The site whose new level is accepted.")],
+    server: Annotated[str, typer.Option(help="The federation API, e.g. https://fed.example.org")],
+    token: Annotated[
+        str,
+        typer.Option(envvar="CONTINUUM_TOKEN", help="Bearer token (site-operator of SITE)."),
+    ],
+) -> None:
+    """Accept a site's new level after a fault: its twin stops flagging it degraded.
+
+    A step change that is real or a replaced sensor: the twin keeps the site
+    degraded until the site recovers or an operator accepts. For a site whose
+    twin runs at the site (site-agent --telemetry), the request reaches it with
+    the answer to its next state push.
+    """
+    import httpx
+
+    from federation.errors import InvalidInput
+
+    try:
+        r = httpx.post(
+            f"{server.rstrip('/')}/api/v1/sites/{site}/state/accept",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise InvalidInput.single(server, "", f"cannot reach the federation API: {exc}") from None
+    if not r.is_success:
+        raise InvalidInput.single(server, f"site {site!r}", f"{r.status_code}: {r.text}")
+    body = r.json()
+    if not body["accepted"]:
+        console.print(f"{site}: no open fault, nothing to accept")
+    elif body["where"] == "site":
+        console.print(f"{site}: accepted; the site's twin applies it at its next state push")
+    else:
+        console.print(f"{site}: accepted; the twin no longer flags it")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to ``app``."""
     twin_app.command("fit")(fit)
     twin_app.command("view")(view)
     twin_app.command("backtest")(backtest_cmd)
     twin_app.command("probe")(probe)
+    twin_app.command("accept")(accept)
     app.add_typer(twin_app, name="twin")
 
 
