@@ -17,7 +17,6 @@ result is reported once the service answers again (``server_wait_s`` bounds the 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shlex
@@ -32,8 +31,13 @@ from typing import Any
 import httpx
 
 from orchestrator.connectors.base import ConnectorError, _safe, sha256_file
-from orchestrator.connectors.local import RUNNER_SCRIPT, RUNNER_SHELL, link_site_input
-from orchestrator.connectors.runner import RESULT, SPEC, write_atomic
+from orchestrator.connectors.local import (
+    RUNNER_SCRIPT,
+    RUNNER_SHELL,
+    link_site_input,
+    read_result,
+)
+from orchestrator.connectors.runner import SPEC, write_atomic
 from orchestrator.execution.logs import STREAMS, truncation_note
 
 log = logging.getLogger(__name__)
@@ -156,18 +160,21 @@ class SiteAgent:
                 logs.ship(final=False)
                 next_ship = time.monotonic() + self.log_every_s
             time.sleep(0.05)
-        result = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+        result = read_result(folder)
         logs.ship(final=True)
+        if result is None:  # the runner found the task claimed already, or died
+            self._report(handle, -1, None, time.time(), "the task's runner left no result")
+            return True
         for path in sorted((folder / "out").iterdir()):
             if path.is_file():
                 self._upload(handle, path)
         stderr = (folder / "stderr").read_text(errors="replace")[-2000:]
-        code = result["exit_code"]
+        code = result.exit_code
         self._report(
             handle,
             code if code is not None else -1,
-            result.get("started_at"),
-            result.get("ended_at"),
+            result.started_at,
+            result.ended_at,
             stderr if code != 0 else "",
         )
         return True
