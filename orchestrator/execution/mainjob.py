@@ -45,7 +45,9 @@ NOTABLE = ("fault", "replan", "run:running->done", "run:running->failed", "on-er
 
 @dataclass
 class Fault:
-    """Take ``site`` down once ``after`` (a fraction) of the steps are done.
+    """Take ``site`` down once ``after`` (a fraction) of the steps are done: its processes are
+    killed (its buffer service and its running tasks, ``LocalSites.crash``), and the twin
+    finds out from the site's heartbeat like from any other failure.
 
     ``site=None`` picks, at that moment, the site with the most unfinished steps.
     """
@@ -103,23 +105,25 @@ class ExecutionResult:
 class TwinWatch:
     """Feeds site heartbeats and dispatched load to the twin; reports newly flagged sites.
 
-    Each tick sends one ``TelemetrySample`` per site with ``up`` from the
-    connector (other metrics missing: a local site cannot see the load of other
-    users) and returns the sites the twin now calls down or stale.
+    Each tick sends one ``TelemetrySample`` per site with ``up`` from the site's
+    heartbeat (``alive``: by default its connector not being down; ``LocalSites.alive``
+    also checks that the site's processes live), other metrics missing (a local site
+    cannot see the load of other users), and returns the sites the twin now calls down.
     """
 
     twin: FederationTwin
     connectors: Mapping[str, LocalConnector]
     clock: Callable[[], float]
     flagged: set[str] = field(default_factory=set)
+    alive: Callable[[str], bool] | None = None
 
     def tick(self) -> dict[str, SiteStatus]:
         from twin.telemetry import TelemetrySample
 
         now = self.clock()
+        alive = self.alive or (lambda site: not self.connectors[site].down)
         self.twin.ingest(
-            TelemetrySample(site=site, timestamp=now, up=not conn.down)
-            for site, conn in self.connectors.items()
+            TelemetrySample(site=site, timestamp=now, up=alive(site)) for site in self.connectors
         )
         new: dict[str, SiteStatus] = {}
         for site, status in self.twin.status(now).items():
@@ -171,6 +175,19 @@ class LocalSites:
             conn.close()
         if self.services is not None:
             self.services.stop()
+
+    def alive(self, site: str) -> bool:
+        """The site's heartbeat: its process pool takes work and its buffer service's process
+        runs (a killed service is seen at once: its exit is reaped, no time-out waited)."""
+        services = self.services
+        return not self.connectors[site].down and (services is None or services.alive(site))
+
+    def crash(self, site: str) -> None:
+        """A fault: SIGKILL the site's buffer service and its running tasks; its pool refuses
+        new work. The twin learns it from the heartbeat (``alive``)."""
+        if self.services is not None:
+            self.services.kill(site)
+        self.connectors[site].fail()
 
     def executor(self, runs: RunStore, replanner: PlannerReplanner) -> Executor:
         return Executor(
@@ -303,7 +320,7 @@ def drive(
         sites.stager.on_record = _link_telemetry(twin, twin_clock)
         if isinstance(ex.replanner, PlannerReplanner):
             ex.replanner.view = lambda: twin.view(twin_clock())
-    watch = TwinWatch(twin, sites.connectors, twin_clock) if twin is not None else None
+    watch = TwinWatch(twin, sites.connectors, twin_clock, alive=sites.alive) if twin else None
     result = ExecutionResult(rid, RunState.RUNNING, 0.0, [], [], started_at=start_wall)
     deadline = time.monotonic() + timeout
     total = len(workflow.steps)
@@ -328,20 +345,28 @@ def drive(
         if fault is not None and result.fault_at is None and done >= fault.after * total:
             victim = fault.site or _busiest(steps, sites.federation)
             if victim is not None:
-                sites.connectors[victim].fail()
+                sites.crash(victim)
                 result.failed_site, result.fault_at = victim, time.time()
                 runs.log(rid, "fault", f"site {victim} went down after {done} of {total} steps")
-        if result.failed_site is not None and result.flagged_at is None:
-            flagged = watch.tick() if watch is not None else {result.failed_site: SiteStatus.DOWN}
-            if result.failed_site in flagged:
-                result.flagged_at = time.time()
-                by = "the twin" if watch is not None else "the executor"
-                moved = ex.site_down(rid, result.failed_site, f"{by} flagged site down")
-                result.replanned_at = time.time()
+        # The twin's verdict on every site's heartbeat: a site it flags down (the fault above,
+        # or any site whose processes died) has its unfinished steps re-planned.
+        if watch is not None:
+            flagged = watch.tick()
+        elif result.failed_site is not None and result.flagged_at is None:
+            flagged = {result.failed_site: SiteStatus.DOWN}  # no twin: the executor knows
+        else:
+            flagged = {}
+        for site in flagged:
+            if site in ex.down_sites:
+                continue
+            by = "the twin" if watch is not None else "the executor"
+            flagged_at = time.time()
+            moved = ex.site_down(rid, site, f"{by} flagged site down")
+            if result.flagged_at is None:
+                result.failed_site = result.failed_site or site
+                result.flagged_at, result.replanned_at = flagged_at, time.time()
                 result.replanned_steps = moved
-        elif watch is not None:
-            watch.tick()
-        time.sleep(ex.poll_interval)
+        ex.wait(ex.poll_interval)
     result.state = state
     result.wall_s = time.time() - start_wall
     steps = runs.steps(rid)
