@@ -13,11 +13,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from federation.cli import main
 from federation.model import Federation, load_demo_federation
+
+if TYPE_CHECKING:
+    from orchestrator.connectors.slurmlocal import LocalSlurm
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CONTINUUM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -149,3 +153,62 @@ def postgres_url() -> Iterator[str]:
             os.kill(pid, 9)
         time.sleep(0.1)
         shutil.rmtree(data, ignore_errors=True)
+
+
+# -- Slurm, started and stopped by the test suite -----------------------------------------
+
+
+def require_component(reason: str) -> None:
+    """A real component a test needs is missing: under ``CI=true`` that is a failure with
+    its reason (never a silent skip); elsewhere the test skips, saying why."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI needs this component: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_session() -> Iterator[LocalSlurm]:
+    """A real single-host Slurm cluster for the session: munged, slurmctld and three slurmd
+    (2 CPUs each; partition ``debug`` of nodes n1 and n2, partition ``slow`` of n3 for a
+    job that outlives a test) started by PID with a configuration under a temporary folder,
+    ``SLURM_CONF`` pointing at it for the session, stopped at its end.
+
+    ``make test`` installs Slurm from Debian's packages when it can (root with apt-get).
+    """
+    import shutil
+    import tempfile
+
+    from orchestrator.connectors.slurmlocal import LocalSlurm, missing
+
+    reason = missing()
+    if reason is not None:
+        require_component(reason)
+    # A short path: munged's socket path must fit in a sockaddr_un.
+    root = Path(tempfile.mkdtemp(prefix="continuum-slurm-"))
+    cluster = LocalSlurm(root, nodes=3, partitions={"debug": ("n1", "n2"), "slow": ("n3",)})
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        cluster.stop()
+        require_component(f"the local Slurm cluster did not start: {exc}")
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.cancel_all()
+        cluster.stop()
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def slurm(slurm_session: LocalSlurm) -> Iterator[LocalSlurm]:
+    """The session's Slurm cluster for one test: afterwards the jobs of partition ``debug``
+    are cancelled and its nodes are back in service."""
+    yield slurm_session
+    slurm_session.cancel_all("debug")
+    slurm_session.restore()

@@ -852,6 +852,9 @@ class Executor:
             site_inputs=at_site,
             outputs=step.outputs if launch.moves_data else (),
             duration_hint=0.0 if launch.moves_data else launch.duration(step, site),
+            memory=step.memory,
+            # what this attempt is expected to cost (a synthetic step lasts its work scaled)
+            work=step.work * (launch.time_scale if launch.kind.value == "synthetic" else 1.0),
         )
 
     def _stage_inputs(

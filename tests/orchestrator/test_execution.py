@@ -367,8 +367,9 @@ def test_simulated_sites_run_steps_for_their_duration_on_the_executors_clock(
 
 @pytest.mark.parametrize("shell", ["/bin/sh", "bash"])
 def test_claim_runner_runs_a_task_once_under_any_shell(tmp_path: Path, shell: str) -> None:
-    """runner.sh: the task runs once, its result is valid JSON with both times, a second
-    runner on the same folder does nothing (bash and a plain POSIX sh alike)."""
+    """runner.sh: the task runs once, its result is valid JSON with both times, the runner
+    exits with the task's status, a second runner on the same folder does nothing and exits
+    0 (bash and a plain POSIX sh alike)."""
     import shutil
 
     from orchestrator.connectors.local import RUNNER_SCRIPT
@@ -380,8 +381,8 @@ def test_claim_runner_runs_a_task_once_under_any_shell(tmp_path: Path, shell: st
     task.mkdir()
     (task / "task.sh").write_text('echo ran >> "$PWD/../marker"; echo out; exit 3\n')
     env = {**os.environ, "LC_ALL": "C"}
-    for _ in range(2):
-        subprocess.run([exe, RUNNER_SCRIPT, str(task)], check=True, env=env)
+    codes = [subprocess.run([exe, RUNNER_SCRIPT, str(task)], env=env).returncode for _ in "12"]
+    assert codes == [3, 0]  # the task's status; nothing done by the second runner
     assert (tmp_path / "marker").read_text() == "ran\n"  # once
     result = json.loads((task / "result.json").read_text())
     claim = json.loads((task / "claim").read_text())
