@@ -99,7 +99,8 @@ def test_a_step_runs_as_a_batch_job_with_its_resources_ids_and_logs(
     handle = conn.submit(task)
     assert handle == conn.handle_for(task)
     job = conn.job_id(handle)
-    assert job is not None and (Path(handle) / JOB_FILE).read_text().strip() == job
+    assert job is not None
+    assert (Path(handle) / JOB_FILE).read_text().strip() == job
     # what sbatch was asked: one task with the step's cores, its memory, a time limit of
     # time_factor x its duration (at least min_time_s), the ids in the name and the comment
     cpus, mem, limit, name, comment, workdir = (
@@ -107,10 +108,13 @@ def test_a_step_runs_as_a_batch_job_with_its_resources_ids_and_logs(
     )
     assert (cpus, mem, limit) == ("2", "300M", "1:00")  # max(60 s, 3 x 30 / 2 cores)
     assert name == job_name("r1", "make data", 1) == "continuum:r1:make_data:1"
-    assert "run=r1" in comment and "step=make data" in comment and "attempt=1" in comment
+    assert "run=r1" in comment
+    assert "step=make data" in comment
+    assert "attempt=1" in comment
     assert workdir == handle
     info = finish(conn, handle)
-    assert info.status is TaskStatus.SUCCEEDED and info.exit_code == 0, info
+    assert info.status is TaskStatus.SUCCEEDED, info
+    assert info.exit_code == 0
     assert (Path(handle) / "stdout").read_text().strip() in {f"on {n}" for n in slurm.node_names}
     assert conn.log_path(handle, "stderr").read_text() == "warn\n"  # type: ignore[union-attr]
     assert conn.output_path(handle, "data").read_text() == "x"
@@ -118,10 +122,13 @@ def test_a_step_runs_as_a_batch_job_with_its_resources_ids_and_logs(
     log = JobCompletionLog(slurm.jobcomp)
     until(lambda: log.find(handle) is not None, 30, "the job's completion record")
     record = log.find(handle)
-    assert record is not None and record.job_id == job and record.state == "COMPLETED"
+    assert record is not None
+    assert record.job_id == job
+    assert record.state == "COMPLETED"
     assert record.name == "continuum:r1:make_data:1"
     assert conn.submitted == 1
-    assert conn.submit(task) == handle and conn.submitted == 1  # submitted once
+    assert conn.submit(task) == handle
+    assert conn.submitted == 1
 
 
 def test_time_limit_policy() -> None:
@@ -139,11 +146,13 @@ def test_exit_codes_and_signals_map_to_the_outcome(conn: SlurmConnector) -> None
     failed = conn.submit(spec("fails", "echo broken >&2; exit 3"))
     killed = conn.submit(spec("killed", "kill -9 $$"))
     info = finish(conn, failed)
-    assert info.status is TaskStatus.FAILED and info.exit_code == 3
+    assert info.status is TaskStatus.FAILED
+    assert info.exit_code == 3
     # the batch job carries the task's status too (the runner exits with it)
     assert squeue_field(conn.job_id(failed) or "", "%T").strip() == "FAILED"
     info = finish(conn, killed)
-    assert info.status is TaskStatus.FAILED and info.exit_code == 137
+    assert info.status is TaskStatus.FAILED
+    assert info.exit_code == 137
     assert info.message == "killed by signal 9 (SIGKILL)"
 
 
@@ -166,7 +175,8 @@ def test_a_request_slurm_refuses_fails_that_attempt_with_slurms_reason(
     handle = other.submit(spec("anywhere", "true"))
     info = other.status(handle)
     assert info.status is TaskStatus.FAILED
-    assert info.message.startswith("sbatch refused:") and "partition" in info.message.lower()
+    assert info.message.startswith("sbatch refused:")
+    assert "partition" in info.message.lower()
     assert conn.healthy()  # the site itself is fine
 
 
@@ -192,7 +202,8 @@ def test_a_queued_job_cancelled_by_an_operator_is_cancelled(
     reach(conn, handle, TaskStatus.QUEUED)
     slurm_command(["scancel", conn.job_id(handle) or ""])
     info = finish(conn, handle, 60)
-    assert info.status is TaskStatus.CANCELLED and "cancelled in Slurm" in info.message
+    assert info.status is TaskStatus.CANCELLED
+    assert "cancelled in Slurm" in info.message
 
 
 def test_a_restarted_orchestrator_finds_a_job_whose_id_it_never_recorded(
@@ -208,7 +219,8 @@ def test_a_restarted_orchestrator_finds_a_job_whose_id_it_never_recorded(
     again = SlurmConnector("hpc", tmp_path / "hpc", partition="debug", refresh_s=0.2)
     assert again.status(handle).status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
     assert again.job_id(handle) == job
-    assert again.submit(task) == handle and again.submitted == 0
+    assert again.submit(task) == handle
+    assert again.submitted == 0
     assert finish(again, handle).status is TaskStatus.SUCCEEDED
     assert jobs_named(job_name("r1", "once", 1)) == [job]
     assert marker.read_text() == "ran\n"
