@@ -18,6 +18,8 @@ Public API::
 from federation.errors import FederationError, InvalidFederation, InvalidInput, Problem
 from federation.jurisdictions import EU_MEMBERS, jurisdiction_allows
 from federation.model import (
+    ConnectorKind,
+    ConnectorSpec,
     Federation,
     Link,
     Organisation,
@@ -31,6 +33,8 @@ from federation.model import (
 
 __all__ = [
     "EU_MEMBERS",
+    "ConnectorKind",
+    "ConnectorSpec",
     "Federation",
     "FederationError",
     "InvalidFederation",

@@ -146,11 +146,34 @@ def site_agent(
     server_wait: Annotated[
         float, typer.Option(help="Seconds to keep retrying an unreachable federation API.")
     ] = 3600.0,
+    slurm: Annotated[
+        bool,
+        typer.Option(
+            help="Hand each task to the site's Slurm as a batch job (SLURM_CONF, sbatch on the "
+            "PATH; --workdir on a file system the nodes share)."
+        ),
+    ] = False,
+    partition: Annotated[
+        str | None, typer.Option(help="With --slurm: the partition (default: the cluster's).")
+    ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(help="Tasks in flight at once (default: 1; 32 with --slurm).", min=1),
+    ] = None,
 ) -> None:
     """Run inside a site that accepts no inbound connection: pull tasks from the federation
-    API, run them, push results, outputs, logs and heartbeats (outbound HTTPS only)."""
-    from orchestrator.connectors.agent import SiteAgent
+    API, run them (here, or as Slurm batch jobs with --slurm), push results, outputs, logs and
+    heartbeats (outbound HTTPS only)."""
+    from orchestrator.connectors.agent import ProcessLauncher, SiteAgent, SlurmLauncher
+    from orchestrator.connectors.slurm import SlurmConnector
 
+    if partition is not None and not slurm:
+        raise typer.BadParameter("a partition is Slurm's: add --slurm", param_hint="--partition")
+    launcher = (
+        SlurmLauncher(SlurmConnector(site, workdir, partition=partition))
+        if slurm
+        else ProcessLauncher()
+    )
     agent = SiteAgent(
         server,
         site,
@@ -159,6 +182,8 @@ def site_agent(
         poll_s=poll,
         export_roots=export_root or (),
         server_wait_s=server_wait,
+        launcher=launcher,
+        parallel=parallel,
     )
     try:
         done = agent.run(max_tasks=max_tasks, idle_exit_s=idle_exit)
