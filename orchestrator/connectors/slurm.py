@@ -31,10 +31,14 @@ user's jobs shared by every task (at most every ``refresh_s`` seconds); for jobs
 completion log (``JobCompType=jobcomp/filetxt``: its ``JobCompLoc`` read incrementally).
 Slurm's verdict on a job that ended without the runner's result is written into
 ``result.json``: ``TIMEOUT`` and ``OUT_OF_MEMORY`` fail the attempt, ``CANCELLED`` cancels
-it, ``NODE_FAIL``, ``PREEMPTED``, ``BOOT_FAIL`` and a job that vanished from the controller
-for ``lost_after_s`` seconds lose it (the executor retries or re-plans, never waits for
-ever). A job held pending for a reason that cannot resolve (a time limit above the
-partition's, an invalid account...) is cancelled and fails with that reason.
+it, ``NODE_FAIL``, ``PREEMPTED`` and ``BOOT_FAIL`` lose it (the executor retries or
+re-plans). A job that vanished from the controller (a controller that lost its state) is
+lost ``lost_after_s`` seconds later if its task had not started; if it had, the task may
+still run on its node (Slurm does not stop the jobs it forgot), so its result is awaited
+until the job's time limit has passed (``orphan_wait_s`` without one): the step is never
+run twice at once, and never waited on for ever. A job held pending for a reason that
+cannot resolve (a time limit above the partition's, an invalid account...) is cancelled and
+fails with that reason.
 
 ``capacity`` hands Slurm at most the partition's CPUs in service plus ``lookahead`` tasks in
 flight (Slurm queues them; the rest stay with the executor, open to a re-plan);
@@ -200,6 +204,7 @@ class SlurmConnector(SiteConnector):
         refresh_s: float = 1.0,
         lookahead: int | None = None,
         lost_after_s: float = 10.0,
+        orphan_wait_s: float = 3600.0,
         result_grace_s: float = 5.0,
         extra_args: Sequence[str] = (),
         command_timeout_s: float = 60.0,
@@ -226,6 +231,7 @@ class SlurmConnector(SiteConnector):
         self.refresh_s = refresh_s
         self.lookahead = lookahead
         self.lost_after_s = lost_after_s
+        self.orphan_wait_s = orphan_wait_s
         self.result_grace_s = result_grace_s
         self.extra_args = tuple(extra_args)
         self.command_timeout_s = command_timeout_s
@@ -419,7 +425,7 @@ class SlurmConnector(SiteConnector):
         job = out.strip().split(";")[0]
         if not job.isdigit():
             raise ConnectorError(f"site {self.site_id}: sbatch answered {out.strip()[:200]!r}")
-        self._remember(handle, job)
+        self._remember(handle, job, request.time_limit_s)
         self._submitted_at[handle] = time.monotonic()
         self._active[handle] = request.cores
         self.submitted += 1
@@ -438,20 +444,32 @@ class SlurmConnector(SiteConnector):
     def _run(self, args: list[str]) -> str:
         return slurm_command(args, self.conf, self.command_timeout_s)
 
-    def _remember(self, handle: str, job: str) -> None:
+    def _remember(self, handle: str, job: str, time_limit_s: float | None = None) -> None:
+        """Note the task's job (its id, and the time limit it was given when known)."""
         self._jobs[handle] = job
-        write_atomic_text(Path(handle) / JOB_FILE, job + "\n")
+        limit = "" if time_limit_s is None else f"{time_limit_s:.0f}"
+        write_atomic_text(Path(handle) / JOB_FILE, f"{job}\n{limit}\n")
 
     def _job_of(self, handle: str) -> str | None:
         job = self._jobs.get(handle)
         if job is None:
             try:
-                job = (Path(handle) / JOB_FILE).read_text(encoding="utf-8").strip() or None
+                lines = (Path(handle) / JOB_FILE).read_text(encoding="utf-8").split("\n")
             except OSError:
                 return None
+            job = lines[0].strip() or None
             if job is not None:
                 self._jobs[handle] = job
         return job
+
+    def _time_limit_of(self, handle: str) -> float | None:
+        """The time limit the task's job was given (from its job file), if known."""
+        try:
+            lines = (Path(handle) / JOB_FILE).read_text(encoding="utf-8").split("\n")
+        except OSError:
+            return None
+        text = lines[1].strip() if len(lines) > 1 else ""
+        return float(text) if text else None
 
     def _result(self, task_dir: Path) -> TaskInfo | None:
         info = read_result(task_dir)
@@ -536,7 +554,13 @@ class SlurmConnector(SiteConnector):
         return self._ended(handle, task_dir, job, state, entry)
 
     def _missing(self, handle: str, task_dir: Path, job: str) -> TaskInfo:
-        """A job the controller does not know (yet, or any more)."""
+        """A job the controller does not know (yet, or any more).
+
+        Unstarted (no claim), it is lost after ``lost_after_s``. Started, its runner may
+        still be running on a node (a controller that lost its state does not stop the jobs
+        it forgot): its result is awaited until the job's time limit has passed since the
+        claim (``orphan_wait_s`` when the limit is not known), then it is lost; a step is
+        thus never run twice at once, and never waited on for ever."""
         submitted = self._submitted_at.get(handle)
         if submitted is not None and self._queue_at <= submitted:
             return TaskInfo(TaskStatus.QUEUED, workdir=task_dir)  # the last squeue predates it
@@ -544,7 +568,16 @@ class SlurmConnector(SiteConnector):
         again = self._result(task_dir)
         if again is not None:
             return again
-        if time.monotonic() - first < self.lost_after_s:
+        claimed_at = _claim_time(task_dir)
+        if claimed_at is None:
+            waited = time.monotonic() - first < self.lost_after_s
+        else:
+            limit = self._time_limit_of(handle)
+            wait = self.orphan_wait_s if limit is None else limit + self.lost_after_s
+            waited = (
+                time.time() - claimed_at < wait or time.monotonic() - first < self.lost_after_s
+            )
+        if waited:
             return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
         return self._record(
             task_dir,
@@ -682,6 +715,16 @@ def parse_jobcomp_line(line: str) -> SlurmJob | None:
         fields.get("WorkDir", ""),
         fields.get("ExitCode", ""),
     )
+
+
+def _claim_time(task_dir: Path) -> float | None:
+    """When the task's runner claimed it (None: not claimed, or claimed by a cancel)."""
+    try:
+        data = json.loads((task_dir / CLAIM).read_text(encoding="utf-8") or "{}")
+    except (OSError, json.JSONDecodeError):
+        return None
+    at = data.get("at")
+    return float(at) if isinstance(at, int | float) and not data.get("cancelled") else None
 
 
 def _claim_job(task_dir: Path) -> str:

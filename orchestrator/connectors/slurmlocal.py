@@ -124,7 +124,7 @@ class LocalSlurm:
         reason = missing()
         if reason is not None:
             raise RuntimeError(reason)
-        for d in ("munge", "state", "spool", "log"):
+        for d in ("munge", "state", "log", *(f"spool/{n}" for n in self.node_names)):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         (self.root / "munge").chmod(0o711)  # munged's socket folder must be o+x
         key = self.root / "munge" / "munge.key"
