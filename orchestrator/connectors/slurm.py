@@ -574,9 +574,7 @@ class SlurmConnector(SiteConnector):
         else:
             limit = self._time_limit_of(handle)
             wait = self.orphan_wait_s if limit is None else limit + self.lost_after_s
-            waited = (
-                time.time() - claimed_at < wait or time.monotonic() - first < self.lost_after_s
-            )
+            waited = time.time() - claimed_at < wait or time.monotonic() - first < self.lost_after_s
         if waited:
             return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
         return self._record(
