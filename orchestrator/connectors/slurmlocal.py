@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -144,7 +145,25 @@ class LocalSlurm:
         except Exception:
             self.stop()
             raise
+        self.pid_file.write_text(json.dumps(self.pids), encoding="utf-8")
         return self
+
+    @property
+    def pid_file(self) -> Path:
+        """The daemons' PIDs (``stop`` of another process reads them: ``attach``)."""
+        return self.root / "pids.json"
+
+    @classmethod
+    def attach(cls, root: Path) -> LocalSlurm:
+        """The cluster started under ``root`` by another process (to stop it)."""
+        cluster = cls(root)
+        try:
+            pids = {k: int(v) for k, v in json.loads(cluster.pid_file.read_text()).items()}
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"no cluster started under {root}: {exc}") from None
+        # only the processes that are still those daemons (a PID may have been reused)
+        cluster.pids = {k: p for k, p in pids.items() if k.split("-")[0] in _cmdline(p)}
+        return cluster
 
     def stop(self, timeout: float = 15.0) -> None:
         """End the daemons by PID (SIGTERM, then SIGKILL after ``timeout``)."""
@@ -163,6 +182,7 @@ class LocalSlurm:
                     proc.wait(5)
             else:
                 _wait_gone(pid, timeout)
+        self.pid_file.unlink(missing_ok=True)
 
     def restart_controller(self, clear_state: bool = False, timeout: float = 60.0) -> None:
         """Stop and start ``slurmctld`` (``clear_state``: ``-c``, forgetting every job, as a
@@ -360,13 +380,25 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a daemon whose starter exited is reaped by
+    whoever adopted it, which may take a while)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

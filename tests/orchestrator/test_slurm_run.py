@@ -350,3 +350,86 @@ def test_continuum_run_refuses_a_site_it_cannot_run(tmp_path: Path) -> None:
             replanner_planner=HEFTPlanner(),
         )
     assert json.loads((tmp_path / "w" / "federation.json").read_text())["name"] == "slurm-test"
+
+
+def test_the_slurm_local_example_runs_the_hpc_steps_as_jobs(
+    slurm: LocalSlurm, tmp_path: Path
+) -> None:
+    """examples/federations/slurm-local.yaml: the quick-start workflow with its HPC centre on
+    Slurm (the README's command); the input at the local edge site is staged to the jobs."""
+    work = tmp_path / "work"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "federation.cli",
+            "run",
+            "examples/quickstart/workflow.yaml",
+            "-f",
+            "examples/federations/slurm-local.yaml",
+            "--project",
+            "survey",
+            "--objective",
+            "carbon",
+            "--workdir",
+            str(work),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = RunStore(Store.at(work / "state.db"))
+    (rid,) = runs.runs()
+    steps = runs.steps(rid)
+    runs.store.close()
+    at_hpc = {s for s, r in steps.items() if r.site == "fr-hpc"}
+    assert at_hpc, {s: r.site for s, r in steps.items()}
+    log = JobCompletionLog(slurm.jobcomp)
+    names = {f"continuum:{rid}:{s}:1" for s in at_hpc}
+    until(lambda: names <= {r.name for r in log.records()}, 60, "the example's jobs")
+    report = steps["report"]
+    assert (Path(report.handle) / "out" / "report").read_text().startswith("bright sources: ")
+
+
+def test_slurm_local_starts_and_stops_a_cluster_by_pid(slurm: LocalSlurm, tmp_path: Path) -> None:
+    """``continuum slurm-local start`` leaves a cluster running (its own ports, its own
+    SLURM_CONF); ``stop`` ends exactly its daemons."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="continuum-cli-slurm-"))
+    cli = [sys.executable, "-m", "federation.cli", "slurm-local"]
+    started = subprocess.run(
+        [*cli, "start", "--dir", str(root), "--cpus", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"export SLURM_CONF={root / 'slurm.conf'}" in started.stdout
+    pids = json.loads((root / "pids.json").read_text())
+    assert set(pids) == {"munged", "slurmctld", "slurmd-n1"}
+    try:
+        nodes = slurm_command(["sinfo", "--noheader", "--format=%P %D %T"], root / "slurm.conf")
+        assert nodes.split() == ["debug*", "1", "idle"]
+    finally:
+        stopped = subprocess.run(
+            [*cli, "stop", "--dir", str(root)], cwd=REPO, capture_output=True, text=True
+        )
+    assert stopped.returncode == 0, stopped.stderr
+    until(lambda: not any(_running_pid(p) for p in pids.values()), 30, "the daemons gone")
+    assert slurm.running()  # the session's cluster is untouched
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _running_pid(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped by whoever adopted it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
