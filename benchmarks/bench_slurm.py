@@ -150,7 +150,11 @@ def latency(cluster: LocalSlurm, jobs: int, root: Path) -> list[float]:
             cluster.conf,
         )
         submitted = time.time()
-        _until(lambda m=mark: m.exists() and m.stat().st_size > 0, 120, "the job to start")
+
+        def started_job(m: Path = mark) -> bool:
+            return m.exists() and m.stat().st_size > 0
+
+        _until(started_job, 120, "the job to start")
         started = float(mark.read_text())
         out.append(max(0.0, started - submitted))
         _until(lambda: not _active(cluster), 120, "the job to end")
