@@ -217,14 +217,13 @@ def main() -> None:
             missed.append(f"Slurm connector {slowdown:.2f} x the sbatch loop (> {SLOWDOWN_TARGET})")
 
         lat: dict[str, list[float]] = {}
-        for label, zero in (("scheduler default", False), ("batch_sched_delay=0", True)):
+        for label, delay0 in (("scheduler default", False), ("batch_sched_delay=0", True)):
             console.print(f"running: sbatch-to-running latency, {label} ({jobs} jobs)")
-            c = LocalSlurm(
-                root / f"latency-{int(zero)}", nodes=1, cpus=2, batch_sched_delay_zero=zero
-            )
+            where = root / f"latency-{int(delay0)}"
+            c = LocalSlurm(where, nodes=1, cpus=2, batch_sched_delay_zero=delay0)
             with c:
-                latency(c, 1, root / f"latency-{int(zero)}")  # the scheduler's first pass
-                lat[label] = latency(c, jobs, root / f"latency-{int(zero)}")
+                latency(c, 1, where)  # the scheduler's first pass
+                lat[label] = latency(c, jobs, where)
         t2 = Table(
             title=f"sbatch to the job's script running, {jobs} jobs one at a time, idle cluster"
         )
