@@ -268,6 +268,29 @@ def test_site_failing_half_way_is_replanned_and_the_run_completes(work: Path) ->
     assert lines(work / "markers" / "d") == ["b"]
 
 
+def test_a_step_that_finished_just_before_its_site_went_down_is_not_run_again(
+    work: Path,
+) -> None:
+    """The task is over (its result is written) but no pass has read it yet when the site is
+    declared down: the step is done where it ran, not re-planned and run a second time."""
+    wf = shell_workflow(work / "markers")
+    ex = make_executor(work, replanner=move_to_b)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"))
+    while ex.runs.steps(rid)["a"].state is not StepState.RUNNING:
+        ex.step_once(rid)
+    handle = ex.runs.steps(rid)["a"].handle
+    deadline = time.monotonic() + 60
+    while not (Path(handle) / "result.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the task ends; the executor does not look
+    moved = ex.site_down(rid, "a", "site a went down")
+    assert "a" not in moved
+    assert set(moved) == {"b", "c", "d"}
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    assert ex.runs.steps(rid)["a"].site == "a"
+    assert ex.runs.steps(rid)["a"].attempts == 1
+    assert lines(work / "markers" / "a") == ["a"]  # once
+
+
 def test_exhausted_attempts_at_one_site_moves_the_step(work: Path) -> None:
     only_on_b = 'test "$CONTINUUM_SITE" = b'
     wf = shell_workflow(work / "markers", fail_on={"c": only_on_b})
