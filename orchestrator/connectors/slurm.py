@@ -425,7 +425,10 @@ class SlurmConnector(SiteConnector):
         job = out.strip().split(";")[0]
         if not job.isdigit():
             raise ConnectorError(f"site {self.site_id}: sbatch answered {out.strip()[:200]!r}")
-        self._remember(handle, job, request.time_limit_s)
+        enforced = (
+            None if request.time_limit_s is None else 60.0 * int(slurm_time(request.time_limit_s))
+        )
+        self._remember(handle, job, enforced)
         self._submitted_at[handle] = time.monotonic()
         self._active[handle] = request.cores
         self.submitted += 1
