@@ -100,7 +100,7 @@ def test_a_step_runs_as_a_batch_job_with_its_resources_ids_and_logs(
     assert handle == conn.handle_for(task)
     job = conn.job_id(handle)
     assert job is not None
-    assert (Path(handle) / JOB_FILE).read_text().strip() == job
+    assert (Path(handle) / JOB_FILE).read_text().split() == [job, "60"]  # id, enforced limit
     # what sbatch was asked: one task with the step's cores, its memory, a time limit of
     # time_factor x its duration (at least min_time_s), the ids in the name and the comment
     cpus, mem, limit, name, comment, workdir = (
