@@ -428,3 +428,62 @@ def _running_pid(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_each_site_gets_the_connector_it_declares(tmp_path: Path) -> None:
+    from orchestrator.connectors.dask import DaskConnector
+    from orchestrator.connectors.local import LocalConnector
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.execution.mainjob import site_connector
+
+    def site(connector: dict[str, Any]) -> Any:
+        return federation(connector).site("hpc")
+
+    local = site_connector(site({"kind": "local"}), tmp_path / "l", slots=3)
+    assert isinstance(local, LocalConnector)
+    assert local.slots == 3
+    slurm_site = site({"kind": "slurm", "partition": "p", "account": "a", "time_limit": "2 h"})
+    conn = site_connector(slurm_site, tmp_path / "s")
+    assert isinstance(conn, SlurmConnector)
+    assert (conn.partition, conn.account, conn.time_limit_s) == ("p", "a", 7200.0)
+    dask = site_connector(site({"kind": "dask"}), tmp_path / "d", slots=1)
+    try:
+        assert isinstance(dask, DaskConnector)
+    finally:
+        dask.close()
+    for kind in ("agent", "simulated"):
+        with pytest.raises(OrchestratorError, match=f"declares connector {kind}"):
+            site_connector(site({"kind": kind}), tmp_path / kind)
+
+
+def test_continuum_run_refuses_sites_it_cannot_run_and_drills_on_slurm_sites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import call_main
+
+    wf_file = tmp_path / "wf.yaml"
+    wf_file.write_text(
+        yaml.safe_dump({"name": "w", "steps": [{"id": "a", "work": 1, "command": "true"}]})
+    )
+    agent_fed = tmp_path / "agent.yaml"
+    agent_fed.write_text(yaml.safe_dump(federation({"kind": "agent"}).to_dict()))
+    code, _, err = call_main(
+        capsys, "run", str(wf_file), "-f", str(agent_fed), "--workdir", str(tmp_path / "w")
+    )
+    assert code == 2
+    assert "hpc (agent) cannot run steps here" in " ".join(err.split())
+    slurm_fed = tmp_path / "slurm.yaml"
+    slurm_fed.write_text(yaml.safe_dump(federation({"kind": "slurm"}).to_dict()))
+    code, _, err = call_main(
+        capsys,
+        "run",
+        str(wf_file),
+        "-f",
+        str(slurm_fed),
+        "--fail-site",
+        "hpc",
+        "--workdir",
+        str(tmp_path / "w"),
+    )
+    assert code == 2
+    assert "take a Slurm site's nodes down with scontrol" in " ".join(err.split())
