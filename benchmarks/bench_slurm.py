@@ -46,7 +46,7 @@ from orchestrator import Workflow
 from orchestrator.connectors import LocalConnector
 from orchestrator.connectors.base import SiteConnector
 from orchestrator.connectors.slurm import SlurmConnector
-from orchestrator.connectors.slurmlocal import LocalSlurm, missing
+from orchestrator.connectors.slurmlocal import LocalSlurm, slurm_missing
 from orchestrator.execution import Executor, RunState, RunStore
 from twin.slurm_source import slurm_command
 
@@ -166,7 +166,7 @@ def _active(cluster: LocalSlurm) -> bool:
 
 
 def main() -> None:
-    reason = missing()
+    reason = slurm_missing()
     if reason is not None:
         console.print(f"[bold red]cannot run:[/] {reason}")
         sys.exit(2)

@@ -178,9 +178,9 @@ def slurm_session() -> Iterator[LocalSlurm]:
     import shutil
     import tempfile
 
-    from orchestrator.connectors.slurmlocal import LocalSlurm, missing
+    from orchestrator.connectors.slurmlocal import LocalSlurm, slurm_missing
 
-    reason = missing()
+    reason = slurm_missing()
     if reason is not None:
         require_component(reason)
     # A short path: munged's socket path must fit in a sockaddr_un.

@@ -135,9 +135,9 @@ def slurm_local_start(
     """Start munged, slurmctld and the slurmd of each node in the background (by PID)."""
     import os
 
-    from orchestrator.connectors.slurmlocal import LocalSlurm, missing
+    from orchestrator.connectors.slurmlocal import LocalSlurm, slurm_missing
 
-    reason = missing()
+    reason = slurm_missing()
     if reason is not None:
         err_console.print(f"[bold red]error:[/] {reason}", soft_wrap=True)
         raise typer.Exit(2)

@@ -7,7 +7,7 @@ on one host, each on a port of its own), each as a process of its own whose PID 
 without systemd or cgroups (``proctrack/linuxproc``, ``task/none``). Every Slurm client
 command needs ``SLURM_CONF`` pointing at the configuration (``env``). ``stop`` ends the
 daemons by PID. Debian's packages (``apt-get install slurm-wlm munge``, or just
-``slurmctld slurmd slurm-client munge``) are all it needs; ``missing()`` says what is not
+``slurmctld slurmd slurm-client munge``) are all it needs; ``slurm_missing()`` says what is not
 there.
 
 Ports are chosen free when the cluster starts, so several clusters (test sessions of
@@ -49,7 +49,7 @@ def find_program(name: str) -> str | None:
     return None
 
 
-def missing() -> str | None:
+def slurm_missing() -> str | None:
     """Why a local Slurm cluster cannot start here (a program missing), or None."""
     lacking = [p for p in (*DAEMONS, *CLIENTS) if find_program(p) is None]
     if lacking:
@@ -122,7 +122,7 @@ class LocalSlurm:
     def start(self, timeout: float = 120.0) -> LocalSlurm:
         """Write the configuration, start the daemons, wait until every node is idle;
         ``RuntimeError`` (with the daemons' last log lines) when they do not come up."""
-        reason = missing()
+        reason = slurm_missing()
         if reason is not None:
             raise RuntimeError(reason)
         for d in ("munge", "state", "log", *(f"spool/{n}" for n in self.node_names)):
@@ -409,4 +409,4 @@ def _wait_gone(pid: int, timeout: float) -> None:
         _signal(pid, signal.SIGKILL)
 
 
-__all__ = ["LocalSlurm", "find_program", "missing"]
+__all__ = ["LocalSlurm", "find_program", "slurm_missing"]
