@@ -178,8 +178,8 @@ class SiteAgent:
     done: int = 0
 
     def __post_init__(self) -> None:
-        self.parallel = self.parallel or self.launcher.default_parallel
-        if self.parallel < 1:
+        self._parallel: int = self.parallel or self.launcher.default_parallel
+        if self._parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {self.parallel}")
         self._running: dict[str, _InFlight] = {}
         self.workdir = Path(self.workdir).resolve()
@@ -210,8 +210,7 @@ class SiteAgent:
                 self.heartbeat()
                 busy = self.export_requested() > 0
                 next_beat = time.monotonic() + self.poll_s
-            assert self.parallel is not None
-            room = self.parallel - len(self._running)
+            room = self._parallel - len(self._running)
             if max_tasks is not None:
                 room = min(room, max_tasks - self.done - len(self._running))
             while room > 0 and self._start_next():
