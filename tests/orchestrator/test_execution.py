@@ -17,7 +17,7 @@ import pytest
 
 from federation.store import Store
 from orchestrator import Workflow, load_workflow
-from orchestrator.connectors import LocalConnector, SimulatedConnector
+from orchestrator.connectors import LocalConnector, SimulatedConnector, TaskStatus
 from orchestrator.execution import (
     CopyStager,
     Executor,
@@ -279,8 +279,10 @@ def test_a_step_that_finished_just_before_its_site_went_down_is_not_run_again(
     while ex.runs.steps(rid)["a"].state is not StepState.RUNNING:
         ex.step_once(rid)
     handle = ex.runs.steps(rid)["a"].handle
+    site_a = ex.connectors["a"]
     deadline = time.monotonic() + 60
-    while not (Path(handle) / "result.json").exists() and time.monotonic() < deadline:
+    while site_a.status(handle).status is not TaskStatus.SUCCEEDED:
+        assert time.monotonic() < deadline, "the task did not end"
         time.sleep(0.01)  # the task ends; the executor does not look
     moved = ex.site_down(rid, "a", "site a went down")
     assert "a" not in moved
