@@ -21,6 +21,7 @@ from federation.cli import main
 from federation.model import Federation, load_demo_federation
 
 if TYPE_CHECKING:
+    from orchestrator.connectors.slurm import SlurmConnector
     from orchestrator.connectors.slurmlocal import LocalSlurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,8 +206,28 @@ def slurm_session() -> Iterator[LocalSlurm]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def slurm_time_limited(
+    slurm_session: LocalSlurm, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SlurmConnector, str]:
+    """A task that only its time limit ends, submitted with the session's first Slurm test:
+    Slurm enforces limits in whole minutes and checks them about every 30 s, so the wait
+    overlaps the other tests (the connector's time-limit test checks the outcome). It runs
+    on partition ``slow``, which no other test touches; the tests that restart the
+    controller come after that check (tests/orchestrator/test_slurm_run.py)."""
+    from orchestrator.connectors.base import TaskSpec
+    from orchestrator.connectors.slurm import SlurmConnector
+
+    conn = SlurmConnector("hpc", tmp_path_factory.mktemp("limit"), partition="slow")
+    # work 1 core-second: the limit is min_time_s (60 s, one Slurm minute)
+    task = TaskSpec(run_id="r1", step_id="endless", attempt=1, command="sleep 600", work=1.0)
+    return conn, conn.submit(task)
+
+
 @pytest.fixture
-def slurm(slurm_session: LocalSlurm) -> Iterator[LocalSlurm]:
+def slurm(
+    slurm_session: LocalSlurm, slurm_time_limited: tuple[SlurmConnector, str]
+) -> Iterator[LocalSlurm]:
     """The session's Slurm cluster for one test: afterwards the jobs of partition ``debug``
     are cancelled and its nodes are back in service."""
     yield slurm_session

@@ -69,23 +69,8 @@ def conn(slurm: LocalSlurm, tmp_path: Path) -> SlurmConnector:
     return SlurmConnector("hpc", tmp_path / "hpc", partition="debug", refresh_s=0.2)
 
 
-@pytest.fixture(scope="module")
-def endless(
-    slurm_session: LocalSlurm, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[SlurmConnector, str]:
-    """A task that only its time limit ends, submitted by the module's first test: Slurm
-    enforces limits in whole minutes, checked about every 30 s, so the wait overlaps the
-    other tests; the module's last test checks the outcome. It runs on partition ``slow``,
-    which no other test touches."""
-    conn = SlurmConnector("hpc", tmp_path_factory.mktemp("limit"), partition="slow")
-    # work 1 core-second: the limit is min_time_s (60 s, one Slurm minute)
-    handle = conn.submit(spec("endless", "sleep 600", work=1.0))
-    assert squeue_field(conn.job_id(handle) or "", "%l").strip() == "1:00"
-    return conn, handle
-
-
 def test_a_step_runs_as_a_batch_job_with_its_resources_ids_and_logs(
-    conn: SlurmConnector, slurm: LocalSlurm, endless: tuple[SlurmConnector, str]
+    conn: SlurmConnector, slurm: LocalSlurm
 ) -> None:
     task = spec(
         "make data",
@@ -330,9 +315,12 @@ def test_sbatch_is_asked_exactly_what_the_module_says(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_the_time_limit_ends_the_attempt_as_failed(endless: tuple[SlurmConnector, str]) -> None:
-    """Last in the module (see ``endless``)."""
-    conn, handle = endless
+def test_the_time_limit_ends_the_attempt_as_failed(
+    slurm_time_limited: tuple[SlurmConnector, str],
+) -> None:
+    """The task submitted with the session's first Slurm test (``slurm_time_limited``)."""
+    conn, handle = slurm_time_limited
+    assert (Path(handle) / JOB_FILE).read_text().split()[1] == "60"  # one Slurm minute
     info = finish(conn, handle, 240)
     assert info.status is TaskStatus.FAILED
     assert info.message.startswith("time limit reached (Slurm TIMEOUT)"), info
