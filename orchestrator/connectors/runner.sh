@@ -2,13 +2,17 @@
 # Run one task at most once: runner.sh TASK_DIR (the shell twin of runner.py).
 #
 # 1. claim the task: create TASK_DIR/claim exclusively (noclobber: O_CREAT|O_EXCL); if it
-#    exists, another runner has (or had) the task and this one exits at once;
-# 2. run TASK_DIR/task.sh, sourced in a subshell (a fork, no new program), with stdout and
-#    stderr in TASK_DIR/stdout and stderr;
+#    exists, another runner has (or had) the task and this one exits at once; under Slurm
+#    the claim names the job (SLURM_JOB_ID) that holds it;
+# 2. run TASK_DIR/task.sh in a shell of its own (its own process: $$ is the task's, a
+#    task that kills itself is a task killed by a signal), with stdout and stderr in
+#    TASK_DIR/stdout and stderr;
 # 3. write TASK_DIR/result.json, one short write: a reader that finds it incomplete treats
-#    it as absent (the runner is then alive, or died without a result: a lost attempt).
+#    it as absent (the runner is then alive, or died without a result: a lost attempt);
+# 4. exit with the task's status (0 when another runner had the claim), so that a batch
+#    scheduler running it records the task's outcome.
 #
-# One process per task besides the task's own programs: no clock is read (the claim's and the
+# Two processes per task (this shell and the task's): no clock is read (the claim's and the
 # result's modification times are the start and end), nothing is renamed or synced. A write
 # that returned is seen by every process after this one dies, which is all that exactly-once
 # across a crash of the orchestrator needs (docs/execution.md, "Where durability comes from").
@@ -16,10 +20,16 @@
 [ -d "$1" ] || { echo "usage: runner.sh TASK_DIR" >&2; exit 2; }
 cd "$1" || exit 2
 set -C
-if ! { printf '{"pid": %s}\n' "$$" > claim; } 2>/dev/null; then
+if ! { printf '{"pid": %s, "job": "%s"}\n' "$$" "${SLURM_JOB_ID:-}" > claim; } 2>/dev/null; then
     exit 0
 fi
 set +C
-(set --; . ./task.sh) > stdout 2> stderr < /dev/null
-printf '{"exit_code": %s}\n' "$?" > result.json
-exit 0
+sh ./task.sh > stdout 2> stderr < /dev/null
+code=$?
+# Killed by a signal: a scheduler ending the whole job (Slurm at the time limit, scancel, a
+# node going down) kills this shell a moment after the task; leave it that moment, so that
+# the scheduler's verdict stands rather than a result saying "killed by signal". A task
+# that killed itself, or was killed alone, still gets its result (only this rare path waits).
+[ "$code" -gt 128 ] && sleep 0.2
+printf '{"exit_code": %s}\n' "$code" > result.json
+exit "$code"

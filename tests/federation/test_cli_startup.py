@@ -146,7 +146,7 @@ def test_twin_json_to_stdout_is_json(tmp_path: Path) -> None:
         "--horizon", "6", "--window", "200", "--json", "-",
     )  # fmt: skip
     assert isinstance(backtest, dict)
-    assert set(backtest["mae"]) == {"twin", "persistence", "seasonal_naive"}
+    assert set(backtest["mae"]) == {"twin", "persistence", "seasonal_naive", "linear"}
 
 
 # -- the lazy package APIs resolve to the objects of their modules -------------------------
