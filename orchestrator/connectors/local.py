@@ -9,10 +9,10 @@ file), in a session of its own so that it survives the orchestrator.
 The handle is the task directory: after a restart, ``status`` reads the
 claim and result files and checks the recorded process.
 
-A task costs one process (``/bin/sh`` running ``runner.sh``) besides the task's own
-programs. The connector watches its runners through process file descriptors
-(``wakeup_fds``, Linux's ``pidfd``), so an executor waiting for work wakes the moment a
-task ends instead of polling on a timer.
+A task costs two processes (``/bin/sh`` running ``runner.sh``, and the task's shell). The
+connector watches its runners through process file descriptors (``wakeup_fds``, Linux's
+``pidfd``), so an executor waiting for work wakes the moment a task ends instead of polling
+on a timer.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from orchestrator.connectors.runner import CLAIM, RESULT, SPEC, write_atomic
 
 RUNNER_SCRIPT = str(Path(__file__).with_name("runner.sh"))
 """The shell runner (same protocol as ``runner.py``: claim, run ``task.sh``, result file).
-A task then costs one shell start rather than a Python interpreter."""
+A task then costs two shell starts (the runner, the task) rather than a Python interpreter."""
 RUNNER_SHELL = "/bin/sh"
 """What runs ``runner.sh``: the system's POSIX shell (dash on Debian starts in a fraction of
 bash's time; any POSIX sh works)."""
@@ -77,6 +77,11 @@ class LocalConnector(SiteConnector):
         self._queued: set[str] = set()  # the handles in _queue: O(1) membership
         # handle -> (runner, cores, its pidfd or -1 where the system has none)
         self._running: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
+        # handle -> pidfd of a runner that ended, kept open (readable) until ``status`` has
+        # reported the task's end or ``wakeup_fds`` has handed it out once: an executor
+        # about to sleep then wakes at once
+        self._ended: dict[str, int] = {}
+        self._handed: list[int] = []  # ended pidfds handed out, closed at the next call
         self._busy = 0  # cores of the running tasks
         self._down = False
 
@@ -105,6 +110,9 @@ class LocalConnector(SiteConnector):
             # Its runner is alive: the task runs (or is writing its result: the next
             # call reads it, once the runner has exited).
             return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
+        fd = self._ended.pop(handle, -1)
+        if fd >= 0:
+            os.close(fd)
         done = read_result(task_dir)
         if done is not None:
             return done
@@ -172,12 +180,22 @@ class LocalConnector(SiteConnector):
 
     def wakeup_fds(self) -> list[int]:
         """File descriptors that become readable when a running task of this site ends
-        (its runner's pidfd): ``Executor.wait`` sleeps on them."""
+        (its runner's pidfd): ``Executor.wait`` sleeps on them. A task that ended but whose
+        end ``status`` has not reported yet keeps its (readable) descriptor here, so the
+        executor does not sleep past it (once: the next call closes it)."""
         self._reap()
-        return [fd for _, _, fd in self._running.values() if fd >= 0]
+        for fd in self._handed:
+            os.close(fd)
+        self._handed = list(self._ended.values())
+        self._ended.clear()
+        return [fd for _, _, fd in self._running.values() if fd >= 0] + self._handed
 
     def close(self) -> None:
         self._reap()
+        for fd in [*self._ended.values(), *self._handed]:
+            os.close(fd)
+        self._ended.clear()
+        self._handed = []
 
     # -- failure injection (a site going down) -----------------------------------------
     def fail(self) -> None:
@@ -226,7 +244,7 @@ class LocalConnector(SiteConnector):
                 del self._running[handle]
                 self._busy -= cores
                 if fd >= 0:
-                    os.close(fd)
+                    self._ended[handle] = fd  # closed once status() reports the end
 
     def _kill(self, handle: str) -> None:
         entry = self._running.pop(handle, None)

@@ -428,3 +428,34 @@ def test_a_result_being_written_reads_as_no_result_yet(tmp_path: Path) -> None:
     (task / "result.json").write_text('{"exit_code": 0}\n')
     assert LocalConnector("s", tmp_path / "site").status(str(task)).status is TaskStatus.SUCCEEDED
 
+
+def test_a_local_site_wakes_the_executor_when_a_task_ends(tmp_path: Path) -> None:
+    """wakeup_fds: a running task's descriptor is not readable; once its runner has ended it
+    is (the executor's sleep ends at once), handed out once only (no busy loop on a task
+    nobody asks about), and closed when status has reported the end."""
+    import select
+
+    from orchestrator.connectors.base import TaskSpec
+
+    site = LocalConnector("a", tmp_path / "a", slots=1)
+    gate = tmp_path / "gate"
+    spec = TaskSpec("r", "s", 1, f'while [ ! -e "{gate}" ]; do sleep 0.01; done')
+    # (status is not asked until the end: the executor might not ask about every task)
+    handle = site.submit(spec)
+    fds = site.wakeup_fds()
+    assert len(fds) == 1
+
+    def readable(fd: int, timeout_ms: int) -> bool:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout_ms))
+
+    assert not readable(fds[0], 0)  # the task runs
+    gate.touch()
+    assert readable(fds[0], 60_000)  # its runner ended: a sleeping executor wakes
+    after = site.wakeup_fds()
+    assert len(after) == 1  # handed out once, readable
+    assert readable(after[0], 0)
+    assert site.wakeup_fds() == []  # not again: no busy loop
+    assert site.status(handle).status is TaskStatus.SUCCEEDED
+    site.close()
