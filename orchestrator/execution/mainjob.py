@@ -49,9 +49,9 @@ NOTABLE = ("fault", "replan", "run:running->done", "run:running->failed", "on-er
 
 @dataclass
 class Fault:
-    """Take ``site`` down once ``after`` (a fraction) of the steps are done: its processes are
-    killed (its buffer service and its running tasks, ``LocalSites.crash``), and the twin
-    finds out from the site's heartbeat like from any other failure.
+    """Take ``site`` down once ``after`` (a fraction) of the steps are done: its running tasks
+    are killed and its pool refuses work (``LocalSites.crash``), and the twin finds out from
+    the site's heartbeat like from any other failure.
 
     ``site=None`` picks, at that moment, the site with the most unfinished steps.
     """
@@ -231,10 +231,12 @@ class LocalSites:
         return self.connectors[site].healthy() and (services is None or services.alive(site))
 
     def crash(self, site: str) -> None:
-        """A fault: SIGKILL the site's buffer service and, on a local pool, its running tasks
-        (the pool then refuses new work). The twin learns it from the heartbeat (``alive``)."""
-        if self.services is not None:
-            self.services.kill(site)
+        """A drill's fault: SIGKILL the site's running tasks (its pool then refuses new work);
+        the twin learns it from the heartbeat (``alive``). The site's buffer service stays
+        up, so the outputs of steps finished there can still be staged to where the re-plan
+        sends their consumers (re-running producers whose data died with their site is not
+        done here). Killing the service itself (``services.kill``) is a fault the heartbeat
+        sees too."""
         conn = self.connectors[site]
         if isinstance(conn, LocalConnector):
             conn.fail()
@@ -397,7 +399,7 @@ def drive(
             victim = fault.site or _busiest(steps, sites.federation, _failable(sites.connectors))
             conn = sites.connectors.get(victim) if victim is not None else None
             if victim is not None and isinstance(conn, LocalConnector):
-                sites.crash(victim)  # its processes are killed; the twin sees the heartbeat
+                sites.crash(victim)  # its tasks are killed; the twin sees the heartbeat
                 result.failed_site, result.fault_at = victim, time.time()
                 runs.log(rid, "fault", f"site {victim} went down after {done} of {total} steps")
         # Sites that went down, injected or not (a Slurm partition whose nodes are all down
