@@ -52,6 +52,10 @@ class FleetTelemetry:
                     z[i, j] = v
         self.fleet.step(stamp, z)
 
+    def down(self) -> set[str]:
+        """The sites whose last sample said they were down (the fleet's DOWN verdicts)."""
+        return {a.site.id for a, up in zip(self.agents, self._up, strict=True) if not up}
+
     def view(self, stamp: float, slot_seconds: float = 3600.0) -> dict[str, AbstractSiteState]:
         """Each site's abstracted state from the fleet's one-slot forecast (see the module doc)."""
         if self.fleet.t is None:

@@ -3,7 +3,8 @@
 ``FederationModel(scenario, seed=...)`` builds one ``SiteAgent`` per site
 (each with its price and carbon series), a ``JobStream`` replaying the
 scenario's batch jobs, a ``Broker`` routing them, ``WorkflowRun`` agents
-placing workflows with the real planners, the scenario's timed events and
+placing workflows with the real planners and running them through the real
+executor (``simulations.execution``), the scenario's timed events and
 the failure processes, all on mesa's discrete-event simulator
 (``mesa.experimental.devs.DEVSimulator``).
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mesa import DataCollector, Model
@@ -32,7 +33,18 @@ from simulations.fleet import FleetTelemetry
 from simulations.scenario import EventKind, EventSpec, Scenario, scenario_from_dict
 from simulations.series import HourlySeries
 from simulations.workload import JobTable, jobs_from_swf, synthetic_jobs
-from twin import AbstractSiteState, FederationTwin, TelemetrySample, fit_sites, static_view
+from twin import (
+    AbstractSiteState,
+    FederationTwin,
+    SiteStatus,
+    TelemetrySample,
+    fit_sites,
+    static_view,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.execution import RunStore
+    from simulations.execution import WorkflowExecution
 
 
 class FederationModel(Model):
@@ -42,7 +54,8 @@ class FederationModel(Model):
     paths, as a sweep gives them: ``{"workload.load": 2}``) change it first;
     ``planner`` picks one of ``scenario.planners`` for the workflows;
     ``federation`` and ``jobs`` replace what the scenario names (the
-    benchmarks build large federations in code).
+    benchmarks build large federations in code); ``run_store`` is the store the
+    executor of the workflows writes to (default: an in-memory SQLite store).
     """
 
     def __init__(
@@ -52,6 +65,7 @@ class FederationModel(Model):
         planner: str | None = None,
         federation: Federation | None = None,
         jobs: JobTable | None = None,
+        run_store: RunStore | None = None,
         **overrides: Any,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else scenario_from_dict(scenario)
@@ -81,13 +95,14 @@ class FederationModel(Model):
         self.broker = Broker(self, sc.routing, sc.choices)
         self.stream = JobStream(self, self.jobs)
         self.workflow_runs: list[Any] = []
+        self.execution: WorkflowExecution | None = None
         self.carbon_cap: float | None = None
         self._cap_armed = False
         self.waits_sum = 0.0
         self.jobs_done = 0
         self._arm_failures()
         self._arm_events()
-        self._arm_workflows()
+        self._arm_workflows(run_store)
         self.simulator.schedule_event_absolute(self.on_telemetry, 0.0)
         # collected after each step only: batch_run reads step k's data at index k - 1
         self.datacollector = self._collector()
@@ -97,6 +112,11 @@ class FederationModel(Model):
     def now(self) -> float:
         """Simulated seconds since the start (simulated time 0 is ``scenario.start``)."""
         return float(self.simulator.time)
+
+    @property
+    def has_twin(self) -> bool:
+        """Whether a twin (per-site or fleet) watches the sites."""
+        return self.twin is not None or self.fleet is not None
 
     def _add_site(self, site: Site) -> SiteAgent:
         zone = site.zone
@@ -190,11 +210,13 @@ class FederationModel(Model):
                     self.end_event, ev.at + ev.duration, function_args=[i]
                 )
 
-    def _arm_workflows(self) -> None:
+    def _arm_workflows(self, run_store: RunStore | None) -> None:
         if not self.scenario.workload.workflows:
             return
+        from simulations.execution import WorkflowExecution
         from simulations.workflows import arm_workflows
 
+        self.execution = WorkflowExecution(self, run_store)
         arm_workflows(self)
 
     def _collector(self) -> DataCollector:
@@ -211,6 +233,7 @@ class FederationModel(Model):
             "carbon_kg": _carbon_kg,
             "sites_up": _sites_up,
             "workflows_done": _workflows_done,
+            "workflows_unfinished": _workflows_unfinished,
             "deadline_misses": _deadline_misses,
             **{key: partial(_final, key=key) for key in FINAL_REPORTERS},
         }
@@ -250,6 +273,8 @@ class FederationModel(Model):
             data["sites"].append(ev.new_site.model_dump(mode="json"))
             self.federation = Federation.from_dict(data, f"scenario {self.scenario.name}")
             self.broker.rebuild()
+            if self.execution is not None:
+                self.execution.attach(agent)
         elif ev.kind is EventKind.CARBON_CAP:
             self.carbon_cap = ev.limit
             if not self._cap_armed:
@@ -329,11 +354,21 @@ class FederationModel(Model):
                 if due and self.scenario.routing != "home":
                     self.last_view = self.view()
                     self._view_at = self.now
+        if self.execution is not None and self.execution.live:
+            self.execution.on_statuses(self.sites_called_down(stamp))
         self.broker.queued_work = [0.0] * len(self.sites)
         self.broker.refresh()
         nxt = self.now + self.scenario.telemetry_interval
         if nxt <= self.horizon:
             self.simulator.schedule_event_absolute(self.on_telemetry, nxt)
+
+    def sites_called_down(self, stamp: float) -> set[str]:
+        """The sites the twin calls down at unix time ``stamp`` (its flags for the executor)."""
+        if self.fleet is not None:
+            return self.fleet.down()
+        if self.twin is None:
+            return {s.site.id for s in self.sites if s.down}
+        return {sid for sid, st in self.twin.status(stamp).items() if st is SiteStatus.DOWN}
 
     def view(self) -> dict[str, AbstractSiteState]:
         """The planners' view now: the twin's, or the sites' static figures without a twin.
@@ -374,9 +409,15 @@ class FederationModel(Model):
         self.datacollector.collect(self)
 
     def finish(self) -> None:
-        """Close the accounts at the horizon and stop."""
+        """Close the accounts at the horizon and stop; runs still going are unfinished."""
         for s in self.sites:
             s.account()
+        if self.execution is not None:
+            self.execution.finish()
+        for r in self.workflow_runs:
+            if r.status == "pending":  # submitted at the very horizon: never planned
+                r.status = "unfinished"
+                r._record()
         self.running = False
 
     def run(self, progress: Any = None) -> FederationModel:
@@ -405,6 +446,7 @@ class FederationModel(Model):
         up = sum(s.up_core_s for s in self.sites)
         wf = [r.result() for r in self.workflow_runs]
         makespans = [r["makespan_s"] for r in wf if r["makespan_s"] is not None]
+        status = [r["status"] for r in wf]
         out: dict[str, Any] = {
             "scenario": self.scenario.name,
             "planner": self.planner_name,
@@ -428,9 +470,16 @@ class FederationModel(Model):
             "utilisation": sum(s.busy_core_s for s in self.sites) / up if up else 0.0,
             "failures": sum(s.failures for s in self.sites),
             "workflows": len(wf),
-            "workflows_done": sum(1 for r in wf if r["makespan_s"] is not None),
+            "workflows_done": status.count("done"),
+            "workflows_failed": status.count("failed"),
+            "workflows_unplanned": status.count("unplanned"),
+            "workflows_unfinished": len(wf)
+            - sum(status.count(k) for k in ("done", "failed", "unplanned")),
             "workflow_mean_makespan_s": float(np.mean(makespans)) if makespans else None,
             "deadline_misses": sum(1 for r in wf if r["deadline_missed"]),
+            "workflow_attempts": sum(r["attempts"] for r in wf),
+            "workflow_replans": sum(r["replans"] for r in wf),
+            "workflow_transfers": sum(r["transfers"] for r in wf),
         }
         if not self.running:
             self._summary = out
@@ -458,13 +507,22 @@ WORKFLOW_COLUMNS = (
     "workflow",
     "instance",
     "planner",
+    "status",
     "submitted_s",
     "planned_makespan_s",
     "makespan_s",
     "deadline_s",
     "deadline_missed",
     "sites_used",
+    "attempts",
+    "replans",
+    "steps_moved",
+    "transfers",
+    "bytes_moved",
+    "error",
 )
+"""One row per workflow run: ``status`` is done, failed, unplanned or unfinished
+(``simulations.workflows``); ``deadline_missed`` is known for done runs only."""
 
 
 # Reporters are module-level functions (picklable for batch_run's process pool).
@@ -530,6 +588,11 @@ def _workflows_done(m: FederationModel) -> int:
 
 def _deadline_misses(m: FederationModel) -> int:
     return sum(1 for r in m.workflow_runs if r.result()["deadline_missed"])
+
+
+def _workflows_unfinished(m: FederationModel) -> int:
+    """Runs submitted and not ended (so far; at the end: cut short by the horizon)."""
+    return sum(1 for r in m.workflow_runs if r.status in ("running", "unfinished"))
 
 
 def _site_id(a: SiteAgent) -> str:

@@ -4,7 +4,8 @@
 scheduler; import ``orchestrator.connectors.dask``), ``PullConnector`` (a
 queue that a site agent inside an HPC zone pulls from through the API;
 ``SiteAgent`` is that agent), ``SimulatedConnector`` (tasks that take time on
-a clock).
+a clock, queued by a ``SimulatedSite`` model; ``SimulatedTransfers`` times the
+transfers of simulated runs).
 """
 
 from orchestrator.connectors.agent import SiteAgent
@@ -17,13 +18,21 @@ from orchestrator.connectors.base import (
 )
 from orchestrator.connectors.local import LocalConnector
 from orchestrator.connectors.pull import PullConnector
-from orchestrator.connectors.simulated import SimulatedConnector
+from orchestrator.connectors.simulated import (
+    SimulatedConnector,
+    SimulatedSite,
+    SimulatedTask,
+    SimulatedTransfers,
+)
 
 __all__ = [
     "ConnectorError",
     "LocalConnector",
     "PullConnector",
     "SimulatedConnector",
+    "SimulatedSite",
+    "SimulatedTask",
+    "SimulatedTransfers",
     "SiteAgent",
     "SiteConnector",
     "TaskInfo",

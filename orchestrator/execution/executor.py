@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from orchestrator.connectors.base import (
     ConnectorError,
@@ -73,6 +73,20 @@ class Stager(Protocol):
     def stage(
         self, run_id: str, item_id: str, src_site: str, src_path: Path, dst_site: str
     ) -> Path: ...
+
+
+@runtime_checkable
+class ItemStager(Protocol):
+    """Stages the items of simulated runs, which exist only as sizes (nothing is copied).
+
+    Called where a real run would stage a file: for each input of a step that lives at
+    another site, when the step is about to start there (``SimulatedTransfers`` accounts
+    for the transfer's duration on the link, and its site starts the step after it).
+    """
+
+    def stage_item(
+        self, run_id: str, step_id: str, item_id: str, size: float, src_site: str, dst_site: str
+    ) -> None: ...
 
 
 @dataclass
@@ -237,7 +251,7 @@ class Executor:
         runs: RunStore,
         connectors: Mapping[str, SiteConnector],
         *,
-        stager: Stager | None = None,
+        stager: Stager | ItemStager | None = None,
         replanner: Replanner | None = None,
         inputs_dir: Path | None = None,
         poll_interval: float = 0.05,
@@ -401,6 +415,23 @@ class Executor:
         if moved:
             self._replan(run_id, moved, reason)
         return moved
+
+    def site_up(self, site: str) -> None:
+        """A site that was down is back: it is handed work and re-plans may use it again.
+
+        Steps moved away while it was down stay where they were moved."""
+        self.down_sites.discard(site)
+
+    def next_due(self, run_ids: Iterable[str]) -> float | None:
+        """When the first step of these runs waiting on a retry's backoff may start, on the
+        executor's clock (``None``: none waits). A driver on a simulated clock passes again
+        then; a polling loop does not need it."""
+        due = [
+            view.delayed[0][0]
+            for rid in run_ids
+            if (view := self._views.get(rid)) is not None and view.delayed
+        ]
+        return min(due, default=None)
 
     # -- running -------------------------------------------------------------------------
     def run(self, run_id: str, timeout: float | None = None) -> RunState:
@@ -845,6 +876,9 @@ class Executor:
         at_site: dict[str, str] = {}
         if launch.moves_data:
             inputs, at_site = self._stage_inputs(run_id, wf, step, site, launch)
+        elif isinstance(self.stager, ItemStager):
+            for item, src_site in self._item_sources(run_id, wf, step, site):
+                self.stager.stage_item(run_id, step_id, item, wf.item(item).size, src_site, site)
         return TaskSpec(
             run_id=run_id,
             step_id=step_id,
@@ -893,7 +927,7 @@ class Executor:
                     src_site = location.site
                     src = self._connector(src_site).source_file(location.path, run_id, item)
             if src_site != site:
-                if self.stager is None:
+                if self.stager is None or isinstance(self.stager, ItemStager):
                     raise OrchestratorError(
                         f"{step.id} at {site} needs {item} from {src_site} and no stager is set"
                     )
@@ -1128,11 +1162,35 @@ class Executor:
         self.down_sites.add(site)
         self._replan(run_id, [step_id], f"site {site} refused work: {exc}")
 
+    def _item_sources(
+        self, run_id: str, wf: Workflow, step: Step, site: str
+    ) -> list[tuple[str, str]]:
+        """``(item, site it comes from)`` of each input of a simulated step that lives at
+        another site: made there by its producer, or an external input located there (an
+        input at a URL is fetched by the orchestrator's host: no site-to-site transfer)."""
+        steps = self._steps(run_id)
+        out = []
+        for item in step.inputs:
+            producer = wf.producer(item)
+            if producer is not None:
+                src = steps[producer].site
+            else:
+                location = wf.item(item).location
+                if location is None or location.site is None:
+                    continue
+                src = location.site
+            if src != site:
+                out.append((item, src))
+        return out
+
     def _needs_staging(self, view: _RunView, step_id: str, site: str) -> bool:
-        """True when an input of the step lives elsewhere (another site, a URL)."""
-        if not view.run.launch.moves_data:
-            return False
+        """True when an input of the step lives elsewhere (another site, a URL); for a
+        simulated run, when an input crosses sites and the stager accounts for items."""
         wf = view.wf
+        if not view.run.launch.moves_data:
+            if not isinstance(self.stager, ItemStager):
+                return False
+            return bool(self._item_sources(view.run.id, wf, wf.step(step_id), site))
         for item in wf.step(step_id).inputs:
             producer = wf.producer(item)
             if producer is not None:
