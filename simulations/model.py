@@ -354,8 +354,9 @@ class FederationModel(Model):
                 if due and self.scenario.routing != "home":
                     self.last_view = self.view()
                     self._view_at = self.now
-        if self.execution is not None and self.execution.live:
-            self.execution.on_statuses(self.sites_called_down(stamp))
+        ex = self.execution
+        if ex is not None and (ex.live or ex.flagged or ex.executor.down_sites):
+            ex.on_statuses(self.sites_called_down(stamp))
         self.broker.queued_work = [0.0] * len(self.sites)
         self.broker.refresh()
         nxt = self.now + self.scenario.telemetry_interval
