@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from orchestrator import load_workflow
-import numpy as np
-
 from simulations import FederationModel, JobTable
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "examples" / "workflows"
