@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from datalogistics.flows import Flow
+from datalogistics.items import DataItem
 from federation.jurisdictions import VALID_JURISDICTIONS, jurisdiction_allows
 from federation.model import Federation, Site
 from orchestrator.plan import PlanningConstraints
@@ -102,9 +103,17 @@ class CostModel:
         self.constraints = constraints
         self.t0 = plan_t0(view, constraints)
         self.site_by_id: dict[str, Site] = {s.id: s for s in federation.sites}
+        # When every step names the sites it may use (a project's sites, a re-plan's usable
+        # sites), the others can never be chosen: they are left out of the model altogether,
+        # so that planning on a few sites of a large federation costs what those sites cost.
+        allowed = [st.constraints.sites for st in workflow.steps]
+        if allowed and all(a is not None for a in allowed):
+            named = {sid for a in allowed for sid in a or ()}
+            candidates = [s for s in federation.sites if s.id in named]
+        else:
+            candidates = list(federation.sites)
         self.states: dict[str, AbstractSiteState] = {
-            s.id: view[s.id] if s.id in view else AbstractSiteState.static(s)
-            for s in federation.sites
+            s.id: view[s.id] if s.id in view else AbstractSiteState.static(s) for s in candidates
         }
         self.series: dict[str, SiteSeries] = {
             sid: self._series(self.site_by_id[sid], st) for sid, st in self.states.items()
@@ -118,7 +127,8 @@ class CostModel:
         self.site_release: dict[str, float] = {
             sid: st.expected_wait_s for sid, st in self.states.items()
         }
-        self.sites: tuple[str, ...] = tuple(s.id for s in federation.sites)
+        self.sites: tuple[str, ...] = tuple(s.id for s in candidates)
+        """The sites some step may use (the federation's, unless every step is restricted)."""
         self.steps: tuple[Step, ...] = workflow.steps
         self.step_by_id: dict[str, Step] = {s.id: s for s in workflow.steps}
         # DAG lookups cached as plain dicts (the workflow's are behind pydantic attributes)
@@ -131,7 +141,13 @@ class CostModel:
         self.why_not: dict[str, dict[str, str]] = {}
         self.eligible: dict[str, tuple[str, ...]] = {}
         for step in workflow.steps:
-            reasons = {sid: self._ineligible(step, sid) for sid in self.sites}
+            # the items this step holds that may not go everywhere (looked up once per step)
+            fenced = [
+                (i, item)
+                for i in (*step.inputs, *step.outputs)
+                if (item := workflow.item(i)).allowed_jurisdictions is not None
+            ]
+            reasons = {sid: self._ineligible(step, sid, fenced) for sid in self.sites}
             self.why_not[step.id] = {k: v for k, v in reasons.items() if v}
             self.eligible[step.id] = tuple(sid for sid in self.sites if not reasons[sid])
         self.edge_items: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {}
@@ -176,8 +192,9 @@ class CostModel:
         )
 
     # -- eligibility ---------------------------------------------------------------
-    def _ineligible(self, step: Step, sid: str) -> str:
-        """Why ``step`` may not run on ``sid`` ("" when it may)."""
+    def _ineligible(self, step: Step, sid: str, fenced: list[tuple[str, DataItem]]) -> str:
+        """Why ``step`` may not run on ``sid`` ("" when it may); ``fenced``: the items it
+        reads or writes whose jurisdictions are restricted."""
         site = self.site_by_id[sid]
         c = step.constraints
         if self.states[sid].status is SiteStatus.DOWN:
@@ -189,8 +206,7 @@ class CostModel:
         for k, v in c.labels.items():
             if site.labels.get(k) != v:
                 return f"label {k}={v} missing"
-        for item_id in (*step.inputs, *step.outputs):
-            item = self.workflow.item(item_id)
+        for item_id, item in fenced:
             if not item.may_reside_in(site.jurisdiction):
                 allowed = ", ".join(item.allowed_jurisdictions or ())
                 return f"data item {item_id} may reside only in {allowed}"
