@@ -1,7 +1,8 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...]`` (``make bench`` runs them all).
 
-Each module ``benchmarks/bench_<name>.py`` defines ``main() -> None`` that
-prints its table(s); NAME selects modules by name.
+Each module ``benchmarks/bench_<name>.py`` defines ``main()`` that prints its
+table(s) and may return ``False`` when a target was missed (the command then exits
+with status 1, after running every benchmark asked for); NAME selects modules by name.
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}")
         return 2
+    missed = []
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         print(f"\n=== benchmark: {name} ===", flush=True)
         t0 = time.perf_counter()
-        module.main()
+        if module.main() is False:
+            missed.append(name)
         print(f"=== {name}: {time.perf_counter() - t0:.1f} s ===", flush=True)
+    if missed:
+        print(f"target(s) missed in: {', '.join(missed)}")
+        return 1
     return 0
 
 

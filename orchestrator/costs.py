@@ -164,9 +164,13 @@ class CostModel:
             e: max(size for _, size in items) for e, items in self.edge_items.items() if items
         }
         # (latency, bandwidth, EUR per byte) of every link, read once: Federation.link is slow
+        if len(candidates) ** 2 < len(federation.links):  # a few sites of a large federation
+            ends = [(a.id, b.id) for a in candidates for b in candidates if a.id != b.id]
+            used = [lk for a, b in ends if (lk := federation.link(a, b)) is not None]
+        else:
+            used = list(federation.links)
         self.links: dict[tuple[str, str], tuple[float, float, float]] = {
-            (lk.src, lk.dst): (lk.latency, lk.bandwidth, lk.cost_per_gb / 1e9)
-            for lk in federation.links
+            (lk.src, lk.dst): (lk.latency, lk.bandwidth, lk.cost_per_gb / 1e9) for lk in used
         }
         self.buffer: dict[str, float] = {s.id: s.buffer_capacity for s in federation.sites}
         self._dur: dict[tuple[str, str], float] = {}

@@ -397,12 +397,15 @@ class Broker(Agent):
         jobs = model.jobs
         cores = int(jobs.cores[row])
         n_fit = bisect_right(self._neg_cores, -cores)
-        if n_fit == 0:
+        sites = model.sites
+        pin = int(jobs.pin[row])
+        if n_fit == 0 or (pin >= 0 and sites[pin].site.cores < cores):
             model.stream.rejected += 1
             return
-        sites = model.sites
         rnd = model.random
-        if self.routing == "home":
+        if pin >= 0:  # the job's own machine (a partition of a replayed log)
+            pick = pin
+        elif self.routing == "home":
             pick = self._home(rnd.random(), cores)
         else:
             pick = -1

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from mesa.experimental.devs.eventlist import Priority, SimulationEvent
 
 from federation.store import Store
-from orchestrator import HEFTPlanner
+from orchestrator import HEFTPlanner, Workflow
 from orchestrator.connectors import (
     SimulatedConnector,
     SimulatedSite,
@@ -48,10 +48,10 @@ from orchestrator.connectors import (
 )
 from orchestrator.execution import Executor, Launch, OnError, RunState, RunStore
 from orchestrator.execution.replan import PlannerReplanner
+from orchestrator.planning import declare
 from simulations.batch import Job
 
 if TYPE_CHECKING:
-    from orchestrator import Workflow
     from simulations.agents import SiteAgent
     from simulations.model import FederationModel
     from simulations.scenario import WorkflowSpec
@@ -143,6 +143,7 @@ class WorkflowExecution:
         self._wake: list[tuple[float, str]] = []
         self._pass: SimulationEvent | None = None
         self._pass_at = math.inf
+        self._declared: dict[tuple[int, str, int], Workflow] = {}
         fails = model.scenario.task_failures
         self._fail_p = 0.0 if fails is None else fails.probability
         self._fail_sites = None if fails is None or fails.sites is None else set(fails.sites)
@@ -176,6 +177,17 @@ class WorkflowExecution:
         return bool(self.model.random.random() < self._fail_p)
 
     # -- runs ----------------------------------------------------------------------------
+    def declared(self, workflow: Workflow, project: str | None) -> Workflow:
+        """``workflow`` with ``project``'s sites folded in (``orchestrator.planning.declare``,
+        as the service does), once per workflow, project and federation."""
+        if project is None:
+            return workflow
+        key = (id(workflow), project, id(self.model.federation))
+        wf = self._declared.get(key)
+        if wf is None:
+            wf = self._declared[key] = declare(workflow, self.model.federation, project=project)
+        return wf
+
     def submit(
         self,
         run: WorkflowRun,

@@ -19,6 +19,7 @@ series (utilisation, queue, power, status) as agent-type reporters when
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,6 @@ from twin import (
     SiteStatus,
     TelemetrySample,
     fit_sites,
-    static_view,
 )
 
 if TYPE_CHECKING:
@@ -371,23 +371,24 @@ class FederationModel(Model):
             return {s.site.id for s in self.sites if s.down}
         return {sid for sid, st in self.twin.status(stamp).items() if st is SiteStatus.DOWN}
 
-    def view(self) -> dict[str, AbstractSiteState]:
+    def view(self, sites: Collection[str] | None = None) -> dict[str, AbstractSiteState]:
         """The planners' view now: the twin's, or the sites' static figures without a twin.
 
         A site that joined during the run (unknown to the twin) is shown from
-        its static figures.
+        its static figures. ``sites`` limits the view to those (a workflow restricted to
+        a project's sites is planned on theirs: at 1,000 sites a whole view costs more
+        than the plan).
         """
         stamp = self.origin + self.now
+        view: dict[str, AbstractSiteState] = {}
         if self.fleet is not None:
-            view = self.fleet.view(stamp)
-            for site in self.federation.sites:
-                if site.id not in view:
-                    view[site.id] = AbstractSiteState.static(site, issued_at=stamp)
-            return view
-        fallback = static_view(self.federation, issued_at=stamp)
-        if self.twin is None:
-            return fallback
-        return {**fallback, **self.twin.view(now=stamp)}
+            view = self.fleet.view(stamp, sites=sites)
+        elif self.twin is not None:
+            view = self.twin.view(now=stamp, sites=sites)
+        for site in self.federation.sites:
+            if site.id not in view and (sites is None or site.id in sites):
+                view[site.id] = AbstractSiteState.static(site, issued_at=stamp)
+        return view
 
     # -- job results ------------------------------------------------------------
     def job_finished(self, job: Job) -> None:
@@ -433,16 +434,29 @@ class FederationModel(Model):
     def summary(self) -> dict[str, Any]:
         """The run's figures: waits, makespan, energy, cost, carbon, utilisation, misses.
 
-        ``utilisation`` is busy core-seconds over core-seconds up, for the whole run.
+        Waits are over every job that arrived (``jobs_arrived``): a job still waiting at
+        the end (``jobs_waiting``) counts with its wait so far, so the figures are lower
+        bounds of the waits of every arrived job, and the jobs stuck longest in a queue are
+        never left out (leaving them out made waits fall as load grew);
+        ``mean_wait_started_s`` is the mean over the jobs that started. ``utilisation`` is
+        busy core-seconds over core-seconds up, for the whole run and every site together;
+        ``max_site_utilisation`` is the busiest site's (a low average can hide a saturated
+        site, whose queue makes the long waits).
         """
         if not self.running and self._summary is not None:
             return self._summary
         cols = self.jobs.columns()
         done = ~np.isnan(cols["end"])
-        wait = cols["wait"][done]
+        now = self.now
+        arrived = cols["submit"] <= now
+        started = ~np.isnan(cols["start"])
+        waits = np.where(started, cols["start"], now) - cols["submit"]
+        wait = waits[arrived]
+        started_wait = waits[arrived & started]
         run = cols["end"][done] - cols["start"][done]
+        done_wait = cols["wait"][done]
         # bounded slowdown with the usual 10 s threshold
-        bsld = np.maximum((wait + run) / np.maximum(run, 10.0), 1.0)
+        bsld = np.maximum((done_wait + run) / np.maximum(run, 10.0), 1.0)
         energy_kwh = sum(s.energy_j for s in self.sites) / 3.6e6
         up = sum(s.up_core_s for s in self.sites)
         wf = [r.result() for r in self.workflow_runs]
@@ -455,12 +469,15 @@ class FederationModel(Model):
             "sites": len(self.sites),
             "simulated_s": self.now,
             "jobs": int(cols["submit"].size),
+            "jobs_arrived": int(arrived.sum()),
             "jobs_done": int(done.sum()),
+            "jobs_waiting": int((arrived & ~started).sum()),
             "jobs_rejected": self.stream.rejected,
             "jobs_killed": int(cols["kills"].sum()),
             "mean_wait_s": float(wait.mean()) if wait.size else 0.0,
             "median_wait_s": float(np.median(wait)) if wait.size else 0.0,
             "p95_wait_s": float(np.percentile(wait, 95)) if wait.size else 0.0,
+            "mean_wait_started_s": float(started_wait.mean()) if started_wait.size else 0.0,
             "mean_bounded_slowdown": float(bsld.mean()) if bsld.size else 0.0,
             "jobs_makespan_s": float(cols["end"][done].max() - cols["submit"].min())
             if done.any()
@@ -469,6 +486,9 @@ class FederationModel(Model):
             "cost_eur": sum(s.cost_eur for s in self.sites),
             "carbon_kg": sum(s.carbon_g for s in self.sites) / 1000.0,
             "utilisation": sum(s.busy_core_s for s in self.sites) / up if up else 0.0,
+            "max_site_utilisation": max(
+                (s.busy_core_s / s.up_core_s for s in self.sites if s.up_core_s), default=0.0
+            ),
             "failures": sum(s.failures for s in self.sites),
             "workflows": len(wf),
             "workflows_done": status.count("done"),
@@ -528,12 +548,17 @@ WORKFLOW_COLUMNS = (
 
 # Reporters are module-level functions (picklable for batch_run's process pool).
 FINAL_REPORTERS = (
+    "jobs_waiting",
     "median_wait_s",
     "p95_wait_s",
+    "mean_wait_started_s",
     "mean_bounded_slowdown",
     "jobs_makespan_s",
     "utilisation",
+    "max_site_utilisation",
     "workflow_mean_makespan_s",
+    "workflows_failed",
+    "workflows_unplanned",
 )
 """Summary figures reported once the run is over (NaN before): what ``batch_run`` keeps."""
 
@@ -555,6 +580,7 @@ def _running(m: FederationModel) -> int:
 
 
 def _mean_wait(m: FederationModel) -> float:
+    """Mean wait of the jobs done so far (the summary's ``mean_wait_s`` counts them all)."""
     return m.waits_sum / m.jobs_done if m.jobs_done else 0.0
 
 

@@ -187,7 +187,10 @@ class WorkflowSpec(_Frozen):
 class WorkloadSpec(_Frozen):
     """What arrives: batch jobs (``swf`` or ``synthetic``) and workflows.
 
-    ``load`` multiplies the job arrival rate (submit times are divided by it).
+    ``load`` multiplies the job arrival rate: a synthetic stream gets ``load`` times as
+    many jobs over the same span; an SWF trace's submit times are divided by it (the
+    trace is compressed: within a horizon shorter than the trace, as many times more
+    jobs arrive; a trace that fits in the horizon ends sooner).
     """
 
     swf: SwfSpec | None = None

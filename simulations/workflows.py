@@ -36,7 +36,6 @@ from orchestrator import (
     make_planner,
 )
 from orchestrator.execution import RunState
-from orchestrator.planning import declare
 from simulations.scenario import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -82,15 +81,14 @@ class WorkflowRun(Agent):
         t0 = model.origin + model.now
         constraints = PlanningConstraints(deadline=self.spec.deadline, t0=t0)
         try:
-            wf = self.workflow
-            if self.spec.project is not None:
-                wf = declare(wf, model.federation, project=self.spec.project)
+            wf = execution.declared(self.workflow, self.spec.project)
             if self.spec.assignment is not None:
                 assignment = dict(self.spec.assignment)
             else:
                 planner = make_planner(model.planner_name)
                 objective = Objective.parse(self.spec.objective)
-                self.plan = planner.plan(wf, model.federation, model.view(), constraints, objective)
+                view = model.view(allowed_sites(wf))
+                self.plan = planner.plan(wf, model.federation, view, constraints, objective)
                 assignment = {sid: a.site for sid, a in self.plan.assignments.items()}
             self.status = "running"
             self.run_id = execution.submit(self, wf, assignment, self.spec)
@@ -150,6 +148,17 @@ class WorkflowRun(Agent):
         if not self._recorded:
             self._recorded = True
             self.model.datacollector.add_table_row("workflows", self.result())
+
+
+def allowed_sites(workflow: Workflow) -> set[str] | None:
+    """The sites the workflow's steps may use when each names its own (a project's);
+    ``None`` when some step may go anywhere."""
+    out: set[str] = set()
+    for step in workflow.steps:
+        if step.constraints.sites is None:
+            return None
+        out.update(step.constraints.sites)
+    return out
 
 
 def arm_workflows(model: FederationModel) -> None:
