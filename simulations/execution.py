@@ -129,7 +129,8 @@ class WorkflowExecution:
             replanner=self.replanner,
             clock=self.clock,
             poll_interval=0.0,
-            resync_s=math.inf,  # this executor is the store's only writer
+            resync_s=math.inf,
+            sole_writer=True,  # this executor is its store's only writer
         )
         self.connectors: dict[str, SimulatedConnector] = {}
         self.by_run: dict[str, WorkflowRun] = {}

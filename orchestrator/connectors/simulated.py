@@ -21,7 +21,7 @@ utilisation and backlog as telemetry.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,6 +221,11 @@ class SimulatedConnector(SiteConnector):
         if t is None:
             return TaskInfo(TaskStatus.NOT_STARTED)
         return TaskInfo(t.status, t.exit_code, t.started, t.ended, message=t.message)
+
+    def settled(self, handles: Collection[str]) -> list[str]:
+        self.site.advance(self.clock())
+        tasks = self._tasks
+        return [h for h in handles if (t := tasks.get(h)) is None or t.status not in _WAITING]
 
     def cancel(self, handle: str) -> None:
         t = self._tasks.get(handle)

@@ -259,6 +259,7 @@ class Executor:
         resync_s: float = 30.0,
         fetch_timeout_s: float = 600.0,
         log_limit: int = DEFAULT_LIMIT,
+        sole_writer: bool = False,
     ) -> None:
         self.runs = runs
         self.connectors = dict(connectors)
@@ -270,6 +271,10 @@ class Executor:
         self.resync_s = resync_s
         self.fetch_timeout_s = fetch_timeout_s
         self.log_limit = log_limit
+        self.sole_writer = sole_writer
+        """No one else (the API, the CLI, another executor) changes this store's runs: the
+        changes are not read back after each pass (a simulation's executor and its own
+        store). Off by default: a service's runs are changed from outside."""
         self.pass_errors: dict[str, int] = {}
         """Consecutive passes in which a run raised (reset by a clean pass)."""
         self.down_sites: set[str] = set()
@@ -524,11 +529,13 @@ class Executor:
 
     # -- the run's mirror ----------------------------------------------------------------
     def _view(self, run_id: str) -> _RunView:
-        """The run as this executor knows it, brought up to date with the store."""
+        """The run as this executor knows it, brought up to date with the store (a sole
+        writer knows every change already)."""
         view = self._views.get(run_id)
         if view is None or time.monotonic() - view.loaded_at > self.resync_s:
             return self._load(run_id)
-        self._catch_up(run_id, view)
+        if not self.sole_writer:
+            self._catch_up(run_id, view)
         return view
 
     def _load(self, run_id: str) -> _RunView:
@@ -638,7 +645,8 @@ class Executor:
     def _apply(self, run_id: str, view: _RunView, changes: list[Change]) -> list[StepRecord]:
         """Record several changes in one transaction, then in the mirror."""
         recs, noted = self.runs.apply_noted(run_id, changes)
-        view.mine.update(noted)
+        if not self.sole_writer:  # a sole writer reads nothing back: nothing to skip
+            view.mine.update(noted)
         for rec in recs:
             self._set(view, rec)
         return recs
@@ -661,9 +669,17 @@ class Executor:
 
     # -- one pass ------------------------------------------------------------------------
     def _poll(self, run_id: str, view: _RunView) -> None:
-        """Ask connectors about the steps handed to them; record every finish at once."""
+        """Ask connectors about the steps handed to them (those each connector says may
+        have finished: ``SiteConnector.settled``); record every finish at once."""
         run = view.run
-        active = self._ordered(view, view.by_state[S.STAGING] | view.by_state[S.RUNNING])
+        asked = set(view.by_state[S.STAGING])
+        handed: dict[str, dict[str, str]] = {}
+        for sid in view.by_state[S.RUNNING]:
+            rec = view.recs[sid]
+            handed.setdefault(rec.site, {})[rec.handle] = sid
+        for site, steps in handed.items():
+            asked.update(steps[h] for h in self._connector(site).settled(steps.keys()))
+        active = self._ordered(view, asked)
         done: list[Change] = []
         other: list[tuple[StepRecord, TaskInfo | None]] = []
         for sid in active:
