@@ -142,14 +142,23 @@ def synthetic_jobs(spec: SyntheticSpec, load: float, rng: np.random.Generator) -
     sooner); sizes and run times as documented.
 
     Log-normal run time with mean ``m`` and shape ``sigma``: ``mu = ln m - sigma^2 / 2``.
+
+    Common random numbers: each column is drawn from a stream of its own, so the first
+    ``jobs`` jobs at any load are the same jobs (same sizes, same run times, arrivals
+    closer together by the load): a sweep over the load compares more work with the same
+    work, not with another sample. ``rng`` gives the streams' seeds (a fixed number of
+    draws, whatever the load).
     """
     n = max(1, round(spec.jobs * load))
+    gaps, sizes, runs, over = (
+        np.random.default_rng(int(s)) for s in rng.integers(0, 2**63 - 1, 4, dtype=np.int64)
+    )
     rate = spec.arrival_rate_per_h * load / 3600.0
-    submit = np.cumsum(rng.exponential(1.0 / rate, n))
+    submit = np.cumsum(gaps.exponential(1.0, n)) / rate
     submit -= submit[0]
     kmax = math.floor(math.log2(spec.max_cores))
-    cores = 2 ** rng.integers(0, kmax + 1, n)
+    cores = 2 ** sizes.integers(0, kmax + 1, n)
     mu = math.log(spec.mean_runtime) - spec.sigma**2 / 2
-    run = np.maximum(rng.lognormal(mu, spec.sigma, n), 1.0)
-    req = np.ceil(run * rng.uniform(1.0, spec.overestimate, n) / 60.0) * 60.0
+    run = np.maximum(runs.lognormal(mu, spec.sigma, n), 1.0)
+    req = np.ceil(run * over.uniform(1.0, spec.overestimate, n) / 60.0) * 60.0
     return JobTable(submit, run, req, cores)
