@@ -1,13 +1,15 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...]`` (``make bench`` runs them all).
 
-Each module ``benchmarks/bench_<name>.py`` defines ``main()`` that prints its
-table(s) and may return ``False`` when a target was missed (the command then exits
-with status 1, after running every benchmark asked for); NAME selects modules by name.
+Each module ``benchmarks/bench_<name>.py`` defines ``main() -> None`` that
+prints its table(s) (or ``main(argv) -> int``, which takes the ``--options`` given and
+whose non-zero result, a missed target, becomes the exit status); NAME selects modules by
+name.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import sys
 import time
@@ -24,23 +26,24 @@ def available() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    # from the first --option on, everything goes to the modules that take options
+    first = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    argv, options = argv[:first], argv[first:]
     names = argv or available()
     unknown = [n for n in names if n not in available()]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}")
         return 2
-    missed = []
+    status = 0
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         print(f"\n=== benchmark: {name} ===", flush=True)
         t0 = time.perf_counter()
-        if module.main() is False:
-            missed.append(name)
+        takes = "argv" in inspect.signature(module.main).parameters
+        rc = module.main(options) if takes else module.main()
         print(f"=== {name}: {time.perf_counter() - t0:.1f} s ===", flush=True)
-    if missed:
-        print(f"target(s) missed in: {', '.join(missed)}")
-        return 1
-    return 0
+        status = status or (rc if isinstance(rc, int) else 0)
+    return status
 
 
 if __name__ == "__main__":

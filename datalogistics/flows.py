@@ -13,6 +13,11 @@ planner (so the capacity they reason about is the same):
 
 At ``src`` an item that leaves for several destinations is held once, from
 ``ready`` until the last of those flows ends.
+
+An *external* flow stages a workflow's external input from where it lives before the
+run (a path at a site, or a URL; then ``src`` is the URL) into the consumer's buffer:
+its source holds nothing in a buffer (the item is in the site's storage or elsewhere),
+so only the destination's inbound hold counts.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class Flow:
     consumer_start: float | None = None
     """Planned start of the last consumer of the item at ``dst``, when the planner knows it
     (the transfer plan sets the destination buffer's TTL from it; else from ``release``)."""
+    external: bool = False
+    """An external input staged from where it lives (``src`` is its site, or its URL): no
+    outbound buffer hold at the source."""
 
     @property
     def crosses_sites(self) -> bool:
@@ -70,7 +78,8 @@ def buffer_holds(flows: Iterable[Flow]) -> list[Hold]:
     for f in flows:
         if not f.crosses_sites:
             continue
-        at_src[(f.src, f.item)].append(f)
+        if not f.external:
+            at_src[(f.src, f.item)].append(f)
         holds.append(Hold(f.dst, f.item, f.size, f.start, max(f.release, f.end), INBOUND))
     for (site, item), fs in at_src.items():
         t0, t1 = min(f.ready for f in fs), max(f.end for f in fs)

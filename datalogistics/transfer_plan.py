@@ -135,6 +135,7 @@ def _unique(flows: Iterable[Flow]) -> list[Flow]:
             max(f.end, g.end),
             max(f.release, g.release),
             max(starts) if starts else None,
+            f.external,
         )
     return list(merged.values())
 
@@ -157,7 +158,7 @@ def plan_transfers(
         f"flow of {f.item}: unknown site {s!r}"
         for f in flows
         for s in (f.src, f.dst)
-        if s not in known
+        if s not in known and not (f.external and s == f.src and "://" in s)  # a URL input
     ]
     crossing = [f for f in flows if f.crosses_sites]
     local = tuple(f for f in flows if not f.crosses_sites)

@@ -37,7 +37,7 @@ from orchestrator.workflow import Workflow
 if TYPE_CHECKING:
     from datalogistics.madpp import DataProjectPlan
     from federation.model import Federation
-    from orchestrator.plan import Plan
+    from orchestrator.placement.plan import Plan
     from twin.state import SiteView
 
 
@@ -191,9 +191,9 @@ def plan_workflow(
 ) -> Plan:
     """Plan ``workflow`` (already ``declare``-d) with the shared defaults, then check the
     plan independently (``PlanInvalid`` when the checker finds a problem)."""
-    from orchestrator.checker import require_valid
-    from orchestrator.plan import Objective, PlanningConstraints
-    from orchestrator.planners import ILPSettings, make_planner
+    from orchestrator.placement.checker import require_valid
+    from orchestrator.placement.plan import Objective, PlanningConstraints
+    from orchestrator.placement.planners import ILPSettings, make_planner
     from twin.state import static_view
 
     d = PLANNING_DEFAULTS
@@ -211,7 +211,7 @@ def saved_plan(doc: Any, workflow: Workflow, source: str) -> Plan:
     """A plan saved by ``continuum plan --json`` (``Plan.to_dict()``), read back for running
     exactly what was previewed; ``InvalidInput`` naming what does not fit ``workflow`` (a step
     without a site, a step the workflow does not have)."""
-    from orchestrator.plan import Assignment, Objective, Plan, PlanMetrics
+    from orchestrator.placement.plan import Assignment, Objective, Plan, PlanMetrics
 
     rows = doc.get("assignments") if isinstance(doc, Mapping) else None
     if not isinstance(rows, list):

@@ -379,12 +379,13 @@ class Broker(Agent):
             else:
                 self.wait[i] = st.expected_wait_s
                 self.up[i] = st.status != "down" and not s.held
+                # withheld and unknown: never preferred (the cost model's pessimistic rule)
                 nominal = s.site.energy_price_eur_per_kwh
-                price = st.power_price.mean[0] if st.power_price else nominal
+                price = st.power_price.mean[0] if st.power_price else _or_inf(nominal)
                 carbon = (
                     st.carbon_intensity.mean[0]
                     if st.carbon_intensity
-                    else s.site.carbon_intensity_g_per_kwh
+                    else _or_inf(s.site.carbon_intensity_g_per_kwh)
                 )
             if self.routing == "greenest":
                 self.metric[i] = carbon
@@ -433,3 +434,7 @@ class Broker(Agent):
         i = bisect_right(cum, u * cum[-1])
         i = min(i, len(cum) - 1)
         return i if self.model.sites[i].site.cores >= cores else self.order[0]
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None else value

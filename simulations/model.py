@@ -123,8 +123,9 @@ class FederationModel(Model):
         if zone not in self._series:
             price, carbon = self.scenario.zone_series(zone)
             self._series[zone] = (
-                price or HourlySeries.constant(site.energy_price_eur_per_kwh, "EUR/kWh"),
-                carbon or HourlySeries.constant(site.carbon_intensity_g_per_kwh, "gCO2e/kWh"),
+                price or _nominal(self.federation, site, "energy_price_eur_per_kwh", "EUR/kWh"),
+                carbon
+                or _nominal(self.federation, site, "carbon_intensity_g_per_kwh", "gCO2e/kWh"),
             )
         price, carbon = self._series[zone]
         agent = SiteAgent(self, site, len(self.sites), price, carbon, self.scenario.queue)
@@ -534,16 +535,18 @@ WORKFLOW_COLUMNS = (
     "makespan_s",
     "deadline_s",
     "deadline_missed",
+    "outcome",
+    "error",
     "sites_used",
     "attempts",
     "replans",
     "steps_moved",
     "transfers",
     "bytes_moved",
-    "error",
 )
 """One row per workflow run: ``status`` is done, failed, unplanned or unfinished
-(``simulations.workflows``); ``deadline_missed`` is known for done runs only."""
+(``simulations.workflows``), ``outcome`` says the same in words (``WorkflowRun.outcome``);
+``deadline_missed`` is known for done runs only."""
 
 
 # Reporters are module-level functions (picklable for batch_run's process pool).
@@ -630,3 +633,13 @@ def _site_id(a: SiteAgent) -> str:
 
 def _site_power_kw(a: SiteAgent) -> float:
     return a.power_w / 1000.0
+
+
+def _nominal(federation: Federation, site: Site, field: str, unit: str) -> HourlySeries:
+    """The site's nominal figure as a constant series. An unknown one (None) is the highest
+    known in the federation, else 0: the placement cost model's rule."""
+    value = getattr(site, field)
+    if value is None:
+        known = [v for s in federation.sites if (v := getattr(s, field)) is not None]
+        value = max(known, default=0.0)
+    return HourlySeries.constant(value, unit)

@@ -135,14 +135,31 @@ class WorkflowRun(Agent):
             "makespan_s": makespan,
             "deadline_s": deadline,
             "deadline_missed": missed,
+            "outcome": self.outcome(missed),
+            "error": self.error,
             "sites_used": ",".join(sorted(self.sites_used)),
             "attempts": self.stats.get("attempts", 0),
             "replans": self.stats.get("replans", 0),
             "steps_moved": self.stats.get("steps_moved", 0),
             "transfers": self.stats.get("transfers", 0),
             "bytes_moved": self.stats.get("bytes_moved", 0.0),
-            "error": self.error,
         }
+
+    def outcome(self, missed: bool | None) -> str:
+        """Why the run ended where it did: ``finished``, ``late`` (finished after the deadline),
+        ``failed`` (a step failed for good under the run's ``on_error``: ``error`` says why),
+        ``unfinished`` (still running when the simulation ended: not a deadline miss),
+        ``not planned`` (the planner found no plan: ``error`` says why) or ``not submitted``
+        (due after the end)."""
+        if self.status == "unplanned":
+            return "not planned"
+        if self.status == "failed":
+            return "failed"
+        if self.finished_at is not None:
+            return "late" if missed else "finished"
+        if self.submit_at > self.model.now:
+            return "not submitted"
+        return "unfinished"
 
     def _record(self) -> None:
         if not self._recorded:

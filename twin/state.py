@@ -92,15 +92,20 @@ class AbstractSiteState(BaseModel):
         issued_at: float = 0.0,
     ) -> AbstractSiteState:
         """A state built from the site's static figures (no telemetry): all cores free,
-        nominal power price and carbon intensity, no uncertainty."""
+        nominal power price and carbon intensity (no forecast where the figure is unknown),
+        no uncertainty."""
         return cls(
             site_id=site.id,
             issued_at=issued_at,
             slot_seconds=slot_seconds,
             available_cores=Forecast.constant(site.cores, horizon),
-            power_price=Forecast.constant(site.energy_price_eur_per_kwh, horizon),
-            carbon_intensity=Forecast.constant(site.carbon_intensity_g_per_kwh, horizon),
+            power_price=_constant_or_none(site.energy_price_eur_per_kwh, horizon),
+            carbon_intensity=_constant_or_none(site.carbon_intensity_g_per_kwh, horizon),
         )
+
+
+def _constant_or_none(value: float | None, slots: int) -> Forecast | None:
+    return None if value is None else Forecast.constant(value, slots)
 
 
 SiteView = Mapping[str, AbstractSiteState]

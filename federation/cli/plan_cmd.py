@@ -11,17 +11,20 @@ from rich.table import Table
 
 from federation.cli.common import (
     DemoContext,
+    InputsOption,
+    MadppOption,
+    ProjectOption,
     console,
+    declared_workflow,
     err_console,
     human_bytes,
     human_seconds,
-    parse_inputs,
     write_json,
 )
 
 if TYPE_CHECKING:
     from federation.model import Federation
-    from orchestrator.plan import Plan
+    from orchestrator.placement.plan import Plan
     from orchestrator.workflow import Workflow
     from twin.state import SiteView
 
@@ -84,13 +87,25 @@ def print_explanations(plan: Plan, limit: int) -> None:
 
 
 def warn_fallback(plan: Plan, name: str) -> None:
-    """Say on stderr when the optimiser fell back to a heuristic, and why (never silent)."""
+    """Say on stderr when the optimiser fell back to a heuristic, and why (never silent), and
+    which sites' carbon intensity or power price was unknown (assumed pessimistically)."""
     fb = plan.metrics.fallback
     if fb is not None:
         err_console.print(
             f"[bold yellow]warning:[/] {name} fell back to {fb}: {plan.metrics.status_reason}",
             soft_wrap=True,
         )
+    for what, sites in (
+        ("carbon intensity", plan.metrics.carbon_unknown),
+        ("power price", plan.metrics.price_unknown),
+    ):
+        if sites:
+            detail = next((n for n in plan.notes if n.startswith(what)), "")
+            err_console.print(
+                f"[bold yellow]warning:[/] {what} unknown for {', '.join(sites)}"
+                + (f" ({detail})" if detail else ""),
+                soft_wrap=True,
+            )
 
 
 def run_planner(
@@ -105,8 +120,8 @@ def run_planner(
     show_progress: bool = True,
 ) -> Plan:
     """Run one planner with a progress display, then the independent checker."""
-    from orchestrator.checker import require_valid
-    from orchestrator.planners import ILPSettings, make_planner
+    from orchestrator.placement.checker import require_valid
+    from orchestrator.placement.planners import ILPSettings, make_planner
 
     settings = ILPSettings(solver=solver, time_limit=time_limit)
     if not show_progress:
@@ -145,18 +160,11 @@ def plan(
         float | None, typer.Option(help="Largest total cost, in EUR.", min=0.0)
     ] = None,
     planner: Annotated[
-        str | None, typer.Option(help="ilp | heft | greedy | market (default: ilp)")
+        str | None, typer.Option(help="ilp | cpsat | heft | greedy | market (default: ilp)")
     ] = None,
-    project: Annotated[
-        str | None, typer.Option(help="Plan for this project: only the sites it may use.")
-    ] = None,
-    madpp: Annotated[
-        Path | None, typer.Option(help="Data project plan (maDMP) whose rules apply.")
-    ] = None,
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", help="Where an external input lives: ITEM=SITE:PATH or ITEM=URL."),
-    ] = None,
+    project: ProjectOption = None,
+    madpp: MadppOption = None,
+    inputs: InputsOption = None,
     gantt: Annotated[Path | None, typer.Option(help="Write a Gantt chart PNG here.")] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the plan as JSON here ('-': stdout).")
@@ -172,12 +180,10 @@ def plan(
     The defaults are those of ``continuum run`` and the API (``PLANNING_DEFAULTS``); what
     ``--project``, ``--madpp`` and ``--input`` declare is folded into the workflow before
     planning. ``continuum run --plan FILE`` runs the plan written by ``--json FILE``."""
-    from datalogistics.madpp import DataProjectPlan
     from federation.model import load_demo_federation, load_federation
-    from orchestrator.loaders import load_workflow
-    from orchestrator.plan import Objective, PlanningConstraints
-    from orchestrator.planners import PLANNERS
-    from orchestrator.planning import PLANNING_DEFAULTS, declare
+    from orchestrator.placement.plan import Objective, PlanningConstraints
+    from orchestrator.placement.planners import PLANNERS
+    from orchestrator.planning import PLANNING_DEFAULTS
     from twin.state import static_view
 
     d = PLANNING_DEFAULTS
@@ -192,15 +198,7 @@ def plan(
     if solver not in ("highs", "cbc"):
         raise typer.BadParameter("use highs or cbc", param_hint="--solver")
     fed = load_federation(federation) if federation else load_demo_federation()
-    data_plan = DataProjectPlan.load(madpp) if madpp is not None else None
-    wf = declare(
-        load_workflow(workflow),
-        fed,
-        project=project,
-        data_plan=data_plan,
-        inputs=parse_inputs(inputs),
-        source=str(workflow),
-    )
+    wf = declared_workflow(workflow, fed, project, madpp, inputs)
     view = static_view(fed)
     constraints = PlanningConstraints(deadline=deadline, budget=budget)
     to_stdout = json_out is not None and str(json_out) == "-"
@@ -227,9 +225,9 @@ def plan(
     console.print(sites_table(result))
     print_explanations(result, why)
     if gantt is not None:
-        from orchestrator.gantt import plan_gantt
+        from orchestrator.placement.gantt import plan_gantt
 
-        console.print(f"Gantt chart written to {plan_gantt(result, gantt)}")
+        console.print(f"Gantt chart written to {plan_gantt(result, gantt, workflow=wf)}")
     if json_out is not None:
         console.print(f"plan written to {json_out}")
 
@@ -249,8 +247,14 @@ def cdt_solve(
     time_limit: Annotated[float, typer.Option(help="Seconds.", min=0.1)] = 60.0,
 ) -> None:
     """Solve a CDT (MRCPSP) problem file and print the schedule."""
-    from orchestrator.cdt import OBJECTIVES, check_cdt, load_cdt, solve_cdt, write_cdt_outputs
     from orchestrator.errors import PlanInvalid
+    from orchestrator.placement.cdt import (
+        OBJECTIVES,
+        check_cdt,
+        load_cdt,
+        solve_cdt,
+        write_cdt_outputs,
+    )
 
     if objective not in OBJECTIVES:
         raise typer.BadParameter(f"use one of {', '.join(OBJECTIVES)}", param_hint="--objective")
@@ -281,7 +285,7 @@ def cdt_solve(
         if path is not None:
             console.print(f"written {path}")
     if gantt is not None:
-        from orchestrator.gantt import cdt_gantt
+        from orchestrator.placement.gantt import cdt_gantt
 
         console.print(f"Gantt chart written to {cdt_gantt(sched, gantt)}")
 
@@ -299,10 +303,10 @@ def demo_section(ctx: DemoContext) -> None:
     else the federation's static figures; the ILP's plan goes to
     ``ctx.results["plan"]`` and its metrics to ``ctx.results["summary"]["plan"]``.
     """
-    from orchestrator.checker import require_valid
-    from orchestrator.gantt import plan_gantt
-    from orchestrator.plan import Objective, PlanningConstraints
-    from orchestrator.planners import make_planner
+    from orchestrator.placement.checker import require_valid
+    from orchestrator.placement.gantt import plan_gantt
+    from orchestrator.placement.plan import Objective, PlanningConstraints
+    from orchestrator.placement.planners import make_planner
     from twin.state import static_view
 
     console.rule("[bold]placement")
@@ -346,7 +350,7 @@ def demo_section(ctx: DemoContext) -> None:
         f"carbon-aware ILP cuts carbon by {cut:.0%} against HEFT within 1.5x its makespan"
     )
     print_explanations(ilp, 4)
-    png = plan_gantt(ilp, ctx.output / "plan-gantt.png")
+    png = plan_gantt(ilp, ctx.output / "plan-gantt.png", workflow=ctx.workflow)
     write_json(ilp.to_dict(), ctx.output / "plan.json")
     console.print(f"Gantt chart written to {png}; plan to {ctx.output / 'plan.json'}")
     ctx.results["plan"] = ilp

@@ -69,6 +69,8 @@ class TaskSpec:
     outputs: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     duration_hint: float = 0.0  # seconds, for simulated sites
+    memory: float = 0.0  # bytes the step asks for (0: the site's default)
+    work: float = 0.0  # core-seconds at the reference speed (0: unknown), for time limits
 
     def key(self) -> str:
         return f"{self.run_id}/{_safe(self.step_id)}/{self.attempt}"
@@ -150,6 +152,17 @@ class SiteConnector(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (process pools, clients)."""
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB pieces."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _safe(name: str) -> str:

@@ -48,6 +48,7 @@ from orchestrator.connectors.base import (
     TaskInfo,
     TaskSpec,
     TaskStatus,
+    sha256_file,
 )
 from orchestrator.connectors.local import safe_name
 from orchestrator.errors import OrchestratorError, PlanningError
@@ -135,14 +136,6 @@ def staging_target(
     return dst, want, dst.exists() and sha256_file(dst) == want
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class ReplanRequest:
     """What a re-planner is asked: place ``steps`` on sites other than ``excluded``."""
@@ -181,6 +174,10 @@ FINISHED_RUN = frozenset({RunState.DONE, RunState.CANCELLED, RunState.FAILED})
 
 LIVE_RUN = frozenset({RunState.RUNNING, RunState.PAUSED})
 RESTARTABLE_RUN = LIVE_RUN | {RunState.FAILED, RunState.CANCELLED}
+
+
+CONTROLS = ("pause", "resume", "kill", "restart")
+"""What a user may do to a run (``Executor.control``)."""
 
 
 class RunFinished(OrchestratorError):
@@ -392,7 +389,8 @@ class Executor:
         ):
             rec = view.recs[sid]
             target = S.READY if rec.state is S.FAILED else S.PENDING
-            fields = {"attempt_base": rec.attempts, "not_before": 0.0}
+            # a fresh series where it was: the cause is fixed, its site is usable again
+            fields = {"attempt_base": rec.attempts, "not_before": 0.0, "failed_sites": ""}
             changes.append((sid, [target], "restarted by user", fields))
         self._apply(run_id, view, changes)
         restarted = [c[0] for c in changes]
@@ -402,18 +400,34 @@ class Executor:
             )
         return restarted
 
+    def control(self, run_id: str, action: str) -> None:
+        """One of ``CONTROLS`` by name (what the API and the CLI call); ``ValueError`` for
+        another name, ``RunFinished`` for a run that cannot take it."""
+        methods = {
+            "pause": self.pause,
+            "resume": self.resume,
+            "kill": self.kill,
+            "restart": self.restart_failed,
+        }
+        if action not in methods:
+            raise ValueError(f"unknown control {action!r}; use one of {', '.join(CONTROLS)}")
+        methods[action](run_id)
+
     def site_down(self, run_id: str, site: str, reason: str = "site down") -> list[str]:
         """A site is down: its unfinished steps go back to the queue and are re-planned."""
         view = self._view(run_id)
         self.down_sites.add(site)
         moved = []
         back: list[Change] = []
+        conn = self._connector(site)
         for sid, rec in view.recs.items():
             if rec.site != site or rec.state in (S.DONE, S.CANCELLED):
                 continue
             if rec.state in ACTIVE:
                 with contextlib.suppress(ConnectorError):
-                    self._connector(site).cancel(rec.handle)
+                    conn.cancel(rec.handle)
+                if rec.state is S.RUNNING and self._succeeded(conn, rec.handle):
+                    continue  # it finished before the site went down: the next pass records it
                 back.append((sid, [S.READY], reason, {"attempt_base": rec.attempt_base + 1}))
             moved.append(sid)
         self._apply(run_id, view, back)
@@ -437,6 +451,17 @@ class Executor:
             if (view := self._views.get(rid)) is not None and view.delayed
         ]
         return min(due, default=None)
+
+    @staticmethod
+    def _succeeded(conn: SiteConnector, handle: str) -> bool:
+        """Whether the task behind ``handle`` has finished well (a connector that cannot
+        tell is taken to say no)."""
+        if not handle:
+            return False
+        try:
+            return conn.status(handle).status is TaskStatus.SUCCEEDED
+        except (ConnectorError, OSError):
+            return False
 
     # -- running -------------------------------------------------------------------------
     def run(self, run_id: str, timeout: float | None = None) -> RunState:
@@ -905,6 +930,9 @@ class Executor:
             site_inputs=at_site,
             outputs=step.outputs if launch.moves_data else (),
             duration_hint=0.0 if launch.moves_data else launch.duration(step, site),
+            memory=step.memory,
+            # what this attempt is expected to cost (a synthetic step lasts its work scaled)
+            work=step.work * (launch.time_scale if launch.kind.value == "synthetic" else 1.0),
         )
 
     def _stage_inputs(
@@ -1070,6 +1098,13 @@ class Executor:
         """Start steps at ``site``: those whose inputs are all there are recorded running in
         one transaction, then submitted; the others are staged first, one by one. A step that
         cannot be launched (no command, an input that cannot be read) fails by itself."""
+        if self.replanner is not None:
+            # A step queued at a site it exhausted its attempts at: the crash of an earlier
+            # orchestrator fell between "attempts exhausted" and its re-plan. Re-plan it now.
+            stale = [r for r in recs if site in r.failed_sites]
+            if stale:
+                self._finish_replan(run_id, view, [r.step_id for r in stale], site)
+                recs = [r for r in recs if site not in r.failed_sites]
         conn = self._connector(site)
         plain: list[StepRecord] = []
         staged: list[StepRecord] = []
@@ -1118,6 +1153,17 @@ class Executor:
             rest = [s for s in view.by_state[S.READY] if view.recs[s].site == site]
             if rest:
                 self._replan(run_id, self._ordered(view, rest), f"site {site} refused work")
+
+    def _finish_replan(self, run_id: str, view: _RunView, sids: list[str], site: str) -> None:
+        """Re-plan steps that wait at a site they failed at; a step no other site can take
+        fails, and the run's ``on_error`` policy applies."""
+        self._replan(run_id, sids, f"resuming the re-plan of steps that failed at {site}")
+        for sid in sids:
+            rec = view.recs[sid]
+            if rec.state is S.READY and rec.site == site:
+                why = f"{sid} exhausted its attempts at {site}; no other site to re-plan on"
+                self._move(run_id, sid, [S.STAGING, S.FAILED], why, message=why)
+                self._apply_policy(run_id, sid, view.run.on_error, why)
 
     def _start_staged(
         self, run_id: str, view: _RunView, conn: SiteConnector, rec: StepRecord

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from federation.model import Federation
 from orchestrator.errors import PlanningError
 from orchestrator.execution.executor import ReplanRequest
-from orchestrator.plan import Objective, Planner, PlanningConstraints
+from orchestrator.placement.plan import Objective, Planner, PlanningConstraints
 from orchestrator.workflow import StepConstraints, Workflow
 from twin.state import SiteView, static_view
 

@@ -97,6 +97,8 @@ def test_plan_save_run_kill_resume_logs_through_the_cli(tmp_path: Path) -> None:
     # the project may use fr-hpc and de-cloud, the data plan allows FR only: fr-hpc alone
     assert {a["site"] for a in plan["assignments"]} == {"fr-hpc"}
     assert plan["metrics"]["planner"] == "ilp"  # the shared default
+    moves = {(t["item"], t["src"], t["dst"]) for t in plan["transfers"]}
+    assert ("observations", "fr-edge", "fr-hpc") in moves  # where the input lives counts
 
     run = subprocess.Popen(
         [

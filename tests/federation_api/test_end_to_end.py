@@ -238,6 +238,10 @@ def test_the_whole_path_through_http_survives_a_sigkill_of_the_service(
         # FR only (the data plan) and fr-hpc or de-cloud (the project): fr-hpc for all
         assert {a["site"] for a in plan["assignments"]} == {"fr-hpc"}
         assert plan["planner"] == "ilp"
+        # the external input's transfer, from where it lives to its first consumer's site
+        moves = {(t["item"], t["src"], t["dst"]) for t in plan["metrics"]["transfers"]}
+        assert ("observations", "fr-edge", "fr-hpc") in moves
+        assert plan["metrics"]["bytes_moved"] >= 2000
         approved = c.post(f"/api/v1/plans/{plan['id']}/approve", json={"budget_eur": 1.0})
         assert approved.json()["state"] == "approved", approved.text
         started = c.post(f"/api/v1/plans/{plan['id']}/run", json={})

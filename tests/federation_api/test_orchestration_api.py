@@ -200,3 +200,46 @@ def test_plans_and_runs_of_another_project_are_404(
     with server.client(provider.token("operator-client")) as op:
         sample = {"samples": [{"id": "1", "timestamp": time.time(), "utilisation": 0.5}]}
         assert op.post("/api/v1/sites/ddf-fatnode/telemetry", json=sample).status_code == 202
+
+
+def test_a_running_steps_output_is_followed_as_it_is_written(
+    local_server: LiveServer, admin: httpx.Client, local_app: FastAPI, tmp_path: Path
+) -> None:
+    assert admin.post("/api/v1/sites", json={"id": "s1", **SITE}).status_code == 201
+    talker = {
+        "name": "talker",
+        "steps": [
+            {
+                "id": "talk",
+                "work": 1,
+                "command": "for i in 1 2 3 4 5 6 7 8; do echo line$i; sleep 0.5; done",
+            }
+        ],
+    }
+    wf = admin.post("/api/v1/projects/p1/workflows", json={"workflow": talker}).json()
+    plan = admin.post(
+        "/api/v1/projects/p1/plans", json={"workflow_id": wf["id"], "planner": "heft"}
+    ).json()
+    admin.post(f"/api/v1/plans/{plan['id']}/approve", json={"budget_eur": 1.0})
+    run_id = admin.post(f"/api/v1/plans/{plan['id']}/run", json={}).json()["run_id"]
+    worker = agent(local_server, "s1", local_app.state.local_token, tmp_path)
+    try:
+        end = time.monotonic() + 120
+        while admin.get(f"/api/v1/runs/{run_id}").json()["steps"][0]["state"] != "running":
+            assert time.monotonic() < end, "the step never started"
+            time.sleep(0.1)
+        text, seen_running = "", []
+        with admin.stream(
+            "GET", f"/api/v1/runs/{run_id}/steps/talk/logs", params={"follow": "true"}
+        ) as r:
+            assert r.headers["content-type"].startswith("text/plain")
+            for chunk in r.iter_text():
+                text += chunk
+                state = admin.get(f"/api/v1/runs/{run_id}").json()["steps"][0]["state"]
+                seen_running.append(state == "running")
+        assert seen_running[0], "the first lines should arrive while the step still runs"
+        assert text.split() == [f"line{i}" for i in range(1, 9)]  # all of it, once, in order
+        assert admin.get(f"/api/v1/runs/{run_id}").json()["steps"][0]["state"] == "done"
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)

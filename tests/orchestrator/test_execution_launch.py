@@ -276,3 +276,23 @@ def test_a_finished_run_refuses_pause_resume_kill_and_a_done_one_restart(work: P
         with pytest.raises(RunFinished, match="is done"):
             control(rid)
     assert ex.runs.run(rid).state is RunState.DONE
+
+
+def test_a_re_plan_cut_short_by_a_crash_is_finished_not_retried_where_it_failed(
+    work: Path,
+) -> None:
+    # The store as a crash left it between "attempts exhausted" and the re-plan's record:
+    # step c queued again at site a, where it failed its last attempt.
+    markers = work / "markers"
+    wf = shell_workflow(markers)
+    runs = RunStore(Store.at(work / "state.db"))
+    rid = runs.create_run(wf, dict.fromkeys("abcd", "a"), max_attempts=1)
+    runs.transition(rid, "c", [StepState.READY, StepState.STAGING, StepState.RUNNING], attempts=1)
+    runs.transition(rid, "c", StepState.FAILED)
+    runs.update_step(rid, "c", failed_sites="a")
+    runs.transition(rid, "c", StepState.READY, "attempts exhausted", attempt_base=1)
+    ex = executor(work, replanner=lambda req: dict.fromkeys(req.steps, "b"))
+    assert drive(ex, [rid])[rid] is RunState.DONE
+    assert lines(markers / "c") == ["b"]  # not once more at a
+    replans = [d for _, _, k, d in ex.runs.events(rid) if k == "replan"]
+    assert any("resuming the re-plan" in d for d in replans)

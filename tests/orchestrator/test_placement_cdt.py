@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 
 from orchestrator import InfeasiblePlan, InvalidCDT, load_cdt, solve_cdt
-from orchestrator.cdt import CDTSchedule, ScheduledJob, check_cdt, parse_cdt, write_cdt_outputs
-from orchestrator.gantt import cdt_gantt
+from orchestrator.placement.cdt import (
+    CDTSchedule,
+    ScheduledJob,
+    check_cdt,
+    parse_cdt,
+    write_cdt_outputs,
+)
+from orchestrator.placement.gantt import cdt_gantt
 from tests.conftest import shared_path
 
 

@@ -100,10 +100,13 @@ def test_deadline_budget_and_metrics_are_recomputed() -> None:
     assert any("deadline" in x for x in msgs)
     msgs = check_plan(plan, wf, fed, view, PlanningConstraints(budget=m.cost_eur / 2))
     assert any("budget" in x for x in msgs)
-    lying = plan.with_metrics(energy_kwh=m.energy_kwh / 2, bytes_moved=0.0)
+    lying = plan.with_metrics(
+        energy_kwh=m.energy_kwh / 2, bytes_moved=0.0, carbon_kg=m.carbon_kg * 0.9
+    )
     msgs = check_plan(lying, wf, fed, view, PlanningConstraints())
     assert any("metrics.energy_kwh" in x for x in msgs)
     assert any("metrics.bytes_moved" in x for x in msgs)
+    assert any("metrics.carbon_kg" in x for x in msgs)
     with pytest.raises(PlanInvalid, match="is invalid"):
         require_valid(lying, wf, fed, view, PlanningConstraints())
 
@@ -124,6 +127,7 @@ def test_per_slot_capacity_uses_mean_minus_z_std() -> None:
         makespan_s=3600.0,
         energy_kwh=3 * 0.015,
         cost_eur=3 * (0.36 + 0.0015),
+        carbon_kg=3 * 0.015 * 10.0 / 1000,  # 10 gCO2e/kWh at slow
     )
     assert check_plan(together, wf, fed, view, PlanningConstraints()) == []
     # ...but not when the twin forecasts 3.5 +- 0.5 cores in slot 1 and z = 2

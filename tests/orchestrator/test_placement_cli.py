@@ -26,6 +26,8 @@ METRIC_KEYS = {
     "status_reason",
     "gap",
     "wall_s",
+    "carbon_unknown_sites",
+    "price_unknown_sites",
 }
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from federation.model import Federation
-from orchestrator.costs import CostModel, SiteSeries
-from orchestrator.plan import PlanningConstraints
+from orchestrator.placement.costs import CostModel, SiteSeries
+from orchestrator.placement.plan import PlanningConstraints
 from orchestrator.workflow import Workflow
 from twin.state import AbstractSiteState, Forecast, SiteStatus, static_view
 
@@ -243,7 +243,7 @@ def many_sites(n: int = 9, links_every: int = 2) -> Federation:
 def test_heft_ranks_sum_the_links_as_the_pairs_would() -> None:
     """The upward ranks (mean transfer delay over all ordered pairs of sites, unlinked and
     buffer-limited pairs infinite) computed from the links alone equal the pairwise sum."""
-    from orchestrator.schedule import upward_ranks
+    from orchestrator.placement.schedule import upward_ranks
 
     fed = many_sites()
     sizes = [5e6, 5e8, 5e12]  # fits every buffer, only the 1 GB and 1 TB ones, none
@@ -276,7 +276,7 @@ def test_heft_ranks_sum_the_links_as_the_pairs_would() -> None:
 
 def test_a_workflow_restricted_to_a_project_is_modelled_on_its_sites_only() -> None:
     from orchestrator import make_planner
-    from orchestrator.plan import Objective
+    from orchestrator.placement.plan import Objective
     from orchestrator.planning import declare
 
     fed = many_sites()

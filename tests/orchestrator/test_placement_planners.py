@@ -22,8 +22,8 @@ from orchestrator import (
     load_workflow,
     make_planner,
 )
-from orchestrator.costs import CostModel
-from orchestrator.planners.ilp import group_steps
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.planners.milp_data import group_steps
 from tests.conftest import shared_path
 from tests.orchestrator.test_placement_costs import chain, two_sites
 from twin.state import Forecast, SiteView, static_view
@@ -318,7 +318,7 @@ def test_buffers_too_small_for_an_item_keep_its_consumer_home() -> None:
 
 
 def test_local_search_walks_the_critical_chain() -> None:
-    from orchestrator.improve import critical_chain, improve
+    from orchestrator.placement.improve import critical_chain, improve
 
     fed, wf = two_sites(), chain(4, work=10.0, size=1.0)
     view = static_view(fed)
@@ -338,9 +338,9 @@ def test_local_search_walks_the_critical_chain() -> None:
 def test_ilp_reports_its_phases_and_the_solver_verdict() -> None:
     fed, wf = two_sites(), chain(3)
     said: list[str] = []
-    planner = ILPPlanner(ILPSettings(time_limit=5.0), progress=said.append)
+    planner = ILPPlanner(ILPSettings(time_limit=5.0, engine="milp"), progress=said.append)
     plan = planner.plan(wf, fed, static_view(fed), PlanningConstraints(), Objective())
-    assert said[0] == "warm start: HEFT"
+    assert said[0] == "incumbent: HEFT, greedy, market"
     assert any(s.startswith("solving with HIGHS") for s in said)
     assert planner.last_solve is not None
     assert planner.last_solve.status == "Optimal"

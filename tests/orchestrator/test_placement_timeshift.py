@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import Objective, PlanningConstraints, Workflow, check_plan, make_planner
-from orchestrator.costs import CostModel
-from orchestrator.planners import ILPSettings
-from orchestrator.timeshift import timeshift
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.planners import ILPSettings
+from orchestrator.placement.timeshift import timeshift
 from tests.orchestrator.test_placement_costs import two_sites
 from twin.state import Forecast, SiteView, static_view
 

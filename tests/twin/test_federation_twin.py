@@ -51,9 +51,9 @@ def _samples(fed: Federation, hours: int, seed: int = 0, start: int = 0) -> list
                     backlog=float(
                         max(0.0, 0.05 * site.cores * H * (1 + 0.1 * rng.standard_normal()))
                     ),
-                    power_price=site.energy_price_eur_per_kwh
+                    power_price=(site.energy_price_eur_per_kwh or 0.0)
                     * (1 + 0.2 * math.cos(2 * math.pi * hod / 24)),
-                    carbon_intensity=site.carbon_intensity_g_per_kwh
+                    carbon_intensity=(site.carbon_intensity_g_per_kwh or 0.0)
                     * (1 + 0.1 * math.cos(2 * math.pi * hod / 24)),
                     links={d: max(v, 0.0) for d, v in links.items()},
                     private={

@@ -1,0 +1,59 @@
+"""Helpers every planner shares: the deadline and budget test, choosing by an objective."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
+from orchestrator.placement.schedule import Option
+
+
+def limit_breach(plan: Plan, constraints: PlanningConstraints) -> str:
+    """Why ``plan`` breaks the request's deadline or budget ("" when it keeps both)."""
+    m = plan.metrics
+    if constraints.deadline is not None and m.makespan_s > constraints.deadline * (1 + 1e-9):
+        return f"makespan {m.makespan_s:.1f} s exceeds the deadline {constraints.deadline:.1f} s"
+    if constraints.budget is not None and m.cost_eur > constraints.budget * (1 + 1e-9):
+        return f"cost {m.cost_eur:.4g} EUR exceeds the budget {constraints.budget:.4g} EUR"
+    return ""
+
+
+def pick(
+    opts: list[Option], objective: Objective, terms: Mapping[str, Mapping[str, float]]
+) -> Option:
+    """The option with the lowest score, criteria normalised by their best value among options."""
+    ref = {t: min(terms[o.site][t] for o in opts) for t in ("time", "cost", "energy", "carbon")}
+    return min(opts, key=lambda o: (objective.score(terms[o.site], ref), o.end))
+
+
+TIME_WEIGHTS = (1.0, 4.0, 16.0)
+"""Weights on the makespan tried in turn when a heuristic's plan breaks a limit."""
+
+
+def escalating(objective: Objective) -> Iterator[Objective]:
+    """``objective``, then the same weights with the makespan weighted 1, 4, 16.
+
+    Heuristics that choose step by step try these in turn until a plan keeps the
+    deadline and the budget.
+    """
+    yield objective
+    w = objective.weights()
+    for time_weight in TIME_WEIGHTS:
+        yield Objective(
+            ObjectiveKind.WEIGHTED,
+            time=time_weight,
+            cost=w["cost"],
+            energy=w["energy"],
+            carbon=w["carbon"],
+        )
+
+
+def score_of(plan: Plan, objective: Objective, ref: Mapping[str, float]) -> float:
+    """The plan's objective value, normalised by ``ref`` (HEFT's values)."""
+    return objective.score(plan.metrics.values(), ref)
+
+
+def better(a: Plan, b: Plan, objective: Objective, ref: Mapping[str, float]) -> bool:
+    """True when ``a`` scores strictly lower than ``b`` (a relative margin of 1e-9)."""
+    sa, sb = score_of(a, objective, ref), score_of(b, objective, ref)
+    return sa < sb - 1e-9 * max(1.0, abs(sb))

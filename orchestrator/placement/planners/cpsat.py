@@ -1,0 +1,526 @@
+"""A constraint-programming placement engine: OR-Tools CP-SAT on the shared cost model.
+
+Where capacity binds, steps queue for cores, and a model that sees capacity only as
+total load per site (the MILP's) cannot see it. CP-SAT schedules exactly that:
+
+* time in integer ticks of ``1 / scale`` seconds (``scale`` puts the horizon near
+  10^6 ticks); durations and delays rounded up, so a solution of the model is a feasible
+  schedule of the real one;
+* per step ``j`` and eligible site ``s`` a presence literal ``b_js`` and an optional
+  interval of the step's duration there; exactly one site per step;
+* per site a cumulative constraint: the cores of the steps running at once stay within
+  the site's guaranteed pool (``CostModel.pool``, the list schedulers' too);
+* precedence with site-dependent transfer delays: ``start_c >= end_p`` always and
+  ``start_c >= end_p + T_pc(a, b)`` when ``p`` is on ``a`` and ``c`` on ``b``; an
+  unlinked pair cannot carry the edge's data;
+* releases, the site's queue wait and the arrival of located external inputs; the
+  steps' deadlines, the request's deadline and budget;
+* cost and carbon that vary in time: both are piecewise linear in the start (breakpoints
+  where the start or the end meets a forecast slot's edge); a literal per linear piece
+  and a copy of the start that is 0 outside the piece make the objective exact. With more
+  than ``max_pieces`` pieces, forecast-slot windows at their largest values instead (as
+  the MILP, see ``milp_data``);
+* objective: ``sum_t w_t f_t / ref_t`` scaled to integers.
+
+The solver is hinted with the incumbent (the best heuristic plan; not with ``repair_hint``:
+with two workers OR-Tools 9.15 aborted the process, ``Check failed:
+heuristics.fixed_search != nullptr``, on the second solve of a process) and stops at its time
+limit or when it proves its model optimal. Its solution is decoded by list scheduling
+the chosen sites in the order of the model's starts (no step starts later than in the
+model; in cost- or carbon-driven objectives no earlier either), time-shifted and checked
+against the limits and the buffers; the plan is kept only if it beats the incumbent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from datalogistics.flows import buffer_violations
+from orchestrator.errors import InfeasiblePlan, PlanningError
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.explain import explain_all
+from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
+from orchestrator.placement.planners.common import better, limit_breach
+from orchestrator.placement.planners.incumbent import incumbents
+from orchestrator.placement.planners.milp_data import breakpoints, start_extremes
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.timeshift import timeshift
+
+if TYPE_CHECKING:
+    from federation.model import Federation
+    from orchestrator.workflow import Workflow
+    from twin.state import SiteView
+
+Progress = Callable[[str], None]
+
+OBJECTIVE_UNITS = 1e10
+"""The incumbent's objective value in the model's integer units (rounding is below 1e-10 of
+it per term; the slopes of time-varying cost and carbon per tick need the resolution)."""
+
+
+def cpsat_unavailable() -> str | None:
+    """Why OR-Tools cannot be imported in this process (``None`` when it can).
+
+    OR-Tools 9.15 links its own ``libhighs.so.1``; highspy 1.15 ships another library of
+    that name, and whichever the process loads first serves both, so the two cannot live
+    in one process (an ``ImportError: undefined symbol``). highspy 1.16 links HiGHS
+    statically and has no such clash.
+    """
+    try:
+        from ortools.sat.python import cp_model  # noqa: F401
+    except ImportError as exc:
+        return f"OR-Tools cannot be loaded here ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class CPSATSettings:
+    """How CP-SAT is run: ``time_limit`` (s), ``workers`` (threads); when cost or carbon
+    vary in time, up to ``max_pieces`` exact linear pieces per step and site, else
+    ``max_windows`` windows at their largest values; ``max_steps`` above which it is not
+    tried."""
+
+    time_limit: float = 20.0
+    workers: int = 2
+    max_windows: int = 24
+    max_pieces: int = 96
+    max_steps: int = 1500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.time_limit <= 0:
+            raise ValueError("time_limit must be > 0 seconds")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class CPSATResult:
+    """What CP-SAT said and the plan decoded from its solution (None: none, or not better)."""
+
+    status: str
+    wall_s: float
+    plan: Plan | None
+    objective: float | None = None
+    bound: float | None = None
+    reason: str = ""
+
+
+def solve_cpsat(
+    model: CostModel,
+    objective: Objective,
+    ref: Mapping[str, float],
+    incumbent: Plan | None,
+    settings: CPSATSettings,
+    progress: Progress | None = None,
+) -> CPSATResult:
+    """Run CP-SAT on ``model``; the decoded plan when it keeps the limits and the buffers."""
+    from ortools.sat.python import cp_model
+
+    t_start = time.perf_counter()
+    constraints = model.constraints
+    if len(model.steps) > settings.max_steps:
+        return CPSATResult("NOT_RUN", 0.0, None, reason=f"more than {settings.max_steps} steps")
+    span = constraints.deadline
+    if span is None:
+        # no deadline: a plan shorter than the incumbent's (time), or up to three times as
+        # long (a criterion the makespan only breaks ties of); never past a serial schedule
+        serial = _serial_span(model)
+        if incumbent is None:
+            span = serial
+        else:
+            longer = 1.0 if objective.kind is ObjectiveKind.TIME else 3.0
+            span = min(serial, longer * incumbent.metrics.makespan_s)
+            span = max(span, incumbent.metrics.makespan_s)
+    span = max(span, 1e-6)
+    scale = 10.0 ** math.floor(math.log10(1e6 / span))
+    horizon = math.ceil(span * scale) + len(model.steps) + 2
+    if constraints.deadline is not None:
+        # rounding slack: durations and delays are rounded up, a tick per step at most along
+        # any path; the decoded plan is checked against the real deadline
+        horizon = math.floor(constraints.deadline * scale) + len(model.steps)
+
+    def ticks(seconds: float) -> int:
+        return math.ceil(seconds * scale - 1e-9)
+
+    w = objective.weights()
+    rf = {t: (ref.get(t, 0.0) or 1.0) for t in w}
+    m = cp_model.CpModel()
+    start: dict[str, Any] = {}
+    end: dict[str, Any] = {}
+    present: dict[tuple[str, str], Any] = {}
+    dur: dict[tuple[str, str], int] = {}
+    intervals: dict[str, list[tuple[Any, int]]] = {s: [] for s in model.sites}
+    terms: list[tuple[Any, float]] = []  # (literal, objective weight in score units)
+    cost_terms: list[tuple[Any, float]] = []  # (literal, EUR) for the budget
+    slopes: list[tuple[Any, float]] = []  # (start copy in ticks, objective weight per tick)
+    varying = _varying_sites(model)
+    for step in model.steps:
+        j = step.id
+        sites = model.eligible[j]
+        if not sites:
+            raise InfeasiblePlan(f"step {j} has no eligible site")
+        release = ticks(step.constraints.release)
+        start[j] = m.new_int_var(release, horizon, f"start[{j}]")
+        end[j] = m.new_int_var(release, horizon, f"end[{j}]")
+        lits = []
+        for s in sites:
+            b = m.new_bool_var(f"on[{j},{s}]")
+            present[j, s] = b
+            lits.append(b)
+            d = ticks(model.duration(j, s))
+            dur[j, s] = d
+            iv = m.new_optional_fixed_size_interval_var(start[j], d, b, f"run[{j},{s}]")
+            intervals[s].append((iv, step.cores))
+            wait = max(model.site_release[s], model.input_delay(j, s))
+            if wait > 0:
+                m.add(start[j] >= ticks(wait)).only_enforce_if(b)
+            inputs_eur = sum(
+                model.transfer_cost(o, s, size)
+                for _, size, o in model.located.get(j, ())
+                if o is not None and o != s
+            )
+            energy = model.energy_kwh(j, s)
+            fixed = w["energy"] / rf["energy"] * energy + w["cost"] / rf["cost"] * inputs_eur
+            cost_terms.append((b, inputs_eur))
+            if s not in varying:
+                c = model.run_cost(j, s, 0.0)
+                g = model.carbon_kg(j, s, 0.0)
+                terms.append(
+                    (b, fixed + w["cost"] / rf["cost"] * c + w["carbon"] / rf["carbon"] * g)
+                )
+                cost_terms.append((b, c))
+                continue
+            terms.append((b, fixed))
+            top = horizon / scale
+            points = breakpoints(model, j, s, 0.0, top)
+            exact = len(points) - 1 <= settings.max_pieces
+            if exact:  # the linear pieces of cost and carbon in the start: exact
+                pieces = list(itertools.pairwise(points))
+            else:  # too many: forecast-slot windows at their largest values
+                pieces = [
+                    (lo, hi if hi is not None else top)
+                    for lo, hi in _windows(model, s, top, settings.max_windows)
+                ]
+            wl = []
+            for k, (lo, hi) in enumerate(pieces):
+                if ticks(lo) > horizon:
+                    break
+                lit = m.new_bool_var(f"piece[{j},{s},{k}]")
+                wl.append(lit)
+                m.add(start[j] >= ticks(lo)).only_enforce_if(lit)
+                m.add(start[j] <= math.floor(hi * scale)).only_enforce_if(lit)
+                run_lo, run_hi = model.run_cost(j, s, lo), model.run_cost(j, s, hi)
+                kg_lo, kg_hi = model.carbon_kg(j, s, lo), model.carbon_kg(j, s, hi)
+                cost_terms.append((lit, start_extremes(model, j, s, lo, hi, "cost")[1]))
+                wc, wg = w["cost"] / rf["cost"], w["carbon"] / rf["carbon"]
+                if not exact or hi - lo < 1e-9:
+                    top_run = start_extremes(model, j, s, lo, hi, "cost")[1]
+                    top_kg = start_extremes(model, j, s, lo, hi, "carbon")[1]
+                    terms.append((lit, wc * top_run + wg * top_kg))
+                    continue
+                # value at lo on the literal, the slope times (start - lo) on a copy of start
+                slope = (wc * (run_hi - run_lo) + wg * (kg_hi - kg_lo)) / (hi - lo)
+                terms.append((lit, wc * run_lo + wg * kg_lo - slope * ticks(lo) / scale))
+                if abs(slope) > 0:
+                    y = m.new_int_var(0, horizon, f"start_in[{j},{s},{k}]")
+                    m.add(y == start[j]).only_enforce_if(lit)
+                    m.add(y == 0).only_enforce_if(lit.Not())
+                    slopes.append((y, slope / scale))
+            m.add(sum(wl) == b)
+        m.add_exactly_one(lits)
+        m.add(end[j] == start[j] + sum(dur[j, s] * present[j, s] for s in sites))
+        if step.constraints.deadline is not None:
+            m.add(end[j] <= math.floor(step.constraints.deadline * scale))
+    for s, ivs in intervals.items():
+        if ivs:
+            m.add_cumulative([iv for iv, _ in ivs], [c for _, c in ivs], model.pool[s])
+    for (par, chi), items in model.edge_items.items():
+        m.add(start[chi] >= end[par])
+        if not items:
+            continue
+        for sa in model.eligible[par]:
+            for sb in model.eligible[chi]:
+                if sa == sb:
+                    continue
+                delay = model.edge_delay(par, chi, sa, sb)
+                if math.isinf(delay):
+                    m.add_bool_or([present[par, sa].Not(), present[chi, sb].Not()])
+                    continue
+                if delay > 0:
+                    m.add(start[chi] >= end[par] + ticks(delay)).only_enforce_if(
+                        [present[par, sa], present[chi, sb]]
+                    )
+                eur = sum(
+                    model.transfer_cost(sa, sb, size) / max(1, len(model.consumers[i]))
+                    for i, size in items
+                )
+                if eur > 0:
+                    both = m.new_bool_var(f"moves[{par},{chi},{sa},{sb}]")
+                    m.add_bool_or([present[par, sa].Not(), present[chi, sb].Not(), both])
+                    terms.append((both, w["cost"] / rf["cost"] * eur))
+                    cost_terms.append((both, eur))
+    for par, chi in model.workflow.edges:
+        if (par, chi) not in model.edge_items:
+            m.add(start[chi] >= end[par])
+    makespan = m.new_int_var(0, horizon, "makespan")
+    m.add_max_equality(makespan, list(end.values()))
+    if constraints.budget is not None:
+        unit = 1e6 / max(constraints.budget, 1e-9)
+        m.add(
+            sum(round(e * unit * 1e3) * lit for lit, e in cost_terms if e > 0)
+            <= math.floor(constraints.budget * unit * 1e3)
+        )
+    # objective in integer units: the incumbent (or a rough value) at OBJECTIVE_UNITS
+    guess = incumbent.metrics.objective_value if incumbent is not None else None
+    factor = OBJECTIVE_UNITS / max(guess or 1.0, 1e-12)
+    time_coef = w["time"] / rf["time"] / scale * factor
+    obj_terms = [round(wt * factor) * lit for lit, wt in terms if round(wt * factor) != 0]
+    obj_terms += [round(wt * factor) * y for y, wt in slopes if round(wt * factor) != 0]
+    if time_coef > 0:
+        obj_terms.append(max(1, round(time_coef)) * makespan)
+    m.minimize(sum(obj_terms))
+    if incumbent is not None:
+        _hint(m, model, incumbent, start, end, present, makespan, scale, dur)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = settings.time_limit
+    solver.parameters.num_workers = settings.workers
+    solver.parameters.random_seed = settings.seed
+    if progress is not None:
+        progress(
+            f"CP-SAT: {len(model.steps)} steps x {len(model.sites)} sites, "
+            f"limit {settings.time_limit:.0f} s, {settings.workers} workers"
+        )
+    status = solver.solve(m)
+    name = solver.status_name(status)
+    wall = time.perf_counter() - t_start
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        why = "proved infeasible" if status == cp_model.INFEASIBLE else "no solution in time"
+        return CPSATResult(name, wall, None, reason=f"cp-sat: {name} ({why})")
+    site_of = {j: s for (j, s), b in present.items() if solver.boolean_value(b)}
+    t_of = {j: solver.value(start[j]) / scale for j in start}
+    plan = decode(model, objective, ref, site_of, t_of, bool(varying))
+    value = solver.objective_value / factor
+    bound = solver.best_objective_bound / factor
+    if plan is None:
+        return CPSATResult(
+            name,
+            wall,
+            None,
+            value,
+            bound,
+            "cp-sat's solution breaks a limit or a buffer once list-scheduled",
+        )
+    return CPSATResult(name, wall, plan, value, bound)
+
+
+def decode(
+    model: CostModel,
+    objective: Objective,
+    ref: Mapping[str, float],
+    site_of: Mapping[str, str],
+    start_of: Mapping[str, float],
+    hold_starts: bool,
+) -> Plan | None:
+    """List-schedule ``site_of`` in the order of ``start_of``; None if a limit or buffer breaks.
+
+    ``hold_starts``: steps start no earlier than ``start_of`` (the time was chosen for its
+    price or carbon); otherwise as early as the pools allow.
+    """
+    ranks = upward_ranks(model)
+    top = max(ranks.values()) or 1.0
+    priority = {s: -start_of[s] + 1e-6 * ranks[s] / top for s in start_of}
+    w = objective.weights()
+    hold = hold_starts and (w["cost"] > 0 or w["carbon"] > 0)
+
+    def only(step: str, opts: list[Option]) -> Option:
+        return opts[0]
+
+    try:
+        placed, _ = list_schedule(model, priority, only, site_of, dict(start_of) if hold else None)
+    except InfeasiblePlan:
+        return None
+    placed, _ = timeshift(model, placed, objective, model.constraints.deadline)
+    plan = build_plan(model, placed, objective, "cpsat", "feasible", 0.0, ref=ref)
+    caps = {s.id: s.buffer_capacity for s in model.federation.sites}
+    if limit_breach(plan, model.constraints) or buffer_violations(plan.flows(), caps):
+        return None
+    return plan
+
+
+def _serial_span(model: CostModel) -> float:
+    """Every step one after another on its slowest site, after the longest delay of each edge
+    and of each located input (an upper bound of a sensible schedule's makespan)."""
+    work = sum(
+        max((model.duration(s.id, x) for x in model.eligible[s.id]), default=0.0)
+        for s in model.steps
+    )
+    delays = 0.0
+    for p, c in model.edge_items:
+        finite = [model.edge_delay(p, c, a, b) for a in model.sites for b in model.sites]
+        delays += max((d for d in finite if math.isfinite(d)), default=0.0)
+    inputs = max(
+        (model.input_delay(j, x) for j in model.located for x in model.eligible[j]), default=0.0
+    )
+    release = max((s.constraints.release for s in model.steps), default=0.0)
+    waits = max(model.site_release.values(), default=0.0)
+    return work + delays + inputs + release + waits + 1.0
+
+
+def _varying_sites(model: CostModel) -> set[str]:
+    """Sites whose price or carbon forecast varies in time."""
+    out = set()
+    for s in model.sites:
+        ser = model.series[s]
+        if len(set(ser.price)) > 1 or len(set(ser.carbon)) > 1:
+            out.add(s)
+    return out
+
+
+def _windows(
+    model: CostModel, site: str, span: float, max_windows: int
+) -> list[tuple[float, float | None]]:
+    """Start windows ``[a, b]`` over ``[0, span]`` on the site's forecast slots (the last one
+    open-ended), merged so that at most ``max_windows`` remain."""
+    ser = model.series[site]
+    edges = [0.0]
+    k = ser.slot(0.0) + 1
+    while k < len(ser.capacity) and ser.slot_start(k) < span:
+        edges.append(ser.slot_start(k))
+        k += 1
+    per = max(1, math.ceil(len(edges) / max_windows))
+    edges = edges[::per]
+    return [(a, edges[i + 1] if i + 1 < len(edges) else None) for i, a in enumerate(edges)]
+
+
+def _hint(
+    m: Any,
+    model: CostModel,
+    plan: Plan,
+    start: Mapping[str, Any],
+    end: Mapping[str, Any],
+    present: Mapping[tuple[str, str], Any],
+    makespan: Any,
+    scale: float,
+    dur: Mapping[tuple[str, str], int],
+) -> None:
+    """Hint the incumbent as a schedule that is feasible in ticks.
+
+    Its starts rounded would not do: with durations rounded up, a child's rounded start can
+    fall a tick before its parent's rounded end, and CP-SAT then ignores the whole hint. So
+    its sites are laid out again in ticks, in the order of its starts, on core pools (the
+    list schedulers' rule), each step no earlier than its own start.
+    """
+
+    def ticks(seconds: float) -> int:
+        return math.ceil(seconds * scale - 1e-9)
+
+    free = {s: [0] * n for s, n in model.pool.items()}
+    end_t: dict[str, int] = {}
+    topo = {s: i for i, s in enumerate(model.workflow.topological_order())}
+    for j in sorted(plan.assignments, key=lambda x: (plan.assignments[x].start, topo[x])):
+        site = plan.assignments[j].site
+        step = model.step_by_id[j]
+        t = max(
+            math.floor(plan.assignments[j].start * scale),
+            ticks(step.constraints.release),
+            ticks(max(model.site_release[site], model.input_delay(j, site))),
+        )
+        for p in model.parents_of[j]:
+            psite = plan.assignments[p].site
+            delay = 0.0
+            if psite != site and model.edge_items.get((p, j)):
+                delay = model.edge_delay(p, j, psite, site)
+            t = max(t, end_t[p] + (ticks(delay) if math.isfinite(delay) else 0))
+        heap = free[site]
+        if heap and step.cores <= len(heap):
+            t = max(t, heapq.nsmallest(step.cores, heap)[-1])
+            end_t[j] = t + dur[j, site]
+            for _ in range(step.cores):
+                heapq.heapreplace(heap, end_t[j])
+        else:
+            end_t[j] = t + dur[j, site]
+        m.add_hint(start[j], t)
+        m.add_hint(end[j], end_t[j])
+    for (j, s), b in present.items():
+        m.add_hint(b, plan.assignments[j].site == s)
+    m.add_hint(makespan, max(end_t.values(), default=0))
+
+
+class CPSATPlanner:
+    """CP-SAT on the shared cost model, hinted with the best heuristic plan."""
+
+    name = "cpsat"
+
+    def __init__(
+        self, settings: CPSATSettings | None = None, progress: Progress | None = None
+    ) -> None:
+        self.settings = settings or CPSATSettings()
+        self.progress = progress
+        self.last: CPSATResult | None = None
+
+    def plan(
+        self,
+        workflow: Workflow,
+        federation: Federation,
+        view: SiteView,
+        constraints: PlanningConstraints,
+        objective: Objective,
+    ) -> Plan:
+        t0 = time.perf_counter()
+        unavailable = cpsat_unavailable()
+        if unavailable is not None:
+            raise PlanningError(f"cpsat: {unavailable}; use the ilp planner")
+        model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
+        inc = incumbents(model, objective, t0)
+        best = inc.best(objective)
+        res = solve_cpsat(model, objective, inc.ref, best, self.settings, self.progress)
+        self.last = res
+        notes = [
+            f"cp-sat: {res.status}, {res.wall_s:.2f} s" + (f"; {res.reason}" if res.reason else "")
+        ]
+        if res.plan is None and best is None:
+            if res.status == "INFEASIBLE":
+                raise InfeasiblePlan(
+                    "cpsat: the model is infeasible: relax the deadline or the budget, or "
+                    "widen the steps' eligibility"
+                )
+            raise PlanningError(
+                f"cpsat: no plan keeps the limits ({'; '.join(inc.left_out)}; {res.reason})"
+            )
+        chosen: Plan
+        if res.plan is None:
+            chosen = best  # type: ignore[assignment]  # not None: the branch above raised
+        elif best is not None and better(best, res.plan, objective, inc.ref):
+            notes.append(f"kept {best.metrics.planner}'s plan: cp-sat's was not better")
+            chosen = best
+        else:
+            chosen = res.plan
+        placed = {s: (a.site, a.start, a.end) for s, a in chosen.assignments.items()}
+        why = explain_all(model, placed, objective)
+        out = build_plan(
+            model,
+            placed,
+            objective,
+            self.name,
+            "feasible",
+            time.perf_counter() - t0,
+            why,
+            ref=inc.ref,
+            notes=tuple(notes),
+        )
+        if res.plan is None:
+            # the engine produced nothing usable: say which heuristic's plan this is and why
+            return out.with_metrics(
+                status=f"fallback: {chosen.metrics.planner}", status_reason=res.reason
+            )
+        if out.metrics.gap is not None and out.metrics.gap <= 1e-6:
+            return out.with_metrics(status="optimal")
+        return out

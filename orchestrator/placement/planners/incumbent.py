@@ -1,0 +1,105 @@
+"""The optimiser's starting point: the best plan of HEFT, greedy and the market.
+
+Each heuristic plans for the requested objective and constraints (greedy and the market
+escalate the makespan's weight until the deadline and the budget hold; HEFT's plan is
+also tried time-shifted; under a deadline, a *paced* greedy keeps each step on its pace
+towards the deadline). Every plan that keeps the limits is a candidate; the best by
+the objective, normalised by HEFT's values, is the incumbent every engine starts from
+and must beat, so the optimiser is never worse than any of them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from orchestrator.errors import InfeasiblePlan
+from orchestrator.placement.costs import CostModel
+from orchestrator.placement.plan import Objective, Plan
+from orchestrator.placement.planners.common import limit_breach, pick, score_of
+from orchestrator.placement.planners.greedy import GreedyPlanner
+from orchestrator.placement.planners.heft import HEFTPlanner
+from orchestrator.placement.planners.market import MarketPlanner
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.timeshift import timeshift
+
+
+@dataclass(frozen=True)
+class Incumbents:
+    """HEFT's plan (the reference of the normalisation), every limit-keeping heuristic plan,
+    and why the others were left out."""
+
+    heft: Plan
+    plans: tuple[Plan, ...]
+    left_out: tuple[str, ...]
+
+    @property
+    def ref(self) -> dict[str, float]:
+        return self.heft.metrics.values()
+
+    def best(self, objective: Objective) -> Plan | None:
+        """The best limit-keeping heuristic plan (ties: the first of HEFT, greedy, market)."""
+        if not self.plans:
+            return None
+        return min(self.plans, key=lambda p: score_of(p, objective, self.ref))
+
+
+def incumbents(model: CostModel, objective: Objective, t0: float | None = None) -> Incumbents:
+    """Run HEFT (and HEFT time-shifted), greedy and the market on ``model`` for ``objective``."""
+    start = time.perf_counter() if t0 is None else t0
+    constraints = model.constraints
+    heft = HEFTPlanner(explain=False).plan_model(model, objective, start)
+    ref = heft.metrics.values()
+    plans: list[Plan] = []
+    left: list[str] = []
+
+    def keep(plan: Plan) -> None:
+        breach = limit_breach(plan, constraints)
+        if breach:
+            left.append(f"{plan.metrics.planner}: {breach}")
+        else:
+            plans.append(rescored(plan, objective, ref))
+
+    keep(heft)
+    placed = {s: (a.site, a.start, a.end) for s, a in heft.assignments.items()}
+    shifted, moved = timeshift(model, placed, objective, constraints.deadline)
+    if moved:
+        keep(build_plan(model, shifted, objective, "heft+shift", "heuristic", 0.0, ref=ref))
+    for planner in (GreedyPlanner(), MarketPlanner()):
+        try:
+            keep(planner.plan_model(model, objective, time.perf_counter()))
+        except InfeasiblePlan as exc:
+            left.append(f"{planner.name}: {exc}")
+    if constraints.deadline is not None and objective.weights()["time"] < 1.0:
+        keep(paced_greedy(model, objective, heft, constraints.deadline, ref))
+    return Incumbents(heft, tuple(plans), tuple(left))
+
+
+def paced_greedy(
+    model: CostModel, objective: Objective, heft: Plan, deadline: float, ref: dict[str, float]
+) -> Plan:
+    """Greedy under a deadline: each step goes to its best site for the objective among
+    those where it ends by its *pace*, its end in HEFT's plan stretched to the deadline
+    (``end_heft * deadline / makespan_heft``); the earliest finish when none does. Then
+    time-shifted. The plain greedy only learns about the deadline after a whole plan broke
+    it (and then weighs the makespan for every step alike)."""
+    span = heft.metrics.makespan_s
+    pace = {
+        s: a.end * deadline / span if span > 0 else deadline for s, a in heft.assignments.items()
+    }
+
+    def choose(step: str, opts: list[Option]) -> Option:
+        in_time = [o for o in opts if o.end <= pace[step] + 1e-9]
+        if not in_time:
+            return min(opts, key=lambda o: (o.end, o.start))
+        terms = {o.site: model.terms(step, o.site, o.start) for o in in_time}
+        return pick(in_time, objective, terms)
+
+    placed, _ = list_schedule(model, upward_ranks(model), choose)
+    placed, _ = timeshift(model, placed, objective, model.constraints.deadline)
+    return build_plan(model, placed, objective, "greedy+pace", "heuristic", 0.0, ref=ref)
+
+
+def rescored(plan: Plan, objective: Objective, ref: dict[str, float]) -> Plan:
+    """``plan`` with its objective value normalised by ``ref`` (as the optimiser compares)."""
+    return plan.with_metrics(objective_value=objective.score(plan.metrics.values(), ref))
