@@ -12,7 +12,7 @@ OUT    ?= demo-output
 # no user- or machine-level uv.toml changes what gets installed
 export UV_NO_CONFIG := 1
 
-.PHONY: run test lint typecheck unit bench clean lock postgres-server .venv .venv-dev .venv-bench
+.PHONY: run test lint typecheck unit bench clean lock postgres-server browser .venv .venv-dev .venv-bench
 
 # `make .venv` only builds the environment.
 .venv: $(VENV)/.stamp-base
@@ -63,7 +63,7 @@ run: $(VENV)/.stamp-base
 	$(BIN)/continuum demo --output $(OUT)
 
 # Lint, types, then every test.
-test: $(VENV)/.stamp-dev lint typecheck postgres-server unit
+test: $(VENV)/.stamp-dev lint typecheck postgres-server browser unit
 
 # The store tests also run against PostgreSQL: install the server from Debian's
 # packages when it is missing and we may (root with apt-get); the tests start and
@@ -77,6 +77,19 @@ postgres-server:
 			|| { echo "could not install PostgreSQL"; [ "$${CI:-}" != true ]; }; \
 	else \
 		echo "PostgreSQL not installed and not root: its tests will skip"; [ "$${CI:-}" != true ]; \
+	fi
+
+# The dashboard's browser tests drive Debian's chromium (Playwright never downloads a
+# browser here): install it when missing and we may (root with apt-get). Without it those
+# tests skip, saying why; under CI=true they fail instead.
+browser:
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then \
+		echo "chromium found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+			|| echo "could not install chromium: the browser tests will skip (fail under CI=true)"; \
+	else \
+		echo "chromium not installed and not root: the browser tests will skip (fail under CI=true)"; \
 	fi
 
 lint: $(VENV)/.stamp-dev
@@ -99,7 +112,7 @@ bench: $(VENV)/.stamp-bench
 # read ../shared through CONTINUUM_SHARED_DATA); each mutant runs only the tests of pyproject's
 # [tool.mutmut] selection that reach the function it changes (which tests reach which function
 # is learnt once and kept in ./mutants; `rm -rf mutants` starts afresh). Prints the score per
-# module (docs/testing.md) and exits 1 when one is below MUTATION_MIN percent.
+# module (docs/development.md) and exits 1 when one is below MUTATION_MIN percent.
 MUTATE       ?= checker runstore aai buffers
 MUTATION_MIN ?= 85
 MUTATION_JOBS ?= 2
@@ -123,4 +136,4 @@ mutation: $(VENV)/.stamp-dev
 	$(BIN)/python .ci/mutation_score.py --min $(MUTATION_MIN) $(MUTATE)
 
 clean:
-	rm -rf $(VENV) mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis $(OUT) *.egg-info
+	rm -rf $(VENV) mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis $(OUT) *.egg-info test-artifacts
