@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import pytest
-
 from datalogistics.buffers import BufferStore, Quota
 from tests.datalogistics.conftest import Clock
 
