@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -207,9 +208,8 @@ def test_a_run_keeps_what_it_was_given(store: Store) -> None:
     with pytest.raises(ValueError, match=r"^max_attempts must be >= 1, got 0$"):
         runs.create_run(chain(), {"a": "x", "b": "y"}, max_attempts=0)
     many = wide(7)
-    with pytest.raises(
-        OrchestratorError, match=r"^no site assigned to step\(s\): s0001, s0002, s0003, s0004, s0005$"
-    ):
+    unplaced = r"^no site assigned to step\(s\): s0001, s0002, s0003, s0004, s0005$"
+    with pytest.raises(OrchestratorError, match=unplaced):
         runs.create_run(many, {"s0000": "x"})
     assert runs.runs() == ["run-7"]
 
@@ -313,7 +313,7 @@ def test_changes_keep_their_detail_and_name_what_was_set(store: Store) -> None:
 def test_every_field_of_a_step_reads_back(store: Store) -> None:
     runs = RunStore(store)
     rid = runs.create_run(chain(), {"a": "x", "b": "y"})
-    fields = {
+    fields: dict[str, Any] = {
         "attempts": 4,
         "attempt_base": 3,
         "not_before": 12.5,
@@ -385,6 +385,6 @@ def test_a_damaged_stored_workflow_names_the_run(store: Store) -> None:
     runs = RunStore(store)
     rid = runs.create_run(chain(), {"a": "x", "b": "y"}, run_id="r9")
     with store.engine.begin() as c:
-        c.execute(text("UPDATE exec_runs SET workflow = '{\"name\": \"chain\"}'"))
+        c.execute(text('UPDATE exec_runs SET workflow = \'{"name": "chain"}\''))
     with pytest.raises(InvalidWorkflow, match="run r9"):
         runs.workflow(rid)
