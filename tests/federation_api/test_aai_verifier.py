@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from jwcrypto import jwk, jwt  # type: ignore[import-untyped]
+from jwcrypto import jwk, jws, jwt  # type: ignore[import-untyped]
 
 from federation.api import KeycloakVerifier, LocalVerifier, Principal, make_verifier
 from federation.api.aai import SIGNING_ALGORITHMS, token_header
@@ -270,11 +270,12 @@ def test_local_mode_takes_its_one_token() -> None:
     who = asyncio.run(v.principal("a-fixed-local-token-0123456789"))
     assert who == Principal(subject="local-admin", admin=True, client="local")
     for wrong in ("", "a-fixed-local-token-012345678", "a-fixed-local-token-01234567890"):
-        with pytest.raises(Unauthenticated, match="unknown token: use the one printed"):
+        with pytest.raises(Unauthenticated) as info:
             asyncio.run(v.principal(wrong))
+        assert str(info.value) == "unknown token: use the one printed when the server started"
     generated = make_verifier(Settings())
     assert isinstance(generated, LocalVerifier)
-    assert len(generated.token) >= 40
+    assert len(generated.token) == 43  # 32 random bytes, base64url
     assert generated.token != LocalVerifier().token
 
 
@@ -289,3 +290,60 @@ def test_a_realm_setting_makes_a_keycloak_verifier(realm: Realm) -> None:
     assert v.openid.connection.base_url == realm.url
     assert v.openid.connection.timeout == 7
     assert KeycloakVerifier(realm.settings()).openid.client_secret_key is None
+
+
+def test_two_first_tokens_at_once_fetch_the_keys_once(realm: Realm) -> None:
+    s = realm.settings(jwks_min_refresh_s=3600)
+    v = KeycloakVerifier(s)
+
+    async def both() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(v.claims(sign(s, ADMIN)), v.claims(sign(s, ADMIN))))
+
+    first, second = asyncio.run(both())
+    assert first["aud"] == second["aud"] == s.audience
+    assert (v.refreshes, realm.requests) == (1, 1)
+
+
+def test_the_cool_down_after_a_failure_is_at_most_five_seconds(realm: Realm) -> None:
+    realm.failing = True
+    s = realm.settings(jwks_min_refresh_s=3600)
+    v = KeycloakVerifier(s)
+    token = sign(s, ADMIN)
+    with pytest.raises(IdentityProviderUnavailable):
+        asyncio.run(v.claims(token))
+    realm.failing = False
+    v._last_failure -= 4.5  # as if 4.5 s had passed: still cooling down
+    with pytest.raises(IdentityProviderUnavailable, match="cannot fetch the realm's keys"):
+        asyncio.run(v.claims(token))
+    assert realm.requests == 1
+    v._last_failure -= 1.0  # 5.5 s: asked again
+    assert verified(v, token)["aud"] == s.audience
+    assert realm.requests == 2
+
+
+def test_a_key_without_a_use_is_a_signing_key(realm: Realm) -> None:
+    s = realm.settings()
+    v = KeycloakVerifier(s)
+    bare = {k: w for k, w in KEY.export_public(as_dict=True).items() if k != "use"}
+    v.use_keys({"keys": [bare]})
+    assert sorted(v._keys) == ["k1"]
+    assert verified(v, sign(s, ADMIN))["aud"] == s.audience
+
+
+def test_claims_that_are_not_an_object_or_of_the_wrong_type_are_refused(realm: Realm) -> None:
+    s = realm.settings()
+    v = loaded(s)
+    not_object = "token rejected: Claims check requested but claims is not a json dict"
+    for payload in (b"not json", b"[1, 2]", b"123"):
+        signed = jws.JWS(payload)
+        signed.add_signature(KEY, None, json.dumps({"alg": "RS256", "kid": "k1"}))
+        assert refused(v, signed.serialize(compact=True)) == not_object
+    assert refused(v, sign(s, {"exp": "soon"})) == "token rejected: Claim exp is not an integer"
+
+
+def test_the_principal_reads_the_api_clients_roles(realm: Realm) -> None:
+    s = realm.settings()
+    v = loaded(s)
+    claims = {"sub": "u-7", "resource_access": {s.keycloak_client_id: {"roles": ["auditor"]}}}
+    who = asyncio.run(v.principal(sign(s, claims)))
+    assert (who.subject, who.auditor, who.admin) == ("u-7", True, False)
