@@ -240,13 +240,8 @@ def test_the_first_group_keyword_ends_the_namespace() -> None:
 
 def test_subject_and_client_fall_back_to_sub_and_client_id() -> None:
     full = {"preferred_username": "ada", "sub": "u-1", "azp": "cli", "client_id": "other"}
-    assert (
-        principal_from_claims(full, SETTINGS).subject,
-        principal_from_claims(full, SETTINGS).client,
-    ) == (
-        "ada",
-        "cli",
-    )
+    who = principal_from_claims(full, SETTINGS)
+    assert (who.subject, who.client) == ("ada", "cli")
     bare = {"sub": "u-1", "client_id": "svc"}
     who = principal_from_claims(bare, SETTINGS)
     assert (who.subject, who.client) == ("u-1", "svc")
