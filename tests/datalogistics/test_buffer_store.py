@@ -207,6 +207,8 @@ def test_expire_destroys_exactly_the_buffers_past_their_ttl(tmp_path: Path) -> N
     clock.advance(9)
     assert store.expire() == ["short"]
     assert store.expire() == []
+    gone = store.list_buffers(include_deleted=True)[0]
+    assert (gone.id, gone.state, gone.reason) == ("short", "deleted", "TTL expired")
     assert [b.id for b in store.list_buffers()] == ["long"]
     assert [(b.id, b.state) for b in store.list_buffers(include_deleted=True)] == [
         ("short", "deleted"),
@@ -214,7 +216,26 @@ def test_expire_destroys_exactly_the_buffers_past_their_ttl(tmp_path: Path) -> N
     ]
     clock.advance(11)
     assert store.list_buffers() == []  # listing expires first
-    assert store.usage()["buffers"] == 0
+    assert store.usage() == {
+        "site": "alpha",
+        "buffers": 0,
+        "reserved_bytes": 0,
+        "stored_bytes": 0,
+        "quota_bytes": 1000,
+        "quota_count": 3,
+    }
+    store.close()
+
+
+def test_buffers_are_listed_by_creation_time(tmp_path: Path) -> None:
+    clock = Clock()
+    store = new_store(tmp_path, clock)
+    store.create(10, ttl=60, buffer_id="late")
+    clock.advance(-5)  # the service's clock stepped back: "early" was created before "late"
+    store.create(10, ttl=60, buffer_id="early")
+    clock.advance(1)
+    store.create(10, ttl=60, buffer_id="middle")
+    assert [b.id for b in store.list_buffers()] == ["early", "middle", "late"]
     store.close()
 
 
