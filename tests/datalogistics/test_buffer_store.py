@@ -581,3 +581,54 @@ def test_a_restart_cuts_uncommitted_bytes_and_flags_lost_ones(tmp_path: Path) ->
     assert states["empty"] == ("created", None)
     assert "gone" not in states
     again.close()
+
+
+def test_an_append_tried_while_a_seal_hashes_is_refused(tmp_path: Path) -> None:
+    tried: list[str] = []
+
+    class Watched(BufferStore):
+        """The real store; an append is tried at the moment the seal reads the disk."""
+
+        def disk_sha256(self, buffer_id: str, size: int) -> tuple[str, int]:
+            with pytest.raises(OffsetMismatch) as e:
+                self.begin_append(buffer_id)
+            tried.append(str(e.value))
+            return super().disk_sha256(buffer_id, size)
+
+    store = Watched(tmp_path, "alpha", Quota(1000, 3), clock=Clock())
+    store.create(10, ttl=60, buffer_id="b")
+    store.append("b", b"abc")
+    assert store.seal("b").sha256 == sha(b"abc")
+    assert tried == ["another append to buffer 'b' is in progress; retry after it"]
+    store.close()
+
+
+def test_a_buffer_whose_file_vanished_is_still_destroyed(tmp_path: Path) -> None:
+    clock = Clock()
+    store = new_store(tmp_path, clock)
+    for name in ("d", "t"):
+        store.create(10, ttl=60, buffer_id=name)
+        store.append(name, b"abc")
+        os.unlink(store.path(name))
+    assert store.read("d", 3)[0] == b""  # reading nothing opens nothing
+    assert store.delete("d").state == "deleted"
+    clock.advance(60)
+    assert store.expire() == ["t"]
+    store.close()
+
+
+def test_a_buffer_info_without_consumer_lists_has_none() -> None:
+    data = {
+        "id": "b",
+        "site": "alpha",
+        "item": None,
+        "state": "created",
+        "max_size": 10,
+        "size": 0,
+        "created_at": 1.0,
+        "expires_at": 2.0,
+        "sha256": None,
+        "reason": None,
+    }
+    info = BufferInfo.from_json(data)
+    assert (info.consumers, info.drained) == ((), ())
