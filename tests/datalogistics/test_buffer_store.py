@@ -116,8 +116,12 @@ def test_names_are_checked_and_ids_are_unique(tmp_path: Path) -> None:
     assert check_name("a" * 256, "tag") == "a" * 256
     assert check_name("A0_.:-z", "tag") == "A0_.:-z"
     for bad in ("", "a" * 257, "_a", "-a", "a b", "a/b", "é"):
-        with pytest.raises(ValueError, match=r"^tag .* must be 1-256 characters"):
+        with pytest.raises(ValueError, match="must be 1-256 characters") as e:
             check_name(bad, "tag")
+        assert str(e.value) == (
+            f"tag {bad!r} must be 1-256 characters of letters, digits, '_', '.', ':' or '-'"
+            " and start with a letter or digit"
+        )
     store = new_store(tmp_path)
     with pytest.raises(ValueError, match=r"^consumer 'a b' must be"):
         store.create(10, ttl=10, consumers=["ok", "a b"])
@@ -330,6 +334,9 @@ def test_one_append_or_seal_at_a_time_and_a_lease_ends_cleanly(tmp_path: Path) -
     lease.write(b"de")
     lease.write(b"f")
     assert lease.written == 3
+    with pytest.raises(BufferTooLarge, match="to at least 101 bytes, above its maximum of 100"):
+        lease.write(b"x" * 95)  # 3 + 3 + 95: counted from the buffer's end plus this lease
+    assert lease.written == 3
     with pytest.raises(OffsetMismatch) as e:
         store.begin_append("b")
     assert str(e.value) == "another append to buffer 'b' is in progress; retry after it"
@@ -346,6 +353,22 @@ def test_one_append_or_seal_at_a_time_and_a_lease_ends_cleanly(tmp_path: Path) -
     assert (info.size, lease.file.closed) == (6, True)
     assert store.read("b", 3)[0] == b"xyz"
     store.begin_append("b")  # the last lease was released
+    store.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full disk)")
+def test_a_full_disk_at_the_flush_commits_nothing_and_ends_the_lease(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    store.create(100, ttl=60, buffer_id="b")
+    lease = store.begin_append("b")
+    own = lease.file
+    lease.file = open("/dev/full", "wb")  # noqa: SIM115 - the lease closes it
+    lease.write(b"abc")  # buffered: the disk refuses it at the flush
+    with pytest.raises(OSError, match="No space left on device"):
+        store.finish_append(lease)
+    own.close()
+    assert store.info("b").size == 0
+    assert store.append("b", b"xyz").size == 3  # the lease was released
     store.close()
 
 
