@@ -81,6 +81,9 @@ def test_a_created_buffer_reports_what_was_asked(tmp_path: Path) -> None:
 
 
 def test_the_store_and_its_files_are_private(tmp_path: Path) -> None:
+    deep = new_store(tmp_path / "a" / "b" / "site")  # missing parents are made
+    assert mode(tmp_path / "a" / "b" / "site" / "data") == 0o700
+    deep.close()
     store = new_store(tmp_path / "site")
     store.create(10, ttl=60, buffer_id="b")
     assert mode(tmp_path / "site") == 0o700
@@ -91,11 +94,13 @@ def test_the_store_and_its_files_are_private(tmp_path: Path) -> None:
 
 
 def test_bad_limits_are_refused_with_their_value(tmp_path: Path) -> None:
+    refused = r"^a buffer quota needs positive max_bytes and max_count$"
     for bad in (0, -1):
-        with pytest.raises(ValueError, match="positive max_bytes and max_count"):
+        with pytest.raises(ValueError, match=refused):
             Quota(bad, 1)
-        with pytest.raises(ValueError, match="positive max_bytes and max_count"):
+        with pytest.raises(ValueError, match=refused):
             Quota(1, bad)
+    assert Quota(1, 1) == Quota(max_bytes=1, max_count=1)
     for ttl in (math.inf, math.nan, 0.0, -1.0):
         with pytest.raises(ValueError, match=f"^max_ttl must be .* got {ttl}$"):
             new_store(tmp_path, max_ttl=ttl)
