@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def test_bad_limits_are_refused_with_their_value(tmp_path: Path) -> None:
     for ttl in (math.inf, math.nan, 0.0, -1.0):
         with pytest.raises(ValueError, match=f"^max_ttl must be .* got {ttl}$"):
             new_store(tmp_path, max_ttl=ttl)
+    assert new_store(tmp_path / "short", max_ttl=0.5).create(1, ttl=0.5).size == 0
     store = new_store(tmp_path, max_ttl=100)
     assert store.max_ttl == 100.0
     for size in (0, -5):
@@ -660,3 +662,20 @@ def test_a_buffer_info_without_consumer_lists_has_none() -> None:
     }
     info = BufferInfo.from_json(data)
     assert (info.consumers, info.drained) == ((), ())
+
+
+def test_a_restart_leaves_a_half_made_buffer_alone(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    store.create(10, ttl=60, buffer_id="a")
+    store.create(10, ttl=60, buffer_id="b")
+    store.append("b", b"abc")
+    store.close()
+    with sqlite3.connect(tmp_path / "buffers.db") as db:  # as if "a" had stopped half-made
+        db.execute("UPDATE buffers SET state = 'initialised' WHERE id = 'a'")
+    os.unlink(tmp_path / "data" / "a.buf")
+    with open(tmp_path / "data" / "b.buf", "ab") as f:
+        f.write(b"tail")
+    again = new_store(tmp_path)
+    assert (again.info("a").state, again.info("a").reason) == ("initialised", None)
+    assert again.path("b").read_bytes() == b"abc"
+    again.close()
