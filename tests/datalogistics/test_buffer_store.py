@@ -145,6 +145,9 @@ def test_names_are_checked_and_ids_are_unique(tmp_path: Path) -> None:
 
 
 def test_the_quota_counts_live_buffers_and_their_maximum_sizes(tmp_path: Path) -> None:
+    whole = new_store(tmp_path / "whole")
+    assert whole.create(1000, ttl=60).max_size == 1000  # an empty site has all of its quota
+    whole.close()
     store = new_store(tmp_path)  # 1000 bytes, 3 buffers
     store.create(600, ttl=60, buffer_id="a")
     with pytest.raises(QuotaExceeded) as info:
