@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,53 @@ def test_twin_view_drives_the_broker() -> None:
     assert set(m.last_view) == {"a", "b"}
     assert all(st.power_price is None or st.power_price.mean[0] > 0 for st in m.last_view.values())
     assert len(m.telemetry) == 2 * (6 * 4 + 1)
+
+
+def _routed_by_the_twin(
+    monkeypatch: pytest.MonkeyPatch, alter: Callable[[dict[str, Any]], dict[str, Any]] | None
+) -> list[int]:
+    """Jobs routed to sites a and b by the greenest policy reading the twin's view, with the
+    view changed by ``alter`` on its way out of the twin (the sites and their telemetry stay
+    as they are: a at 100 gCO2e/kWh, b at 400)."""
+    light = {"jobs": 60, "arrival_rate_per_h": 4, "max_cores": 4, "mean_runtime": "30 min"}
+    sc = _scenario(
+        twin=True,
+        routing="greenest",
+        choices=8,
+        horizon="12 h",
+        view_interval="30 min",
+        workload={"synthetic": light},
+    )
+    m = FederationModel(sc, seed=1)
+    assert m.twin is not None
+    if alter is not None:
+        twin_view = m.twin.view
+        monkeypatch.setattr(m.twin, "view", lambda now: alter(twin_view(now=now)))
+    m.run()
+    site = m.jobs.columns()["site"]
+    return [int(np.sum(site == i)) for i in range(2)]
+
+
+def test_routing_follows_the_twins_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    def swap_carbon(view: dict[str, Any]) -> dict[str, Any]:
+        a, b = view["a"], view["b"]
+        return {
+            "a": a.model_copy(update={"carbon_intensity": b.carbon_intensity}),
+            "b": b.model_copy(update={"carbon_intensity": a.carbon_intensity}),
+        }
+
+    def a_down(view: dict[str, Any]) -> dict[str, Any]:
+        return {**view, "a": view["a"].model_copy(update={"status": "down"})}
+
+    as_seen = _routed_by_the_twin(monkeypatch, None)
+    assert as_seen[0] > 30
+    assert as_seen[1] == 0  # every job to the greener site
+    # the same sites and telemetry, the twin's view reversed: the jobs follow the view (a few
+    # went out on the raw telemetry before the twin's first view)
+    for alter in (swap_carbon, a_down):
+        routed = _routed_by_the_twin(monkeypatch, alter)
+        assert routed[1] > 30
+        assert routed[0] <= 0.1 * sum(routed)
 
 
 def test_scenario_errors_name_the_field(tmp_path: Path) -> None:

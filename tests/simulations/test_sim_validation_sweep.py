@@ -21,7 +21,7 @@ from simulations import (
     validate_trace,
 )
 from simulations.validation import partition_sizes, recorded_downtime
-from tests.conftest import shared_path
+from tests.conftest import call_main, shared_path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 
@@ -221,7 +221,7 @@ def test_cli_simulate_writes_tables_and_plots(tmp_path: Path) -> None:
     assert (out / "heft-seed3" / "model.csv").read_text().startswith("step,time_h")
 
 
-def test_cli_sweep_and_errors(tmp_path: Path) -> None:
+def test_cli_sweep_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from typer.testing import CliRunner
 
     sc = tmp_path / "s.yaml"
@@ -236,8 +236,15 @@ def test_cli_sweep_and_errors(tmp_path: Path) -> None:
     lines = (tmp_path / "o" / "sweep.csv").read_text().splitlines()
     assert lines[0].startswith("queue,planner,seed")
     assert len(lines) == 3
-    bad = runner.invoke(app, ["simulate", str(sc), "--sweep", "nothing"])
-    assert bad.exit_code != 0
+    # invalid input: exit 2, one line naming what is wrong, nothing written
+    bad = str(tmp_path / "bad")
+    code, _, err = call_main(capsys, "simulate", str(sc), "--sweep", "nothing", "-o", bad)
+    assert code == 2
+    assert "--sweep: nothing: write PARAM=v1,v2" in err
+    code, _, err = call_main(capsys, "simulate", str(sc), "--sweep", "nosuch=1,2", "-o", bad)
+    assert code == 2
+    assert "nosuch: Extra inputs are not permitted" in err
+    assert not (tmp_path / "bad" / "sweep.csv").exists()
 
 
 def test_demo_section_runs_the_what_if(tmp_path: Path) -> None:
