@@ -214,7 +214,9 @@ def _routed_by_the_twin(
     assert m.twin is not None
     if alter is not None:
         twin_view = m.twin.view
-        monkeypatch.setattr(m.twin, "view", lambda now: alter(twin_view(now=now)))
+        monkeypatch.setattr(
+            m.twin, "view", lambda now, sites=None: alter(twin_view(now=now, sites=sites))
+        )
     m.run()
     site = m.jobs.columns()["site"]
     return [int(np.sum(site == i)) for i in range(2)]
