@@ -214,7 +214,9 @@ def _routed_by_the_twin(
     assert m.twin is not None
     if alter is not None:
         twin_view = m.twin.view
-        monkeypatch.setattr(m.twin, "view", lambda now: alter(twin_view(now=now)))
+        monkeypatch.setattr(
+            m.twin, "view", lambda now, sites=None: alter(twin_view(now=now, sites=sites))
+        )
     m.run()
     site = m.jobs.columns()["site"]
     return [int(np.sum(site == i)) for i in range(2)]
@@ -343,3 +345,23 @@ def test_fleet_twin_mode_feeds_one_batched_twin() -> None:
     assert view["b"].carbon_intensity is not None
     assert view["b"].carbon_intensity.mean[0] > view["a"].carbon_intensity.mean[0]
     assert all(0 <= st.available_cores.mean[0] <= 16 for st in view.values())
+
+
+def test_jobs_still_queued_at_the_horizon_count_with_their_wait_so_far() -> None:
+    """A 16-core site busy for 10 h with one job; a second job queued behind it at 60 s
+    is still waiting at the 2 h horizon: its wait so far (7,140 s) counts."""
+    from simulations import JobTable
+
+    sc = _scenario(horizon="2 h", federation={"name": "f", "sites": [_site("a")]}, routing="home")
+    jobs = JobTable(
+        np.array([0.0, 60.0]),
+        np.array([36_000.0, 10.0]),
+        np.array([36_000.0, 10.0]),
+        np.array([16, 1]),
+    )
+    s = FederationModel(sc, seed=1, jobs=jobs).run().summary()
+    assert (s["jobs_arrived"], s["jobs_done"], s["jobs_waiting"]) == (2, 0, 1)
+    assert s["mean_wait_s"] == pytest.approx((0.0 + 7140.0) / 2)
+    assert s["p95_wait_s"] > 6000
+    assert s["mean_wait_started_s"] == 0.0
+    assert s["max_site_utilisation"] == pytest.approx(1.0)
