@@ -858,13 +858,8 @@ class Executor:
             after = self._steps(run_id)[rec.step_id]
             if after.site != before:
                 return
-            # ready -> failed goes through staging (the moves the state machine allows)
             self._move(
-                run_id,
-                rec.step_id,
-                [S.STAGING, S.FAILED],
-                "no other site to re-plan on",
-                message=why[:2000],
+                run_id, rec.step_id, S.FAILED, "no other site to re-plan on", message=why[:2000]
             )
         self._apply_policy(run_id, rec.step_id, on_error, why)
 
