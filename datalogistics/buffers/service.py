@@ -7,7 +7,9 @@ Routes (every one needs ``Authorization: Bearer <capability token>``, see
     POST   /buffers                         admin   create {max_size, ttl, consumers, item, id}
     GET    /buffers                         admin   list live buffers
     GET    /buffers/{id}                    read|write|admin   state, size, sha256, ...
-    POST   /buffers/{id}/data?offset=&tag=  write   append the body (X-Content-SHA256: chunk digest)
+    POST   /buffers/{id}/data?offset=&tag=&durable=  write   append the body (X-Content-SHA256:
+                                                    chunk digest; durable=false: answered
+                                                    before the fsync, committed behind)
     GET    /buffers/{id}/data?offset=&limit=        read  bytes from offset
     GET    /buffers/{id}/data?session=&limit=       read  continue a named read session
     GET    /buffers/{id}/tags/{tag}         read    where a tag's chunk lies, its sha256
@@ -198,6 +200,13 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
         cap: Cap,
         offset: Annotated[int | None, Query(ge=0)] = None,
         tag: str | None = None,
+        durable: Annotated[
+            bool,
+            Query(
+                description="answer after the fsync and commit (false: once verified and "
+                "written; the size counts it, a crash before the commit cuts it off)"
+            ),
+        ] = True,
     ) -> dict[str, Any]:
         cap.require(store.site, buffer_id, Right.WRITE)
         digest = request.headers.get("x-content-sha256")
@@ -218,7 +227,7 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
         if refused is not None:
             store.abort_append(lease)
             raise refused
-        info = await run_in_threadpool(store.finish_append, lease, digest)
+        info = await run_in_threadpool(store.finish_append, lease, digest, durable)
         return info.to_json()
 
     @app.get("/buffers/{buffer_id}/data")
