@@ -76,6 +76,10 @@ STATUS: dict[type[BufferServiceError], int] = {
 }
 
 
+WRITE_BLOCK = 2**20
+"""Bytes of an append's body handed to the writer thread at a time."""
+
+
 class CreateBuffer(BaseModel):
     """Body of ``POST /buffers``."""
 
@@ -212,16 +216,41 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
         digest = request.headers.get("x-content-sha256")
         lease = await run_in_threadpool(store.begin_append, buffer_id, offset, tag)
         refused: BufferTooLarge | None = None
+        loop = asyncio.get_running_loop()
+        writing: asyncio.Future[None] | None = None  # the block being hashed and written
+        block: list[bytes] = []
+        held = 0
+
+        async def hand_over() -> None:
+            # One block at a time, in order, to a worker thread: the loop receives the next
+            # block while the thread hashes and writes this one (both release the GIL).
+            nonlocal writing, block, held, refused
+            data = b"".join(block)
+            block, held = [], 0
+            if writing is not None:
+                try:
+                    await writing
+                except BufferTooLarge as exc:
+                    refused = exc
+                writing = None
+            if refused is None and data:
+                writing = loop.run_in_executor(None, lease.write, data)
+
         try:
             # Stream the body to disk as it arrives, hashing on the way; past the maximum
             # size, keep draining the body so the client gets the 413 answer.
             async for piece in request.stream():
                 if refused is None and piece:
-                    try:
-                        lease.write(piece)
-                    except BufferTooLarge as exc:
-                        refused = exc
+                    block.append(piece)
+                    held += len(piece)
+                    if held >= WRITE_BLOCK:
+                        await hand_over()
+            await hand_over()
+            await hand_over()  # waits for the last block
         except BaseException:
+            if writing is not None:
+                with contextlib.suppress(BaseException):
+                    await writing
             store.abort_append(lease)
             raise
         if refused is not None:

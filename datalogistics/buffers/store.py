@@ -343,6 +343,9 @@ class BufferStore:
         self._synced = threading.Condition(self._lock)
         self._syncer: threading.Thread | None = None
         self._closing = False
+        # Running sha256 of a buffer's committed bytes as read back from disk by the syncer
+        # (buffers written from offset 0 with unsynced appends): a seal finishes it.
+        self._read_back: dict[str, tuple[Any, int]] = {}
         self._recover()
 
     def close(self) -> None:
@@ -391,6 +394,7 @@ class BufferStore:
             failure = "gone"
         except OSError as exc:
             failure = f"fsync of the data file failed: {exc}"
+        committed = False
         with self._synced:
             try:
                 with self._session() as s:
@@ -424,17 +428,47 @@ class BufferStore:
                             row.size += e.length
                         if row.size == row.max_size:
                             row.state = BufferState.FULL
+                        committed = True
             except Exception as exc:  # the store failed: the buffer cannot be trusted
+                committed = False
                 with self._session() as s:
                     row = s.get(BufferRow, buffer_id)
                     if row is not None and row.state == BufferState.CREATED:
                         row.state = BufferState.ERROR
                         row.reason = f"committing appended bytes failed: {exc}"
+        if committed:  # before the waiters are told, so a seal finds the read-back done
+            self._read_back_extents(buffer_id, extents)
+        with self._synced:
             pending = self._unsynced.get(buffer_id, [])
             del pending[: len(extents)]
             if not pending:
                 self._unsynced.pop(buffer_id, None)
             self._synced.notify_all()
+
+    def _read_back_extents(self, buffer_id: str, extents: list[_Unsynced]) -> None:
+        """Hash the committed ``extents`` as read back from disk, continuing the buffer's
+        running digest (started when its first extent is at offset 0)."""
+        with self._lock:
+            h, upto = self._read_back.get(buffer_id, (None, 0))
+        start = extents[0].start
+        if h is None and start == 0:
+            h = hashlib.sha256()
+        if h is None or upto != start:
+            return
+        end = extents[-1].start + extents[-1].length
+        try:
+            with open(self.path(buffer_id), "rb") as f:
+                f.seek(start)
+                while upto < end:
+                    block = f.read(min(end - upto, HASH_BLOCK))
+                    if not block:
+                        break
+                    h.update(block)
+                    upto += len(block)
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._read_back[buffer_id] = (h, upto)
 
     def sync(self, buffer_id: str) -> None:
         """Wait until every append acknowledged to ``buffer_id`` is fsynced and committed."""
@@ -488,17 +522,25 @@ class BufferStore:
 
     def _destroy(self, row: BufferRow, reason: str) -> None:
         self._unsynced.pop(row.id, None)
+        self._read_back.pop(row.id, None)
         row.state = BufferState.DELETED
         row.reason = reason
         self.path(row.id).unlink(missing_ok=True)
 
     def disk_sha256(self, buffer_id: str, size: int) -> tuple[str, int]:
         """The sha256 of the first ``size`` bytes of the buffer's file as they are on disk,
-        read in blocks of ``HASH_BLOCK``, and how many bytes the file really gave."""
-        h = hashlib.sha256()
-        got = 0
+        read in blocks of ``HASH_BLOCK``, and how many bytes the file really gave.
+
+        Continues the syncer's read-back digest of the buffer when there is one (its
+        committed bytes, each hashed as read back from disk right after its fsync).
+        """
+        with self._lock:
+            h, got = self._read_back.pop(buffer_id, (None, 0))
+        if h is None or got > size:
+            h, got = hashlib.sha256(), 0
         try:
             with open(self.path(buffer_id), "rb") as f:
+                f.seek(got)
                 while got < size:
                     block = f.read(min(size - got, HASH_BLOCK))
                     if not block:
