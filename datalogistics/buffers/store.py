@@ -65,7 +65,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -431,7 +431,7 @@ class BufferStore:
                         committed = True
             except Exception as exc:  # the store failed: the buffer cannot be trusted
                 committed = False
-                with self._session() as s:
+                with suppress(Exception), self._session() as s:
                     row = s.get(BufferRow, buffer_id)
                     if row is not None and row.state == BufferState.CREATED:
                         row.state = BufferState.ERROR
@@ -465,7 +465,9 @@ class BufferStore:
                         break
                     h.update(block)
                     upto += len(block)
-        except FileNotFoundError:
+        except OSError:  # gone, or unreadable: the seal hashes the whole file itself
+            with self._lock:
+                self._read_back.pop(buffer_id, None)
             return
         with self._lock:
             self._read_back[buffer_id] = (h, upto)
