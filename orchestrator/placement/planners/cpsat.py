@@ -45,6 +45,7 @@ from datalogistics.flows import buffer_violations
 from orchestrator.errors import InfeasiblePlan, PlanningError
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.explain import explain_all
+from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
 from orchestrator.placement.planners.common import better, limit_breach
 from orchestrator.placement.planners.incumbent import incumbents
@@ -343,11 +344,13 @@ def decode(
         return opts[0]
 
     try:
-        placed, _ = list_schedule(model, priority, only, site_of, dict(start_of) if hold else None)
+        placed, booked, _ = list_schedule(
+            model, priority, only, site_of, dict(start_of) if hold else None
+        )
     except InfeasiblePlan:
         return None
-    placed, _ = timeshift(model, placed, objective, model.constraints.deadline)
-    plan = build_plan(model, placed, objective, "cpsat", "feasible", 0.0, ref=ref)
+    placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
+    plan = build_plan(model, placed, objective, "cpsat", "feasible", 0.0, ref=ref, transfers=booked)
     caps = {s.id: s.buffer_capacity for s in model.federation.sites}
     if limit_breach(plan, model.constraints) or buffer_violations(plan.flows(), caps):
         return None
@@ -504,7 +507,8 @@ class CPSATPlanner:
         else:
             chosen = res.plan
         placed = {s: (a.site, a.start, a.end) for s, a in chosen.assignments.items()}
-        why = explain_all(model, placed, objective)
+        booked = transfers_of(chosen)
+        why = explain_all(model, placed, objective, None, booked)
         out = build_plan(
             model,
             placed,
@@ -515,6 +519,7 @@ class CPSATPlanner:
             why,
             ref=inc.ref,
             notes=tuple(notes),
+            transfers=booked,
         )
         if res.plan is None:
             # the engine produced nothing usable: say which heuristic's plan this is and why

@@ -58,12 +58,22 @@ class GreedyPlanner:
                 terms = {o.site: model.terms(step, o.site, o.start) for o in opts}
                 return pick(opts, obj, terms)
 
-            placed, _ = list_schedule(model, ranks, choose)
-            placed, moved = timeshift(model, placed, objective, constraints.deadline)
-            why = explain_all(model, placed, objective)
+            placed, booked, _ = list_schedule(model, ranks, choose)
+            placed, booked, moved = timeshift(
+                model, placed, objective, constraints.deadline, booked
+            )
+            why = explain_all(model, placed, objective, None, booked)
             notes = (f"time-shifted {moved} steps",) if moved else ()
             plan = build_plan(
-                model, placed, objective, self.name, "heuristic", 0.0, why, notes=notes
+                model,
+                placed,
+                objective,
+                self.name,
+                "heuristic",
+                0.0,
+                why,
+                notes=notes,
+                transfers=booked,
             )
             last = limit_breach(plan, constraints)
             if not last:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
+from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, Plan
 from orchestrator.placement.planners.common import limit_breach, pick, score_of
 from orchestrator.placement.planners.greedy import GreedyPlanner
@@ -62,9 +63,22 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
 
     keep(heft)
     placed = {s: (a.site, a.start, a.end) for s, a in heft.assignments.items()}
-    shifted, moved = timeshift(model, placed, objective, constraints.deadline)
+    shifted, booked, moved = timeshift(
+        model, placed, objective, constraints.deadline, transfers_of(heft)
+    )
     if moved:
-        keep(build_plan(model, shifted, objective, "heft+shift", "heuristic", 0.0, ref=ref))
+        keep(
+            build_plan(
+                model,
+                shifted,
+                objective,
+                "heft+shift",
+                "heuristic",
+                0.0,
+                ref=ref,
+                transfers=booked,
+            )
+        )
     for planner in (GreedyPlanner(), MarketPlanner()):
         try:
             keep(planner.plan_model(model, objective, time.perf_counter()))
@@ -95,9 +109,11 @@ def paced_greedy(
         terms = {o.site: model.terms(step, o.site, o.start) for o in in_time}
         return pick(in_time, objective, terms)
 
-    placed, _ = list_schedule(model, upward_ranks(model), choose)
-    placed, _ = timeshift(model, placed, objective, model.constraints.deadline)
-    return build_plan(model, placed, objective, "greedy+pace", "heuristic", 0.0, ref=ref)
+    placed, booked, _ = list_schedule(model, upward_ranks(model), choose)
+    placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
+    return build_plan(
+        model, placed, objective, "greedy+pace", "heuristic", 0.0, ref=ref, transfers=booked
+    )
 
 
 def rescored(plan: Plan, objective: Objective, ref: dict[str, float]) -> Plan:

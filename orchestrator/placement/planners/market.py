@@ -182,12 +182,20 @@ class MarketPlanner:
             return next(o for o in opts if o.site == win.site)
 
         state["pools"] = CorePools(model)
-        placed, _ = list_schedule(model, ranks, choose, pools=state["pools"])
-        placed, moved = timeshift(model, placed, objective, constraints.deadline)
-        why = explain_all(model, placed, objective, awards)
+        placed, booked, _ = list_schedule(model, ranks, choose, pools=state["pools"])
+        placed, booked, moved = timeshift(model, placed, objective, constraints.deadline, booked)
+        why = explain_all(model, placed, objective, awards, booked)
         notes = [f"market: {paid[0]:.4g} EUR paid to the winning bids"]
         if moved:
             notes.append(f"time-shifted {moved} steps")
         return build_plan(
-            model, placed, objective, self.name, "heuristic", 0.0, why, notes=tuple(notes)
+            model,
+            placed,
+            objective,
+            self.name,
+            "heuristic",
+            0.0,
+            why,
+            notes=tuple(notes),
+            transfers=booked,
         )
