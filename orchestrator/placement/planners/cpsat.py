@@ -269,6 +269,10 @@ def solve_cpsat(
     solver.parameters.max_time_in_seconds = settings.time_limit
     solver.parameters.num_workers = settings.workers
     solver.parameters.random_seed = settings.seed
+    # probing in presolve took seconds on a few hundred steps before the search even met
+    # the hint; without it the hint is a solution 2 to 7 times sooner (measured on
+    # epigenomics-ilmn, 263 steps, regional-4) and the plans at 20 s are as good or better
+    solver.parameters.cp_model_probing_level = 0
     if settings.fix_hint:
         solver.parameters.fix_variables_to_their_hinted_value = True
     if progress is not None:

@@ -130,12 +130,16 @@ class MarketPlanner:
         constraints = model.constraints
         ranks = upward_ranks(model)
         last = ""
-        for obj in escalating(objective):
+        tries = iter([objective])
+        while (obj := next(tries, None)) is not None:
             plan = self._auction(model, ranks, obj, objective, constraints)
             last = limit_breach(plan, constraints)
             if not last:
                 return plan.with_metrics(wall_s=time.perf_counter() - t0)
-        raise InfeasiblePlan(f"market: {last} even when bidders are judged on time")
+            if obj is objective:  # then weigh the limit it broke more, step by step
+                tries = escalating(objective, last)
+        limit = "cost" if last.startswith("cost") else "time"
+        raise InfeasiblePlan(f"market: {last} even when bidders are judged on {limit}")
 
     def _auction(
         self,
