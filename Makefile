@@ -12,7 +12,7 @@ OUT    ?= demo-output
 # no user- or machine-level uv.toml changes what gets installed
 export UV_NO_CONFIG := 1
 
-.PHONY: run test lint typecheck unit bench clean lock postgres-server .venv .venv-dev .venv-bench
+.PHONY: run test lint typecheck unit bench clean lock postgres-server browser .venv .venv-dev .venv-bench
 
 # `make .venv` only builds the environment.
 .venv: $(VENV)/.stamp-base
@@ -63,7 +63,7 @@ run: $(VENV)/.stamp-base
 	$(BIN)/continuum demo --output $(OUT)
 
 # Lint, types, then every test.
-test: $(VENV)/.stamp-dev lint typecheck postgres-server unit
+test: $(VENV)/.stamp-dev lint typecheck postgres-server browser unit
 
 # The store tests also run against PostgreSQL: install the server from Debian's
 # packages when it is missing and we may (root with apt-get); the tests start and
@@ -77,6 +77,19 @@ postgres-server:
 			|| { echo "could not install PostgreSQL"; [ "$${CI:-}" != true ]; }; \
 	else \
 		echo "PostgreSQL not installed and not root: its tests will skip"; [ "$${CI:-}" != true ]; \
+	fi
+
+# The dashboard's browser tests drive Debian's chromium (Playwright never downloads a
+# browser here): install it when missing and we may (root with apt-get). Without it those
+# tests skip, saying why; under CI=true they fail instead.
+browser:
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then \
+		echo "chromium found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+			|| echo "could not install chromium: the browser tests will skip (fail under CI=true)"; \
+	else \
+		echo "chromium not installed and not root: the browser tests will skip (fail under CI=true)"; \
 	fi
 
 lint: $(VENV)/.stamp-dev
@@ -95,4 +108,4 @@ bench: $(VENV)/.stamp-bench
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m benchmarks $(BENCH)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(OUT) *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(OUT) *.egg-info test-artifacts

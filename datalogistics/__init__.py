@@ -16,35 +16,43 @@ it may go. Public API::
     plan_transfers(flows, federation)    # buffers, TTLs and order for a placement's flows
 """
 
-from datalogistics.errors import (
-    BufferCapacityError,
-    BufferServiceError,
-    DataLogisticsError,
-    TransferError,
-)
-from datalogistics.flows import Flow, buffer_holds, buffer_violations, peak_buffer_usage
-from datalogistics.items import DataItem, InputLocation, Sensitivity
-from datalogistics.madpp import (
-    DataConstraints,
-    DataLocation,
-    DataProjectPlan,
-    InvalidPlan,
-    OrchestrationExtension,
-    validate_madmp,
-)
-from datalogistics.transfer import (
-    TokenBucket,
-    TransferEngine,
-    TransferJob,
-    TransferRecord,
-    link_limits,
-)
-from datalogistics.transfer_plan import (
-    BufferAllocation,
-    PlannedTransfer,
-    TransferPlan,
-    plan_transfers,
-)
+from typing import TYPE_CHECKING
+
+from federation.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from datalogistics.errors import (
+        BufferCapacityError,
+        BufferServiceError,
+        DataLogisticsError,
+        TransferError,
+    )
+    from datalogistics.flows import Flow, buffer_holds, buffer_violations, peak_buffer_usage
+    from datalogistics.items import DataItem, InputLocation, Sensitivity
+    from datalogistics.madpp import (
+        DataConstraints,
+        DataLocation,
+        DataProjectPlan,
+        InvalidPlan,
+        OrchestrationExtension,
+        validate_madmp,
+    )
+    from datalogistics.transfer import (
+        TokenBucket,
+        TransferEngine,
+        TransferJob,
+        TransferRecord,
+        link_limits,
+    )
+    from datalogistics.transfer_plan import (
+        BufferAllocation,
+        PlannedTransfer,
+        TransferPlan,
+        plan_transfers,
+    )
+
+if not TYPE_CHECKING:  # mypy reads the imports above; at run time they load on first use
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "BufferAllocation",

@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import jsonschema
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from datalogistics.errors import DataLogisticsError
@@ -61,6 +60,8 @@ def is_madmp(data: Any) -> bool:
 
 def madmp_problems(data: Any) -> list[Problem]:
     """Every schema violation of ``data``, each with its JSON path (``dmp.dataset[0].title``)."""
+    import jsonschema  # here, not at the top: `continuum --help` and `validate` start fast
+
     schema = madmp_schema()
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     validator = cls(schema, format_checker=cls.FORMAT_CHECKER)

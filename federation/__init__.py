@@ -17,20 +17,28 @@ Public API::
     user_path("data/x.csv", base, [root])    # resolved; InvalidInput outside the roots
 """
 
-from federation.documents import read_document, user_path
-from federation.errors import FederationError, InvalidFederation, InvalidInput, Problem
-from federation.jurisdictions import EU_MEMBERS, jurisdiction_allows
-from federation.model import (
-    Federation,
-    Link,
-    Organisation,
-    Project,
-    Site,
-    SiteKind,
-    demo_federation_path,
-    load_demo_federation,
-    load_federation,
-)
+from typing import TYPE_CHECKING
+
+from federation.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from federation.documents import read_document, user_path
+    from federation.errors import FederationError, InvalidFederation, InvalidInput, Problem
+    from federation.jurisdictions import EU_MEMBERS, jurisdiction_allows
+    from federation.model import (
+        Federation,
+        Link,
+        Organisation,
+        Project,
+        Site,
+        SiteKind,
+        demo_federation_path,
+        load_demo_federation,
+        load_federation,
+    )
+
+if not TYPE_CHECKING:  # mypy reads the imports above; at run time they load on first use
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "EU_MEMBERS",

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         default=None, description="expected 'aud'; default: keycloak_client_id"
     )
     keycloak_timeout_s: float = Field(default=10.0, gt=0)
+    dashboard_client_id: str = Field(
+        default="continuum-dashboard",
+        min_length=1,
+        description="the dashboard's public client in the realm (authorization code with PKCE)",
+    )
     allow_insecure_keycloak_http: bool = Field(
         default=False, description="accept http:// for a Keycloak that is not on loopback"
     )

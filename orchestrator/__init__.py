@@ -18,43 +18,49 @@ Placement::
     plan.metrics, plan.flows(), check_plan(plan, wf, federation, view, PlanningConstraints())
 """
 
-from orchestrator.errors import (
-    InfeasiblePlan,
-    InvalidCDT,
-    InvalidWorkflow,
-    OrchestratorError,
-    PlanInvalid,
-    PlanningError,
-)
-from orchestrator.loaders import load_workflow, workflow_from_data
-from orchestrator.placement import (
-    PLANNERS,
-    Assignment,
-    CDTProblem,
-    CDTSchedule,
-    CostModel,
-    CPSATPlanner,
-    GreedyPlanner,
-    HEFTPlanner,
-    ILPPlanner,
-    ILPSettings,
-    MarketPlanner,
-    Objective,
-    ObjectiveKind,
-    Plan,
-    PlanMetrics,
-    Planner,
-    PlanningConstraints,
-    Transfer,
-    check_plan,
-    load_cdt,
-    make_planner,
-    require_valid,
-    solve_cdt,
-    timeshift,
-)
-from orchestrator.wfformat import REFERENCE_MHZ, load_wfformat
-from orchestrator.workflow import Step, StepConstraints, Workflow, find_cycle
+from typing import TYPE_CHECKING
+
+from federation.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from orchestrator.errors import (
+        InfeasiblePlan,
+        InvalidCDT,
+        InvalidWorkflow,
+        OrchestratorError,
+        PlanInvalid,
+        PlanningError,
+    )
+    from orchestrator.loaders import load_workflow, workflow_from_data
+    from orchestrator.placement.cdt import CDTProblem, CDTSchedule, load_cdt, solve_cdt
+    from orchestrator.placement.checker import check_plan, require_valid
+    from orchestrator.placement.costs import CostModel
+    from orchestrator.placement.plan import (
+        Assignment,
+        Objective,
+        ObjectiveKind,
+        Plan,
+        PlanMetrics,
+        Planner,
+        PlanningConstraints,
+        Transfer,
+    )
+    from orchestrator.placement.planners import (
+        PLANNERS,
+        CPSATPlanner,
+        GreedyPlanner,
+        HEFTPlanner,
+        ILPPlanner,
+        ILPSettings,
+        MarketPlanner,
+        make_planner,
+    )
+    from orchestrator.placement.timeshift import timeshift
+    from orchestrator.wfformat import REFERENCE_MHZ, load_wfformat
+    from orchestrator.workflow import Step, StepConstraints, Workflow, find_cycle
+
+if not TYPE_CHECKING:  # mypy reads the imports above; at run time they load on first use
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "PLANNERS",

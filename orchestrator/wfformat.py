@@ -26,7 +26,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from datalogistics.items import DataItem, InputLocation
@@ -117,6 +116,8 @@ def load_wfformat(
 
 
 def _schema_problems(data: Any) -> list[Problem]:
+    import jsonschema  # here, not at the top: the CLI's `validate` of a native file starts fast
+
     validator_cls = jsonschema.validators.validator_for(
         wfformat_schema(), default=jsonschema.Draft7Validator
     )

@@ -25,16 +25,24 @@ Public API::
     sweep(sc, parse_sweep(["workload.load=1,2"]), backend="dask", workers=2)
 """
 
-from simulations.batch import BatchQueue, Job, QueuePolicy
-from simulations.errors import InvalidScenario, InvalidTrace, SimulationError
-from simulations.experiment import RunResult, compare, result_of, run_scenario, save_results
-from simulations.model import FederationModel
-from simulations.scenario import Scenario, load_scenario, scenario_from_dict
-from simulations.series import HourlySeries, read_hourly_csv
-from simulations.sweep import parse_sweep, sweep, sweep_dask, sweep_local
-from simulations.swf import SwfTrace, read_swf
-from simulations.validation import ValidationReport, validate_trace
-from simulations.workload import JobTable, jobs_from_trace
+from typing import TYPE_CHECKING
+
+from federation.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from simulations.batch import BatchQueue, Job, QueuePolicy
+    from simulations.errors import InvalidScenario, InvalidTrace, SimulationError
+    from simulations.experiment import RunResult, compare, result_of, run_scenario, save_results
+    from simulations.model import FederationModel
+    from simulations.scenario import Scenario, load_scenario, scenario_from_dict
+    from simulations.series import HourlySeries, read_hourly_csv
+    from simulations.sweep import parse_sweep, plot_sweep, sweep, sweep_dask, sweep_local
+    from simulations.swf import SwfTrace, read_swf
+    from simulations.validation import ValidationReport, validate_trace
+    from simulations.workload import JobTable, jobs_from_trace
+
+if not TYPE_CHECKING:  # mypy reads the imports above; at run time they load on first use
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "BatchQueue",
@@ -54,6 +62,7 @@ __all__ = [
     "jobs_from_trace",
     "load_scenario",
     "parse_sweep",
+    "plot_sweep",
     "read_hourly_csv",
     "read_swf",
     "result_of",

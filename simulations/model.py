@@ -464,6 +464,8 @@ WORKFLOW_COLUMNS = (
     "makespan_s",
     "deadline_s",
     "deadline_missed",
+    "outcome",
+    "error",
     "sites_used",
 )
 

@@ -20,8 +20,10 @@ as YAML scalars, so ``2`` is a number and ``easy`` a string.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
@@ -178,3 +180,77 @@ def sweep(
     if backend != "local":
         raise ValueError(f"unknown sweep backend {backend!r}; use local or dask")
     return sweep_local(scenario, grid)
+
+
+SWEEP_METRICS = (
+    ("mean_wait_s", "mean wait (s)"),
+    ("p95_wait_s", "95th percentile wait (s)"),
+    ("utilisation", "utilisation"),
+    ("energy_kwh", "energy (kWh)"),
+    ("cost_eur", "cost (EUR)"),
+    ("carbon_kg", "carbon (kgCO2e)"),
+    ("workflow_mean_makespan_s", "workflow makespan (s)"),
+    ("deadline_misses", "deadline misses"),
+)
+"""The figures a sweep plot shows, each in its own panel (those the table has)."""
+STYLES = ("-", "--", ":", "-.")
+
+
+def plot_sweep(table: pd.DataFrame, params: Sequence[str], folder: Path | str) -> list[Path]:
+    """One PNG per swept parameter (``sweep-<param>.png``): each figure of ``SWEEP_METRICS``
+    against the parameter's values, one line per planner; the mean over the seeds and the
+    other swept parameters, the band spanning their lowest and highest value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = table.copy()
+    for key, _ in SWEEP_METRICS:  # None (no workflow, say) -> NaN; a figure with none is left out
+        if key in table.columns:
+            table[key] = pd.to_numeric(table[key], errors="coerce")
+    metrics = [(k, label) for k, label in SWEEP_METRICS if k in table and table[k].notna().any()]
+    others = {p: sorted(table[p].astype(str).unique()) for p in params}
+    written: list[Path] = []
+    for param in params:
+        values = list(dict.fromkeys(table[param]))
+        numeric = all(isinstance(v, int | float) for v in values)
+        order = sorted(values) if numeric else values
+        xs = order if numeric else list(range(len(order)))
+        cols = min(4, len(metrics))
+        rows = math.ceil(len(metrics) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows + 0.8), squeeze=False)
+        for ax, (key, label) in zip(axes.flat, metrics, strict=False):
+            for k, (planner, grp) in enumerate(table.groupby("planner", sort=True)):
+                stats = grp.groupby(param)[key].agg(["mean", "min", "max"]).reindex(order)
+                # a style per planner: lines that coincide stay visible
+                (line,) = ax.plot(
+                    xs, stats["mean"], marker="os^D"[k % 4], ms=4 - k % 2, ls=STYLES[k % 4],
+                    label=str(planner),
+                )  # fmt: skip
+                ax.fill_between(xs, stats["min"], stats["max"], color=line.get_color(), alpha=0.12)
+            ax.set_title(label, fontsize=8)
+            ax.tick_params(labelsize=7)
+            if not numeric:
+                ax.set_xticks(xs, [str(v) for v in order], fontsize=7)
+        for ax in list(axes.flat)[len(metrics) :]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel(param, fontsize=8)
+        axes.flat[0].legend(fontsize=7, title="planner", title_fontsize=7)
+        rest = ", ".join(f"{p} in {{{', '.join(v)}}}" for p, v in others.items() if p != param)
+        seeds = table["seed"].nunique() if "seed" in table else 1
+        fig.suptitle(
+            f"Sweep of {param}: mean over {seeds} seed(s)"
+            + (f" and {rest}" if rest else "")
+            + "; band: lowest to highest",
+            fontsize=9,
+        )
+        fig.tight_layout()
+        path = out_dir / f"sweep-{param}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

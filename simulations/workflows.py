@@ -143,8 +143,22 @@ class WorkflowRun(Agent):
             "makespan_s": makespan,
             "deadline_s": deadline,
             "deadline_missed": missed,
+            "outcome": self.outcome(missed),
+            "error": self.error,
             "sites_used": ",".join(sorted(self.sites_used)),
         }
+
+    def outcome(self, missed: bool) -> str:
+        """Why the run ended where it did: ``finished``, ``late`` (finished after the deadline),
+        ``unfinished`` (still running when the simulation ended), ``not planned`` (the planner
+        found no plan: ``error`` says why) or ``not submitted`` (due after the end)."""
+        if self.error:
+            return "not planned"
+        if self.finished_at is not None:
+            return "late" if missed else "finished"
+        if self.submit_at > self.model.now:
+            return "not submitted"
+        return "unfinished"
 
     def _record(self) -> None:
         self.model.datacollector.add_table_row("workflows", self.result())

@@ -25,7 +25,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("federation", "twin", "datalogistics", "orchestrator", "simulations")
-BOTTOM = {"model", "errors", "units", "jurisdictions", "documents", "store", "py"}
+BOTTOM = {"model", "errors", "units", "jurisdictions", "documents", "store", "lazy", "py"}
 RANK = {"twin": 1, "datalogistics": 2, "orchestrator": 3, "simulations": 4}
 
 

@@ -16,33 +16,48 @@ Public API::
     twin.forecast("ddf-fatnode", controls=[(64, 3600 * 64)])  # what-if
 """
 
-from twin.disclosure import DisclosurePolicy, disclose
-from twin.errors import InvalidTelemetry, ModelError, TwinError
-from twin.federation_twin import FederationTwin, IngestReport, SiteFit, fit_sites
-from twin.fit import (
-    BacktestResult,
-    FitResult,
-    backtest,
-    default_spec,
-    filter_series,
-    fit_block,
-    rts_smooth,
-    series_loglik,
-)
-from twin.fleet import FleetTwin
-from twin.kalman import BatchKalman, UpdateStats, predict, project, update
-from twin.series import Series, load_series
-from twin.site import BlockForecast, SiteForecast, SiteTwin, TwinConfig, site_model
-from twin.ssm import BlockSpec, StateSpaceModel, discretise
-from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView, static_view
-from twin.telemetry import (
-    LocalProbe,
-    ReplaySource,
-    TelemetrySample,
-    TelemetrySource,
-    read_telemetry,
-    replay,
-)
+from typing import TYPE_CHECKING
+
+from federation.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from twin.calibration import LeadCalibrator
+    from twin.disclosure import DisclosurePolicy, disclose
+    from twin.errors import InvalidTelemetry, ModelError, TwinError
+    from twin.federation_twin import FederationTwin, IngestReport, SiteFit, fit_sites
+    from twin.fit import (
+        BacktestResult,
+        FitResult,
+        backtest,
+        default_spec,
+        filter_series,
+        fit_block,
+        rts_smooth,
+        series_loglik,
+    )
+    from twin.fleet import FleetTwin
+    from twin.kalman import BatchKalman, UpdateStats, predict, project, update
+    from twin.series import Series, load_series
+    from twin.site import BlockForecast, SiteForecast, SiteTwin, TwinConfig, site_model
+    from twin.site_service import (
+        HttpPublisher,
+        SiteTwinService,
+        TelemetryFileSource,
+        telemetry_source,
+    )
+    from twin.ssm import BlockSpec, StateSpaceModel, discretise
+    from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView, static_view
+    from twin.telemetry import (
+        LocalProbe,
+        ReplaySource,
+        TelemetrySample,
+        TelemetrySource,
+        read_telemetry,
+        replay,
+    )
+
+if not TYPE_CHECKING:  # mypy reads the imports above; at run time they load on first use
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "AbstractSiteState",
@@ -55,8 +70,10 @@ __all__ = [
     "FitResult",
     "FleetTwin",
     "Forecast",
+    "HttpPublisher",
     "IngestReport",
     "InvalidTelemetry",
+    "LeadCalibrator",
     "LocalProbe",
     "ModelError",
     "ReplaySource",
@@ -65,8 +82,10 @@ __all__ = [
     "SiteForecast",
     "SiteStatus",
     "SiteTwin",
+    "SiteTwinService",
     "SiteView",
     "StateSpaceModel",
+    "TelemetryFileSource",
     "TelemetrySample",
     "TelemetrySource",
     "TwinConfig",
@@ -88,5 +107,6 @@ __all__ = [
     "series_loglik",
     "site_model",
     "static_view",
+    "telemetry_source",
     "update",
 ]

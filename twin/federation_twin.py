@@ -133,6 +133,10 @@ class FederationTwin:
             self.snapshot()
         return rep
 
+    def accept(self, site_id: str) -> bool:
+        """An operator accepts the site's new level: its open fault is closed (False: none)."""
+        return self._twin(site_id).accept()
+
     def control(self, site_id: str, cores: float = 0.0, work: float = 0.0) -> None:
         """Record load the orchestrator dispatched to (or released from) a site."""
         self._twin(site_id).control(cores, work)

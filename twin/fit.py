@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.optimize import minimize
 
 from twin.errors import ModelError
-from twin.kalman import Array
+from twin.kalman import Array, UpdateStats, predict, update
 from twin.ssm import DAY, BlockSpec, StateSpaceModel, replace_params
 
-LOG_2PI = math.log(2 * math.pi)
 HOUR = 3600.0
 
 
@@ -85,10 +85,10 @@ def batch_loglik(specs: list[BlockSpec], times: Array, values: Array) -> Array:
     instead of one per parameter. Same equations and burn-in as ``series_loglik``.
     """
     models = [StateSpaceModel((s,)) for s in specs]
-    h = models[0].H[0]
-    if any(m.dim != len(h) for m in models):
+    H = models[0].H
+    if any(m.dim != H.shape[1] for m in models):
         raise ModelError("batch_loglik needs parameter sets of one structure")
-    r = np.array([s.r for s in specs])
+    R = np.array([s.r for s in specs])[:, None, None]
     t = np.asarray(times, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     T = len(y)
@@ -97,30 +97,22 @@ def batch_loglik(specs: list[BlockSpec], times: Array, values: Array) -> Array:
     x = np.stack([i[0] for i in init])
     P = np.stack([i[1] for i in init])
     dts = np.diff(t, prepend=t[0] - (t[1] - t[0] if T > 1 else HOUR))
-    trans: dict[float, tuple[Array, Array, Array]] = {}
+    trans: dict[float, tuple[Array, Array]] = {}
     burn_until = burn_in_end(t)
     total = np.zeros(len(specs))
+    z = np.empty((len(specs), 1))
     for k in range(T):
         key = round(float(dts[k]), 6)
         tr = trans.get(key)
         if tr is None:
             pairs = [m.transition(key) for m in models]
-            A = np.stack([a for a, _ in pairs])
-            tr = trans[key] = (A, np.swapaxes(A, 1, 2).copy(), np.stack([q for _, q in pairs]))
-        A, At, Q = tr
-        x = np.einsum("bij,bj->bi", A, x)  # x- = A x
-        P = A @ P @ At + Q  # P- = A P A^T + Q
-        yk = y[k]
-        if yk == yk:
-            Ph = P @ h
-            s_ = Ph @ h + r  # s = h^T P h + r
-            e = yk - x @ h
-            g = Ph / s_[:, None]
-            x = x + g * e[:, None]
-            P = P - g[:, :, None] * Ph[:, None, :]
-            P = 0.5 * (P + np.swapaxes(P, 1, 2))
+            tr = trans[key] = (np.stack([a for a, _ in pairs]), np.stack([q for _, q in pairs]))
+        x, P = predict(x, P, *tr)  # x- = A x, P- = A P A^T + Q (one A, Q per set)
+        if y[k] == y[k]:  # observed (not nan)
+            z[:] = y[k]
+            x, P, st = update(x, P, z, H, R, stats=True, diagonal=True)
             if t[k] >= burn_until:
-                total += -0.5 * (LOG_2PI + np.log(s_) + e * e / s_)
+                total += cast(UpdateStats, st).loglik
     return total
 
 
@@ -133,8 +125,7 @@ def _filter(
     keep: bool,
 ) -> SeriesFilter | float:
     model = StateSpaceModel((spec,))
-    h = model.H[0]
-    r = float(spec.r)
+    H, R = model.H, model.R
     t = np.asarray(times, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     T = len(y)
@@ -158,32 +149,26 @@ def _filter(
         var = np.full(T, np.nan)
     total = 0.0
     prev = t[0] - (t[1] - t[0] if T > 1 else HOUR)
+    z = np.empty(1)
     for k in range(T):
         dt = t[k] - prev
         prev = t[k]
         A, Q = model.transition(dt)
-        x = A @ x  # x- = A x
-        P = A @ P @ A.T + Q  # P- = A P A^T + Q
+        x, P = predict(x, P, A, Q)  # x- = A x, P- = A P A^T + Q
         if keep:
             xpr[k] = x
             Ppr[k] = P
             As[k] = A
-        yk = y[k]
-        if yk == yk:  # observed (not nan)
-            Ph = P @ h
-            s = float(h @ Ph) + r  # s = h^T P h + r
-            e = yk - float(h @ x)  # innovation
-            g = Ph / s  # gain
-            x = x + g * e
-            P = P - np.outer(g, Ph)  # P+ = P - g h^T P
-            P = 0.5 * (P + P.T)
-            lk = -0.5 * (LOG_2PI + math.log(s) + e * e / s)
+        if y[k] == y[k]:  # observed (not nan)
+            z[0] = y[k]
+            x, P, st = update(x, P, z, H, R, stats=True, diagonal=True)
+            u = cast(UpdateStats, st)
             if t[k] >= burn_until:
-                total += lk
+                total += float(u.loglik)
             if keep:
-                ll[k] = lk
-                inn[k] = e
-                var[k] = s
+                ll[k] = u.loglik
+                inn[k] = u.innovation[0]
+                var[k] = u.variance[0]
         if keep:
             xpo[k] = x
             Ppo[k] = P
@@ -213,7 +198,17 @@ def rts_smooth(f: SeriesFilter) -> tuple[Array, Array]:
 
 
 _FREE = {
-    "structural": ("q_level", "q_trend", "q_ar", "tau_ar", "q_season", "q_week", "r"),
+    "structural": (
+        "q_level",
+        "q_trend",
+        "q_ar",
+        "tau_ar",
+        "q_slow",
+        "tau_slow",
+        "q_season",
+        "q_week",
+        "r",
+    ),
     "queue": ("q_level", "q_inflow", "tau_drain", "r"),
 }
 
@@ -226,6 +221,8 @@ def free_parameters(spec: BlockSpec) -> list[str]:
             continue
         if p in ("q_ar", "tau_ar") and not spec.ar:
             continue
+        if p in ("q_slow", "tau_slow") and not spec.slow:
+            continue
         if p == "q_season" and not spec.daily:
             continue
         if p == "q_week" and not spec.weekly:
@@ -235,7 +232,8 @@ def free_parameters(spec: BlockSpec) -> list[str]:
 
 
 def default_spec(name: str, values: Array, **structure: Any) -> BlockSpec:
-    """A structural block sized to a series: level, AR transient, daily and weekly harmonics.
+    """A structural block sized to a series: level, fast and slow transients, daily and weekly
+    harmonics.
 
     Starting intensities are fractions of the series' variance per hour; the
     fit refines them.
@@ -245,13 +243,15 @@ def default_spec(name: str, values: Array, **structure: Any) -> BlockSpec:
     if len(y) < 2:
         raise ModelError(f"series {name!r} needs at least 2 observed values, got {len(y)}")
     v = float(np.var(y)) or 1.0
-    opts: dict[str, Any] = {"ar": True, "daily": 3, "weekly": 2}
+    opts: dict[str, Any] = {"ar": True, "slow": True, "daily": 3, "weekly": 2}
     opts.update(structure)
     return BlockSpec(
         name=name,
         q_level=0.01 * v / HOUR,
         q_ar=0.1 * v / HOUR,
         tau_ar=6 * HOUR,
+        q_slow=0.01 * v / HOUR,
+        tau_slow=3 * DAY,
         q_season=1e-4 * v / HOUR,
         q_week=1e-5 * v / HOUR,
         q_trend=1e-6 * v / HOUR**3,
@@ -357,13 +357,78 @@ def forecast_gains(spec: BlockSpec, horizon: int, dt: float = HOUR) -> Array:
     return out
 
 
+def forecast_noise(spec: BlockSpec, horizon: int, dt: float = HOUR) -> Array:
+    """``h^T S_j h + r`` for ``j = 1..horizon``, ``S_j = sum_{i<j} A^i Q A^iT``.
+
+    The part of the ``j``-step forecast variance that does not depend on the
+    estimate: ``var(y_{k+j} | y_{..k}) = g_j P_k g_j^T + h^T S_j h + r``.
+    """
+    model = StateSpaceModel((spec,))
+    A, Q = model.transition(dt)
+    h = model.H[0]
+    out = np.empty(horizon)
+    S = np.zeros_like(Q)
+    Ai = np.eye(model.dim)
+    for j in range(horizon):
+        S = S + Ai @ Q @ Ai.T  # S_{j+1} = S_j + A^j Q A^jT
+        Ai = A @ Ai
+        out[j] = h @ S @ h + spec.r
+    return out
+
+
+LINEAR_LAGS = (0, 1, 2, 3)
+"""Lags of the origin used by the direct linear baseline (besides 24 h and 168 h)."""
+
+
+def direct_linear(
+    times: Array,
+    filled: Array,
+    observed: Array,
+    split: int,
+    horizon: int,
+    origins: NDArray[np.int64],
+) -> Array:
+    """Forecasts of the direct linear model, one least-squares fit per lead.
+
+    For lead ``h``: ``y_{k+h} ~ sum_l a_l y_{k-l} (l in LINEAR_LAGS) + b y_{k+h-24}
+    + c y_{k+h-168} + d_{hour(k+h)}`` (one intercept per hour of day), fitted on
+    the origins of the training part whose target is observed. ``filled`` is the
+    forward-filled series (what is known at the origin); returns ``(origins, horizon)``.
+    """
+    hour = ((np.asarray(times) // 3600) % 24).astype(np.int64)
+    out = np.full((len(origins), horizon), np.nan)
+    first = max(168, max(LINEAR_LAGS))
+
+    def features(k: NDArray[np.int64], h: int) -> Array:
+        cols = [filled[k - lag] for lag in LINEAR_LAGS]
+        cols += [filled[k + h - 24], filled[k + h - 168]]
+        onehot = np.zeros((len(k), 24))
+        onehot[np.arange(len(k)), hour[np.minimum(k + h, len(hour) - 1)]] = 1.0
+        return np.column_stack([*cols, onehot])
+
+    for h in range(1, horizon + 1):
+        train = np.arange(first, split - h)
+        target = observed[train + h]
+        ok = np.isfinite(target)
+        if ok.sum() < 48:
+            continue
+        X: Array = features(train, h)[ok]
+        w = np.linalg.lstsq(X, target[ok], rcond=None)[0]
+        usable = origins >= first
+        out[usable, h - 1] = features(origins[usable], h) @ w
+    return out
+
+
 @dataclass
 class BacktestResult:
-    """Out-of-sample forecast errors of the twin and two baselines.
+    """Out-of-sample forecast errors and interval calibration of the twin against baselines.
 
-    ``mae`` maps method (``twin``, ``persistence``, ``seasonal_naive``) to the
-    mean absolute error over every origin in the held-out part and every lead
-    time 1..horizon; ``mae_by_horizon`` keeps the per-lead-time values.
+    ``mae`` maps method (``twin``, ``persistence``, ``seasonal_naive``,
+    ``linear``) to the mean absolute error over every origin in the held-out
+    part and every lead 1..horizon; ``mae_by_horizon`` keeps the per-lead values.
+    ``coverage_80``/``coverage_95`` are, per lead, the fraction of held-out
+    values inside the twin's calibrated 80 % and 95 % intervals
+    (``mean +- z sd``), ``width_80``/``width_95`` their mean widths.
     """
 
     mae: dict[str, float]
@@ -373,11 +438,19 @@ class BacktestResult:
     test_samples: int
     origins: int
     fit: FitResult
+    coverage_80: list[float] = field(default_factory=list)
+    coverage_95: list[float] = field(default_factory=list)
+    width_80: list[float] = field(default_factory=list)
+    width_95: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "mae": self.mae,
             "mae_by_horizon": self.mae_by_horizon,
+            "coverage_80": self.coverage_80,
+            "coverage_95": self.coverage_95,
+            "width_80": self.width_80,
+            "width_95": self.width_95,
             "horizon": self.horizon,
             "train_samples": self.train_samples,
             "test_samples": self.test_samples,
@@ -394,18 +467,25 @@ def backtest(
     test_fraction: float = 0.2,
     spec: BlockSpec | None = None,
     season: int = 24,
-    window: int | None = 3000,
+    window: int | None = None,
+    half_life: float = 168.0,
 ) -> BacktestResult:
     """Fit on the first part of a regular hourly series, forecast the held-out rest.
 
-    The parameters are fitted on the last ``window`` samples before the split
-    (default 3,000 hours, about four months; None: all of them); the filter
-    then runs over the whole series. From every origin ``k`` in the held-out
-    part, each method forecasts ``y_{k+1..k+horizon}`` using data up to ``k``
-    only: the twin with
+    The parameters are fitted by maximum likelihood on the training part (its
+    last ``window`` samples; default None: all of it, so that the noise is not
+    learned on one calm season); the filter then runs over the whole series.
+    From every origin ``k`` in the held-out part, each method forecasts
+    ``y_{k+1..k+horizon}`` using data up to ``k`` only: the twin with
     ``g_h . x_k`` (filtered estimate), persistence with the last observed value,
-    seasonal naive with the value one ``season`` earlier (``y_{k+h-season*ceil(h/season)}``).
+    seasonal naive with the value one ``season`` earlier
+    (``y_{k+h-season*ceil(h/season)}``), and the direct linear model
+    (``direct_linear``, least squares on the training part). The twin's
+    intervals use its ``h``-step standard deviation rescaled by a
+    ``LeadCalibrator`` that has seen only the errors known at ``k``.
     """
+    from twin.calibration import Z80, Z95, LeadCalibrator, coverage
+
     t = np.asarray(times, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     T = len(y)
@@ -422,26 +502,41 @@ def backtest(
     spec = spec or default_spec("series", y[:split])
     fitted = fit_block(spec, t[:split], y[:split], window=window)
     f = filter_series(fitted.spec, t, y)
-    G = forecast_gains(fitted.spec, horizon, float(np.median(np.diff(t))))
-    origins = np.arange(split - 1, T - 1)
+    dt = float(np.median(np.diff(t)))
+    G = forecast_gains(fitted.spec, horizon, dt)
+    noise = forecast_noise(fitted.spec, horizon, dt)
     # Forward-filled observations: what persistence and seasonal naive may use at k.
     filled = y.copy()
     for k in range(1, T):
         if not np.isfinite(filled[k]):
             filled[k] = filled[k - 1]
+    every = np.arange(0, T - 1)
+    idx_all = every[:, None] + np.arange(1, horizon + 1)[None, :]
+    target_all = np.where(idx_all < T, y[np.minimum(idx_all, T - 1)], np.nan)
+    mean_all = f.x_post[every] @ G.T
+    # var(y_{k+h} | y_..k) = g_h P_k g_h^T + h^T S_h h + r
+    sd_all = np.sqrt(np.einsum("hi,kij,hj->kh", G, f.P_post[every], G) + noise[None, :])
+    z_all = (target_all - mean_all) / sd_all
+    # Calibrate online: at origin k, the errors of lead h issued at k - h are known.
+    cal = LeadCalibrator(horizon, half_life)
+    factor = np.ones((T - 1, horizon))
+    for k in range(T - 1):
+        for h in range(1, min(horizon, k) + 1):
+            cal.update(h - 1, float(z_all[k - h, h - 1]))
+        factor[k] = cal.factor()
+    origins = np.arange(split - 1, T - 1)
     preds = {
-        "twin": f.x_post[origins] @ G.T,
+        "twin": mean_all[origins],
         "persistence": np.repeat(filled[origins][:, None], horizon, axis=1),
         "seasonal_naive": np.empty((len(origins), horizon)),
+        "linear": direct_linear(t, filled, y, split, horizon, origins),
     }
     for h in range(1, horizon + 1):
         lag = season * math.ceil(h / season)
         src = np.clip(origins + h - lag, 0, T - 1)
         preds["seasonal_naive"][:, h - 1] = filled[src]
-    idx = origins[:, None] + np.arange(1, horizon + 1)[None, :]
-    valid = idx < T
-    target = np.where(valid, y[np.minimum(idx, T - 1)], np.nan)
-    ok = np.isfinite(target) & valid
+    target = target_all[origins]
+    ok = np.isfinite(target)
     mae: dict[str, float] = {}
     by_h: dict[str, list[float]] = {}
     for name, p in preds.items():
@@ -449,6 +544,8 @@ def backtest(
         err = np.where(ok & np.isfinite(p), err, np.nan)
         mae[name] = float(np.nanmean(err))
         by_h[name] = [float(v) for v in np.nanmean(err, axis=0)]
+    sd = sd_all[origins] * factor[origins]
+    err = np.where(ok, target - preds["twin"], np.nan)
     return BacktestResult(
         mae=mae,
         mae_by_horizon=by_h,
@@ -457,6 +554,10 @@ def backtest(
         test_samples=T - split,
         origins=len(origins),
         fit=fitted,
+        coverage_80=[float(v) for v in coverage(err, sd, Z80)],
+        coverage_95=[float(v) for v in coverage(err, sd, Z95)],
+        width_80=[float(v) for v in np.nanmean(2 * Z80 * sd, axis=0)],
+        width_95=[float(v) for v in np.nanmean(2 * Z95 * sd, axis=0)],
     )
 
 
@@ -468,9 +569,11 @@ __all__ = [
     "batch_loglik",
     "burn_in_end",
     "default_spec",
+    "direct_linear",
     "filter_series",
     "fit_block",
     "forecast_gains",
+    "forecast_noise",
     "free_parameters",
     "rts_smooth",
     "series_loglik",

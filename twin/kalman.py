@@ -67,7 +67,8 @@ def predict(
     x_new = _apply(A, x)  # x' = A x
     if B is not None and u is not None:
         x_new = x_new + _apply(B, u)  # + B u
-    P_new = A @ P @ np.swapaxes(A, -1, -2) + Q  # P' = A P A^T + Q
+    AT = A.T if A.ndim == 2 else np.swapaxes(A, -1, -2)
+    P_new = A @ P @ AT + Q  # P' = A P A^T + Q
     return x_new, P_new
 
 
@@ -79,12 +80,25 @@ class UpdateStats:
     ``dof`` degrees of freedom when the model is right); ``loglik`` is the
     Gaussian log-likelihood of the innovation, ``-(dof log 2pi + log|S| + nis)/2``
     (filterpy's ``log_likelihood``). Sites with nothing observed have dof 0,
-    nis 0 and loglik 0.
+    nis 0 and loglik 0. ``innovation`` is ``y`` and ``variance`` the diagonal of
+    ``S`` (missing entries: ``y`` 0, variance 1). ``logdet`` is ``log|S|``; None
+    when ``S`` is diagonal, and then ``loglik`` computes it from ``variance`` when
+    read (telemetry ingest needs only ``nis``). For a single site (``x`` of shape
+    ``(n,)``) every field has one dimension less.
     """
 
     nis: Array
     dof: NDArray[np.int64]
-    loglik: Array
+    innovation: Array
+    variance: Array
+    logdet: Array | None = None
+
+    @property
+    def loglik(self) -> Array:
+        """``-(dof log 2pi + log|S| + nis) / 2``, 0 where nothing was observed."""
+        logdet = self.logdet if self.logdet is not None else np.log(self.variance).sum(axis=-1)
+        ll: Array = np.where(self.dof > 0, -0.5 * (self.dof * LOG_2PI + logdet + self.nis), 0.0)
+        return ll
 
 
 def _masked_terms(H: Array, R: Array, y: Array, mask: Mask) -> tuple[Array, Array, Array]:
@@ -111,8 +125,9 @@ def update(
     R: Array,
     mask: Mask | None = None,
     stats: bool = False,
+    diagonal: bool = False,
 ) -> tuple[Array, Array, UpdateStats | None]:
-    """One measurement update for a batch (filterpy's ``update``, Joseph form).
+    """One measurement update (filterpy's ``update``), for one site or a batch.
 
     Equations, per site::
 
@@ -122,9 +137,19 @@ def update(
         x+ = x + K y
         P+ = (I - K H) P (I - K H)^T + K R K^T     (Joseph form, then symmetrised)
 
-    ``P`` shared (``(n, n)``) requires ``R`` shared and a ``mask`` that is None
-    or the same for every site; the gain is then computed once for the batch.
+    A single site is ``x`` of shape ``(n,)``, ``P`` ``(n, n)``, ``z`` ``(m,)``
+    (``mask`` then removes the missing rows of ``H``, ``R`` and ``z``). A batch is
+    ``x`` ``(N, n)`` with ``P`` per site ``(N, n, n)`` or shared ``(n, n)``; a
+    shared ``P`` requires ``R`` shared and a ``mask`` that is None or the same for
+    every site, and the gain is then computed once for the batch.
+
+    ``diagonal=True`` is the fast path for an ``S`` known to be diagonal (one
+    observation per site, or independent blocks with a diagonal ``R`` and no
+    covariance across them, as a ``SiteTwin``'s model keeps): ``S^-1`` is then one
+    over its diagonal, with no matrix inverse. The caller vouches for it.
     """
+    if x.ndim == 1:
+        return _update_one(x, P, z, H, R, mask, stats, diagonal)
     N, n = x.shape
     m = H.shape[-2]
     if z.shape != (N, m):
@@ -158,15 +183,12 @@ def update(
             return x_new, P_new, None
         nis = np.einsum("ij,jk,ik->i", y, SI, y)
         dof_row = int(mask[0].sum()) if mask is not None else m
-        _, logdet = np.linalg.slogdet(S)
-        ll = -0.5 * (dof_row * LOG_2PI + logdet + nis) if dof_row else np.zeros(N)
         if not dof_row:
             nis = np.zeros(N)
-        return (
-            x_new,
-            P_new,
-            UpdateStats(nis, np.full(N, dof_row, dtype=np.int64), np.asarray(ll)),
-        )
+        logdet_row = np.full(N, np.linalg.slogdet(S)[1])  # identity block of the missing: 0
+        var = np.broadcast_to(np.diagonal(S), (N, m))
+        dofs = np.full(N, dof_row, dtype=np.int64)
+        return x_new, P_new, UpdateStats(nis, dofs, y, var, logdet_row)
     if P.ndim == 2:
         P = np.broadcast_to(P, (N, n, n))
     if mask is None and H.ndim == 2:
@@ -177,7 +199,6 @@ def update(
         Rb: Array = R
         y = zz - x @ H.T  # y = z - H x
         PHT = P @ H.T
-        S = H @ PHT + R  # S = H P H^T + R
     else:
         Hx = _apply(H, x) if H.ndim == 3 else x @ H.T
         if mask is None:
@@ -185,21 +206,93 @@ def update(
         else:
             Hb, Rb, y = _masked_terms(H, R, zz - Hx, mask)
         PHT = P @ np.swapaxes(Hb, -1, -2)
+    if diagonal:
+        # S = H P H^T + R, diagonal: s_i = (H P H^T)_ii + R_ii, S^-1 = 1 / s
+        HPHT = np.einsum("nij,nji->ni", np.broadcast_to(Hb, (N, m, n)), PHT)
+        s = HPHT + np.diagonal(Rb, axis1=-2, axis2=-1)
+        K = PHT / s[:, None, :]  # K = P H^T S^-1
+        x_new = x + np.einsum("nij,nj->ni", K, y)  # x+ = x + K y
+        P_new = _sym(P - K @ np.swapaxes(PHT, 1, 2))  # (I - K H) P
+        if not stats:
+            return x_new, P_new, None
+        nis = np.einsum("ni,ni->n", y, y / s)
+        logdet: Array | None = (
+            None  # log|S| = sum log s, computed if loglik is read (missing: s = 1)
+        )
+        var = s
+    else:
         S = Hb @ PHT + Rb  # S = H P H^T + R
-    SI = np.linalg.inv(S)
-    K = PHT @ SI  # K = P H^T S^-1
-    x_new = x + np.einsum("nij,nj->ni", K, y)  # x+ = x + K y
-    # P+ = (I - K H) P = P - K (P H^T)^T, symmetrised. Equal to filterpy's Joseph
-    # form for the optimal gain (to round-off), and about 1.7 times cheaper per site.
-    P_new = _sym(P - K @ np.swapaxes(PHT, 1, 2))
+        SI = np.linalg.inv(S)
+        K = PHT @ SI  # K = P H^T S^-1
+        x_new = x + np.einsum("nij,nj->ni", K, y)  # x+ = x + K y
+        # P+ = (I - K H) P = P - K (P H^T)^T, symmetrised. Equal to filterpy's Joseph
+        # form for the optimal gain (to round-off), and about 1.7 times cheaper per site.
+        P_new = _sym(P - K @ np.swapaxes(PHT, 1, 2))
+        if not stats:
+            return x_new, P_new, None
+        nis = np.einsum("ni,nij,nj->n", y, SI, y)
+        _, logdet = np.linalg.slogdet(S)  # identity blocks of missing entries add log 1 = 0
+        var = np.diagonal(S, axis1=-2, axis2=-1)
+    dof = mask.sum(axis=1).astype(np.int64) if mask is not None else np.full(N, m, np.int64)
+    nis = np.where(dof > 0, nis, 0.0)
+    return x_new, P_new, UpdateStats(nis, dof, y, var, logdet)
+
+
+def _update_one(
+    x: Array,
+    P: Array,
+    z: Array,
+    H: Array,
+    R: Array,
+    mask: Mask | None,
+    stats: bool,
+    diagonal: bool,
+) -> tuple[Array, Array, UpdateStats | None]:
+    """``update`` for one site: the same equations on ``(n,)`` and ``(n, n)`` arrays.
+
+    The missing observations are taken out of ``z``, ``H`` and ``R`` (filterpy
+    called with the reduced observation), which for one site is cheaper than
+    masking; this is what telemetry ingest runs on, sample after sample, so it
+    is written for the fewest numpy calls (each costs about a microsecond on
+    these small arrays, more than its arithmetic).
+    """
+    r = R.diagonal()
+    if mask is not None and not mask.all():
+        rows = np.flatnonzero(mask)
+        z, H, r = z[rows], H[rows], r[rows]
+        if not diagonal:  # a diagonal S needs only R's diagonal (np.ix_ is slow)
+            R = R[np.ix_(rows, rows)]
+    m = len(z)
+    if m == 0:
+        P0 = 0.5 * (P + P.T)
+        if not stats:
+            return x, P0, None
+        zero = np.zeros(())
+        return x, P0, UpdateStats(zero, np.zeros((), np.int64), np.zeros(0), np.zeros(0), zero)
+    y = z - H @ x  # y = z - H x
+    PHT = P @ H.T
+    S = H @ PHT  # H P H^T (+ R below)
+    logdet = None
+    if diagonal:
+        # S = H P H^T + R is diagonal: S^-1 is one over its diagonal s.
+        s = S.diagonal() + r
+        K = PHT / s  # K = P H^T S^-1
+        w = y / s  # S^-1 y
+    else:
+        S += R  # S = H P H^T + R
+        SI = np.linalg.inv(S)
+        K = PHT @ SI  # K = P H^T S^-1
+        w = SI @ y
+        s = S.diagonal()
+        if stats:
+            logdet = np.asarray(np.linalg.slogdet(S)[1])
+    x_new = x + PHT @ w  # x+ = x + K y
+    P_new = P - K @ PHT.T  # P+ = (I - K H) P = P - K (P H^T)^T
+    P_new = 0.5 * (P_new + P_new.T)  # symmetrised
     if not stats:
         return x_new, P_new, None
-    nis = np.einsum("ni,nij,nj->n", y, SI, y)
-    dof = mask.sum(axis=1).astype(np.int64) if mask is not None else np.full(N, m, np.int64)
-    _, logdet = np.linalg.slogdet(S)  # identity blocks of missing entries add log 1 = 0
-    ll = np.where(dof > 0, -0.5 * (dof * LOG_2PI + logdet + nis), 0.0)
-    nis = np.where(dof > 0, nis, 0.0)
-    return x_new, P_new, UpdateStats(nis, dof, ll)
+    nis = np.asarray(y @ w)  # y^T S^-1 y
+    return x_new, P_new, UpdateStats(nis, np.asarray(m), y, s, logdet)
 
 
 def is_spd(P: Array, tol: float = 0.0) -> bool:
@@ -300,21 +393,29 @@ def project(
     ``(x~ - x)^T P^-1 (x~ - x)`` on the active set. Constraints are activated
     one by one until none is violated (at most one pass per constraint). The
     covariance is left unchanged, so it stays symmetric positive definite.
+    With one active constraint ``d`` (the usual case: one metric past its
+    bound) the correction is ``P d (d x - b) / (d P d)``, without a solve.
     """
     active: dict[int, float] = {}
-    xt = x.copy()
+    xt = x
+    lo, hi = lower.tolist(), upper.tolist()
     for _ in range(max_iter or len(D) + 1):
-        v = D @ xt
+        v = (D @ xt).tolist()
         viol = [
-            (i, lower[i] if v[i] < lower[i] else upper[i])
-            for i in range(len(D))
-            if (v[i] < lower[i] - 1e-12 or v[i] > upper[i] + 1e-12) and i not in active
+            (i, lo[i] if v[i] < lo[i] else hi[i])
+            for i in range(len(v))
+            if (v[i] < lo[i] - 1e-12 or v[i] > hi[i] + 1e-12) and i not in active
         ]
         if not viol:
             return xt
         for i, bound in viol:
             active[i] = float(bound)
         idx = list(active)
+        if len(idx) == 1:
+            d = D[idx[0]]
+            Pd = P @ d
+            xt = x - Pd * ((float(d @ x) - active[idx[0]]) / float(d @ Pd))
+            continue
         Da = D[idx]
         da = np.array([active[i] for i in idx])
         M = Da @ P @ Da.T
@@ -324,11 +425,12 @@ def project(
             break
         xt = x - corr
     # Fallback when the active-set pass did not settle (degenerate P): clip.
-    v = D @ xt
+    xt = xt.copy()
+    v = (D @ xt).tolist()
     for i in range(len(D)):
-        if v[i] < lower[i] or v[i] > upper[i]:
+        if v[i] < lo[i] or v[i] > hi[i]:
             row = D[i]
-            target = min(max(v[i], lower[i]), upper[i])
+            target = min(max(v[i], lo[i]), hi[i])
             xt = xt + row * (target - v[i]) / float(row @ row)
     return xt
 

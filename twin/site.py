@@ -26,17 +26,20 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.special import chdtrc  # chi-square survival function, a plain ufunc
 
 from federation.model import Site
+from twin.calibration import LeadCalibrator
 from twin.errors import ModelError
-from twin.kalman import Array, predict, project
+from twin.faults import GATE, CriticalValues, Fault, window_fails
+from twin.kalman import Array, UpdateStats, predict, project, update
 from twin.ssm import BlockSpec, StateSpaceModel
 from twin.state import SiteStatus
-from twin.telemetry import TelemetrySample
+from twin.telemetry import METRICS, TelemetrySample
 
 HOUR = 3600.0
 CONTROLS = ("cores", "work")
@@ -54,7 +57,17 @@ class TwinConfig:
     ``up`` false, and stale when silent), once ``confirm`` consecutive windows agree. The test
     leaves out the window's ``trim`` most extreme samples, so that a single
     outlier does not flag a site while a fault that persists does. No sample
-    for more than ``stale_after_s`` seconds: stale.
+    for more than ``stale_after_s`` seconds: stale. A metric repeating exactly
+    the same value (away from its bounds) ``stuck_after`` samples in a row is a
+    stuck sensor. One sample whose own p-value is below ``alpha_jump`` is a
+    suspected jump, confirmed as a fault when the next ``confirm`` samples also
+    disagree with the estimate from before it. A flagged fault stays flagged
+    until the site recovers or an operator accepts the new level (``twin.faults``).
+
+    With ``calibrate`` the published standard deviations are rescaled per
+    metric and lead by a ``LeadCalibrator`` (``twin.calibration``) that learns
+    from the twin's own past forecasts, forgetting with a half-life of
+    ``calibration_half_life`` errors per lead (see ``SiteTwin.forecast``).
     """
 
     horizon: int = 48
@@ -64,7 +77,11 @@ class TwinConfig:
     trim: int = 2
     alpha_degraded: float = 1e-3
     alpha_down: float = 1e-9
+    alpha_jump: float = 1e-6
     stale_after_s: float = 3 * 3600.0
+    stuck_after: int = 12
+    calibrate: bool = True
+    calibration_half_life: float = 168.0
 
     def __post_init__(self) -> None:
         if min(self.horizon, self.nis_window, self.confirm) < 1 or self.slot_seconds <= 0:
@@ -73,8 +90,14 @@ class TwinConfig:
             raise ModelError("trim must be >= 0 and smaller than nis_window")
         if not 0 < self.alpha_down < self.alpha_degraded < 1:
             raise ModelError("need 0 < alpha_down < alpha_degraded < 1")
+        if not 0 < self.alpha_jump < 1:
+            raise ModelError("need 0 < alpha_jump < 1")
         if self.stale_after_s <= 0:
             raise ModelError("stale_after_s must be > 0")
+        if self.stuck_after < 2:
+            raise ModelError("stuck_after must be >= 2 samples")
+        if not self.calibration_half_life > 0:
+            raise ModelError("calibration_half_life must be > 0 (errors)")
 
 
 def default_blocks(site: Site, links: Mapping[str, float]) -> tuple[BlockSpec, ...]:
@@ -183,6 +206,16 @@ class SiteForecast:
 
 
 @dataclass
+class _Issued:
+    """A forecast the twin published, kept until every slot of it has been observed."""
+
+    t: float  # issue time (the estimate's)
+    mean: Array  # (horizon, metrics), as published (bounded means clipped)
+    sd: Array  # (horizon, metrics), the model's, before calibration
+    scored: NDArray[np.bool_]  # (horizon, metrics): slot and metric already scored
+
+
+@dataclass
 class Counters:
     """What happened to the samples a twin was given."""
 
@@ -191,6 +224,9 @@ class Counters:
     rejected_out_of_order: int = 0
     conflicting: int = 0
     ignored_metrics: int = 0
+    faults: int = 0
+    faults_recovered: int = 0
+    faults_accepted: int = 0
 
 
 class SiteTwin:
@@ -227,15 +263,66 @@ class SiteTwin:
         self._history: deque[tuple[float, int]] = deque(
             maxlen=self.config.nis_window + self.config.confirm - 1
         )
+        # The sums of NIS and dof over the last ``nis_window`` entries, kept as they come:
+        # a window whose untrimmed sum is below the smallest critical value it could be
+        # tested against passes without the trimmed test (most samples, on a sound model).
+        self._wsum = 0.0
+        self._wdof = 0
         self._tests = 0  # windows to test since ``_seed`` (at most ``confirm``)
         self._seed: list[float] = []  # p-values of windows tested before a snapshot
         self._recent: tuple[int, list[float]] | None = None  # (updates, p-values) cache
         self._updates = 0
         self.counters = Counters()
         self._D, self._lo, self._hi = self.model.constraints()
+        # the bounds as Python floats (checked after every update; numpy's per-call cost on
+        # three numbers is larger than the comparison)
+        self._limits = list(
+            zip((self._lo - 1e-12).tolist(), (self._hi + 1e-12).tolist(), strict=True)
+        )
         self._row = {name: i for i, name in enumerate(self.model.observations)}
+        # Where each observed metric is read from a sample, in the model's order: an
+        # attribute (``utilisation``...) or a link's destination (``link:<dst>``).
+        self._fields: list[tuple[str, str | None, str]] = [
+            (name, None, name.removeprefix("link:"))
+            if name.startswith("link:")
+            else (name, name, "")
+            for name in self.model.observations
+        ]
+        self._link_dsts = frozenset(dst for _, attr, dst in self._fields if attr is None)
+        self._unmodelled = tuple(m for m in METRICS if m not in self._row)
+        self._dt = math.nan  # the last interval and its (A, Q): telemetry is mostly regular
+        self._AQ: tuple[Array, Array] | None = None
         self._separable = self._check_separable()
         self._reduced: dict[tuple[str, ...], tuple[Array, Array]] = {}
+        # Faults (``twin.faults``): the last estimates (a reference is taken from the
+        # oldest), consecutive failed window tests, runs of identical values per metric.
+        cfg = self.config
+        self._past: deque[tuple[float, Array, Array]] = deque(
+            maxlen=max(cfg.nis_window + cfg.confirm, cfg.stuck_after) + 1
+        )
+        self._fails = 0
+        # chi-square critical values by degrees of freedom, looked up after every sample
+        m = len(self.model.observations)
+        self._critical = CriticalValues(cfg.alpha_degraded).table(cfg.nis_window * m)
+        self._jump = CriticalValues(cfg.alpha_jump).table(m)
+        self._trim_dof = cfg.trim * m
+        self._runs: dict[str, tuple[float, int]] = {}
+        self._bounds = {
+            b.name: (
+                -math.inf if b.lower is None else b.lower,
+                math.inf if b.upper is None else b.upper,
+            )
+            for b in self.model.blocks
+        }
+        self.fault: Fault | None = None
+        # Calibration (``forecast``): per metric, the spread factor of each lead, learned
+        # from the forecasts published (at most one a slot) and the samples after them.
+        self.calibration = {
+            name: LeadCalibrator(cfg.horizon, cfg.calibration_half_life)
+            for name in self.model.observations
+        }
+        self._issued: deque[_Issued] = deque(maxlen=cfg.horizon + 1)
+        self._observed: list[tuple[float, list[str], list[float]]] = []
 
     @property
     def site_id(self) -> str:
@@ -253,33 +340,60 @@ class SiteTwin:
             raise ModelError(
                 f"sample of site {sample.site!r} given to the twin of {self.site.id!r}"
             )
-        obs = sample.observed()
-        known = {k: v for k, v in obs.items() if k in self.model.offsets}
-        self.counters.ignored_metrics += len(obs) - len(known)
-        if self.t is not None and sample.timestamp < self.t:
+        # The observed metrics in the model's order (one pass; the unknown ones counted).
+        present: list[str] = []
+        zs: list[float] = []
+        links = sample.links
+        for name, attr, dst in self._fields:
+            v = getattr(sample, attr) if attr is not None else links.get(dst)
+            if v is not None:
+                present.append(name)
+                zs.append(v)
+        if self._unmodelled or (links and not self._link_dsts.issuperset(links)):
+            given = len(links) + sum(getattr(sample, m) is not None for m in METRICS)
+            self.counters.ignored_metrics += given - len(present)
+        known = dict(zip(present, zs, strict=True))
+        t = sample.timestamp
+        if self.t is not None and t < self.t:
             self.counters.rejected_out_of_order += 1
             return "rejected"
-        if self.t is not None and sample.timestamp == self.t:
+        if self.t is not None and t == self.t:
             if known == self.last_values and sample.up == self.up:
                 self.counters.duplicates += 1
                 return "duplicate"
             self.counters.conflicting += 1
             return "conflicting"
+        dof = 0
         if self.x is None or self.P is None or self.t is None:
             self.x, self.P = self.model.initial(known)
             # the first sample defines the levels; nothing to test against yet
         else:
-            nis, dof = self._step(self.x, self.P, sample.timestamp - self.t, known)
+            nis, dof = self._step(self.x, self.P, t - self.t, tuple(present), zs)
             if dof > 0:
-                self._history.append((nis, dof))
+                h = self._history
+                if len(h) >= self.config.nis_window:  # the window's oldest entry leaves it
+                    old = h[-self.config.nis_window]
+                    self._wsum -= old[0]
+                    self._wdof -= old[1]
+                self._wsum += nis
+                self._wdof += dof
+                h.append((nis, dof))
                 self._tests = min(self._tests + 1, self.config.confirm)
                 self._updates += 1
-        if len(self._D):
-            v = self._D @ self.x
-            if not ((v >= self._lo - 1e-12) & (v <= self._hi + 1e-12)).all():
-                self.x = project(self.x, self.P, self._D, self._lo, self._hi)
-        self.t = sample.timestamp
-        self.last_sample_t = sample.timestamp
+        if self._limits:
+            for v, (lo, hi) in zip((self._D @ self.x).tolist(), self._limits, strict=True):
+                if v < lo or v > hi:
+                    self.x = project(self.x, self.P, self._D, self._lo, self._hi)
+                    break
+        self._watch(t, present, zs, dof)
+        if self._issued and self.fault is None and present:
+            # scored against the forecasts published before it (when the next is made)
+            self._observed.append((t, present, zs))
+            if len(self._observed) >= 1024:
+                self._score()
+        self._past.append((t, self.x, self.P))
+        self.t = t
+        self.last_sample_t = t
         self.last_values = known
         self.up = sample.up
         self.counters.applied += 1
@@ -295,40 +409,34 @@ class SiteTwin:
             hit = self._reduced[present] = (H, R)
         return hit
 
-    def _step(self, x: Array, P: Array, dt: float, known: Mapping[str, float]) -> tuple[float, int]:
-        """Predict over ``dt`` with the pending control, then update with ``known``.
+    def _step(
+        self, x: Array, P: Array, dt: float, present: tuple[str, ...], zs: list[float]
+    ) -> tuple[float, int]:
+        """Predict over ``dt`` with the pending control, then update with the values ``zs``
+        of the metrics ``present`` (in the model's order).
 
-        The single-site form of ``twin.kalman.predict`` and ``update`` (same
-        equations, the missing observations taken out of ``H`` and ``R`` instead of
-        masked): about three times cheaper per sample than a batch of one, which is
-        what telemetry ingest runs on. Returns the update's ``(nis, dof)``.
+        ``twin.kalman.predict`` and ``update`` on this site's arrays, the missing
+        observations taken out of ``H`` and ``R`` (cached per pattern), with the
+        diagonal-``S`` fast path while the blocks stay uncorrelated
+        (``_separable``). Returns the update's ``(nis, dof)``.
         """
-        A, Q = self.model.transition(dt)
-        x = A @ x  # x' = A x + B u
-        if self.pending.any():
-            x = x + self.model.B @ self.pending
+        if dt == self._dt and self._AQ is not None:
+            A, Q = self._AQ
+        else:
+            A, Q = self._AQ = self.model.transition(dt)
+            self._dt = dt
+        pending = self.pending
+        if pending[0] or pending[1]:
+            x, P = predict(x, P, A, Q, self.model.B, pending)  # x' = A x + B u
             self.pending = np.zeros(len(CONTROLS))
-        P = A @ P @ A.T + Q  # P' = A P A^T + Q
-        present = tuple(n for n in self._row if n in known)  # in the model's order
+        else:
+            x, P = predict(x, P, A, Q)  # x' = A x, P' = A P A^T + Q
         if not present:
             self.x, self.P = x, 0.5 * (P + P.T)
             return 0.0, 0
         H, R = self._observation(present)
-        y = np.array([known[n] for n in present]) - H @ x  # y = z - H x
-        PHT = P @ H.T
-        if self._separable:
-            # S = H P H^T + R is diagonal (see ``_separable``): S^-1 is 1 / its diagonal.
-            s = np.einsum("ij,ji->i", H, PHT) + np.diagonal(R)
-            K = PHT / s  # K = P H^T S^-1
-            nis = float(y @ (y / s))
-        else:
-            SI = np.linalg.inv(H @ PHT + R)  # S = H P H^T + R
-            K = PHT @ SI  # K = P H^T S^-1
-            nis = float(y @ SI @ y)
-        self.x = x + K @ y
-        P = P - K @ PHT.T  # (I - K H) P, symmetrised below
-        self.P = 0.5 * (P + P.T)
-        return nis, len(present)
+        self.x, self.P, st = update(x, P, np.array(zs), H, R, stats=True, diagonal=self._separable)
+        return float(cast(UpdateStats, st).nis), len(present)
 
     def _check_separable(self) -> bool:
         """Whether every innovation covariance ``S = H P H^T + R`` is diagonal.
@@ -346,6 +454,125 @@ class SiteTwin:
             o = self.model.offsets[b.name]
             same[o : o + b.dim, o : o + b.dim] = True
         return not np.any(self.P[~same])
+
+    # --- faults ----------------------------------------------------------------------------
+    def _watch(self, t: float, present: list[str], zs: list[float], dof: int) -> None:
+        """Open a fault, or follow the open one against its reference (``twin.faults``)."""
+        stuck = self._stuck(present, zs)
+        if self.fault is not None:
+            self._follow(t, present, zs, stuck)
+            return
+        cfg = self.config
+        if dof > 0 and len(self._history) >= cfg.nis_window:
+            fails = window_fails(
+                self._history,
+                cfg.nis_window,
+                cfg.trim,
+                (self._wsum, self._wdof),
+                self._trim_dof,
+                self._critical,
+            )
+            self._fails = self._fails + 1 if fails else 0
+        if self._fails >= cfg.confirm:
+            self._open("innovation", t, ())
+        elif stuck:
+            self._open("stuck", t, stuck)
+        elif dof > 0 and self._history[-1][0] > self._jump[dof]:
+            # one extreme innovation: a suspected jump, confirmed by the next samples
+            self._open("jump", t, (), confirmed=False)
+
+    def _stuck(self, present: list[str], zs: list[float]) -> tuple[str, ...]:
+        """Metrics that repeated the same value ``stuck_after`` samples in a row (off bounds)."""
+        out: tuple[str, ...] = ()
+        runs = self._runs
+        for name, v in zip(present, zs, strict=True):
+            prev = runs.get(name)
+            if prev is None or prev[0] != v:
+                runs[name] = (v, 1)  # a new value starts a run
+                continue
+            lo, hi = self._bounds[name]
+            # a value at its bound (an idle site's 0, an empty queue) repeats legitimately
+            n = 1 if v <= lo or v >= hi else prev[1] + 1
+            runs[name] = (v, n)
+            if n >= self.config.stuck_after:
+                out += (name,)
+        return out
+
+    def _open(self, kind: str, t: float, blocks: tuple[str, ...], confirmed: bool = True) -> None:
+        if kind == "jump" and self._past:
+            t0, x0, P0 = self._past[-1]  # the estimate just before the jump
+        elif self._past:
+            t0, x0, P0 = self._past[0]  # before the windows (or the run) that flagged
+        else:  # resumed from a snapshot: the current estimate is all there is
+            t0, x0, P0 = float(self.t or t), cast(Array, self.x), cast(Array, self.P)
+        self.fault = Fault(
+            kind, t, t0, x0, P0, blocks, deque(maxlen=self.config.nis_window), confirmed=confirmed
+        )
+        if confirmed:
+            self.counters.faults += 1
+
+    def _follow(
+        self, t: float, present: list[str], zs: list[float], stuck: tuple[str, ...]
+    ) -> None:
+        """Predict the reference to ``t``; test the sample against it; recover when it agrees."""
+        f = cast(Fault, self.fault)
+        cfg = self.config
+        if t > f.t:
+            A, Q = self.model.transition(t - f.t)
+            f.x, f.P = predict(f.x, f.P, A, Q)  # the reference, as if the fault never came
+            f.t = t
+        if not present:
+            return
+        if f.kind == "stuck" and stuck:
+            f.passed = 0  # still stuck: nothing to learn, not recovered
+            return
+        H, R = self._observation(tuple(present))
+        x2, P2, st = update(f.x, f.P, np.array(zs), H, R, stats=True, diagonal=self._separable)
+        nis = float(cast(UpdateStats, st).nis)
+        f.history.append((nis, len(present)))
+        if not f.confirmed:
+            if chdtrc(len(present), nis) >= GATE:  # the jump did not last: an outlier
+                self.x, self.P = x2, P2
+                self._clear()
+            elif len(f.history) >= cfg.confirm:
+                f.confirmed = True
+                self.counters.faults += 1
+            return
+        # Confirmed: the reference learns only from samples whose whole window agrees
+        # with it, so that it cannot drift to the faulty level one plausible sample at a time.
+        if len(f.history) == cfg.nis_window and _chi2_test(f.history, 0)[2] >= cfg.alpha_degraded:
+            f.x, f.P = x2, P2
+            f.passed += 1
+        else:
+            f.passed = 0
+        if f.passed >= cfg.confirm:
+            self.x, self.P = f.x, f.P  # the reference followed the healthy samples
+            self.counters.faults_recovered += 1
+            self._clear()
+
+    def _clear(self) -> None:
+        """No open fault, and the innovation windows start afresh."""
+        self.fault = None
+        self._fails = 0
+        self._history.clear()
+        self._wsum, self._wdof = 0.0, 0
+        self._tests = 0
+        self._seed = []
+        self._recent = None
+        self._runs.clear()
+        self._past.clear()
+
+    def accept(self) -> bool:
+        """An operator accepts the site's new level: the open fault is closed (False: none).
+
+        The live estimate, which has followed the site, is kept; the anomaly
+        windows restart from the next sample.
+        """
+        if self.fault is None or not self.fault.confirmed:
+            return False
+        self.counters.faults_accepted += 1
+        self._clear()
+        return True
 
     # --- anomaly detection -----------------------------------------------------------------
     @property
@@ -398,6 +625,10 @@ class SiteTwin:
             return SiteStatus.DOWN, 0.0
         # the least significant of the last ``confirm`` window tests
         p = max(self.recent_p) if len(self.recent_p) == self.config.confirm else 1.0
+        if self.fault is not None and self.fault.confirmed:
+            # flagged until recovered or accepted, however well the live filter now fits
+            ref = _chi2_test(self.fault.history, 0)[2] if self.fault.history else 0.0
+            p = min(p, ref, 0.5 * self.config.alpha_degraded)
         if p < self.config.alpha_down:
             # The innovations say the model no longer explains the site, not that the
             # site stopped: a statistical test alone flags it degraded (health 0).
@@ -450,27 +681,76 @@ class SiteTwin:
         horizon: int | None = None,
         slot_seconds: float | None = None,
         controls: Sequence[tuple[float, float]] | Array | None = None,
+        calibrated: bool | None = None,
     ) -> SiteForecast:
         """Forecasts of every observed metric at the middle of each slot (see ``predict_states``).
 
         With ``controls`` the forecast is conditional on that planned dispatch
-        (what-if). Means of bounded metrics are clipped to their bounds; the
-        standard deviation is that of the observation, ``sqrt(h P h^T + r)``.
+        (what-if). Means of bounded metrics are clipped to their bounds. The
+        model's standard deviation is that of the observation, ``sqrt(h P h^T + r)``;
+        ``calibrated`` (default ``config.calibrate``) multiplies it, per metric
+        and lead, by the factor its ``LeadCalibrator`` learned (``twin.calibration``):
+        the plain forecast (no controls, the configured horizon and slot) is
+        remembered, at most one a slot, and each later sample is scored against
+        it (``(y - mean) / sd`` at the lead of the slot the sample ends: a sample
+        at the boundary of two slots counts for the earlier one; one sample per
+        slot and metric) when the next forecast is made. Samples taken while a
+        fault is open are left out. So the bands the planners read
+        (``mean - z * std``) cover as often as they claim, on what this site did.
         """
         s = slot_seconds or self.config.slot_seconds
         xs, Ps = self.predict_states(horizon, s, controls)
         Hm, r = self.model.H, np.diag(self.model.R)
         means = xs @ Hm.T  # E[y_k] = C x_k
         stds = np.sqrt(np.maximum(np.einsum("ij,kjl,il->ki", Hm, Ps, Hm) + r, 0.0))
-        out: dict[str, BlockForecast] = {}
         for i, b in enumerate(self.model.blocks):
-            mu = means[:, i]
             if b.lower is not None or b.upper is not None:
                 lo = -math.inf if b.lower is None else b.lower
                 hi = math.inf if b.upper is None else b.upper
-                mu = np.clip(mu, lo, hi)
-            out[b.name] = BlockForecast(tuple(map(float, mu)), tuple(map(float, stds[:, i])))
+                means[:, i] = np.clip(means[:, i], lo, hi)
+        H = len(means)
+        if self.config.calibrate if calibrated is None else calibrated:
+            self._score()
+            t = float(cast(float, self.t))
+            cfg = self.config
+            if (
+                controls is None
+                and cfg.horizon == H
+                and s == cfg.slot_seconds
+                and (not self._issued or t >= self._issued[-1].t + s)
+            ):
+                self._issued.append(_Issued(t, means, stds, np.zeros(means.shape, dtype=bool)))
+            factors = np.column_stack(
+                [_leads(self.calibration[name].factor(), H) for name in self.model.observations]
+            )
+            stds = stds * factors
+        out = {
+            b.name: BlockForecast(tuple(map(float, means[:, i])), tuple(map(float, stds[:, i])))
+            for i, b in enumerate(self.model.blocks)
+        }
         return SiteForecast(self.site.id, float(self.t or 0.0), s, out)
+
+    def _score(self) -> None:
+        """Score the samples since the last call against the forecasts published before them."""
+        if not self._observed:
+            return
+        s = self.config.slot_seconds
+        H = self.config.horizon
+        row = self._row
+        for t, present, zs in self._observed:
+            for f in self._issued:
+                k = math.ceil((t - f.t) / s) - 1  # the slot (t_f + k s, t_f + (k + 1) s]
+                if not 0 <= k < H:
+                    continue
+                for name, v in zip(present, zs, strict=True):
+                    i = row[name]
+                    if not f.scored[k, i]:  # the first sample of the slot
+                        f.scored[k, i] = True
+                        self.calibration[name].update(k, (v - f.mean[k, i]) / f.sd[k, i])
+        self._observed.clear()
+        latest = float(cast(float, self.t))
+        while self._issued and self._issued[0].t + H * s <= latest:
+            self._issued.popleft()  # every slot of it has passed
 
     # --- persistence -----------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -488,6 +768,10 @@ class SiteTwin:
             "recent_p": self.recent_p,
             "counters": asdict(self.counters),
             "blocks": [asdict(b) for b in self.model.blocks],
+            "fault": None if self.fault is None else self.fault.to_state(),
+            "fails": self._fails,
+            "runs": {k: list(v) for k, v in self._runs.items()},
+            "calibration": {k: c.to_state() for k, c in self.calibration.items()},
         }
 
     @classmethod
@@ -519,9 +803,27 @@ class SiteTwin:
         # Older snapshots have only the window; either way the p-values saved are kept.
         saved = state.get("history", state.get("window", []))
         twin._history.extend((float(a), int(b)) for a, b in saved)
+        last = list(twin._history)[-config.nis_window :]
+        twin._wsum = sum(v for v, _ in last)
+        twin._wdof = sum(d for _, d in last)
         twin._seed = [float(p) for p in state.get("recent_p", [])][-config.confirm :]
         twin.counters = Counters(**state.get("counters", {}))
+        if state.get("fault") is not None:
+            twin.fault = Fault.from_state(state["fault"], config.nis_window)
+        twin._fails = int(state.get("fails", 0))
+        twin._runs = {k: (float(v), int(n)) for k, (v, n) in state.get("runs", {}).items()}
+        for name, cal in state.get("calibration", {}).items():
+            restored = LeadCalibrator.from_state(cal)
+            if name in twin.calibration and restored.leads == config.horizon:
+                twin.calibration[name] = restored  # (a changed horizon starts afresh)
         return twin
+
+
+def _leads(factor: Array, horizon: int) -> Array:
+    """``factor`` per lead cut or extended (with its last value) to ``horizon`` leads."""
+    if len(factor) >= horizon:
+        return factor[:horizon]
+    return np.concatenate([factor, np.full(horizon - len(factor), factor[-1])])
 
 
 def _chi2_test(entries: Sequence[tuple[float, int]], trim: int) -> tuple[float, int, float]:

@@ -66,11 +66,14 @@ class BlockSpec:
     ar: bool = False
     daily: int = 0
     weekly: int = 0
+    slow: bool = False
     q_level: float = 1e-8
     q_trend: float = 1e-14
     tau_trend: float = 6 * 3600.0
     q_ar: float = 1e-6
     tau_ar: float = 6 * 3600.0
+    q_slow: float = 1e-6
+    tau_slow: float = 3 * DAY
     q_season: float = 1e-10
     q_week: float = 1e-10
     q_inflow: float = 1e-6
@@ -89,6 +92,8 @@ class BlockSpec:
             names.append(f"{self.name}.trend")
         if self.ar:
             names.append(f"{self.name}.ar")
+        if self.slow:
+            names.append(f"{self.name}.slow")
         for j in range(1, self.daily + 1):
             names += [f"{self.name}.day{j}.c", f"{self.name}.day{j}.s"]
         for j in range(1, self.weekly + 1):
@@ -124,6 +129,11 @@ class BlockSpec:
         if self.ar:
             F[i, i] = -1.0 / self.tau_ar  # d ar = -ar / tau dt + dW
             Qc[i, i] = self.q_ar
+            h[i] = 1.0
+            i += 1
+        if self.slow:
+            F[i, i] = -1.0 / self.tau_slow  # d slow = -slow / tau_slow dt + dW
+            Qc[i, i] = self.q_slow
             h[i] = 1.0
             i += 1
         for period, count, q in (
@@ -186,12 +196,29 @@ def discretise(F: Array, Qc: Array, dt: float) -> tuple[Array, Array]:
     return A, 0.5 * (Q + Q.T)
 
 
+_TRANSITIONS: dict[bytes, dict[float, tuple[Array, Array]]] = {}
+"""``(A, Q)`` per interval, per distinct ``(F, Qc)``: shared by every model with the same
+drift and diffusion (the sites of a federation with the same blocks, a twin rebuilt from
+its parameters), since each new interval costs a matrix exponential."""
+
+
+def _transitions(F: Array, Qc: Array) -> dict[float, tuple[Array, Array]]:
+    key = F.tobytes() + Qc.tobytes()
+    hit = _TRANSITIONS.get(key)
+    if hit is None:
+        if len(_TRANSITIONS) >= 256:
+            del _TRANSITIONS[next(iter(_TRANSITIONS))]  # the oldest model's
+        hit = _TRANSITIONS[key] = {}
+    return hit
+
+
 @dataclass
 class StateSpaceModel:
     """A stack of independent blocks, with controls entering through ``B``.
 
     ``controls`` names the control inputs ``u``; ``B`` has one row per state.
-    ``transition(dt)`` caches ``(A, Q)`` per distinct interval.
+    ``transition(dt)`` caches ``(A, Q)`` per distinct interval, shared with every
+    model of the same ``F`` and ``Qc`` (the arrays are read-only).
     """
 
     blocks: tuple[BlockSpec, ...]
@@ -221,6 +248,7 @@ class StateSpaceModel:
             o = self.offsets[b.name]
             self.H[i, o : o + b.dim] = h
         self.R = np.diag([b.r for b in self.blocks])
+        self._cache = _transitions(self.F, self.Qc)
         if self.B.size == 0:
             self.B = np.zeros((n, len(self.controls)))
         if self.B.shape != (n, len(self.controls)):
@@ -251,7 +279,10 @@ class StateSpaceModel:
         if hit is None:
             if len(self._cache) > 4096:
                 self._cache.clear()
-            hit = self._cache[key] = discretise(self.F, self.Qc, key)
+            A, Q = discretise(self.F, self.Qc, key)
+            A.setflags(write=False)  # shared: never changed in place
+            Q.setflags(write=False)
+            hit = self._cache[key] = (A, Q)
         return hit
 
     def initial(self, first: dict[str, float] | None = None) -> tuple[Array, Array]:

@@ -5,27 +5,19 @@ One buffer service runs per site (``continuum buffer serve --site ID --dir PATH
 (``issue_token``) and moves data with ``datalogistics.transfer``.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from datalogistics.buffers.client import BufferClient, BufferRef, SiteClient
-from datalogistics.buffers.store import BufferInfo, BufferState, BufferStore, Quota, TagInfo
-from datalogistics.buffers.tokens import Capability, Right, issue_token, verify_token
+from federation.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from datalogistics.buffers.client import BufferClient, BufferRef, SiteClient
     from datalogistics.buffers.service import create_app, load_or_create_secret, serve
+    from datalogistics.buffers.store import BufferInfo, BufferState, BufferStore, Quota, TagInfo
+    from datalogistics.buffers.tokens import Capability, Right, issue_token, verify_token
 
-_SERVICE = ("create_app", "load_or_create_secret", "serve")
-
-
-def __getattr__(name: str) -> Any:
-    # The service (FastAPI) loads only when asked for: clients and the transfer engine
-    # do not pull in a web framework.
-    if name in _SERVICE:
-        from datalogistics.buffers import service
-
-        return getattr(service, name)
-    raise AttributeError(f"module 'datalogistics.buffers' has no attribute {name!r}")
-
+if not TYPE_CHECKING:  # mypy reads the imports above; at run time they load on first use (the
+    # service's FastAPI only when asked for: clients and the transfer engine do not need it)
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "BufferClient",

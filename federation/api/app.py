@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from federation.api import errors
+from federation.api import dashboard, errors
 from federation.api.aai import LocalVerifier, Verifier, make_verifier
 from federation.api.deps import ApiContext
 from federation.api.engine import Engine
@@ -236,6 +236,8 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served by the dashboard module from the package's files (no CDN)
+        redoc_url=None,
         title="continuum federation API",
         version=API_VERSION,
         description=(
@@ -253,6 +255,7 @@ def create_app(
         app.include_router(router)
     # the published schema declares every error answer (ErrorBody), routes added later included
     declare_error_responses(app)
+    dashboard.install(app, settings)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

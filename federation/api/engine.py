@@ -265,7 +265,9 @@ class Engine:
             key = (self._version, int(time.time()) if now is None else now)
             if self._view is not None and self._view[0] == key:
                 return self._view[1]
-            view = self.twin().view(now)
+            from federation.api.routers.site_state import merge_pushed  # (routers import us)
+
+            view = merge_pushed(self.ctx.store, self.twin().view(now), now)  # agent-fed sites
             self._view = (key, view)
             return view
 

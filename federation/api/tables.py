@@ -165,12 +165,30 @@ class PlanWorkflowRow(Base):
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class SiteStateRow(Base):
+    """The last ``AbstractSiteState`` a site's own twin pushed (agent-fed sites).
+
+    Only the abstracted state is kept, never raw telemetry. ``accept_requested``
+    holds an operator's request to accept a new level until the site's next
+    push picks it up.
+    """
+
+    __tablename__ = "api_site_states"
+
+    site_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[float] = mapped_column(Float)
+    pushed_by: Mapped[str] = mapped_column(String(256), default="")
+    accept_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 __all__ = [
     "MadppRow",
     "PlanRow",
     "PlanWorkflowRow",
     "SimulationRow",
     "SiteRow",
+    "SiteStateRow",
     "TelemetryRow",
     "WorkflowInputsRow",
     "WorkflowRow",

@@ -32,18 +32,29 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    """Federated continuum digital-twin orchestrator."""
-    common.STATE.debug = debug
-    if version:
+def _print_version(value: bool) -> None:
+    # Eager: runs while the options are parsed, before click asks for a command.
+    if value:
         from importlib.metadata import version as pkg_version
 
         typer.echo(f"continuum {pkg_version('continuum-twin')}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        expose_value=False,
+        callback=_print_version,
+    ),
+) -> None:
+    """Federated continuum digital-twin orchestrator."""
+    common.STATE.debug = debug
 
 
 core.register(app)

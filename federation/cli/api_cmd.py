@@ -63,12 +63,15 @@ def serve(
     if app.state.local_token:
         console.print(
             f'e.g. curl -H "Authorization: Bearer $TOKEN" {url}/api/v1/sites\n'
-            "local mode (no Keycloak): the admin token, shown only now:\n"
+            "local mode (no Keycloak): the dashboard (the token rides in the URL's fragment, "
+            "never sent to a server) and the admin token, shown only now:\n"
+            f"    {url}/#token={app.state.local_token}\n"
             f"    Authorization: Bearer {app.state.local_token}",
             soft_wrap=True,
         )
     else:
         console.print(f"Keycloak mode: tokens of {settings.issuer} for {settings.audience}")
+        console.print(f"dashboard: {url}/ (log in with the realm)")
     console.file.flush()
     server.run(sockets=[sock])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,16 +13,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from federation.errors import InvalidInput
+PAGE_WIDTH = 200
+"""Columns of output that is not a terminal (a log, a pipe): rich would assume 80."""
 
 
 def _width(stream: object) -> int | None:
-    # Rich falls back to 80 columns when output is not a terminal, which squashes
-    # the wide tables into ellipses in logs and CI; use a wider page there.
+    # On a terminal (or with COLUMNS set) rich reads the width; elsewhere use a wide page,
+    # and ``fitted_table`` keeps every table within it whole (no column cut short).
     isatty = getattr(stream, "isatty", None)
     if (callable(isatty) and isatty()) or "COLUMNS" in os.environ:
         return None
-    return 160
+    return PAGE_WIDTH
 
 
 console = Console(highlight=False, width=_width(sys.stdout))
@@ -39,6 +41,8 @@ class _State:
 STATE = _State()
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from federation.model import Federation
     from orchestrator.workflow import Workflow
 
@@ -59,8 +63,66 @@ class DemoContext:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a ``fitted_table``: its header (a second line for the unit), the row's
+    key, how a value is written, and its rank (lower ranks stay when the page is narrow)."""
+
+    header: str
+    key: str
+    fmt: Callable[[Any], str] = str
+    rank: int = 1
+    left: bool = False
+
+
+def fitted_table(
+    title: str,
+    columns: Sequence[Column],
+    rows: Sequence[Mapping[str, Any]],
+    width: int | None = None,
+    more: str = "",
+) -> Table:
+    """A table whose cells are never cut short: when the page (the console's width) cannot
+    hold every column whole, the columns of the highest ranks are left out, and the
+    caption says which (and ``more``: where the whole table is)."""
+    from rich.table import Table
+
+    width = width or console.width
+    cells = [[c.fmt(r.get(c.key)) for c in columns] for r in rows]
+
+    def need(i: int) -> int:
+        head = max(len(line) for line in columns[i].header.split("\n"))
+        return max([head, *(len(row[i]) for row in cells)]) + 3  # padding and the border
+
+    kept = list(range(len(columns)))
+    for rank in sorted({c.rank for c in columns}, reverse=True):
+        if sum(need(i) for i in kept) + 1 <= width or rank == 0:
+            break
+        for i in sorted((i for i in kept if columns[i].rank == rank), reverse=True):
+            if sum(need(i) for i in kept) + 1 <= width:
+                break
+            kept.remove(i)
+    dropped = [columns[i].header.replace("\n", " ") for i in range(len(columns)) if i not in kept]
+    caption = ""
+    if dropped:
+        caption = f"left out to fit {width} columns: {', '.join(dropped)}" + (
+            f" ({more})" if more else ""
+        )
+    table = Table(title=title, caption=caption or None)
+    for i in kept:
+        c = columns[i]
+        table.add_column(
+            c.header, justify="left" if c.left else "right", no_wrap=True, min_width=need(i) - 3
+        )
+    for row in cells:
+        table.add_row(*(row[i] for i in kept))
+    return table
+
+
 def report_error(exc: BaseException) -> int:
     """Print ``exc`` as one readable line on stderr; return the exit status for it."""
+    from federation.errors import InvalidInput
+
     if isinstance(exc, InvalidInput):
         err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
         return EXIT_INVALID

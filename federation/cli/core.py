@@ -6,12 +6,10 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from datalogistics.madpp import is_madmp, validate_madmp
 from federation.cli.common import (
     EXIT_INVALID,
     DemoContext,
@@ -21,12 +19,12 @@ from federation.cli.common import (
     human_seconds,
     write_json,
 )
-from federation.documents import read_document
-from federation.errors import InvalidInput
-from federation.model import Federation, load_demo_federation
-from orchestrator.loaders import is_native_workflow, workflow_from_data
-from orchestrator.wfformat import is_wfformat
-from orchestrator.workflow import Workflow
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `--help` stays fast
+    from rich.table import Table
+
+    from federation.model import Federation
+    from orchestrator.workflow import Workflow
 
 
 class Kind(StrEnum):
@@ -37,11 +35,16 @@ class Kind(StrEnum):
 
 
 def detect_kind(data: Any) -> Kind | None:
-    """What a parsed document is, from its content."""
+    """What a parsed document is, from its content (each check imported only when reached)."""
+    if isinstance(data, Mapping) and "sites" in data and "dmp" not in data:
+        return Kind.FEDERATION
+    from datalogistics.madpp import is_madmp
+
     if is_madmp(data):
         return Kind.MADPP
-    if isinstance(data, Mapping) and "sites" in data:
-        return Kind.FEDERATION
+    from orchestrator.loaders import is_native_workflow
+    from orchestrator.wfformat import is_wfformat
+
     if is_wfformat(data) or is_native_workflow(data):
         return Kind.WORKFLOW
     return None
@@ -64,22 +67,31 @@ def validate(
 
     Prints every problem with its field path and exits 2 when the file is invalid.
     """
+    from federation.documents import read_document
+    from federation.errors import InvalidInput
+
     data = read_document(file)
     what = detect_kind(data) if kind is Kind.AUTO else kind
     try:
         if what is Kind.FEDERATION:
+            from federation.model import Federation
+
             fed = Federation.from_dict(data, str(file))
             console.print(
                 f"OK: federation {fed.name!r}: {len(fed.sites)} sites, {len(fed.links)} links, "
                 f"{fed.total_cores()} cores"
             )
         elif what is Kind.WORKFLOW:
+            from orchestrator.loaders import workflow_from_data
+
             wf = workflow_from_data(data, str(file))
             console.print(
                 f"OK: workflow {wf.name!r}: {len(wf)} steps, {len(wf.edges)} edges, "
                 f"{len(wf.data)} data items"
             )
         elif what is Kind.MADPP:
+            from datalogistics.madpp import validate_madmp
+
             validate_madmp(data, str(file))
             n = len(data["dmp"].get("dataset", []))
             console.print(f"OK: data project plan (maDMP 1.2) with {n} dataset(s)")
@@ -113,6 +125,8 @@ def info(
 
 
 def workflow_table(wf: Workflow, summary: dict[str, Any] | None = None) -> Table:
+    from rich.table import Table
+
     s = summary or wf.summary()
     table = Table(title=f"workflow {wf.name}", show_header=False)
     table.add_column("what", style="bold")
@@ -134,43 +148,48 @@ def workflow_table(wf: Workflow, summary: dict[str, Any] | None = None) -> Table
 
 
 def federation_table(fed: Federation) -> Table:
-    table = Table(title=f"federation {fed.name}")
-    for col, justify in (
-        ("site", "left"),
-        ("kind", "left"),
-        ("juris.", "left"),
-        ("cores", "right"),
-        ("gpus", "right"),
-        ("memory", "right"),
-        ("speed", "right"),
-        ("EUR/core-h", "right"),
-        ("W/core busy", "right"),
-        ("PUE", "right"),
-        ("gCO2e/kWh", "right"),
-        ("buffer", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for s in fed.sites:
-        table.add_row(
-            s.id,
-            s.kind.value,
-            s.jurisdiction,
-            str(s.cores),
-            str(s.gpus),
-            human_bytes(s.memory),
-            f"{s.speed:g}",
-            f"{s.price_per_core_hour:.3f}",
-            f"{s.power_busy_w:g}",
-            f"{s.pue:g}",
-            "unknown"
-            if s.carbon_intensity_g_per_kwh is None
-            else f"{s.carbon_intensity_g_per_kwh:g}",
-            human_bytes(s.buffer_capacity),
-        )
-    return table
+    """The sites, one row each; the least needed columns leave a narrow terminal first."""
+    from federation.cli.common import Column, fitted_table
+
+    rows = [
+        {
+            "site": st.id,
+            "kind": st.kind.value,
+            "jurisdiction": st.jurisdiction,
+            "cores": st.cores,
+            "gpus": st.gpus,
+            "memory": human_bytes(st.memory),
+            "speed": f"{st.speed:g}",
+            "price": f"{st.price_per_core_hour:.3f}",
+            "power": f"{st.power_busy_w:g}",
+            "pue": f"{st.pue:g}",
+            "carbon": "unknown"
+            if st.carbon_intensity_g_per_kwh is None
+            else f"{st.carbon_intensity_g_per_kwh:g}",
+            "buffer": human_bytes(st.buffer_capacity),
+        }
+        for st in fed.sites
+    ]
+    columns = [
+        Column("site", "site", rank=0, left=True),
+        Column("kind", "kind", left=True),
+        Column("juris.", "jurisdiction", left=True),
+        Column("cores", "cores", rank=0),
+        Column("gpus", "gpus", rank=2),
+        Column("memory", "memory", rank=2),
+        Column("speed", "speed", rank=2),
+        Column("price\nEUR/core-h", "price"),
+        Column("busy\nW/core", "power", rank=3),
+        Column("PUE", "pue", rank=3),
+        Column("carbon\ngCO2e/kWh", "carbon"),
+        Column("buffer", "buffer", rank=3),
+    ]
+    return fitted_table(f"federation {fed.name}", columns, rows)
 
 
 def links_table(fed: Federation) -> Table:
+    from rich.table import Table
+
     table = Table(title="links")
     for col in ("from", "to", "bandwidth", "latency", "EUR/GB"):
         table.add_column(col)
@@ -194,6 +213,8 @@ def demo(
     ] = None,
 ) -> None:
     """The main job on the embedded defaults: demo federation and a WfCommons workflow."""
+    from federation.model import load_demo_federation
+
     fed = load_demo_federation()
     wf_path = workflow or examples_dir() / DEMO_WORKFLOW
     from orchestrator.loaders import load_workflow

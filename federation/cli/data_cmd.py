@@ -10,16 +10,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from datalogistics.buffers import BufferRef, issue_token, load_or_create_secret, serve
 from datalogistics.buffers.tokens import Right
-from datalogistics.madpp import DataProjectPlan, InvalidPlan
-from datalogistics.transfer import TokenBucket, TransferEngine
-from datalogistics.transfer_plan import plan_transfers
 from federation.cli.common import (
     EXIT_INVALID,
     DemoContext,
@@ -29,8 +24,9 @@ from federation.cli.common import (
     human_seconds,
     write_json,
 )
-from federation.model import load_federation
-from federation.units import parse_bytes, parse_duration, parse_rate
+
+if TYPE_CHECKING:
+    from datalogistics.madpp import DataProjectPlan
 
 SECRET_ENV = "CONTINUUM_BUFFER_SECRET"
 DEMO_TRANSFER_ROWS = 10
@@ -43,6 +39,8 @@ buffer_app = typer.Typer(help="Ephemeral buffer services (one per site).", no_ar
 
 def _load_plan(file: Path) -> DataProjectPlan:
     """The plan in ``file``; on errors print every JSON path and exit 2."""
+    from datalogistics.madpp import DataProjectPlan, InvalidPlan
+
     try:
         return DataProjectPlan.load(file)
     except InvalidPlan as exc:
@@ -77,6 +75,10 @@ def madpp_constraints(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """The placement constraints a plan implies: where each item and each step may go."""
+    from rich.table import Table
+
+    from federation.model import load_federation
+
     plan = _load_plan(file)
     c = plan.to_constraints()
     fed = load_federation(federation) if federation else None
@@ -126,6 +128,9 @@ def buffer_serve(
     Tokens are checked with the secret in $CONTINUUM_BUFFER_SECRET, or in
     DIR/secret (created at first start, mode 0600).
     """
+    from datalogistics.buffers import load_or_create_secret, serve
+    from federation.units import parse_bytes, parse_duration
+
     secret = os.environ.get(SECRET_ENV) or load_or_create_secret(dir)
     where = f"${SECRET_ENV}" if os.environ.get(SECRET_ENV) else str(dir / "secret")
     console.print(
@@ -161,6 +166,9 @@ def buffer_token(
     ] = None,
 ) -> None:
     """Issue a capability token (the orchestrator's side) and print it."""
+    from datalogistics.buffers.tokens import issue_token
+    from federation.units import parse_duration
+
     secret = os.environ.get(SECRET_ENV)
     if secret is None:
         if dir is None or not (dir / "secret").exists():
@@ -198,6 +206,10 @@ def transfer(
 
     Running it again after an interruption continues at the last verified offset.
     """
+    from datalogistics.buffers import BufferRef
+    from datalogistics.transfer import TokenBucket, TransferEngine
+    from federation.units import parse_bytes, parse_rate
+
     limit = None
     if rate is not None:
         bps = parse_rate(rate)
@@ -233,6 +245,10 @@ def demo_section(ctx: DemoContext) -> None:
     ``datalogistics.flows.Flow`` records); writes ``transfer-plan.json`` and
     leaves the plan in ``ctx.results["transfer_plan"]``. Starts no servers.
     """
+    from rich.table import Table
+
+    from datalogistics.transfer_plan import plan_transfers
+
     plan = ctx.results.get("plan")
     flows_of = getattr(plan, "flows", None)
     if not callable(flows_of):

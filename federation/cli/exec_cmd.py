@@ -72,7 +72,7 @@ def demo_section(ctx: DemoContext) -> None:
             plan,
             ctx.output / "run",
             replanner_planner=HEFTPlanner(),
-            launch=Launch.synthetic(ctx.federation, 1e-3, 1e-3),
+            launch=Launch.synthetic(ctx.federation, 1e-3, 1e-3),  # the report's time_scale
             twin=twin,
             twin_epoch=epoch,
             fault=Fault(after=0.5),
@@ -112,7 +112,7 @@ def demo_section(ctx: DemoContext) -> None:
     )
     images = {"Twin forecasts": "twin-forecast.png", "Plan (Gantt)": "plan-gantt.png"}
     images = {k: v for k, v in images.items() if (ctx.output / v).exists()}
-    report = write_report(ctx.output, ctx.workflow, plan, result, images)
+    report = write_report(ctx.output, ctx.workflow, plan, result, images, time_scale=1e-3)
     console.print(f"run report written to {report}")
     ctx.results["run"] = result
     ctx.results.setdefault("summary", {})["run"] = result.summary()
@@ -149,11 +149,21 @@ def site_agent(
     server_wait: Annotated[
         float, typer.Option(help="Seconds to keep retrying an unreachable federation API.")
     ] = 3600.0,
+    telemetry: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the site's twin here on this telemetry ('probe' or a telemetry file) "
+            "and send only its abstracted state; no raw telemetry leaves the site."
+        ),
+    ] = None,
+    state_every: Annotated[float, typer.Option(help="Seconds between state pushes.")] = 60.0,
 ) -> None:
     """Run inside a site that accepts no inbound connection: pull tasks from the federation
     API, run them, push results, outputs, logs and heartbeats (outbound HTTPS only)."""
     from orchestrator.connectors.agent import SiteAgent
+    from twin.site_service import start_site_twin
 
+    stop_twin = start_site_twin(server, token, site, telemetry, state_every) if telemetry else None
     agent = SiteAgent(
         server,
         site,
@@ -162,11 +172,14 @@ def site_agent(
         poll_s=poll,
         export_roots=export_root or (),
         server_wait_s=server_wait,
+        heartbeat_telemetry=not telemetry,
     )
     try:
         done = agent.run(max_tasks=max_tasks, idle_exit_s=idle_exit)
     finally:
         agent.close()
+        if stop_twin is not None:
+            stop_twin()
     console.print(f"site agent {agent.agent_id} of {site}: {done} task(s) done")
 
 
@@ -300,7 +313,8 @@ def run_workflow(
         )
     _print_result(result)
     if report is not None:
-        console.print(f"report: {write_report(report, wf, plan, result)}")
+        scale = launch.time_scale if launch.kind.value == "synthetic" else 1.0
+        console.print(f"report: {write_report(report, wf, plan, result, time_scale=scale)}")
     if result.state.value != "done":
         raise typer.Exit(1)
 

@@ -227,7 +227,7 @@ def plan(
     if gantt is not None:
         from orchestrator.placement.gantt import plan_gantt
 
-        console.print(f"Gantt chart written to {plan_gantt(result, gantt)}")
+        console.print(f"Gantt chart written to {plan_gantt(result, gantt, workflow=wf)}")
     if json_out is not None:
         console.print(f"plan written to {json_out}")
 
@@ -350,7 +350,7 @@ def demo_section(ctx: DemoContext) -> None:
         f"carbon-aware ILP cuts carbon by {cut:.0%} against HEFT within 1.5x its makespan"
     )
     print_explanations(ilp, 4)
-    png = plan_gantt(ilp, ctx.output / "plan-gantt.png")
+    png = plan_gantt(ilp, ctx.output / "plan-gantt.png", workflow=ctx.workflow)
     write_json(ilp.to_dict(), ctx.output / "plan.json")
     console.print(f"Gantt chart written to {png}; plan to {ctx.output / 'plan.json'}")
     ctx.results["plan"] = ilp

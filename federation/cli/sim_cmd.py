@@ -15,7 +15,14 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from federation.cli.common import DemoContext, console, human_seconds, write_json
+from federation.cli.common import (
+    Column,
+    DemoContext,
+    console,
+    fitted_table,
+    human_seconds,
+    write_json,
+)
 
 
 def _progress() -> Progress:
@@ -37,13 +44,34 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=title)
+HEADERS: dict[str, tuple[str, int]] = {
+    "planner": ("planner", 0),
+    "scenario": ("scenario", 0),
+    "seed": ("seed", 0),
+    "jobs_done": ("jobs\ndone", 1),
+    "mean_wait_s": ("mean wait\ns", 1),
+    "median_wait_s": ("median\nwait s", 3),
+    "p95_wait_s": ("p95 wait\ns", 2),
+    "utilisation": ("utili-\nsation", 2),
+    "energy_kwh": ("energy\nkWh", 1),
+    "cost_eur": ("cost\nEUR", 1),
+    "carbon_kg": ("carbon\nkgCO2e", 1),
+    "workflows_done": ("work-\nflows", 2),
+    "workflow_mean_makespan_s": ("workflow\nmakespan s", 2),
+    "deadline_misses": ("deadline\nmisses", 1),
+}
+"""Header (its unit on a second line) and rank of the summary's columns in a table."""
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str], more: str = "") -> Table:
+    """The rows with the given columns, kept whole within the terminal (``fitted_table``).
+
+    Swept parameters (dotted names) and the run's identity are never left out."""
+    cols = []
     for c in columns:
-        table.add_column(c, justify="left" if c in ("planner", "scenario") else "right")
-    for row in rows:
-        table.add_row(*(_fmt(row.get(c)) for c in columns))
-    return table
+        header, rank = HEADERS.get(c, (c, 0 if "." in c else 2))
+        cols.append(Column(header, c, _fmt, rank, left=c in ("planner", "scenario")))
+    return fitted_table(title, cols, rows, more=more)
 
 
 SUMMARY_COLUMNS = [
@@ -140,8 +168,20 @@ def simulate(
         output.mkdir(parents=True, exist_ok=True)
         table.to_csv(output / "sweep.csv", index=False)
         cols = [*grid, *[c for c in SUMMARY_COLUMNS if c in table.columns]]
-        console.print(_table(f"Sweep of {sc.name}", table.to_dict("records"), cols))
+        console.print(
+            _table(
+                f"Sweep of {sc.name}",
+                table.to_dict("records"),
+                cols,
+                more=f"every column: {output / 'sweep.csv'}",
+            )
+        )
         console.print(f"sweep table: {output / 'sweep.csv'}")
+        if not no_plots:
+            from simulations.sweep import plot_sweep
+
+            plots = plot_sweep(table, list(grid), output)
+            console.print(f"sweep plots (one per swept parameter): {', '.join(map(str, plots))}")
         return
     with _progress() as bar:
         tasks: dict[str, TaskID] = {}
@@ -155,7 +195,9 @@ def simulate(
     written = save_results(results, output, plots=not no_plots)
     rows = compare(results).to_dict("records")
     title = f"{sc.name}: {human_seconds(sc.horizon)} simulated"
-    console.print(_table(title, rows, SUMMARY_COLUMNS))
+    console.print(
+        _table(title, rows, SUMMARY_COLUMNS, more=f"every column: {output / 'comparison.csv'}")
+    )
     credit = next((r.credit for r in results if r.credit), "")
     if credit:
         console.print(f"workload: {credit}")

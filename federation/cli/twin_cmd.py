@@ -4,6 +4,7 @@
 ``continuum twin view TELEMETRY.csv``      replay telemetry, print the planners' view
 ``continuum twin backtest CSV ...``        forecast skill of the twin on any hourly series
 ``continuum twin probe``                   real telemetry of this machine (from /proc)
+``continuum twin accept SITE``             accept a site's new level after a fault (API)
 """
 
 from __future__ import annotations
@@ -12,32 +13,21 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from rich.table import Table
 
-from federation.cli.common import DemoContext, console, write_json
-from federation.documents import read_document
-from federation.errors import InvalidInput
-from federation.model import Federation, load_demo_federation, load_federation
-from twin import (
-    AbstractSiteState,
-    BlockSpec,
-    FederationTwin,
-    LocalProbe,
-    backtest,
-    fit_sites,
-    load_series,
-    read_telemetry,
-    replay,
-)
-from twin.errors import ModelError
+from federation.cli.common import DemoContext, console, err_console, write_json
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `--help` stays fast
+    from rich.table import Table
+
+    from federation.model import Federation
+    from twin import AbstractSiteState, BlockSpec
 
 twin_app = typer.Typer(
     name="twin",
-    help="Digital twin: fit, replay, backtest, probe.",
+    help="Digital twin: fit, replay, backtest, probe, accept a new level.",
     no_args_is_help=True,
 )
 
@@ -47,14 +37,28 @@ FederationOpt = Annotated[
     Path | None,
     typer.Option("--federation", "-f", help="Federation YAML (default: the demo federation)."),
 ]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
+JsonOpt = Annotated[
+    Path | None,
+    typer.Option("--json", help="Also write the result as JSON ('-': stdout, tables on stderr)."),
+]
+
+
+def _human(json_out: Path | None) -> Any:
+    """Where the tables go: stderr when the JSON takes stdout (``--json -``), else stdout."""
+    return err_console if json_out is not None and str(json_out) == "-" else console
 
 
 def _federation(path: Path | None) -> Federation:
+    from federation.model import load_demo_federation, load_federation
+
     return load_federation(path) if path is not None else load_demo_federation()
 
 
 def _load_params(path: Path | None) -> dict[str, list[BlockSpec]] | None:
+    from federation.documents import read_document
+    from federation.errors import InvalidInput
+    from twin import BlockSpec
+
     if path is None:
         return None
     data = read_document(path)  # bounded; InvalidInput (exit 2) names the file
@@ -79,6 +83,11 @@ def fit(
     Prints, per site and metric, the samples used and the log-likelihood before
     and after; --json writes the fitted blocks (reusable with ``twin view --params``).
     """
+    from rich.table import Table
+
+    from twin import fit_sites, read_telemetry
+
+    out = _human(output)
     fed = _federation(federation)
     samples = read_telemetry(telemetry)
     t0 = time.perf_counter()
@@ -97,8 +106,8 @@ def fit(
                 f"{math.sqrt(rep.spec.r):.4g}",
                 str(rep.evaluations),
             )
-    console.print(table)
-    console.print(f"fitted {len(fits)} site(s) in {time.perf_counter() - t0:.1f} s")
+    out.print(table)
+    out.print(f"fitted {len(fits)} site(s) in {time.perf_counter() - t0:.1f} s")
     if output is not None:
         write_json(
             {
@@ -113,16 +122,14 @@ def fit(
             },
             output,
         )
-        console.print(f"fitted parameters written to {output}")
+        out.print(f"fitted parameters written to {output}")
 
 
 def view_table(view: dict[str, AbstractSiteState], title: str, ahead: int = 24) -> Table:
-    """The planners' view as a table: now and ``ahead`` slots later."""
-    table = Table(title=title)
-    for col in ("site", "status", "health", "free cores now", f"free cores +{ahead}h", "wait"):
-        table.add_column(col, justify="left" if col in ("site", "status") else "right")
-    table.add_column("EUR/kWh now / +24h", justify="right")
-    table.add_column("gCO2e/kWh now / +24h", justify="right")
+    """The planners' view as a table: now and ``ahead`` slots later (kept whole on the page)."""
+    from federation.cli.common import Column, fitted_table
+
+    rows = []
     for sid, st in view.items():
         k = min(ahead, st.horizon - 1)
         ac = st.available_cores
@@ -132,17 +139,29 @@ def view_table(view: dict[str, AbstractSiteState], title: str, ahead: int = 24) 
                 return "withheld"
             return f"{fc.mean[0]:{fmt}} / {fc.mean[k]:{fmt}} ± {fc.std[k]:{fmt}}"
 
-        table.add_row(
-            sid,
-            st.status.value,
-            f"{st.health:.2f}",
-            f"{ac.mean[0]:.0f} ± {ac.std[0]:.0f}",
-            f"{ac.mean[k]:.0f} ± {ac.std[k]:.0f}",
-            f"{st.expected_wait_s:.0f} s",
-            pair(st.power_price, ".3f"),
-            pair(st.carbon_intensity, ".0f"),
+        rows.append(
+            {
+                "site": sid,
+                "status": st.status.value,
+                "health": f"{st.health:.2f}",
+                "now": f"{ac.mean[0]:.0f} ± {ac.std[0]:.0f}",
+                "later": f"{ac.mean[k]:.0f} ± {ac.std[k]:.0f}",
+                "wait": f"{st.expected_wait_s:.0f} s",
+                "price": pair(st.power_price, ".3f"),
+                "carbon": pair(st.carbon_intensity, ".0f"),
+            }
         )
-    return table
+    columns = [
+        Column("site", "site", rank=0, left=True),
+        Column("status", "status", rank=0, left=True),
+        Column("health", "health", rank=2),
+        Column("free cores\nnow", "now", rank=0),
+        Column(f"free cores\n+{ahead}h", "later", rank=1),
+        Column("wait", "wait", rank=2),
+        Column(f"EUR/kWh\nnow / +{ahead}h", "price", rank=1),
+        Column(f"gCO2e/kWh\nnow / +{ahead}h", "carbon", rank=1),
+    ]
+    return fitted_table(title, columns, rows)
 
 
 def view(
@@ -158,13 +177,15 @@ def view(
 ) -> None:
     """Replay telemetry into the federation twin and print the view the planners get."""
     from federation.store import Store
+    from twin import FederationTwin, read_telemetry, replay
 
+    out = _human(output)
     fed = _federation(federation)
     samples = read_telemetry(telemetry)
     db = Store.at(store) if store is not None else None
     twin = FederationTwin(fed, params=_load_params(params), store=db)
     if twin.resumed:
-        console.print(f"resumed {len(twin.resumed)} site estimate(s) from {store}")
+        out.print(f"resumed {len(twin.resumed)} site estimate(s) from {store}")
     totals: dict[str, int] = {}
     for batch in replay(samples):
         rep = twin.ingest(batch)
@@ -172,16 +193,14 @@ def view(
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
         for sid, flag in rep.flagged.items():
-            console.print(
-                f"  {time.strftime('%F %T', time.gmtime(batch[-1].timestamp))} {sid}: {flag}"
-            )
+            out.print(f"  {time.strftime('%F %T', time.gmtime(batch[-1].timestamp))} {sid}: {flag}")
     now = max((s.timestamp for s in samples), default=time.time())
     v = twin.view(now=now)
-    console.print(view_table(v, f"twin view at {time.strftime('%F %T UTC', time.gmtime(now))}"))
-    console.print("samples: " + ", ".join(f"{k} {n}" for k, n in totals.items()))
+    out.print(view_table(v, f"twin view at {time.strftime('%F %T UTC', time.gmtime(now))}"))
+    out.print("samples: " + ", ".join(f"{k} {n}" for k, n in totals.items()))
     if db is not None:
         twin.snapshot()
-        console.print(f"estimates saved to {store}")
+        out.print(f"estimates saved to {store}")
     if output is not None:
         write_json({sid: st.model_dump(mode="json") for sid, st in v.items()}, output)
 
@@ -193,15 +212,25 @@ def backtest_cmd(
     horizon: Annotated[int, typer.Option(help="Lead times forecast from each origin.")] = 24,
     test_fraction: Annotated[float, typer.Option(help="Held-out last part.")] = 0.2,
     window: Annotated[
-        int, typer.Option(help="Fit on the last N samples before the held-out part.")
-    ] = 3000,
+        int | None,
+        typer.Option(help="Fit on the last N samples before the held-out part (default: all)."),
+    ] = None,
     output: JsonOpt = None,
 ) -> None:
     """Fit on the first part of an hourly series, forecast the held-out rest horizon by horizon.
 
-    Compares the twin's mean absolute error with persistence (last value) and
-    seasonal naive (same hour the day before).
+    Compares the twin's mean absolute error with persistence (last value),
+    seasonal naive (same hour the day before) and a direct linear model per lead,
+    and reports how often the held-out values fall inside the twin's 80 % and
+    95 % intervals.
     """
+    from rich.table import Table
+
+    from federation.errors import InvalidInput
+    from twin import backtest, load_series
+    from twin.errors import ModelError
+
+    out = _human(output)
     series = load_series(csv, time_column, value_column)
     try:
         res = backtest(
@@ -224,8 +253,21 @@ def backtest_cmd(
             f"{mae:.4g}",
             *(f"{res.mae_by_horizon[name][h - 1]:.4g}" for h in leads),
         )
-    console.print(table)
-    console.print(
+    out.print(table)
+    cov = Table(title="the twin's calibrated intervals on the held-out part")
+    cov.add_column("")
+    leads = sorted({1, min(6, horizon), min(12, horizon), horizon})
+    for h in leads:
+        cov.add_column(f"lead {h}", justify="right")
+    for label, values, fmt in (
+        ("coverage 80 %", res.coverage_80, ".1%"),
+        ("coverage 95 %", res.coverage_95, ".1%"),
+        ("width 80 %", res.width_80, ".4g"),
+        ("width 95 %", res.width_95, ".4g"),
+    ):
+        cov.add_row(label, *(f"{values[h - 1]:{fmt}}" for h in leads))
+    out.print(cov)
+    out.print(
         f"{series.rows} rows, {len(series)} hourly slots ({series.missing} gaps, "
         f"{series.duplicates} duplicated hours averaged); trained on {res.train_samples}, "
         f"{res.origins} forecast origins"
@@ -240,6 +282,9 @@ def probe(
     interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 1.0,
 ) -> None:
     """Print real telemetry of this machine (utilisation and queued work from /proc)."""
+    from federation.errors import InvalidInput
+    from twin import LocalProbe
+
     pr = LocalProbe(site)
     if not pr.available():
         raise InvalidInput.single("/proc", "", "no /proc/stat here: the probe needs Linux")
@@ -254,12 +299,51 @@ def probe(
         )
 
 
+def accept(
+    site: Annotated[str, typer.Argument(help="The site whose new level is accepted.")],
+    server: Annotated[str, typer.Option(help="The federation API, e.g. https://fed.example.org")],
+    token: Annotated[
+        str,
+        typer.Option(envvar="CONTINUUM_TOKEN", help="Bearer token (site-operator of SITE)."),
+    ],
+) -> None:
+    """Accept a site's new level after a fault: its twin stops flagging it degraded.
+
+    A step change that is real or a replaced sensor: the twin keeps the site
+    degraded until the site recovers or an operator accepts. For a site whose
+    twin runs at the site (site-agent --telemetry), the request reaches it with
+    the answer to its next state push.
+    """
+    import httpx
+
+    from federation.errors import InvalidInput
+
+    try:
+        r = httpx.post(
+            f"{server.rstrip('/')}/api/v1/sites/{site}/state/accept",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise InvalidInput.single(server, "", f"cannot reach the federation API: {exc}") from None
+    if not r.is_success:
+        raise InvalidInput.single(server, f"site {site!r}", f"{r.status_code}: {r.text}")
+    body = r.json()
+    if not body["accepted"]:
+        console.print(f"{site}: no open fault, nothing to accept")
+    elif body["where"] == "site":
+        console.print(f"{site}: accepted; the site's twin applies it at its next state push")
+    else:
+        console.print(f"{site}: accepted; the twin no longer flags it")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to ``app``."""
     twin_app.command("fit")(fit)
     twin_app.command("view")(view)
     twin_app.command("backtest")(backtest_cmd)
     twin_app.command("probe")(probe)
+    twin_app.command("accept")(accept)
     app.add_typer(twin_app, name="twin")
 
 
@@ -274,6 +358,7 @@ def _plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     metrics = (
         ("utilisation", "utilisation", 1.0),
@@ -311,7 +396,11 @@ def _plot(
 
 def demo_section(ctx: DemoContext) -> None:
     """The twin part of ``continuum demo``: replay synthetic telemetry, forecast, plot, view."""
+    import numpy as np
+    from rich.table import Table
+
     from federation.cli.core import examples_dir
+    from twin import FederationTwin, read_telemetry, replay
 
     fed = ctx.federation
     console.rule("[bold]digital twin")

@@ -63,6 +63,7 @@ class SiteAgent:
     """How long the agent keeps retrying an unreachable service (None: for ever)."""
     log_every_s: float = 1.0
     done: int = 0
+    heartbeat_telemetry: bool = True  # False when the site's own twin publishes its state
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -99,7 +100,8 @@ class SiteAgent:
     def heartbeat(self) -> None:
         load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         cpus = os.cpu_count() or 1
-        body = {"agent": self.agent_id, "telemetry": {"utilisation": min(load1 / cpus, 1.0)}}
+        raw = {"utilisation": min(load1 / cpus, 1.0)} if self.heartbeat_telemetry else {}
+        body = {"agent": self.agent_id, "telemetry": raw}
         self._call("POST", "/heartbeat", json=body)
 
     def run_one(self) -> bool:

@@ -400,10 +400,16 @@ def write_report(
     plan: Plan,
     result: ExecutionResult,
     extra_images: Mapping[str, str] | None = None,
+    time_scale: float = 1.0,
 ) -> Path:
-    """``report.md`` and ``gantt-planned-vs-actual.png`` in ``path`` (a folder)."""
+    """``report.md`` and ``gantt-planned-vs-actual.png`` in ``path`` (a folder).
+
+    ``time_scale``: the launch's factor on step runtimes (``Launch.time_scale`` of a synthetic
+    run), so the chart draws the actual run in the plan's time."""
     path.mkdir(parents=True, exist_ok=True)
-    png = gantt_planned_vs_actual(path / "gantt-planned-vs-actual.png", plan, result)
+    png = gantt_planned_vs_actual(
+        path / "gantt-planned-vs-actual.png", plan, result, workflow, time_scale
+    )
     m = plan.metrics
     lines = [
         f"# Run report: {workflow.name}",
@@ -445,38 +451,107 @@ def write_report(
     return out
 
 
-def gantt_planned_vs_actual(path: Path, plan: Plan, result: ExecutionResult) -> Path:
-    """Two panels: the plan's bars (scaled to seconds of plan time) and what ran where."""
+def gantt_planned_vs_actual(
+    path: Path,
+    plan: Plan,
+    result: ExecutionResult,
+    workflow: Workflow | None = None,
+    time_scale: float = 1.0,
+) -> Path:
+    """Two panels on one time axis, in one unit: the plan, and what ran where.
+
+    The planned panel is in the plan's seconds, the actual one in seconds of wall time from
+    the run's start. ``time_scale`` (a synthetic launch's factor on runtimes) is stated in
+    the actual panel's title: such steps run for a fraction of their planned time, and the
+    rest of their bars is the real cost of starting them and moving their data. Steps are
+    coloured by category (from ``workflow``) and labelled when they have room; a step that
+    needed more than one attempt is hatched, one re-planned to another site has a red
+    edge, and the fault (a site taken down) is a red line across the actual panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    sites = sorted({a.site for a in plan.assignments.values()} | {t.site for t in result.timeline})
-    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(sites)}
-    order = sorted(plan.assignments, key=lambda s: (plan.assignments[s].start, s))
-    row = {s: i for i, s in enumerate(order)}
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharey=True)
-    for sid, a in plan.assignments.items():
-        top.barh(row[sid], max(a.end - a.start, 1e-9), left=a.start, color=colours[a.site])
-    for t in result.timeline:
-        bottom.barh(
-            row.get(t.step, 0),
-            max(t.end - t.start, 1e-9),
-            left=t.start,
-            color=colours[t.site],
-            hatch="//" if t.attempts > 1 else None,
+    from orchestrator.placement.gantt import (
+        GanttBar,
+        category_colours,
+        draw_site_gantt,
+        gantt_legend,
+        time_unit,
+        transfer_handle,
+    )
+
+    category = {s.id: s.category for s in workflow.steps} if workflow is not None else {}
+    planned = [
+        GanttBar(a.step, a.site, a.start, a.end, category.get(a.step, ""))
+        for a in plan.assignments.values()
+    ]
+    moved = set(result.replanned_steps)
+    actual = [
+        GanttBar(
+            t.step,
+            t.site,
+            t.start,
+            t.end,
+            category.get(t.step, ""),
+            hatch=t.attempts > 1,
+            moved=t.step in moved
+            and plan.assignments.get(t.step) is not None
+            and plan.assignments[t.step].site != t.site,
         )
-    top.set_title(f"planned ({plan.metrics.planner}), seconds of plan time", fontsize=9)
-    failed = f"; {result.failed_site} went down" if result.failed_site else ""
-    bottom.set_title(f"actual, seconds of wall time (scaled steps){failed}", fontsize=9)
-    top.set_yticks([])
-    top.invert_yaxis()  # shared: both panels list steps in planned order, top to bottom
-    if result.fault_at is not None:
-        bottom.axvline(result.fault_at - result.started_at, color="red", linewidth=1)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in sites]
-    top.legend(handles, sites, fontsize=7, loc="lower right")
+        for t in result.timeline
+    ]
+    fault_t = result.fault_at - result.started_at if result.fault_at is not None else None
+    transfers = plan.transfers
+    sites = sorted(
+        {b.site for b in planned + actual} | {t.src for t in transfers} | {t.dst for t in transfers}
+    )
+    colours = category_colours(b.category for b in planned)
+    span = max([b.end for b in planned + actual] + [fault_t or 0.0, 1.0])
+    unit = time_unit(span)
+    rows = max(len(planned), len(actual))
+    height = min(14.0, max(5.0, 0.2 * rows + 4.0))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, height), sharex=True)
+    draw_site_gantt(top, planned, sites, colours, unit, transfers, span)
+    centres = draw_site_gantt(bottom, actual, sites, colours, unit, span_s=span)
+    m = plan.metrics
+    top.set_title(
+        f"planned by {m.planner}: makespan {m.makespan_s / unit[0]:.3g} {unit[1]}, "
+        f"{len(transfers)} transfer(s) between sites",
+        fontsize=9,
+    )
+    scaled = (
+        f"; steps ran for {time_scale:g} of their planned runtime, the rest of each bar is "
+        "starting it and staging its data"
+        if time_scale != 1.0
+        else ""
+    )
+    bottom.set_title(
+        f"actual: {result.state.value} in {result.wall_s:.1f} s of wall time{scaled}", fontsize=9
+    )
+    extra: list[tuple[Any, str]] = [(transfer_handle(), "transfer (source -> destination)")]
+    if fault_t is not None:
+        bottom.axvline(fault_t / unit[0], color="red", linewidth=1.5, zorder=5)
+        where = centres.get(result.failed_site or "", 0.0)
+        bottom.annotate(
+            f" fault: {result.failed_site} down",
+            (fault_t / unit[0], where),
+            color="red",
+            fontsize=8,
+            fontweight="bold",
+            va="center",
+            zorder=6,
+        )
+        extra.append((Line2D([0], [0], color="red", lw=1.5), "fault (site taken down)"))
+    if any(b.hatch for b in actual):
+        extra.append((plt.Rectangle((0, 0), 1, 1, fc="0.8", hatch="///"), "retried step"))
+    if any(b.moved for b in actual):
+        extra.append((plt.Rectangle((0, 0), 1, 1, fc="0.8", ec="red"), "re-planned step"))
+    bottom.set_xlabel(f"time from the start ({unit[1]}): plan time above, wall time below")
+    gantt_legend(top, colours, extra)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -125,7 +125,8 @@ def test_allocations_reproduce_the_shared_peaks(flows: list[Flow]) -> None:
             (sum(size for t0, t1, size in spans if t0 <= t < t1) for t, _, _ in spans),
             default=0.0,
         )
-        assert peak == pytest.approx(plan.peak[site])
+        # a zero-length allocation occupies nothing: its site may be absent from the peaks
+        assert peak == pytest.approx(plan.peak.get(site, 0.0))
     crossing = [f for f in flows if f.crosses_sites]
     assert set(plan.peak) == set(peak_buffer_usage(crossing))
     assert all(a.expires_at >= a.t0 for a in plan.allocations)

@@ -137,8 +137,18 @@ class Provider:
                 self.process.wait()
 
 
-def start_provider(tmp: Path, keys: list[jwk.JWK], port: int = 0) -> Provider:
-    """Start oidc-provider with ``keys`` (the first signs) on ``port`` (0: any free port)."""
+def start_provider(
+    tmp: Path,
+    keys: list[jwk.JWK],
+    port: int = 0,
+    public_clients: list[dict[str, Any]] | None = None,
+    users: dict[str, dict[str, Any]] | None = None,
+) -> Provider:
+    """Start oidc-provider with ``keys`` (the first signs) on ``port`` (0: any free port).
+
+    ``public_clients`` (``{"client_id", "redirect_uris"}``) log people in with the
+    authorization code flow and PKCE, as ``users`` (login -> the claims of their tokens).
+    """
     ensure_provider_installed()
     clients = [
         {"client_id": cid, "client_secret": SECRET, "ttl": 300, "claims": claims}
@@ -154,6 +164,8 @@ def start_provider(tmp: Path, keys: list[jwk.JWK], port: int = 0) -> Provider:
         "audience": AUDIENCE,
         "keys": [json.loads(k.export_private()) for k in keys],
         "clients": clients,
+        "public_clients": public_clients or [],
+        "users": users or {},
     }
     path = tmp / f"oidc-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(config), encoding="utf-8")

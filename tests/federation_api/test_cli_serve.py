@@ -46,6 +46,7 @@ def test_serve_in_local_mode_prints_one_admin_token(tmp_path: Path) -> None:
         url = next(w for w in text.split() if w.startswith("http://127.0.0.1:"))
         token = text.split("    Authorization: Bearer ")[-1].split()[0]
         assert f"registered the federation of {demo}" in text
+        assert f"{url}/#token={token}" in text  # the dashboard's address, at start only
         with httpx.Client(base_url=url, timeout=30) as c:
             assert c.get("/health").json()["mode"] == "local"
             assert c.get("/api/v1/sites").status_code == 401

@@ -53,7 +53,16 @@ def test_backtest_prints_the_table_and_writes_mae(
     for word in ("twin", "persistence", "seasonal_naive", "lead 12"):
         assert word in out
     data = json.loads(out_json.read_text())
-    assert set(data["mae"]) == {"twin", "persistence", "seasonal_naive"}
+    assert set(data["mae"]) == {"twin", "persistence", "seasonal_naive", "linear"}
+    assert set(data["mae_by_horizon"]) == set(data["mae"])
+    for key in ("coverage_80", "coverage_95", "width_80", "width_95"):
+        assert len(data[key]) == 12
+    assert all(
+        0 <= c80 <= c95 <= 1
+        for c80, c95 in zip(data["coverage_80"], data["coverage_95"], strict=True)
+    )
+    assert all(0 < w80 < w95 for w80, w95 in zip(data["width_80"], data["width_95"], strict=True))
+    assert "coverage 80 %" in out
     assert data["horizon"] == 12
     assert all(v > 0 for v in data["mae"].values())
 

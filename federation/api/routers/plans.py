@@ -21,15 +21,15 @@ from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from datalogistics.items import InputLocation
 from datalogistics.madpp import DataProjectPlan
-from federation.api.deps import Context, Member, ProjectWriter
+from federation.api.deps import Context, Member, ProjectReader, ProjectWriter
 from federation.api.engine import engine_of
 from federation.api.errors import Conflict, Forbidden, NotFound
-from federation.api.routers._common import UUID_PATTERN, json_safe
+from federation.api.routers._common import UUID_PATTERN, Page, json_safe
 from federation.api.tables import (
     MadppRow,
     PlanRow,
@@ -185,7 +185,14 @@ def create_plan(body: PlanRequest, access: ProjectWriter, ctx: Context) -> PlanI
         objective=body.objective,
         metrics=metrics,
         assignments=[
-            {"step": a.step, "site": a.site, "start_s": a.start, "end_s": a.end}
+            {
+                "step": a.step,
+                "site": a.site,
+                "start_s": a.start,
+                "end_s": a.end,
+                "category": wf.step(a.step).category,
+                "why": a.why,
+            }
             for a in plan.assignments.values()
         ],
         created_by=access.who.subject,
@@ -209,6 +216,23 @@ def compare(body: CompareRequest, access: ProjectWriter, ctx: Context) -> dict[s
         )
         out[name] = {**json_safe(plan.metrics.to_dict()), "checker_problems": 0}
     return out
+
+
+@router.get(
+    "/projects/{project_id}/plans",
+    response_model=list[PlanInfo],
+    summary="List a project's plans (previews, approved, running: each with its run's id)",
+)
+def list_plans(access: ProjectReader, ctx: Context, page: Page) -> list[PlanInfo]:
+    with ctx.store.session() as db:
+        rows = db.scalars(
+            select(PlanRow)
+            .where(PlanRow.project == access.project)
+            .order_by(PlanRow.created_at, PlanRow.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+        return [_info(r) for r in rows]
 
 
 def _visible(db: Session, who: Any, plan_id: str) -> PlanRow:

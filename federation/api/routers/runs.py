@@ -57,6 +57,7 @@ def status(who: Member, ctx: Context, run_id: str = Path(pattern=RUN_ID)) -> dic
         "project": rec.project,
         "workflow": rec.name,
         "state": rec.state.value,
+        "created_at": rec.created_at,
         "launch": rec.launch.to_json(),
         "progress": {"done": counts.get("done", 0), "total": len(steps), "by_state": counts},
         "steps": [
@@ -67,6 +68,8 @@ def status(who: Member, ctx: Context, run_id: str = Path(pattern=RUN_ID)) -> dic
                 "attempts": r.attempts,
                 "exit_code": r.exit_code,
                 "message": r.message,
+                "started_at": r.started_at,
+                "ended_at": r.ended_at,
             }
             for r in steps.values()
         ],

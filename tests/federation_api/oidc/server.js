@@ -11,8 +11,16 @@
 //     "host": "127.0.0.1", "port": 0, "realm": "continuum", "audience": "continuum-api",
 //     "keys": [<private JWK>, ...],            // the first RS256 key signs
 //     "clients": [{"client_id": "...", "client_secret": "...", "ttl": 300,
-//                  "audience": "<optional override>", "claims": {...}}]
+//                  "audience": "<optional override>", "claims": {...}}],
+//     "public_clients": [{"client_id": "...", "redirect_uris": ["http://127.0.0.1:PORT/"]}],
+//     "users": {"<login>": {<Keycloak-shaped claims of that user's access tokens>}}
 //   }
+//
+// A public client logs people in as Keycloak's standard flow does: authorization code with
+// PKCE (S256), a login form (oidc-provider's development form: any password is accepted for
+// a login listed in "users", as Keycloak would check it), no consent screen (Keycloak's
+// default for a first-party client), and CORS at the token endpoint for the redirect URIs'
+// origins (Keycloak's "web origins").
 // Prints one JSON line {"ready": true, "port": N, "issuer": "..."} once it listens.
 
 import { readFileSync } from 'node:fs';
@@ -25,6 +33,9 @@ const host = config.host || '127.0.0.1';
 const realm = config.realm || 'continuum';
 const prefix = `/realms/${realm}`;
 const byClient = new Map(config.clients.map((c) => [c.client_id, c]));
+const publicClients = config.public_clients || [];
+for (const c of publicClients) byClient.set(c.client_id, c);
+const users = config.users || {};
 const RESOURCE = 'urn:continuum:api';
 
 const server = http.createServer();
@@ -34,15 +45,43 @@ server.listen(config.port || 0, host, () => {
   const issuer = `http://${host}:${port}${prefix}`;
 
   const provider = new Provider(issuer, {
-    clients: config.clients.map((c) => ({
-      client_id: c.client_id,
-      client_secret: c.client_secret,
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-      token_endpoint_auth_method: 'client_secret_post',
-      scope: 'openid',
-    })),
+    clients: [
+      ...config.clients.map((c) => ({
+        client_id: c.client_id,
+        client_secret: c.client_secret,
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        token_endpoint_auth_method: 'client_secret_post',
+        scope: 'openid',
+      })),
+      ...publicClients.map((c) => ({
+        client_id: c.client_id,
+        grant_types: ['authorization_code'],
+        redirect_uris: c.redirect_uris,
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+        scope: 'openid',
+      })),
+    ],
+    pkce: { required: () => true },
+    // Logins are checked against "users" (Keycloak checks the password; this test realm
+    // knows the login only).
+    findAccount: async (_ctx, sub) => (users[sub] ? {
+      accountId: sub,
+      claims: async () => ({ sub, preferred_username: sub }),
+    } : undefined),
+    // No consent screen for the realm's own clients, as in Keycloak.
+    loadExistingGrant: async (ctx) => {
+      const { client, session } = ctx.oidc;
+      const existing = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
+      if (existing) return ctx.oidc.provider.Grant.find(existing);
+      const grant = new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+      grant.addOIDCScope('openid');
+      grant.addResourceScope(RESOURCE, 'openid');
+      await grant.save();
+      return grant;
+    },
     jwks: { keys: config.keys },
     routes: {
       token: '/protocol/openid-connect/token',
@@ -54,7 +93,7 @@ server.listen(config.port || 0, host, () => {
       authorization: '/protocol/openid-connect/auth',
     },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: publicClients.length > 0 },
       clientCredentials: { enabled: true },
       introspection: { enabled: false },
       revocation: { enabled: false },
@@ -78,7 +117,8 @@ server.listen(config.port || 0, host, () => {
     // The Keycloak-shaped claims of each client's tokens (roles, entitlements).
     extraTokenClaims: async (_ctx, token) => {
       const c = byClient.get(token.clientId);
-      return { azp: token.clientId, typ: 'Bearer', ...(c.claims || {}) };
+      const person = token.accountId ? { preferred_username: token.accountId, ...(users[token.accountId] || {}) } : {};
+      return { azp: token.clientId, typ: 'Bearer', ...(c.claims || {}), ...person };
     },
   });
   provider.proxy = false;

@@ -1,0 +1,83 @@
+"""Faults injected into a real series stay flagged for their whole duration; false alarms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from federation.model import Site
+from twin.site import SiteTwin
+from twin.ssm import BlockSpec
+from twin.state import SiteStatus
+from twin.telemetry import TelemetrySample
+
+FAULT_HOURS = 96
+
+
+def _replay(
+    site: Site, blocks: Sequence[BlockSpec], t: np.ndarray, y: np.ndarray, accept_at: int = -1
+) -> tuple[np.ndarray, SiteTwin]:
+    """Feed ``y``; the hours flagged degraded (``accept_at``: the operator accepts then)."""
+    tw = SiteTwin(site, {}, None, blocks)
+    flagged = np.zeros(len(y), dtype=bool)
+    for k in range(len(y)):
+        tw.ingest(TelemetrySample(site=site.id, timestamp=t[k], carbon_intensity=float(y[k])))
+        if k == accept_at:
+            assert tw.accept()
+        flagged[k] = tw.status()[0] is SiteStatus.DEGRADED
+    return flagged, tw
+
+
+@pytest.mark.parametrize("kind", ["step", "stuck"])
+def test_a_persistent_fault_stays_flagged_until_the_site_recovers(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray], kind: str
+) -> None:
+    site, blocks, t, y = french
+    part = slice(1500, 1500 + 24 * 42)  # six weeks the model was not fitted on
+    tt, clean = t[part], y[part]
+    start = 24 * 21
+    for offset in (0, 7):  # two start hours: day and night
+        a = start + offset
+        faulty = clean.copy()
+        end = a + FAULT_HOURS
+        if kind == "step":
+            faulty[a:end] += 60.0  # gCO2e/kWh, left in place for four days
+        else:
+            faulty[a:end] = clean[a]  # the sensor repeats its last value
+        flagged, tw = _replay(site, blocks, tt, faulty)
+        first = a + int(np.argmax(flagged[a:end]))
+        assert flagged[a:end].any()
+        assert first - a <= (3 if kind == "step" else 12)  # hours to flag
+        assert flagged[first:end].all()  # then flagged every hour until the fault ends
+        assert not flagged[end + 12 :].any()  # and ok again within 12 h of the recovery
+        assert tw.counters.faults == 1
+        assert tw.counters.faults_recovered == 1
+
+
+def test_an_accepted_new_level_is_no_longer_flagged(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray],
+) -> None:
+    site, blocks, t, y = french
+    part = slice(1500, 1500 + 24 * 28)
+    tt, faulty = t[part], y[part].copy()
+    a = 24 * 14
+    faulty[a:] += 120.0  # a step that is real: it never goes away
+    flagged, _ = _replay(site, blocks, tt, faulty)
+    assert flagged[a + 3 :].all()  # without an operator: flagged to the end (two weeks)
+    flagged, tw = _replay(site, blocks, tt, faulty, accept_at=a + 24)
+    assert flagged[a + 3 : a + 24].all()
+    assert not flagged[a + 25 :].any()
+    assert tw.counters.faults_accepted == 1
+
+
+def test_false_alarms_on_the_clean_series_are_rare(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray],
+) -> None:
+    site, blocks, t, y = french
+    part = slice(1500, None)  # the rest of 2023, never fitted on
+    flagged, tw = _replay(site, blocks, t[part], y[part])
+    weeks = len(y[part]) / 168
+    assert tw.counters.faults / weeks <= 0.5  # false alarms per site-week
+    assert flagged.mean() <= 0.02

@@ -1,0 +1,154 @@
+"""Faults that stay flagged until the site recovers or an operator accepts the new level.
+
+A Kalman filter adapts to whatever it is fed: left alone, a step change or a
+stuck sensor is absorbed within hours and the innovation test reads ``ok``
+again although nothing was repaired. So when a ``SiteTwin`` flags a fault it
+keeps a **reference**: its estimate from before the fault (the oldest of the
+last few estimates it keeps), predicted forward with the model and updated
+only with the samples that agree with it (gated at ``GATE``). The live filter
+goes on tracking what the site reports, so its forecasts follow a real new
+level; the *flag* follows the reference:
+
+* the site **recovers** when ``confirm`` consecutive windows of
+  ``nis_window`` samples, tested *untrimmed* against the reference, pass
+  (``p >= alpha_degraded``); the live estimate is then reset to the
+  reference's, which has followed the healthy samples;
+* an operator **accepts** the new level (``SiteTwin.accept``, the API's
+  ``POST /api/v1/sites/{id}/state/accept``, ``continuum twin accept``): the
+  reference is dropped and the live filter, already on the new level, is kept.
+
+Three kinds of fault open a reference: ``innovation`` (the trimmed chi-square
+window test failed ``confirm`` times in a row, as before), ``jump`` (one
+sample's own p-value below ``alpha_jump``: with little observation noise a
+step change is one huge innovation that the filter absorbs at once, and the
+trimmed window, built to ignore single outliers, never sees it; the jump is
+flagged only when the next ``confirm`` samples also disagree with the
+reference, otherwise it was an outlier and is forgotten) and ``stuck`` (a
+metric repeated exactly the same value ``stuck_after`` samples in a row,
+away from its bounds: a utilisation of 0 or 1 and an empty queue repeat
+legitimately). A stuck fault recovers only once the value moves again and
+agrees with the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import chdtri  # inverse of the chi-square survival function
+
+from twin.kalman import Array
+
+GATE = 1e-2
+"""A sample updates the reference only when its own chi-square p-value is at least this."""
+
+FAULT_KINDS = ("innovation", "jump", "stuck")
+
+
+@dataclass
+class Fault:
+    """An open fault of a site and its reference estimate (see the module docstring)."""
+
+    kind: str
+    since: float  # time of the sample that opened the fault (unix s)
+    t: float  # time of the reference estimate
+    x: Array
+    P: Array
+    blocks: tuple[str, ...] = ()  # stuck metrics (empty for an innovation fault)
+    history: deque[tuple[float, int]] = field(default_factory=deque)
+    passed: int = 0  # consecutive passing windows against the reference
+    confirmed: bool = True  # a suspected jump is confirmed by the samples after it
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "since": self.since,
+            "t": self.t,
+            "x": self.x.tolist(),
+            "P": self.P.tolist(),
+            "blocks": list(self.blocks),
+            "history": list(self.history),
+            "passed": self.passed,
+            "confirmed": self.confirmed,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], window: int) -> Fault:
+        return cls(
+            kind=str(state["kind"]),
+            since=float(state["since"]),
+            t=float(state["t"]),
+            x=np.array(state["x"], dtype=np.float64),
+            P=np.array(state["P"], dtype=np.float64),
+            blocks=tuple(state.get("blocks", ())),
+            history=deque(((float(a), int(b)) for a, b in state.get("history", [])), window),
+            passed=int(state.get("passed", 0)),
+            confirmed=bool(state.get("confirmed", True)),
+        )
+
+
+class CriticalValues:
+    """``chi2.isf(alpha, dof)`` per degrees of freedom, computed once each.
+
+    Comparing a window's statistic with its critical value is the same test as
+    comparing its p-value with ``alpha``, without a special function per sample.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self._cache: dict[int, float] = {}
+
+    def __call__(self, dof: int) -> float:
+        hit = self._cache.get(dof)
+        if hit is None:
+            hit = self._cache[dof] = float(chdtri(dof, self.alpha))
+        return hit
+
+    def table(self, max_dof: int) -> list[float]:
+        """The critical values for ``0..max_dof`` degrees of freedom (0: infinite), by index."""
+        return [math.inf] + [self(d) for d in range(1, max_dof + 1)]
+
+
+def trimmed_statistic(entries: deque[tuple[float, int]], size: int, trim: int) -> tuple[float, int]:
+    """Sum of NIS and of dof over the last ``size`` entries, the ``trim`` most extreme out."""
+    window = list(entries)[-size:]
+    if trim:
+        window.sort(key=lambda e: e[0] / e[1])
+        window = window[: len(window) - trim]
+    return sum(v for v, _ in window), sum(d for _, d in window)
+
+
+def window_fails(
+    entries: deque[tuple[float, int]],
+    size: int,
+    trim: int,
+    total: tuple[float, int],
+    trim_dof: int,
+    critical: list[float],
+) -> bool:
+    """Whether the last ``size`` entries fail the trimmed chi-square test at ``critical``.
+
+    ``total`` is the untrimmed ``(sum of NIS, sum of dof)`` of those entries, kept as they
+    come. The trimmed statistic is at most the untrimmed sum, its dof at least
+    ``dof - trim_dof`` (``trim`` entries of at most ``trim_dof / trim`` dof each left out),
+    and the critical value grows with the dof: a sum below the critical value of that
+    bound passes without sorting the window (most windows, on a sound model).
+    """
+    low = total[1] - trim_dof
+    if low > 0 and total[0] <= critical[low] * (1.0 - 1e-9):
+        return False
+    stat, dof = trimmed_statistic(entries, size, trim)
+    return bool(dof) and stat > critical[dof]
+
+
+__all__ = [
+    "FAULT_KINDS",
+    "GATE",
+    "CriticalValues",
+    "Fault",
+    "trimmed_statistic",
+    "window_fails",
+]
