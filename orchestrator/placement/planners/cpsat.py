@@ -246,7 +246,11 @@ def solve_cpsat(
     for x, eur in moves.eur:
         terms.append((x, w["cost"] / rf["cost"] * eur))
         cost_terms.append((x, eur))
-    makespan = m.new_int_var(0, horizon, "makespan")
+    # the combinatorial lower bound (critical path at the fastest sites, total load): valid
+    # in ticks too (durations round up); the search stops once a plan reaches it, where
+    # CP-SAT's own bound (cumulative relaxations) stays far below it on a few hundred steps
+    low = min(horizon, math.floor(model.lower_bounds()["time"] * scale))
+    makespan = m.new_int_var(max(0, low), horizon, "makespan")
     m.add_max_equality(makespan, list(end.values()))
     if constraints.budget is not None:
         unit = 1e6 / max(constraints.budget, 1e-9)
