@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from federation.errors import FederationError, InvalidFederation, InvalidInput, Problem
     from federation.jurisdictions import EU_MEMBERS, jurisdiction_allows
     from federation.model import (
+        ConnectorKind,
+        ConnectorSpec,
         Federation,
         Link,
         Organisation,
@@ -42,6 +44,8 @@ if not TYPE_CHECKING:  # mypy reads the imports above; at run time they load on 
 
 __all__ = [
     "EU_MEMBERS",
+    "ConnectorKind",
+    "ConnectorSpec",
     "Federation",
     "FederationError",
     "InvalidFederation",

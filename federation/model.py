@@ -20,6 +20,7 @@ A federation file looks like::
         price_per_core_hour: 0.02 # EUR
         jurisdiction: FR
         buffer_capacity: 2 TB
+        connector: {kind: slurm, partition: debug}   # default: local
     links:
       - {src: fatnode, dst: cloud, bandwidth: 137.9 MB/s, latency: 20 ms, symmetric: true}
     organisations:
@@ -70,6 +71,49 @@ class SiteKind(StrEnum):
     EDGE = "edge"
 
 
+class ConnectorKind(StrEnum):
+    """How the orchestrator runs a site's steps (``orchestrator.connectors``)."""
+
+    LOCAL = "local"
+    DASK = "dask"
+    AGENT = "agent"
+    SIMULATED = "simulated"
+    SLURM = "slurm"
+
+
+SLURM_ONLY = ("partition", "account", "time_limit")
+
+
+class ConnectorSpec(_Frozen):
+    """A site's connector: ``{kind: slurm, partition: debug}`` (``kind`` alone may be given
+    as a string: ``connector: slurm``). ``partition``, ``account`` and ``time_limit`` are
+    Slurm's (the batch queue, the account charged, the longest time a step is given);
+    ``address`` is a Dask scheduler's (default: a local cluster)."""
+
+    kind: ConnectorKind = ConnectorKind.LOCAL
+    partition: Identifier | None = None
+    account: Identifier | None = None
+    time_limit: Seconds | None = Field(
+        default=None, gt=0, description="longest time limit of a step's job, seconds"
+    )
+    address: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_alone(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _options_of_the_kind(self) -> Self:
+        if self.kind is not ConnectorKind.SLURM:
+            for name in SLURM_ONLY:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is an option of the slurm connector, not {self.kind}")
+        if self.kind is not ConnectorKind.DASK and self.address is not None:
+            raise ValueError(f"address is an option of the dask connector, not {self.kind}")
+        return self
+
+
 class Site(_Frozen):
     """One compute site of the federation (an HPC centre, a cloud region, an edge node).
 
@@ -111,6 +155,9 @@ class Site(_Frozen):
         description="electricity zone of the price/carbon series (defaults to jurisdiction)",
     )
     labels: dict[str, str] = Field(default_factory=dict)
+    connector: ConnectorSpec = Field(
+        default_factory=ConnectorSpec, description="how steps run there (default: local)"
+    )
 
     @model_validator(mode="after")
     def _check_power(self) -> Self:

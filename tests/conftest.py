@@ -13,12 +13,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from federation.cli import main
 from federation.model import Federation, load_demo_federation
+
+if TYPE_CHECKING:
+    from orchestrator.connectors.slurm import SlurmConnector
+    from orchestrator.connectors.slurmlocal import LocalSlurm
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CONTINUUM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -217,3 +221,74 @@ def postgres() -> Iterator[PostgresCluster]:
 def postgres_url(postgres: PostgresCluster) -> str:
     """The SQLAlchemy URL of the session's PostgreSQL cluster."""
     return postgres.url
+
+
+# -- Slurm, started and stopped by the test suite -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_session() -> Iterator[LocalSlurm]:
+    """A real single-host Slurm cluster for the session: munged, slurmctld and three slurmd
+    (2 CPUs each; partition ``debug`` of nodes n1 and n2, partition ``slow`` of n3 for a
+    job that outlives a test) started by PID with a configuration under a temporary folder,
+    ``SLURM_CONF`` pointing at it for the session, stopped at its end.
+
+    ``make test`` installs Slurm from Debian's packages when it can (root with apt-get).
+    """
+    import shutil
+    import tempfile
+
+    from orchestrator.connectors.slurmlocal import LocalSlurm, slurm_missing
+
+    reason = slurm_missing()
+    if reason is not None:
+        missing(reason)
+    # A short path: munged's socket path must fit in a sockaddr_un.
+    root = Path(tempfile.mkdtemp(prefix="continuum-slurm-"))
+    cluster = LocalSlurm(root, nodes=3, partitions={"debug": ("n1", "n2"), "slow": ("n3",)})
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        cluster.stop()
+        missing(f"the local Slurm cluster did not start: {exc}")
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.cancel_all()
+        cluster.stop()
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_time_limited(
+    slurm_session: LocalSlurm, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SlurmConnector, str]:
+    """A task that only its time limit ends, submitted with the session's first Slurm test:
+    Slurm enforces limits in whole minutes and checks them about every 30 s, so the wait
+    overlaps the other tests (the connector's time-limit test checks the outcome). It runs
+    on partition ``slow``, which no other test touches; the tests that restart the
+    controller come after that check (tests/orchestrator/test_slurm_run.py)."""
+    from orchestrator.connectors.base import TaskSpec
+    from orchestrator.connectors.slurm import SlurmConnector
+
+    conn = SlurmConnector("hpc", tmp_path_factory.mktemp("limit"), partition="slow")
+    # work 1 core-second: the limit is min_time_s (60 s, one Slurm minute)
+    task = TaskSpec(run_id="r1", step_id="endless", attempt=1, command="sleep 600", work=1.0)
+    return conn, conn.submit(task)
+
+
+@pytest.fixture
+def slurm(
+    slurm_session: LocalSlurm, slurm_time_limited: tuple[SlurmConnector, str]
+) -> Iterator[LocalSlurm]:
+    """The session's Slurm cluster for one test: afterwards the jobs of partition ``debug``
+    are cancelled and its nodes are back in service."""
+    yield slurm_session
+    slurm_session.cancel_all("debug")
+    slurm_session.restore()

@@ -256,6 +256,7 @@ class SiteTwin:
         self.last_sample_t: float | None = None
         self.last_values: dict[str, float] = {}
         self.up = True
+        self.in_service: float | None = None  # the site's own word on its cores in service
         self.pending = np.zeros(len(CONTROLS))
         # The innovations of the last ``nis_window + confirm - 1`` updates: enough to
         # test, when asked, each of the last ``confirm`` windows (tests cost a chi-square
@@ -396,6 +397,7 @@ class SiteTwin:
         self.last_sample_t = t
         self.last_values = known
         self.up = sample.up
+        self.in_service = sample.in_service
         self.counters.applied += 1
         return "applied"
 
@@ -614,7 +616,9 @@ class SiteTwin:
         """The verdict and a health score in [0, 1] at time ``now`` (default: the estimate's).
 
         Health is 1 when the window's p-value is 1 and falls linearly in
-        ``log p`` to 0 at ``alpha_down``; stale and down sites have health 0.
+        ``log p`` to 0 at ``alpha_down``; stale and down sites have health 0. A site whose
+        last sample says only part of its cores is in service (``in_service`` < 1) is
+        degraded, with that share as its health.
         """
         if self.t is None or self.last_sample_t is None:
             return SiteStatus.STALE, 0.0
@@ -623,6 +627,9 @@ class SiteTwin:
             return SiteStatus.STALE, 0.0
         if not self.up:
             return SiteStatus.DOWN, 0.0
+        if self.in_service is not None and self.in_service < 1.0:
+            # the site says part of it is out of service (a scheduler's nodes down or drained)
+            return SiteStatus.DEGRADED, self.in_service
         # the least significant of the last ``confirm`` window tests
         p = max(self.recent_p) if len(self.recent_p) == self.config.confirm else 1.0
         if self.fault is not None and self.fault.confirmed:
@@ -762,6 +769,7 @@ class SiteTwin:
             "last_sample_t": self.last_sample_t,
             "last_values": self.last_values,
             "up": self.up,
+            "in_service": self.in_service,
             "pending": self.pending.tolist(),
             "window": self.window,
             "history": list(self._history),
@@ -799,6 +807,7 @@ class SiteTwin:
         twin.last_sample_t = state.get("last_sample_t")
         twin.last_values = dict(state.get("last_values", {}))
         twin.up = bool(state.get("up", True))
+        twin.in_service = state.get("in_service")
         twin.pending = np.array(state.get("pending", [0.0, 0.0]), dtype=np.float64)
         # Older snapshots have only the window; either way the p-values saved are kept.
         saved = state.get("history", state.get("window", []))

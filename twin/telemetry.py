@@ -11,7 +11,8 @@ File formats (one sample per row or object):
 * CSV: columns ``timestamp`` (ISO 8601 or unix seconds) and ``site``, then any of
   ``utilisation`` (fraction of cores busy, 0..1), ``backlog`` (core-seconds
   queued), ``power_price`` (EUR/kWh), ``carbon_intensity`` (gCO2e/kWh),
-  ``link:<dst>`` (bytes/s to site ``dst``) and ``up`` (0/1). Empty cells are
+  ``link:<dst>`` (bytes/s to site ``dst``), ``up`` (0/1) and ``in_service`` (share
+  of the cores in service, 0..1: a scheduler's nodes down or drained). Empty cells are
   missing; unknown columns go to ``private``.
 * JSON: a list of objects (or JSON Lines) with the same keys; ``links`` may be
   an object ``{dst: bytes_per_s}``.
@@ -53,6 +54,13 @@ class TelemetrySample(BaseModel):
     carbon_intensity: float | None = Field(default=None, ge=0.0, description="gCO2e/kWh")
     links: dict[str, float] = Field(default_factory=dict, description="dst -> bytes/s")
     up: bool = True
+    in_service: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="share of the site's cores in service (a scheduler's nodes not down or "
+        "drained); below 1 the site is degraded",
+    )
     private: dict[str, str] = Field(
         default_factory=dict, description="collector data the twin never reads or exposes"
     )
@@ -99,6 +107,9 @@ def sample_from_mapping(row: Mapping[str, Any], source: str, where: str) -> Tele
         elif key == "up":
             if value not in ("", None):
                 data["up"] = str(value).lower() not in ("0", "false", "no", "down")
+        elif key == "in_service":
+            if value not in ("", None):
+                data["in_service"] = value
         elif key == "links" and isinstance(value, Mapping):
             data["links"].update(value)
         elif isinstance(key, str) and key.startswith("link:"):

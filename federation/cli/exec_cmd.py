@@ -118,9 +118,65 @@ def demo_section(ctx: DemoContext) -> None:
     ctx.results.setdefault("summary", {})["run"] = result.summary()
 
 
+slurm_app = typer.Typer(
+    help="A real Slurm cluster on this machine (Debian's slurm-wlm and munge), to try Slurm "
+    "sites: `start` prints the SLURM_CONF to export."
+)
+
+
+@slurm_app.command("start")
+def slurm_local_start(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where its configuration, state and logs live.")
+    ] = Path("continuum-slurm"),
+    nodes: Annotated[int, typer.Option(help="Nodes (one slurmd each).", min=1)] = 1,
+    cpus: Annotated[
+        int | None, typer.Option(help="CPUs per node (default: this machine's).", min=1)
+    ] = None,
+    partition: Annotated[str, typer.Option(help="The partition of every node.")] = "debug",
+) -> None:
+    """Start munged, slurmctld and the slurmd of each node in the background (by PID)."""
+    import os
+
+    from orchestrator.connectors.slurmlocal import LocalSlurm, slurm_missing
+
+    reason = slurm_missing()
+    if reason is not None:
+        err_console.print(f"[bold red]error:[/] {reason}", soft_wrap=True)
+        raise typer.Exit(2)
+    cluster = LocalSlurm(directory, nodes=nodes, cpus=cpus or os.cpu_count() or 1)
+    cluster.partitions = {partition: cluster.node_names}
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        err_console.print(f"[bold red]error:[/] the cluster did not start: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"Slurm is up: partition {partition}, {nodes} node(s); now run")
+    console.print(f"export SLURM_CONF={cluster.conf}", soft_wrap=True)
+
+
+@slurm_app.command("stop")
+def slurm_local_stop(
+    directory: Annotated[Path, typer.Option("--dir", help="The folder given to start.")] = Path(
+        "continuum-slurm"
+    ),
+) -> None:
+    """Stop the daemons started by `continuum slurm-local start` (by their PIDs)."""
+    from orchestrator.connectors.slurmlocal import LocalSlurm
+
+    try:
+        cluster = LocalSlurm.attach(directory)
+    except RuntimeError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    cluster.stop()
+    console.print(f"Slurm under {directory} stopped")
+
+
 def register(app: typer.Typer) -> None:
     """Add the execution commands to ``app``."""
     app.add_typer(runs_app, name="runs")
+    app.add_typer(slurm_app, name="slurm-local")
     app.command(name="run")(run_workflow)
     app.command(name="site-agent")(site_agent)
 
@@ -157,12 +213,35 @@ def site_agent(
         ),
     ] = None,
     state_every: Annotated[float, typer.Option(help="Seconds between state pushes.")] = 60.0,
+    slurm: Annotated[
+        bool,
+        typer.Option(
+            help="Hand each task to the site's Slurm as a batch job (SLURM_CONF, sbatch on the "
+            "PATH; --workdir on a file system the nodes share)."
+        ),
+    ] = False,
+    partition: Annotated[
+        str | None, typer.Option(help="With --slurm: the partition (default: the cluster's).")
+    ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(help="Tasks in flight at once (default: 1; 32 with --slurm).", min=1),
+    ] = None,
 ) -> None:
     """Run inside a site that accepts no inbound connection: pull tasks from the federation
-    API, run them, push results, outputs, logs and heartbeats (outbound HTTPS only)."""
-    from orchestrator.connectors.agent import SiteAgent
+    API, run them (here, or as Slurm batch jobs with --slurm), push results, outputs, logs and
+    heartbeats (outbound HTTPS only)."""
+    from orchestrator.connectors.agent import ProcessLauncher, SiteAgent, SlurmLauncher
+    from orchestrator.connectors.slurm import SlurmConnector
     from twin.site_service import start_site_twin
 
+    if partition is not None and not slurm:
+        raise typer.BadParameter("a partition is Slurm's: add --slurm", param_hint="--partition")
+    launcher = (
+        SlurmLauncher(SlurmConnector(site, workdir, partition=partition))
+        if slurm
+        else ProcessLauncher()
+    )
     stop_twin = start_site_twin(server, token, site, telemetry, state_every) if telemetry else None
     agent = SiteAgent(
         server,
@@ -173,6 +252,8 @@ def site_agent(
         export_roots=export_root or (),
         server_wait_s=server_wait,
         heartbeat_telemetry=not telemetry,
+        launcher=launcher,
+        parallel=parallel,
     )
     try:
         done = agent.run(max_tasks=max_tasks, idle_exit_s=idle_exit)
@@ -247,6 +328,24 @@ def run_workflow(
     if fail_site is not None and fail_site not in fed.site_ids:
         raise typer.BadParameter(
             f"unknown site {fail_site!r}; sites: {', '.join(fed.site_ids)}",
+            param_hint="--fail-site",
+        )
+    elsewhere = [
+        f"{s.id} ({s.connector.kind.value})"
+        for s in fed.sites
+        if s.connector.kind.value in ("agent", "simulated")
+    ]
+    if elsewhere:
+        raise typer.BadParameter(
+            f"site(s) {', '.join(elsewhere)} cannot run steps here: `continuum run` runs local, "
+            "slurm and dask sites (agent sites run through `continuum serve` and their "
+            "`continuum site-agent`, simulated ones in `continuum simulate`)",
+            param_hint="--federation",
+        )
+    if fail_site is not None and fed.site(fail_site).connector.kind.value != "local":
+        raise typer.BadParameter(
+            f"site {fail_site} is a {fed.site(fail_site).connector.kind.value} site: the drill "
+            "takes down local sites (take a Slurm site's nodes down with scontrol instead)",
             param_hint="--fail-site",
         )
     if not 0.0 <= fail_after <= 1.0:
@@ -348,17 +447,32 @@ def _store(state: Path | None) -> RunStore:
 
 
 def _executor(state: Path | None) -> Executor:
-    """An executor over the run store and the local sites of the run's working directory."""
+    """An executor over the run store and the sites of the run's working directory, each
+    through the connector its federation declares (a Slurm site's steps are cancelled with
+    scancel); a folder of tasks without a declaration is a local site."""
+    import json
+
+    from federation.model import Federation
+    from orchestrator.connectors.base import SiteConnector
     from orchestrator.connectors.local import LocalConnector
     from orchestrator.execution.executor import Executor
+    from orchestrator.execution.mainjob import FEDERATION_FILE, site_connector
 
     runs = _store(state)
     root = _state_path(state).parent
-    sites = {
-        d.name: LocalConnector(d.name, d)
-        for d in sorted(root.iterdir())
-        if d.is_dir() and (d / "tasks").is_dir()
-    }
+    declared = {}
+    if (root / FEDERATION_FILE).is_file():
+        text = (root / FEDERATION_FILE).read_text(encoding="utf-8")
+        declared = {s.id: s for s in Federation.from_dict(json.loads(text)).sites}
+    sites: dict[str, SiteConnector] = {}
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and (d / "tasks").is_dir():
+            site = declared.get(d.name)
+            sites[d.name] = (
+                site_connector(site, d)
+                if site is not None and site.connector.kind.value in ("local", "slurm")
+                else LocalConnector(d.name, d)
+            )
     return Executor(runs, sites)
 
 

@@ -3,8 +3,10 @@
 ``LocalConnector`` (processes in a directory), ``DaskConnector`` (a Dask
 scheduler; import ``orchestrator.connectors.dask``), ``PullConnector`` (a
 queue that a site agent inside an HPC zone pulls from through the API;
-``SiteAgent`` is that agent), ``SimulatedConnector`` (tasks that take time on
-a clock).
+``SiteAgent`` is that agent, running tasks itself or through the site's Slurm),
+``SimulatedConnector`` (tasks that take time on a clock), ``SlurmConnector`` (each
+attempt of a step a batch job of a Slurm cluster; ``LocalSlurm`` starts a real one on this
+machine).
 """
 
 from orchestrator.connectors.agent import SiteAgent
@@ -18,14 +20,18 @@ from orchestrator.connectors.base import (
 from orchestrator.connectors.local import LocalConnector
 from orchestrator.connectors.pull import PullConnector
 from orchestrator.connectors.simulated import SimulatedConnector
+from orchestrator.connectors.slurm import SlurmConnector
+from orchestrator.connectors.slurmlocal import LocalSlurm
 
 __all__ = [
     "ConnectorError",
     "LocalConnector",
+    "LocalSlurm",
     "PullConnector",
     "SimulatedConnector",
     "SiteAgent",
     "SiteConnector",
+    "SlurmConnector",
     "TaskInfo",
     "TaskSpec",
     "TaskStatus",

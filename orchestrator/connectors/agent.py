@@ -4,10 +4,17 @@
 of the site the orchestrator asked for (``--export-root`` says which folders may leave the
 site), lease the next task from the federation API, download its inputs (sha256 checked
 against the server's header; inputs that already live at the site are linked, not moved),
-run it through the same shell runner as the local connector (claim, ``task.sh``, atomic
-``result.json``) while renewing the lease and shipping its stdout and stderr as they grow,
-upload every output with its sha256, report the result. Only outbound HTTPS from the site
-is needed.
+hand its task folder to the site's ``TaskLauncher`` while renewing the lease and shipping its
+stdout and stderr as they grow, upload every output with its sha256, report the result.
+Only outbound HTTPS from the site is needed.
+
+Two launchers, one seam: ``ProcessLauncher`` runs the folder through the same shell runner
+as the local connector (claim, ``task.sh``, atomic ``result.json``) on this host, one task
+at a time by default; ``SlurmLauncher`` (``continuum site-agent --slurm [--partition P]``)
+submits it as a batch job to the site's Slurm through ``SlurmConnector`` (cores, memory and
+time limit from the step, the run, step and attempt ids in the job's name and comment),
+keeping up to ``parallel`` tasks in flight, and reports the partition's telemetry in its
+heartbeats.
 
 The agent outlives the service: while the service is unreachable (restarting, a network
 cut) every call is retried with a growing pause, a running task keeps running, and its
@@ -17,23 +24,34 @@ result is reported once the service answers again (``server_wait_s`` bounds the 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from orchestrator.connectors.base import ConnectorError, _safe, sha256_file
-from orchestrator.connectors.local import RUNNER_SCRIPT, RUNNER_SHELL, link_site_input
-from orchestrator.connectors.runner import RESULT, SPEC, write_atomic
+from orchestrator.connectors.base import (
+    ConnectorError,
+    TaskInfo,
+    TaskStatus,
+    _safe,
+    sha256_file,
+)
+from orchestrator.connectors.local import (
+    RUNNER_SCRIPT,
+    RUNNER_SHELL,
+    link_site_input,
+    read_result,
+)
+from orchestrator.connectors.runner import SPEC, write_atomic
+from orchestrator.connectors.slurm import SlurmConnector, job_request
 from orchestrator.execution.logs import STREAMS, truncation_note
 
 log = logging.getLogger(__name__)
@@ -43,6 +61,103 @@ RETRY_STATUS = frozenset({502, 503, 504})
 
 class ServerGone(ConnectorError):
     """The federation API did not answer for longer than the agent waits."""
+
+
+class TaskLauncher(Protocol):
+    """How a site agent runs a prepared task folder (``task.sh``, ``spec.json``, ``in/``,
+    ``out/``): the runner's files (``stdout``, ``stderr``, ``out/``) appear in the folder."""
+
+    default_parallel: int
+    """Tasks kept in flight when the agent is not told otherwise."""
+
+    def start(self, folder: Path, task: Mapping[str, Any]) -> None:
+        """Start the task (``ConnectorError``: it could not be started)."""
+
+    def poll(self, folder: Path) -> TaskInfo | None:
+        """None while the task runs; its outcome once it is over."""
+
+    def telemetry(self) -> dict[str, float]:
+        """What the agent's heartbeat reports of the site."""
+
+
+class ProcessLauncher:
+    """Runs task folders on this host through the claim runner (``runner.sh``)."""
+
+    default_parallel = 1
+
+    def __init__(self) -> None:
+        self._procs: dict[Path, subprocess.Popen[bytes]] = {}
+
+    def start(self, folder: Path, task: Mapping[str, Any]) -> None:
+        self._procs[folder] = subprocess.Popen(
+            [RUNNER_SHELL, RUNNER_SCRIPT, str(folder)],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def poll(self, folder: Path) -> TaskInfo | None:
+        proc = self._procs.get(folder)
+        if proc is not None and proc.poll() is None:
+            return None
+        self._procs.pop(folder, None)
+        info = read_result(folder)
+        if info is None:
+            return TaskInfo(TaskStatus.LOST, workdir=folder, message="the runner left no result")
+        return info
+
+    def telemetry(self) -> dict[str, float]:
+        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        cpus = os.cpu_count() or 1
+        return {"utilisation": min(load1 / cpus, 1.0)}
+
+
+class SlurmLauncher:
+    """Submits task folders to the site's Slurm as batch jobs (``SlurmConnector``)."""
+
+    default_parallel = 32
+
+    def __init__(self, connector: SlurmConnector) -> None:
+        self.connector = connector
+
+    def start(self, folder: Path, task: Mapping[str, Any]) -> None:
+        run_id, step_id, attempt = _task_ids(str(task["handle"]))
+        cores = int(task.get("cores", 1))
+        request = job_request(
+            run_id,
+            step_id,
+            attempt,
+            self.connector.site_id,
+            cores,
+            float(task.get("memory", 0.0)),
+            self.connector.time_limit_for(cores, float(task.get("work", 0.0))),
+        )
+        self.connector.submit_dir(folder, request)
+
+    def poll(self, folder: Path) -> TaskInfo | None:
+        info = self.connector.status(str(folder))
+        return info if info.finished else None
+
+    def telemetry(self) -> dict[str, float]:
+        return self.connector.telemetry()
+
+
+def _task_ids(handle: str) -> tuple[str, str, int]:
+    """Run, step and attempt of a pull task (``pull:<site>:<run>/<step>/<attempt>``)."""
+    key = handle.split(":", 2)[-1]
+    run_id, _, rest = key.partition("/")
+    step_id, _, attempt = rest.rpartition("/")
+    return run_id, step_id or rest, int(attempt) if attempt.isdigit() else 1
+
+
+@dataclass
+class _InFlight:
+    """A task handed to the launcher: its lease renewals and log shipping are due then."""
+
+    handle: str
+    folder: Path
+    logs: _LogShipper
+    next_renew: float
+    next_ship: float
 
 
 @dataclass
@@ -62,10 +177,18 @@ class SiteAgent:
     server_wait_s: float | None = 3600.0
     """How long the agent keeps retrying an unreachable service (None: for ever)."""
     log_every_s: float = 1.0
+    launcher: TaskLauncher = field(default_factory=ProcessLauncher)
+    """How tasks run at the site: the claim runner on this host, or Slurm."""
+    parallel: int | None = None
+    """Tasks in flight at once (None: the launcher's default: 1 here, 32 on Slurm)."""
     done: int = 0
     heartbeat_telemetry: bool = True  # False when the site's own twin publishes its state
 
     def __post_init__(self) -> None:
+        self._parallel: int = self.parallel or self.launcher.default_parallel
+        if self._parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {self.parallel}")
+        self._running: dict[str, _InFlight] = {}
         self.workdir = Path(self.workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.export_roots = [Path(r).expanduser().resolve() for r in self.export_roots]
@@ -82,30 +205,56 @@ class SiteAgent:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, max_tasks: int | None = None, idle_exit_s: float | None = None) -> int:
-        """Work until ``max_tasks`` are done or nothing came for ``idle_exit_s``; tasks done."""
+        """Work until ``max_tasks`` are done or nothing came for ``idle_exit_s``; tasks done.
+
+        Up to ``parallel`` tasks are in flight; while some are, heartbeats and export
+        requests are looked at every ``poll_s`` seconds and the tasks every 50 ms."""
         idle_since = time.monotonic()
+        next_beat = -float("inf")
         while max_tasks is None or self.done < max_tasks:
-            self.heartbeat()
-            busy = self.export_requested() > 0
-            if self.run_one():
+            busy = False
+            if time.monotonic() >= next_beat:
+                self.heartbeat()
+                busy = self.export_requested() > 0
+                next_beat = time.monotonic() + self.poll_s
+            room = self._parallel - len(self._running)
+            if max_tasks is not None:
+                room = min(room, max_tasks - self.done - len(self._running))
+            while room > 0 and self._start_next():
+                room -= 1
                 busy = True
+            if self._running:
+                self._tend()
+                idle_since = time.monotonic()
+                if self._running:
+                    time.sleep(0.05)
+                continue
             if busy:
                 idle_since = time.monotonic()
                 continue
             if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 break
             time.sleep(self.poll_s)
+            next_beat = -float("inf")
         return self.done
 
     def heartbeat(self) -> None:
-        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        cpus = os.cpu_count() or 1
-        raw = {"utilisation": min(load1 / cpus, 1.0)} if self.heartbeat_telemetry else {}
+        raw = self.launcher.telemetry() if self.heartbeat_telemetry else {}
         body = {"agent": self.agent_id, "telemetry": raw}
         self._call("POST", "/heartbeat", json=body)
 
     def run_one(self) -> bool:
-        """Lease and run one task; False when the queue is empty."""
+        """Lease one task and see it through; False when the queue is empty."""
+        if not self._start_next():
+            return False
+        while self._running:
+            self._tend()
+            if self._running:
+                time.sleep(0.05)
+        return True
+
+    def _start_next(self) -> bool:
+        """Lease a task and hand it to the launcher; False when the queue is empty."""
         r = self._call(
             "POST", "/lease", params={"agent": self.agent_id, "lease_s": self.lease_s}, ok=(204,)
         )
@@ -136,41 +285,58 @@ class SiteAgent:
         script += command if isinstance(command, str) else shlex.join(command)
         (folder / "task.sh").write_text(script + "\n", encoding="utf-8")
         write_atomic(folder / SPEC, {"command": command, "env": env, "cores": task.get("cores", 1)})
-        proc = subprocess.Popen(
-            [RUNNER_SHELL, RUNNER_SCRIPT, str(folder)],
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+        try:
+            self.launcher.start(folder, task)
+        except ConnectorError as exc:
+            self._report(handle, 1, None, time.time(), f"could not start: {exc}")
+            return True
+        now = time.monotonic()
+        self._running[handle] = _InFlight(
+            handle,
+            folder,
+            _LogShipper(self, handle, folder, int(task.get("log_limit", 1024 * 1024))),
+            now + self.lease_s / 3,
+            now + self.log_every_s,
         )
-        logs = _LogShipper(self, handle, folder, int(task.get("log_limit", 1024 * 1024)))
-        next_renew = time.monotonic() + self.lease_s / 3
-        next_ship = time.monotonic() + self.log_every_s
-        while proc.poll() is None:
+        return True
+
+    def _tend(self) -> None:
+        """Renew leases and ship logs when due; finish the tasks that are over."""
+        for handle, job in list(self._running.items()):
             now = time.monotonic()
-            if now >= next_renew:
+            if now >= job.next_renew:
                 try:
                     self._call("POST", "/renew", params={"handle": handle, "lease_s": self.lease_s})
                 except ConnectorError as exc:  # the lease went elsewhere: say so, go on
                     log.warning("task %s: lease not renewed: %s", handle, exc)
-                next_renew = time.monotonic() + self.lease_s / 3
-            if now >= next_ship:
-                logs.ship(final=False)
-                next_ship = time.monotonic() + self.log_every_s
-            time.sleep(0.05)
-        result = json.loads((folder / RESULT).read_text(encoding="utf-8"))
-        logs.ship(final=True)
-        for path in sorted((folder / "out").iterdir()):
+                job.next_renew = time.monotonic() + self.lease_s / 3
+            if now >= job.next_ship:
+                job.logs.ship(final=False)
+                job.next_ship = time.monotonic() + self.log_every_s
+            info = self.launcher.poll(job.folder)
+            if info is not None:
+                del self._running[handle]
+                self._finish(job, info)
+
+    def _finish(self, job: _InFlight, info: TaskInfo) -> None:
+        """Ship the logs and the outputs of a task that is over, report its result."""
+        job.logs.ship(final=True)
+        for path in sorted((job.folder / "out").iterdir()):
             if path.is_file():
-                self._upload(handle, path)
-        stderr = (folder / "stderr").read_text(errors="replace")[-2000:]
-        code = result["exit_code"]
+                self._upload(job.handle, path)
+        code = info.exit_code
+        message = info.message
+        if code != 0:
+            stderr = job.folder / "stderr"
+            tail = stderr.read_text(errors="replace")[-2000:] if stderr.exists() else ""
+            message = "\n".join(m for m in (message, tail) if m)[-2000:]
         self._report(
-            handle,
+            job.handle,
             code if code is not None else -1,
-            result.get("started_at"),
-            result.get("ended_at"),
-            stderr if code != 0 else "",
+            info.started_at,
+            info.ended_at,
+            message if code != 0 else "",
         )
-        return True
 
     def _report(
         self,

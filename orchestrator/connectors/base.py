@@ -66,6 +66,8 @@ class TaskSpec:
     outputs: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     duration_hint: float = 0.0  # seconds, for simulated sites
+    memory: float = 0.0  # bytes the step asks for (0: the site's default)
+    work: float = 0.0  # core-seconds at the reference speed (0: unknown), for time limits
 
     def key(self) -> str:
         return f"{self.run_id}/{_safe(self.step_id)}/{self.attempt}"

@@ -133,6 +133,8 @@ class PullConnector(SiteConnector):
             "command": command,
             "env": spec.env,
             "cores": spec.cores,
+            "memory": spec.memory,
+            "work": spec.work,
             "inputs": [safe_name(i) for i in spec.inputs],
             "site_inputs": {safe_name(i): p for i, p in spec.site_inputs.items()},
             "outputs": [safe_name(o) for o in spec.outputs],

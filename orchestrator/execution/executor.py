@@ -400,18 +400,32 @@ class Executor:
         self.down_sites.add(site)
         moved = []
         back: list[Change] = []
+        conn = self._connector(site)
         for sid, rec in view.recs.items():
             if rec.site != site or rec.state in (S.DONE, S.CANCELLED):
                 continue
             if rec.state in ACTIVE:
                 with contextlib.suppress(ConnectorError):
-                    self._connector(site).cancel(rec.handle)
+                    conn.cancel(rec.handle)
+                if rec.state is S.RUNNING and self._succeeded(conn, rec.handle):
+                    continue  # it finished before the site went down: the next pass records it
                 back.append((sid, [S.READY], reason, {"attempt_base": rec.attempt_base + 1}))
             moved.append(sid)
         self._apply(run_id, view, back)
         if moved:
             self._replan(run_id, moved, reason)
         return moved
+
+    @staticmethod
+    def _succeeded(conn: SiteConnector, handle: str) -> bool:
+        """Whether the task behind ``handle`` has finished well (a connector that cannot
+        tell is taken to say no)."""
+        if not handle:
+            return False
+        try:
+            return conn.status(handle).status is TaskStatus.SUCCEEDED
+        except (ConnectorError, OSError):
+            return False
 
     # -- running -------------------------------------------------------------------------
     def run(self, run_id: str, timeout: float | None = None) -> RunState:
@@ -866,6 +880,9 @@ class Executor:
             site_inputs=at_site,
             outputs=step.outputs if launch.moves_data else (),
             duration_hint=0.0 if launch.moves_data else launch.duration(step, site),
+            memory=step.memory,
+            # what this attempt is expected to cost (a synthetic step lasts its work scaled)
+            work=step.work * (launch.time_scale if launch.kind.value == "synthetic" else 1.0),
         )
 
     def _stage_inputs(

@@ -1,13 +1,15 @@
-"""The end-to-end main job: a planned workflow executed for real on local sites.
+"""The end-to-end main job: a planned workflow executed for real on this machine's sites.
 
-``execute_locally`` turns every site of a federation into a local site (a
-bounded process pool in a directory of its own, and its own buffer service on
-loopback), runs the plan's assignment through the durable executor, moves data
+``execute_locally`` gives every site of a federation its declared connector (a
+bounded process pool in a directory of its own by default, a Slurm cluster for a
+``connector: {kind: slurm}`` site, a Dask cluster) and its own buffer service on
+loopback, runs the plan's assignment through the durable executor, moves data
 between sites through the buffer services, keeps the twin informed (heartbeat
-telemetry and the load dispatched), optionally takes one site down half-way,
-lets the twin flag it, re-plans the unfinished part on the healthy sites, and
-returns what happened: the run's events in words, the timeline, the
-fault-to-replan latency, and the bytes moved.
+telemetry and the load dispatched; a Slurm site's scheduler readings), optionally
+takes one local site down half-way, lets the twin flag any site that goes down
+(a Slurm partition whose nodes are all down or drained included), re-plans the
+unfinished part on the healthy sites, and returns what happened: the run's events
+in words, the timeline, the fault-to-replan latency, and the bytes moved.
 
 ``write_report`` writes ``report.md`` with a planned-vs-actual Gantt PNG.
 """
@@ -21,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from federation.model import Federation
+from federation.model import ConnectorKind, Federation, Site
 from federation.store import Store
+from orchestrator.connectors.base import SiteConnector
 from orchestrator.connectors.local import LocalConnector
+from orchestrator.connectors.slurm import SlurmConnector
 from orchestrator.errors import OrchestratorError
 from orchestrator.execution.buffers import BufferStager, LocalBufferServices
 from orchestrator.execution.executor import Executor
@@ -103,13 +107,15 @@ class ExecutionResult:
 class TwinWatch:
     """Feeds site heartbeats and dispatched load to the twin; reports newly flagged sites.
 
-    Each tick sends one ``TelemetrySample`` per site with ``up`` from the
-    connector (other metrics missing: a local site cannot see the load of other
-    users) and returns the sites the twin now calls down or stale.
+    Each tick sends one ``TelemetrySample`` per site: a Slurm site's comes from its
+    scheduler (``twin.slurm_source``: utilisation, pending work, share in service, up),
+    at most once per reading; any other site's has ``up`` from the connector (other
+    metrics missing: a local site cannot see the load of other users). It returns the
+    sites the twin now calls down.
     """
 
     twin: FederationTwin
-    connectors: Mapping[str, LocalConnector]
+    connectors: Mapping[str, SiteConnector]
     clock: Callable[[], float]
     flagged: set[str] = field(default_factory=set)
 
@@ -117,10 +123,13 @@ class TwinWatch:
         from twin.telemetry import TelemetrySample
 
         now = self.clock()
-        self.twin.ingest(
-            TelemetrySample(site=site, timestamp=now, up=not conn.down)
-            for site, conn in self.connectors.items()
-        )
+        samples: list[TelemetrySample] = []
+        for site, conn in self.connectors.items():
+            if isinstance(conn, SlurmConnector):
+                samples += conn.source.poll(now)
+            else:
+                samples.append(TelemetrySample(site=site, timestamp=now, up=conn.healthy()))
+        self.twin.ingest(samples)
         new: dict[str, SiteStatus] = {}
         for site, status in self.twin.status(now).items():
             if site in self.connectors and status is SiteStatus.DOWN and site not in self.flagged:
@@ -133,10 +142,45 @@ FEDERATION_FILE = "federation.json"
 """The federation a working directory's sites were made from (``resume_locally`` reads it)."""
 
 
+def site_connector(site: Site, workdir: Path, slots: int = 2) -> SiteConnector:
+    """The connector ``site`` declares (``Site.connector``), its files under ``workdir``.
+
+    ``local``: a pool of ``slots`` processes; ``slurm``: batch jobs on the Slurm cluster of
+    ``SLURM_CONF`` (its partition, account and time limit; time limits at the site's speed);
+    ``dask``: a scheduler at ``address`` (default: a local cluster of ``slots`` workers).
+    ``agent`` and ``simulated`` sites cannot run here (``OrchestratorError`` says where they
+    run)."""
+    spec = site.connector
+    if spec.kind is ConnectorKind.LOCAL:
+        return LocalConnector(site.id, workdir, slots=slots)
+    if spec.kind is ConnectorKind.SLURM:
+        return SlurmConnector(
+            site.id,
+            workdir,
+            partition=spec.partition,
+            account=spec.account,
+            time_limit_s=spec.time_limit,
+            speed=site.speed,
+        )
+    if spec.kind is ConnectorKind.DASK:
+        from orchestrator.connectors.dask import DaskConnector
+
+        return DaskConnector(site.id, workdir, address=spec.address, n_workers=slots)
+    where = (
+        "its steps are pulled by `continuum site-agent` through `continuum serve`"
+        if spec.kind is ConnectorKind.AGENT
+        else "simulated sites run in `continuum simulate`"
+    )
+    raise OrchestratorError(
+        f"site {site.id} declares connector {spec.kind.value}: it cannot run steps here ({where})"
+    )
+
+
 @dataclass
 class LocalSites:
-    """Every site of ``federation`` as a local site under ``workdir``: a bounded process pool
-    (``LocalConnector``) and a buffer service on loopback each, and the stager between them.
+    """Every site of ``federation`` under ``workdir``, through the connector it declares
+    (``site_connector``: a bounded process pool by default), with a buffer service on
+    loopback each, and the stager between them.
 
     A context manager: the buffer services (a process group each, see
     ``LocalBufferServices``) are stopped when the block ends, however it ends (Ctrl-C too).
@@ -146,7 +190,7 @@ class LocalSites:
     workdir: Path
     slots: int = 2
     startup_timeout: float = 120.0
-    connectors: dict[str, LocalConnector] = field(default_factory=dict)
+    connectors: dict[str, SiteConnector] = field(default_factory=dict)
     services: LocalBufferServices | None = None
     stager: BufferStager | None = None
 
@@ -155,10 +199,13 @@ class LocalSites:
         (self.workdir / FEDERATION_FILE).write_text(
             json.dumps(self.federation.to_dict(), indent=1), encoding="utf-8"
         )
-        self.connectors = {
-            s.id: LocalConnector(s.id, self.workdir / s.id, slots=self.slots)
-            for s in self.federation.sites
-        }
+        self.connectors = {}
+        try:
+            for s in self.federation.sites:
+                self.connectors[s.id] = site_connector(s, self.workdir / s.id, self.slots)
+        except Exception:
+            self.__exit__()
+            raise
         self.services = LocalBufferServices(
             self.workdir, list(self.connectors), startup_timeout=self.startup_timeout
         )
@@ -308,6 +355,7 @@ def drive(
     deadline = time.monotonic() + timeout
     total = len(workflow.steps)
     dispatched: set[tuple[str, int]] = set()
+    handled: set[str] = set()  # sites flagged down and dealt with
     state = RunState.RUNNING
     while state in (RunState.RUNNING, RunState.PAUSED) and time.monotonic() < deadline:
         state = ex.step_once(rid)
@@ -326,21 +374,30 @@ def drive(
                     step = workflow.step(sid)
                     twin.control(rec.site, cores=step.cores, work=step.work)
         if fault is not None and result.fault_at is None and done >= fault.after * total:
-            victim = fault.site or _busiest(steps, sites.federation)
-            if victim is not None:
-                sites.connectors[victim].fail()
+            victim = fault.site or _busiest(steps, sites.federation, _failable(sites.connectors))
+            conn = sites.connectors.get(victim) if victim is not None else None
+            if isinstance(conn, LocalConnector):
+                conn.fail()
                 result.failed_site, result.fault_at = victim, time.time()
                 runs.log(rid, "fault", f"site {victim} went down after {done} of {total} steps")
-        if result.failed_site is not None and result.flagged_at is None:
-            flagged = watch.tick() if watch is not None else {result.failed_site: SiteStatus.DOWN}
-            if result.failed_site in flagged:
-                result.flagged_at = time.time()
-                by = "the twin" if watch is not None else "the executor"
-                moved = ex.site_down(rid, result.failed_site, f"{by} flagged site down")
-                result.replanned_at = time.time()
+        # Sites that went down, injected or not (a Slurm partition whose nodes are all down
+        # or drained): the twin flags them from their telemetry, or, without a twin, their
+        # connector says so; their unfinished steps are re-planned.
+        if watch is not None:
+            flagged = set(watch.tick())
+        else:
+            flagged = {s for s, c in sites.connectors.items() if not c.healthy()}
+        for site in sorted(flagged - handled):
+            handled.add(site)
+            now = time.time()
+            if result.failed_site is None:  # nobody injected it: the site itself went down
+                result.failed_site, result.fault_at = site, now
+                runs.log(rid, "fault", f"site {site} went down after {done} of {total} steps")
+            by = "the twin" if watch is not None else "the executor"
+            moved = ex.site_down(rid, site, f"{by} flagged site down")
+            if site == result.failed_site:
+                result.flagged_at, result.replanned_at = now, time.time()
                 result.replanned_steps = moved
-        elif watch is not None:
-            watch.tick()
         time.sleep(ex.poll_interval)
     result.state = state
     result.wall_s = time.time() - start_wall
@@ -366,11 +423,18 @@ def drive(
     return result
 
 
-def _busiest(steps: Mapping[str, Any], federation: Federation) -> str | None:
-    """The site with the most unfinished steps (ties: the federation's order)."""
+def _failable(connectors: Mapping[str, SiteConnector]) -> set[str]:
+    """The sites a drill can take down (local ones: ``LocalConnector.fail``)."""
+    return {s for s, c in connectors.items() if isinstance(c, LocalConnector)}
+
+
+def _busiest(
+    steps: Mapping[str, Any], federation: Federation, among: set[str] | None = None
+) -> str | None:
+    """The site with the most unfinished steps (of ``among``; ties: the federation's order)."""
     counts: dict[str, int] = {}
     for rec in steps.values():
-        if rec.state is not StepState.DONE:
+        if rec.state is not StepState.DONE and (among is None or rec.site in among):
             counts[rec.site] = counts.get(rec.site, 0) + 1
     if not counts:
         return None

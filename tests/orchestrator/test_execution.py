@@ -14,7 +14,7 @@ import pytest
 
 from federation.store import Store
 from orchestrator import Workflow, load_workflow
-from orchestrator.connectors import LocalConnector, SimulatedConnector
+from orchestrator.connectors import LocalConnector, SimulatedConnector, TaskStatus
 from orchestrator.execution import (
     CopyStager,
     Executor,
@@ -228,6 +228,31 @@ def test_site_failing_half_way_is_replanned_and_the_run_completes(work: Path) ->
     assert lines(work / "markers" / "d") == ["b"]
 
 
+def test_a_step_that_finished_just_before_its_site_went_down_is_not_run_again(
+    work: Path,
+) -> None:
+    """The task is over (its result is written) but no pass has read it yet when the site is
+    declared down: the step is done where it ran, not re-planned and run a second time."""
+    wf = shell_workflow(work / "markers")
+    ex = make_executor(work, replanner=move_to_b)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"))
+    while ex.runs.steps(rid)["a"].state is not StepState.RUNNING:
+        ex.step_once(rid)
+    handle = ex.runs.steps(rid)["a"].handle
+    site_a = ex.connectors["a"]
+    deadline = time.monotonic() + 60
+    while site_a.status(handle).status is not TaskStatus.SUCCEEDED:
+        assert time.monotonic() < deadline, "the task did not end"
+        time.sleep(0.01)  # the task ends; the executor does not look
+    moved = ex.site_down(rid, "a", "site a went down")
+    assert "a" not in moved
+    assert set(moved) == {"b", "c", "d"}
+    assert ex.run(rid, timeout=60) is RunState.DONE
+    assert ex.runs.steps(rid)["a"].site == "a"
+    assert ex.runs.steps(rid)["a"].attempts == 1
+    assert lines(work / "markers" / "a") == ["a"]  # once
+
+
 def test_exhausted_attempts_at_one_site_moves_the_step(work: Path) -> None:
     only_on_b = 'test "$CONTINUUM_SITE" = b'
     wf = shell_workflow(work / "markers", fail_on={"c": only_on_b})
@@ -351,8 +376,9 @@ def test_many_runners_started_at_once_on_one_task_run_it_once(tmp_path: Path, sh
 
 @pytest.mark.parametrize("shell", ["/bin/sh", "bash"])
 def test_claim_runner_runs_a_task_once_under_any_shell(tmp_path: Path, shell: str) -> None:
-    """runner.sh: the task runs once, its result is valid JSON with both times, a second
-    runner on the same folder does nothing (bash and a plain POSIX sh alike)."""
+    """runner.sh: the task runs once, its result is valid JSON with both times, the runner
+    exits with the task's status, a second runner on the same folder does nothing and exits
+    0 (bash and a plain POSIX sh alike)."""
     import shutil
 
     from orchestrator.connectors.local import RUNNER_SCRIPT
@@ -364,8 +390,8 @@ def test_claim_runner_runs_a_task_once_under_any_shell(tmp_path: Path, shell: st
     task.mkdir()
     (task / "task.sh").write_text('echo ran >> "$PWD/../marker"; echo out; exit 3\n')
     env = {**os.environ, "LC_ALL": "C"}
-    for _ in range(2):
-        subprocess.run([exe, RUNNER_SCRIPT, str(task)], check=True, env=env)
+    codes = [subprocess.run([exe, RUNNER_SCRIPT, str(task)], env=env).returncode for _ in "12"]
+    assert codes == [3, 0]  # the task's status; nothing done by the second runner
     assert (tmp_path / "marker").read_text() == "ran\n"  # once
     result = json.loads((task / "result.json").read_text())
     claim = json.loads((task / "claim").read_text())
