@@ -16,15 +16,15 @@ elsewhere (an assumption: no other zone's series is shared), and Belgian day-ahe
 Per instance and objective (time; carbon and cost at deadlines of 1.1x and 1.5x HEFT's
 makespan; and under a budget ``B``, halfway between HEFT's cost and the cost of the
 cheapest heuristic plan (greedy or market for ``cost``): time under ``B``, carbon at 1.5x
-under ``B``, rows marked ``$B``): HEFT, greedy, market, the optimiser (``ilp``: the best heuristic, the MILP and
-CP-SAT, ``--seconds``) and the reference (CP-SAT alone, ``--ref-seconds``, hinted with
-the best heuristic plan, same run; skipped when the optimiser's CP-SAT already proved its
-model optimal), with planning times. The best known value of the objective's criterion
-is the lowest over every plan of the row that keeps the deadline and passes the checker;
-``ratio`` is the optimiser's value over it. Targets on the capacity-bound federations:
-makespan ratio <= 1.01, carbon and cost ratios <= 1.02. A multi-workflow row plans ten
-workflows sharing a federation as one batch. The process exits 1 when a target is missed
-or a checker fails.
+under ``B``, rows marked ``$B``): HEFT, greedy, market, the optimiser (``ilp``: the best
+heuristic, the MILP and CP-SAT, ``--seconds``) and the reference (CP-SAT alone,
+``--ref-seconds``, hinted with the best heuristic plan, same run; skipped when the
+optimiser's CP-SAT already proved its model optimal), with planning times. The best known
+value of the objective's criterion is the lowest over every plan of the row that keeps the
+deadline and passes the checker; ``ratio`` is the optimiser's value over it. Targets on the
+capacity-bound federations: makespan ratio <= 1.01, carbon and cost ratios <= 1.02. A
+multi-workflow row plans ten workflows sharing a federation as one batch. The process exits
+1 when a target is missed or a checker fails.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Each heuristic plans for the requested objective and constraints (greedy and the market
 escalate the weight of the makespan, or of the cost, until the deadline, or the budget,
 holds; HEFT's plan is also tried time-shifted; under a deadline, two *paced* greedy plans
-keep each step on its pace towards the deadline, or within its latest finish). Every plan that keeps the limits is a candidate; the best by
-the objective, normalised by HEFT's values, is the incumbent every engine starts from
-and must beat, so the optimiser is never worse than any of them.
+keep each step on its pace towards the deadline, or within its latest finish). Every plan
+that keeps the limits is a candidate; the best by the objective, normalised by HEFT's
+values, is the incumbent every engine starts from and must beat, so the optimiser is never
+worse than any of them.
 """
 
 from __future__ import annotations
