@@ -22,6 +22,7 @@ from simulations.series import HourlySeries
 from twin import TelemetrySample
 
 if TYPE_CHECKING:
+    from orchestrator.connectors import SimulatedConnector
     from simulations.model import FederationModel
     from simulations.workload import JobTable
 
@@ -76,6 +77,8 @@ class SiteAgent(Agent):
         self._origin = model.origin
         self._cycle = model.scenario.scheduling_interval
         self._cycle_pending = False
+        self.connector: SimulatedConnector | None = None
+        """The executor's connector to this site (when the scenario runs workflows)."""
 
     # -- state -----------------------------------------------------------------
     @property
@@ -204,6 +207,8 @@ class SiteAgent(Agent):
             if job.owner is None:
                 self.model.jobs.start[job.index] = job.start
                 self.model.jobs.site[job.index] = self.index
+            else:
+                job.owner.job_started(job)
 
     def on_job_end(self, job: Job, epoch: int) -> None:
         """A job ends (ignored when the job was killed since this event was scheduled)."""
@@ -215,8 +220,14 @@ class SiteAgent(Agent):
         if job.owner is None:
             self.model.job_finished(job)
         else:
-            job.owner.step_done(job)
+            job.owner.job_ended(job)
         self.dispatch()
+
+    def withdraw(self, job: Job) -> None:
+        """Take a workflow step's job off this site (its task was cancelled or lost)."""
+        self.account()
+        if self.queue.withdraw(job) and not self.down:
+            self.dispatch()
 
     # -- failures, outages, holds ------------------------------------------------
     def go_down(self, reason: str) -> None:
@@ -231,10 +242,16 @@ class SiteAgent(Agent):
                 if job.owner is None:
                     self.model.jobs.kills[job.index] += 1
                     self.model.jobs.start[job.index] = math.nan
+            if self.model.execution is not None:
+                # workflow steps here are lost (the executor retries or re-plans them)
+                self.model.execution.site_went_down(self)
 
     def go_up(self, reason: str) -> None:
         self.account()
+        was_down = bool(self.down)
         self.down.discard(reason)
+        if was_down and not self.down and self.model.execution is not None:
+            self.model.execution.site_came_up(self)
         self.dispatch()
 
     def set_held(self, held: bool) -> None:
@@ -381,12 +398,15 @@ class Broker(Agent):
         jobs = model.jobs
         cores = int(jobs.cores[row])
         n_fit = bisect_right(self._neg_cores, -cores)
-        if n_fit == 0:
+        sites = model.sites
+        pin = int(jobs.pin[row])
+        if n_fit == 0 or (pin >= 0 and sites[pin].site.cores < cores):
             model.stream.rejected += 1
             return
-        sites = model.sites
         rnd = model.random
-        if self.routing == "home":
+        if pin >= 0:  # the job's own machine (a partition of a replayed log)
+            pick = pin
+        elif self.routing == "home":
             pick = self._home(rnd.random(), cores)
         else:
             pick = -1

@@ -201,6 +201,21 @@ class BatchQueue:
         self.running.remove(job)
         self.free += job.cores
 
+    def withdraw(self, job: Job) -> bool:
+        """Take ``job`` off the site, queued or running (a cancelled or lost task); a running
+        job's pending completion is made stale (its ``epoch`` grows). False if it was on
+        neither list."""
+        if job in self.running:
+            self.finish(job)
+            job.epoch += 1
+            return True
+        try:
+            self.queue.remove(job)
+        except ValueError:
+            return False
+        self.backlog -= job.cores * job.req
+        return True
+
     def kill_all(self) -> list[Job]:
         """Stop every running job (a failure) and put them back at the front of the queue.
 

@@ -265,7 +265,7 @@ def plot_results(results: list[RunResult], folder: Path) -> list[Path]:
     return out
 
 
-OUTCOMES = ("finished", "late", "unfinished", "not planned", "not submitted")
+OUTCOMES = ("finished", "late", "failed", "unfinished", "not planned", "not submitted")
 """A workflow's outcome in a simulation (``simulations.workflows.WorkflowRun.outcome``)."""
 
 
@@ -288,7 +288,7 @@ def _plot_makespans(runs: list[RunResult], path: Path) -> Path:
             top = max(top, float(values.max()))
         counts = wf["outcome"].value_counts()
         lines = [f"{counts.get(o, 0)} {o}" for o in OUTCOMES if counts.get(o, 0)]
-        misses = int(wf["deadline_missed"].sum())
+        misses = int((wf["deadline_missed"] == True).sum())  # noqa: E712 (None: not known)
         note = f"{misses} miss(es)\n" + "\n".join(lines)
         ax.text(i, -0.13, note, transform=ax.get_xaxis_transform(), ha="center", va="top",
                 fontsize=7)  # fmt: skip
@@ -310,8 +310,8 @@ def _plot_makespans(runs: list[RunResult], path: Path) -> Path:
         ax.set_ylim(0, top * 1.1 or 1.0)
     ax.set_ylabel("makespan of the finished workflows (s)")
     ax.set_title(
-        "Workflow makespans and deadline misses\n(a miss: finished late, unfinished at the "
-        "end,\nor not planned: no site could take one of its steps)",
+        "Workflow makespans and deadline misses\n(a miss: finished late; failed, unfinished at "
+        "the end\nand not planned are counted as such, not as misses)",
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="upper right")

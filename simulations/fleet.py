@@ -20,6 +20,7 @@ sample's ``up`` flag).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,8 +53,15 @@ class FleetTelemetry:
                     z[i, j] = v
         self.fleet.step(stamp, z)
 
-    def view(self, stamp: float, slot_seconds: float = 3600.0) -> dict[str, AbstractSiteState]:
-        """Each site's abstracted state from the fleet's one-slot forecast (see the module doc)."""
+    def down(self) -> set[str]:
+        """The sites whose last sample said they were down (the fleet's DOWN verdicts)."""
+        return {a.site.id for a, up in zip(self.agents, self._up, strict=True) if not up}
+
+    def view(
+        self, stamp: float, slot_seconds: float = 3600.0, sites: Collection[str] | None = None
+    ) -> dict[str, AbstractSiteState]:
+        """Each site's abstracted state from the fleet's one-slot forecast (see the module doc);
+        only ``sites``' when given."""
         if self.fleet.t is None:
             return {}
         means, stds = self.fleet.forecast(1, slot_seconds)
@@ -63,6 +71,8 @@ class FleetTelemetry:
         alpha_down = self.fleet.config.alpha_down
         out: dict[str, AbstractSiteState] = {}
         for i, a in enumerate(self.agents):
+            if sites is not None and a.site.id not in sites:
+                continue
             cores = a.site.cores
             util = min(max(float(means[0, i, col["utilisation"]]), 0.0), 1.0)
             util_std = float(stds[0, i, col["utilisation"]])

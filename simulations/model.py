@@ -3,7 +3,8 @@
 ``FederationModel(scenario, seed=...)`` builds one ``SiteAgent`` per site
 (each with its price and carbon series), a ``JobStream`` replaying the
 scenario's batch jobs, a ``Broker`` routing them, ``WorkflowRun`` agents
-placing workflows with the real planners, the scenario's timed events and
+placing workflows with the real planners and running them through the real
+executor (``simulations.execution``), the scenario's timed events and
 the failure processes, all on mesa's discrete-event simulator
 (``mesa.experimental.devs.DEVSimulator``).
 
@@ -18,8 +19,9 @@ series (utilisation, queue, power, status) as agent-type reporters when
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mesa import DataCollector, Model
@@ -32,7 +34,17 @@ from simulations.fleet import FleetTelemetry
 from simulations.scenario import EventKind, EventSpec, Scenario, scenario_from_dict
 from simulations.series import HourlySeries
 from simulations.workload import JobTable, jobs_from_swf, synthetic_jobs
-from twin import AbstractSiteState, FederationTwin, TelemetrySample, fit_sites, static_view
+from twin import (
+    AbstractSiteState,
+    FederationTwin,
+    SiteStatus,
+    TelemetrySample,
+    fit_sites,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.execution import RunStore
+    from simulations.execution import WorkflowExecution
 
 
 class FederationModel(Model):
@@ -42,7 +54,8 @@ class FederationModel(Model):
     paths, as a sweep gives them: ``{"workload.load": 2}``) change it first;
     ``planner`` picks one of ``scenario.planners`` for the workflows;
     ``federation`` and ``jobs`` replace what the scenario names (the
-    benchmarks build large federations in code).
+    benchmarks build large federations in code); ``run_store`` is the store the
+    executor of the workflows writes to (default: an in-memory SQLite store).
     """
 
     def __init__(
@@ -52,6 +65,7 @@ class FederationModel(Model):
         planner: str | None = None,
         federation: Federation | None = None,
         jobs: JobTable | None = None,
+        run_store: RunStore | None = None,
         **overrides: Any,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else scenario_from_dict(scenario)
@@ -81,13 +95,14 @@ class FederationModel(Model):
         self.broker = Broker(self, sc.routing, sc.choices)
         self.stream = JobStream(self, self.jobs)
         self.workflow_runs: list[Any] = []
+        self.execution: WorkflowExecution | None = None
         self.carbon_cap: float | None = None
         self._cap_armed = False
         self.waits_sum = 0.0
         self.jobs_done = 0
         self._arm_failures()
         self._arm_events()
-        self._arm_workflows()
+        self._arm_workflows(run_store)
         self.simulator.schedule_event_absolute(self.on_telemetry, 0.0)
         # collected after each step only: batch_run reads step k's data at index k - 1
         self.datacollector = self._collector()
@@ -97,6 +112,11 @@ class FederationModel(Model):
     def now(self) -> float:
         """Simulated seconds since the start (simulated time 0 is ``scenario.start``)."""
         return float(self.simulator.time)
+
+    @property
+    def has_twin(self) -> bool:
+        """Whether a twin (per-site or fleet) watches the sites."""
+        return self.twin is not None or self.fleet is not None
 
     def _add_site(self, site: Site) -> SiteAgent:
         zone = site.zone
@@ -191,11 +211,13 @@ class FederationModel(Model):
                     self.end_event, ev.at + ev.duration, function_args=[i]
                 )
 
-    def _arm_workflows(self) -> None:
+    def _arm_workflows(self, run_store: RunStore | None) -> None:
         if not self.scenario.workload.workflows:
             return
+        from simulations.execution import WorkflowExecution
         from simulations.workflows import arm_workflows
 
+        self.execution = WorkflowExecution(self, run_store)
         arm_workflows(self)
 
     def _collector(self) -> DataCollector:
@@ -204,7 +226,7 @@ class FederationModel(Model):
             "jobs_done": "jobs_done",
             "jobs_queued": _queued,
             "jobs_running": _running,
-            "mean_wait_s": _mean_wait,
+            "mean_wait_done_s": _mean_wait_done,
             "utilisation_now": _utilisation,
             "power_kw": _power_kw,
             "energy_kwh": _energy_kwh,
@@ -212,6 +234,7 @@ class FederationModel(Model):
             "carbon_kg": _carbon_kg,
             "sites_up": _sites_up,
             "workflows_done": _workflows_done,
+            "workflows_unfinished": _workflows_unfinished,
             "deadline_misses": _deadline_misses,
             **{key: partial(_final, key=key) for key in FINAL_REPORTERS},
         }
@@ -251,6 +274,8 @@ class FederationModel(Model):
             data["sites"].append(ev.new_site.model_dump(mode="json"))
             self.federation = Federation.from_dict(data, f"scenario {self.scenario.name}")
             self.broker.rebuild()
+            if self.execution is not None:
+                self.execution.attach(agent)
         elif ev.kind is EventKind.CARBON_CAP:
             self.carbon_cap = ev.limit
             if not self._cap_armed:
@@ -330,29 +355,41 @@ class FederationModel(Model):
                 if due and self.scenario.routing != "home":
                     self.last_view = self.view()
                     self._view_at = self.now
+        ex = self.execution
+        if ex is not None and (ex.live or ex.flagged or ex.executor.down_sites):
+            ex.on_statuses(self.sites_called_down(stamp))
         self.broker.queued_work = [0.0] * len(self.sites)
         self.broker.refresh()
         nxt = self.now + self.scenario.telemetry_interval
         if nxt <= self.horizon:
             self.simulator.schedule_event_absolute(self.on_telemetry, nxt)
 
-    def view(self) -> dict[str, AbstractSiteState]:
+    def sites_called_down(self, stamp: float) -> set[str]:
+        """The sites the twin calls down at unix time ``stamp`` (its flags for the executor)."""
+        if self.fleet is not None:
+            return self.fleet.down()
+        if self.twin is None:
+            return {s.site.id for s in self.sites if s.down}
+        return {sid for sid, st in self.twin.status(stamp).items() if st is SiteStatus.DOWN}
+
+    def view(self, sites: Collection[str] | None = None) -> dict[str, AbstractSiteState]:
         """The planners' view now: the twin's, or the sites' static figures without a twin.
 
         A site that joined during the run (unknown to the twin) is shown from
-        its static figures.
+        its static figures. ``sites`` limits the view to those (a workflow restricted to
+        a project's sites is planned on theirs: at 1,000 sites a whole view costs more
+        than the plan).
         """
         stamp = self.origin + self.now
+        view: dict[str, AbstractSiteState] = {}
         if self.fleet is not None:
-            view = self.fleet.view(stamp)
-            for site in self.federation.sites:
-                if site.id not in view:
-                    view[site.id] = AbstractSiteState.static(site, issued_at=stamp)
-            return view
-        fallback = static_view(self.federation, issued_at=stamp)
-        if self.twin is None:
-            return fallback
-        return {**fallback, **self.twin.view(now=stamp)}
+            view = self.fleet.view(stamp, sites=sites)
+        elif self.twin is not None:
+            view = self.twin.view(now=stamp, sites=sites)
+        for site in self.federation.sites:
+            if site.id not in view and (sites is None or site.id in sites):
+                view[site.id] = AbstractSiteState.static(site, issued_at=stamp)
+        return view
 
     # -- job results ------------------------------------------------------------
     def job_finished(self, job: Job) -> None:
@@ -375,9 +412,15 @@ class FederationModel(Model):
         self.datacollector.collect(self)
 
     def finish(self) -> None:
-        """Close the accounts at the horizon and stop."""
+        """Close the accounts at the horizon and stop; runs still going are unfinished."""
         for s in self.sites:
             s.account()
+        if self.execution is not None:
+            self.execution.finish()
+        for r in self.workflow_runs:
+            if r.status == "pending":  # submitted at the very horizon: never planned
+                r.status = "unfinished"
+                r._record()
         self.running = False
 
     def run(self, progress: Any = None) -> FederationModel:
@@ -392,20 +435,34 @@ class FederationModel(Model):
     def summary(self) -> dict[str, Any]:
         """The run's figures: waits, makespan, energy, cost, carbon, utilisation, misses.
 
-        ``utilisation`` is busy core-seconds over core-seconds up, for the whole run.
+        Waits are over every job that arrived (``jobs_arrived``): a job still waiting at
+        the end (``jobs_waiting``) counts with its wait so far, so the figures are lower
+        bounds of the waits of every arrived job, and the jobs stuck longest in a queue are
+        never left out (leaving them out made waits fall as load grew);
+        ``mean_wait_started_s`` is the mean over the jobs that started. ``utilisation`` is
+        busy core-seconds over core-seconds up, for the whole run and every site together;
+        ``max_site_utilisation`` is the busiest site's (a low average can hide a saturated
+        site, whose queue makes the long waits).
         """
         if not self.running and self._summary is not None:
             return self._summary
         cols = self.jobs.columns()
         done = ~np.isnan(cols["end"])
-        wait = cols["wait"][done]
+        now = self.now
+        arrived = cols["submit"] <= now
+        started = ~np.isnan(cols["start"])
+        waits = np.where(started, cols["start"], now) - cols["submit"]
+        wait = waits[arrived]
+        started_wait = waits[arrived & started]
         run = cols["end"][done] - cols["start"][done]
+        done_wait = cols["wait"][done]
         # bounded slowdown with the usual 10 s threshold
-        bsld = np.maximum((wait + run) / np.maximum(run, 10.0), 1.0)
+        bsld = np.maximum((done_wait + run) / np.maximum(run, 10.0), 1.0)
         energy_kwh = sum(s.energy_j for s in self.sites) / 3.6e6
         up = sum(s.up_core_s for s in self.sites)
         wf = [r.result() for r in self.workflow_runs]
         makespans = [r["makespan_s"] for r in wf if r["makespan_s"] is not None]
+        status = [r["status"] for r in wf]
         out: dict[str, Any] = {
             "scenario": self.scenario.name,
             "planner": self.planner_name,
@@ -413,12 +470,15 @@ class FederationModel(Model):
             "sites": len(self.sites),
             "simulated_s": self.now,
             "jobs": int(cols["submit"].size),
+            "jobs_arrived": int(arrived.sum()),
             "jobs_done": int(done.sum()),
+            "jobs_waiting": int((arrived & ~started).sum()),
             "jobs_rejected": self.stream.rejected,
             "jobs_killed": int(cols["kills"].sum()),
             "mean_wait_s": float(wait.mean()) if wait.size else 0.0,
             "median_wait_s": float(np.median(wait)) if wait.size else 0.0,
             "p95_wait_s": float(np.percentile(wait, 95)) if wait.size else 0.0,
+            "mean_wait_started_s": float(started_wait.mean()) if started_wait.size else 0.0,
             "mean_bounded_slowdown": float(bsld.mean()) if bsld.size else 0.0,
             "jobs_makespan_s": float(cols["end"][done].max() - cols["submit"].min())
             if done.any()
@@ -427,11 +487,21 @@ class FederationModel(Model):
             "cost_eur": sum(s.cost_eur for s in self.sites),
             "carbon_kg": sum(s.carbon_g for s in self.sites) / 1000.0,
             "utilisation": sum(s.busy_core_s for s in self.sites) / up if up else 0.0,
+            "max_site_utilisation": max(
+                (s.busy_core_s / s.up_core_s for s in self.sites if s.up_core_s), default=0.0
+            ),
             "failures": sum(s.failures for s in self.sites),
             "workflows": len(wf),
-            "workflows_done": sum(1 for r in wf if r["makespan_s"] is not None),
+            "workflows_done": status.count("done"),
+            "workflows_failed": status.count("failed"),
+            "workflows_unplanned": status.count("unplanned"),
+            "workflows_unfinished": len(wf)
+            - sum(status.count(k) for k in ("done", "failed", "unplanned")),
             "workflow_mean_makespan_s": float(np.mean(makespans)) if makespans else None,
             "deadline_misses": sum(1 for r in wf if r["deadline_missed"]),
+            "workflow_attempts": sum(r["attempts"] for r in wf),
+            "workflow_replans": sum(r["replans"] for r in wf),
+            "workflow_transfers": sum(r["transfers"] for r in wf),
         }
         if not self.running:
             self._summary = out
@@ -459,6 +529,7 @@ WORKFLOW_COLUMNS = (
     "workflow",
     "instance",
     "planner",
+    "status",
     "submitted_s",
     "planned_makespan_s",
     "makespan_s",
@@ -467,17 +538,31 @@ WORKFLOW_COLUMNS = (
     "outcome",
     "error",
     "sites_used",
+    "attempts",
+    "replans",
+    "steps_moved",
+    "transfers",
+    "bytes_moved",
 )
+"""One row per workflow run: ``status`` is done, failed, unplanned or unfinished
+(``simulations.workflows``), ``outcome`` says the same in words (``WorkflowRun.outcome``);
+``deadline_missed`` is known for done runs only."""
 
 
 # Reporters are module-level functions (picklable for batch_run's process pool).
 FINAL_REPORTERS = (
+    "jobs_waiting",
+    "mean_wait_s",
     "median_wait_s",
     "p95_wait_s",
+    "mean_wait_started_s",
     "mean_bounded_slowdown",
     "jobs_makespan_s",
     "utilisation",
+    "max_site_utilisation",
     "workflow_mean_makespan_s",
+    "workflows_failed",
+    "workflows_unplanned",
 )
 """Summary figures reported once the run is over (NaN before): what ``batch_run`` keeps."""
 
@@ -498,7 +583,9 @@ def _running(m: FederationModel) -> int:
     return sum(len(s.queue.running) for s in m.sites)
 
 
-def _mean_wait(m: FederationModel) -> float:
+def _mean_wait_done(m: FederationModel) -> float:
+    """Mean wait of the jobs done so far (the summary's ``mean_wait_s`` counts every job
+    that arrived, those still queued too: a different figure, hence a different name)."""
     return m.waits_sum / m.jobs_done if m.jobs_done else 0.0
 
 
@@ -533,6 +620,11 @@ def _workflows_done(m: FederationModel) -> int:
 
 def _deadline_misses(m: FederationModel) -> int:
     return sum(1 for r in m.workflow_runs if r.result()["deadline_missed"])
+
+
+def _workflows_unfinished(m: FederationModel) -> int:
+    """Runs submitted and not ended (so far; at the end: cut short by the horizon)."""
+    return sum(1 for r in m.workflow_runs if r.status in ("running", "unfinished"))
 
 
 def _site_id(a: SiteAgent) -> str:

@@ -19,6 +19,7 @@ jobs, the planners to compare and the seeds::
       FR: {carbon: {file: FR_2023.csv, column: "Carbon Intensity gCO₂eq/kWh (LCA)"}}
       default: {price: {daily: {mean: 0.15, amplitude: 0.05, peak_hour: 19}}}
     failures: {mtbf: 20 d, mttr: 6 h}
+    task_failures: {probability: 0.02}  # workflow tasks that fail (retried by the executor)
     events:
       - {at: 1 d, kind: price_spike, site: gpu-centre, factor: 2, duration: 12 h}
       - {at: 1 d, kind: outage, site: national-hpc, duration: 1 d}
@@ -160,7 +161,15 @@ class SyntheticSpec(_Frozen):
 
 
 class WorkflowSpec(_Frozen):
-    """A workflow (WfFormat or native) submitted ``count`` times from ``submit_at``, ``every``."""
+    """A workflow (WfFormat or native) submitted ``count`` times from ``submit_at``, ``every``.
+
+    It runs as a user's run does on the service: ``project`` (a project of the federation)
+    restricts its steps to the project's sites; ``max_attempts``, ``backoff`` (s before the
+    first retry, doubling) and ``on_error`` (``cancel-job``, ``pause-task``, ``pause-job``,
+    ``continue``) are the executor's retry and error policies of the run. ``assignment``
+    (step id -> site) places the steps as given instead of asking the planner (a plan made
+    beforehand); re-plans still use the planners.
+    """
 
     path: str
     submit_at: Seconds = Field(default=0.0, ge=0)
@@ -168,12 +177,20 @@ class WorkflowSpec(_Frozen):
     count: int = Field(default=1, ge=1)
     deadline: Seconds | None = Field(default=None, gt=0, description="s after submission")
     objective: str = "time"
+    project: str | None = None
+    max_attempts: int = Field(default=3, ge=1)
+    backoff: Seconds = Field(default=0.5, ge=0)
+    on_error: Literal["cancel-job", "pause-task", "pause-job", "continue"] = "cancel-job"
+    assignment: dict[str, str] | None = None
 
 
 class WorkloadSpec(_Frozen):
     """What arrives: batch jobs (``swf`` or ``synthetic``) and workflows.
 
-    ``load`` multiplies the job arrival rate (submit times are divided by it).
+    ``load`` multiplies the job arrival rate: a synthetic stream gets ``load`` times as
+    many jobs over the same span; an SWF trace's submit times are divided by it (the
+    trace is compressed: within a horizon shorter than the trace, as many times more
+    jobs arrive; a trace that fits in the horizon ends sooner).
     """
 
     swf: SwfSpec | None = None
@@ -195,6 +212,14 @@ class FailureSpec(_Frozen):
 
     mtbf: Seconds = Field(gt=0, description="mean time between failures")
     mttr: Seconds = Field(gt=0, description="mean time to repair")
+    sites: tuple[str, ...] | None = None
+
+
+class TaskFailureSpec(_Frozen):
+    """Workflow tasks that fail: each ends with exit code 1 with this probability (at the
+    end of its run), at ``sites`` (all sites when omitted)."""
+
+    probability: float = Field(gt=0, le=1)
     sites: tuple[str, ...] | None = None
 
 
@@ -274,6 +299,7 @@ class Scenario(_Frozen):
     workload: WorkloadSpec
     series: dict[str, ZoneSeries] = Field(default_factory=dict)
     failures: FailureSpec | None = None
+    task_failures: TaskFailureSpec | None = None
     events: tuple[EventSpec, ...] = ()
     planners: tuple[str, ...] = ("heft",)
     seeds: tuple[int, ...] = (1,)

@@ -36,15 +36,22 @@ from simulations.scenario import Scenario
 
 SUMMARY_REPORTERS = (
     "jobs_done",
+    "jobs_waiting",
     "mean_wait_s",
     "median_wait_s",
     "p95_wait_s",
+    "mean_wait_started_s",
     "mean_bounded_slowdown",
     "jobs_makespan_s",
     "energy_kwh",
     "cost_eur",
     "carbon_kg",
     "utilisation",
+    "max_site_utilisation",
+    "workflows_done",
+    "workflows_unfinished",
+    "workflows_failed",
+    "workflows_unplanned",
     "workflow_mean_makespan_s",
     "deadline_misses",
 )

@@ -21,8 +21,18 @@ Archive", JPDC 2014; https://www.cs.huji.ac.il/labs/parallel/workload/swf.html):
  10   requested memory                 -
  11   status (1 done, 0 failed, 5 cancelled)  ``status``
  12   user id                          ``user``
- 13-18 group, executable, queue, partition, preceding job, think time  -
+ 13-14 group, executable                -
+ 15   queue number                     ``queue`` (-1: none)
+ 16   partition number                 ``partition`` (-1: none)
+ 17-18 preceding job, think time        -
 ====  ===============================  ====================================
+
+A missing recorded wait (-1: some logs give start times as submit times, e.g.
+NASA-iPSC) is NaN in ``wait``. The header's structure is read as well: the
+machine's size (``MaxProcs``, else ``MaxNodes``), its queues and partitions
+(``MaxQueues``, ``MaxPartitions`` and one ``Queue: <n> <description>`` or
+``Partition: <n> <description>`` line each). A log compressed as the archive
+distributes it (``.swf.gz``) is read as is.
 
 Whoever publishes results from a log must credit its ``Acknowledge`` line
 (``SwfTrace.acknowledge``).
@@ -30,9 +40,12 @@ Whoever publishes results from a log must credit its ``Acknowledge`` line
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -63,7 +76,13 @@ class SwfTrace:
     req_time: np.ndarray
     status: np.ndarray
     user: np.ndarray
+    queue: np.ndarray
+    partition: np.ndarray
     notes: tuple[str, ...] = field(default=())
+    queues: dict[int, str] = field(default_factory=dict)
+    """Queue number -> its description, from the header's ``Queue:`` lines."""
+    partitions: dict[int, str] = field(default_factory=dict)
+    """Partition number -> its description, from the header's ``Partition:`` lines."""
 
     def __len__(self) -> int:
         return int(self.job_id.size)
@@ -83,6 +102,18 @@ class SwfTrace:
                 except ValueError:
                     continue
         return int(self.procs.max()) if len(self) else 0
+
+    @property
+    def partition_ids(self) -> list[int]:
+        """The partitions the jobs ran in (sorted; ``[-1]`` when the log has none): each a
+        machine of its own (the SWF's partitions are machines of a cluster or of a grid)."""
+        found = sorted({int(p) for p in np.unique(self.partition)})
+        return found or [-1]
+
+    @property
+    def has_waits(self) -> bool:
+        """Whether the log records waits (some give start times as submit times)."""
+        return bool(np.any(~np.isnan(self.wait)))
 
     @property
     def unix_start(self) -> float:
@@ -115,7 +146,11 @@ class SwfTrace:
             req_time=self.req_time[idx],
             status=self.status[idx],
             user=self.user[idx],
+            queue=self.queue[idx],
+            partition=self.partition[idx],
             notes=self.notes,
+            queues=self.queues,
+            partitions=self.partitions,
         )
 
 
@@ -133,9 +168,10 @@ def read_swf(path: str | Path, keep_zero_runtime: bool = False) -> SwfTrace:
         raise InvalidTrace.single(str(p), "", "no such SWF file; give the path of a .swf log")
     header: dict[str, str] = {}
     notes: list[str] = []
+    numbered: dict[str, dict[int, str]] = {"Queue": {}, "Partition": {}}
     rows: list[list[float]] = []
     last_key = ""
-    with p.open(encoding="utf-8", errors="replace") as fh:
+    with _open_text(p) as fh:
         for lineno, line in enumerate(fh, 1):
             text = line.strip()
             if not text:
@@ -148,6 +184,10 @@ def read_swf(path: str | Path, keep_zero_runtime: bool = False) -> SwfTrace:
                     header[last_key] = value.strip()
                     if last_key == "Note":
                         notes.append(value.strip())
+                    if last_key in numbered:  # "Queue:  1  batch": one line per queue
+                        num, _, what = value.strip().partition(" ")
+                        if num.lstrip("-").isdigit():
+                            numbered[last_key][int(num)] = what.strip()
                 elif body and last_key:
                     header[last_key] = f"{header[last_key]} {body}".strip()
                 continue
@@ -158,7 +198,7 @@ def read_swf(path: str | Path, keep_zero_runtime: bool = False) -> SwfTrace:
                     [Problem(f"line {lineno}", f"{len(parts)} fields, an SWF job has 18")],
                 )
             try:
-                row = [float(x) for x in parts[:12]]
+                row = [float(x) for x in parts[:16]]
                 if not all(map(math.isfinite, row)):
                     raise ValueError("not finite")
             except ValueError:
@@ -166,7 +206,7 @@ def read_swf(path: str | Path, keep_zero_runtime: bool = False) -> SwfTrace:
                     str(p), [Problem(f"line {lineno}", "a field is not a finite number")]
                 ) from None
             rows.append(row)
-    data = np.asarray(rows, dtype=float).reshape(-1, 12)
+    data = np.asarray(rows, dtype=float).reshape(-1, 16)
     alloc, req = data[:, 4], data[:, 7]
     procs = np.where(alloc > 0, alloc, req)
     run = data[:, 3]
@@ -175,18 +215,32 @@ def read_swf(path: str | Path, keep_zero_runtime: bool = False) -> SwfTrace:
         keep &= run > 0
     data, procs = data[keep], procs[keep]
     req_time = np.where(data[:, 8] > 0, data[:, 8], data[:, 3])
+    wait = np.where(data[:, 2] >= 0, data[:, 2], np.nan)
     order = np.argsort(data[:, 1], kind="stable")
     return SwfTrace(
         source=str(p),
         header=header,
         job_id=data[order, 0].astype(np.int64),
         submit=data[order, 1],
-        wait=data[order, 2],
+        wait=wait[order],
         run=data[order, 3],
         procs=procs[order].astype(np.int64),
         req_procs=data[order, 7].astype(np.int64),
         req_time=req_time[order],
         status=data[order, 10].astype(np.int64),
         user=data[order, 11].astype(np.int64),
+        queue=data[order, 14].astype(np.int64),
+        partition=data[order, 15].astype(np.int64),
         notes=tuple(notes),
+        queues=numbered["Queue"],
+        partitions=numbered["Partition"],
     )
+
+
+def _open_text(p: Path) -> TextIO:
+    """The log as text: gzip-compressed (as the archive distributes logs) or plain."""
+    with p.open("rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", errors="replace")
+    return p.open(encoding="utf-8", errors="replace")

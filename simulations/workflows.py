@@ -1,19 +1,26 @@
-"""Workflow runs: the orchestrator agent places each workflow with a real planner.
+"""Workflow runs: planned by a real planner, executed by the real executor.
 
-At its submission time a ``WorkflowRun`` asks the model for the twin's
-current view, calls the planner named by the run (``orchestrator.make_planner``:
-HEFT, greedy, ILP, market) with the workflow's deadline, and then executes the
-plan on the simulated sites: a step is submitted to its site's batch queue
-when its parents are done and their outputs have crossed the links
-(``federation.transfer_time``), and not before the plan's own start time for
-it (a planner may time-shift a step to a cheaper or greener hour). The batch
-queue decides when it actually starts, so the realised makespan includes
-queueing behind the background jobs, which the plan could only forecast.
+At its submission time a ``WorkflowRun`` folds its project's sites into the workflow
+(``orchestrator.planning.declare``, as the service does), asks the model for the twin's
+current view, calls the planner named by the run (``orchestrator.make_planner``: HEFT,
+greedy, ILP, market) with the workflow's deadline, and submits the plan's assignment to
+the simulation's executor (``simulations.execution``): from there its steps go through
+the same executor as on real sites (retries, ``on_error``, re-planning, staging), their
+tasks queue in the sites' batch queues behind the background jobs, and the run ends
+when the executor says so. The executor starts a step when its parents are done (a
+plan's own start times are a forecast: neither on real sites nor here does the
+executor wait for them).
+
+Each run ends with one of these statuses (the ``workflows`` table, the summary):
+``done`` (its makespan is known; ``deadline_missed`` says whether it exceeded the
+deadline), ``failed`` (the executor gave up: a step exhausted its attempts and could
+not be re-planned, or ``on_error`` cancelled it), ``unplanned`` (no plan was possible
+when it arrived), ``unfinished`` (still running, or paused, at the horizon: it is
+neither a success nor a deadline miss, only a run the horizon cut short).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +35,7 @@ from orchestrator import (
     load_workflow,
     make_planner,
 )
-from simulations.batch import Job
+from orchestrator.execution import RunState
 from simulations.scenario import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -36,7 +43,7 @@ if TYPE_CHECKING:
 
 
 class WorkflowRun(Agent):
-    """One submission of a workflow: planning, then execution step by step."""
+    """One submission of a workflow: planning, then its run in the executor."""
 
     model: FederationModel
 
@@ -54,90 +61,75 @@ class WorkflowRun(Agent):
         self.instance = instance
         self.submit_at = submit_at
         self.plan: Plan | None = None
+        self.run_id: str | None = None
         self.error = ""
+        self.status = "pending"
         self.finished_at: float | None = None
+        self.ended_at: float | None = None
         self.starts: dict[str, float] = {}
         self.ends: dict[str, float] = {}
         self.sites_used: set[str] = set()
-        self._waiting: dict[str, int] = {}
+        self.stats: dict[str, Any] = {}
+        self._recorded = False
         model.simulator.schedule_event_absolute(self.submit, submit_at)
 
     def submit(self) -> None:
-        """Plan the workflow on the twin's current view, then release its source steps."""
+        """Plan the workflow on the twin's current view, then hand it to the executor."""
         model = self.model
+        execution = model.execution
+        assert execution is not None  # made whenever the scenario has workflows
         t0 = model.origin + model.now
         constraints = PlanningConstraints(deadline=self.spec.deadline, t0=t0)
         try:
-            planner = make_planner(model.planner_name)
-            self.plan = planner.plan(
-                self.workflow,
-                model.federation,
-                model.view(),
-                constraints,
-                Objective.parse(self.spec.objective),
-            )
+            wf = execution.declared(self.workflow, self.spec.project)
+            if self.spec.assignment is not None:
+                assignment = dict(self.spec.assignment)
+            else:
+                planner = make_planner(model.planner_name)
+                objective = Objective.parse(self.spec.objective)
+                view = model.view(allowed_sites(wf))
+                self.plan = planner.plan(wf, model.federation, view, constraints, objective)
+                assignment = {sid: a.site for sid, a in self.plan.assignments.items()}
+            self.status = "running"
+            self.run_id = execution.submit(self, wf, assignment, self.spec)
         except (OrchestratorError, ValueError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
+            self.status = "unplanned"
+            self.ended_at = model.now
             self._record()
-            return
-        wf = self.workflow
-        self._waiting = {s.id: len(wf.parents(s.id)) for s in wf.steps}
-        for sid, n in self._waiting.items():
-            if n == 0:
-                self._release(sid)
 
-    def _release(self, sid: str) -> None:
-        """Schedule step ``sid`` for when its inputs are at its site and its planned time came."""
-        plan, wf, fed = self.plan, self.workflow, self.model.federation
-        if plan is None:
-            return
-        site = plan.site_of(sid)
-        ready = self.submit_at + max(plan.assignments[sid].start, 0.0)
-        for parent in wf.parents(sid):
-            src = plan.site_of(parent)
-            delay = fed.transfer_time(src, site, wf.edge_bytes(parent, sid))
-            ready = max(ready, self.ends[parent] + (0.0 if math.isinf(delay) else delay))
-        self.model.simulator.schedule_event_absolute(
-            self.on_ready, max(ready, self.model.now), function_args=[sid]
-        )
-
-    def on_ready(self, sid: str) -> None:
-        """Submit step ``sid`` to the batch queue of its planned site."""
-        if self.plan is None:
-            return
-        agent = self.model.site_agent(self.plan.site_of(sid))
-        step = self.workflow.step(sid)
-        cores = min(step.cores, agent.site.cores)
-        run = agent.site.duration(step.work, cores) if step.work > 0 else 0.0
-        self.sites_used.add(agent.site.id)
-        agent.submit(Job(-1, cores, run, max(run, 1.0), self.model.now, owner=self, tag=sid))
-
-    def step_done(self, job: Job) -> None:
-        """A step ended on its site: release the children whose parents are all done."""
-        sid = job.tag
-        self.starts[sid] = job.start
-        self.ends[sid] = job.end
-        for child in self.workflow.children(sid):
-            self._waiting[child] -= 1
-            if self._waiting[child] == 0:
-                self._release(child)
-        if len(self.ends) == len(self.workflow.steps):
-            self.finished_at = self.model.now
-            self._record()
+    def ended(self, state: RunState, now: float, finished: bool = True) -> None:
+        """The executor finished the run (``finished``), or the horizon came first."""
+        execution = self.model.execution
+        assert execution is not None
+        assert self.run_id is not None
+        if finished:
+            self.status = "done" if state is RunState.DONE else "failed"
+            self.ended_at = now
+            if state is RunState.DONE:
+                self.finished_at = now
+        else:
+            self.status = "unfinished"
+        d = execution.details(self.run_id)
+        self.starts, self.ends = d.pop("starts"), d.pop("ends")
+        steps = d.pop("steps")
+        self.sites_used = {r.site for sid, r in steps.items() if sid in self.starts}
+        self.stats = d
+        if self.status == "failed":
+            last = [r.message for r in steps.values() if r.message]
+            self.error = last[-1] if last else f"run {state.value}"
+        self._record()
 
     # -- results -----------------------------------------------------------------
     def result(self) -> dict[str, Any]:
         makespan = None if self.finished_at is None else self.finished_at - self.submit_at
         deadline = self.spec.deadline
-        missed = deadline is not None and (
-            (makespan is not None and makespan > deadline)
-            or (makespan is None and self.model.now - self.submit_at > deadline)
-            or bool(self.error)
-        )
+        missed = None if makespan is None or deadline is None else makespan > deadline
         return {
             "workflow": self.workflow.name,
             "instance": self.instance,
             "planner": self.model.planner_name,
+            "status": self.status,
             "submitted_s": self.submit_at,
             "planned_makespan_s": self.plan.metrics.makespan_s if self.plan else None,
             "makespan_s": makespan,
@@ -146,14 +138,23 @@ class WorkflowRun(Agent):
             "outcome": self.outcome(missed),
             "error": self.error,
             "sites_used": ",".join(sorted(self.sites_used)),
+            "attempts": self.stats.get("attempts", 0),
+            "replans": self.stats.get("replans", 0),
+            "steps_moved": self.stats.get("steps_moved", 0),
+            "transfers": self.stats.get("transfers", 0),
+            "bytes_moved": self.stats.get("bytes_moved", 0.0),
         }
 
-    def outcome(self, missed: bool) -> str:
+    def outcome(self, missed: bool | None) -> str:
         """Why the run ended where it did: ``finished``, ``late`` (finished after the deadline),
-        ``unfinished`` (still running when the simulation ended), ``not planned`` (the planner
-        found no plan: ``error`` says why) or ``not submitted`` (due after the end)."""
-        if self.error:
+        ``failed`` (a step failed for good under the run's ``on_error``: ``error`` says why),
+        ``unfinished`` (still running when the simulation ended: not a deadline miss),
+        ``not planned`` (the planner found no plan: ``error`` says why) or ``not submitted``
+        (due after the end)."""
+        if self.status == "unplanned":
             return "not planned"
+        if self.status == "failed":
+            return "failed"
         if self.finished_at is not None:
             return "late" if missed else "finished"
         if self.submit_at > self.model.now:
@@ -161,7 +162,20 @@ class WorkflowRun(Agent):
         return "unfinished"
 
     def _record(self) -> None:
-        self.model.datacollector.add_table_row("workflows", self.result())
+        if not self._recorded:
+            self._recorded = True
+            self.model.datacollector.add_table_row("workflows", self.result())
+
+
+def allowed_sites(workflow: Workflow) -> set[str] | None:
+    """The sites the workflow's steps may use when each names its own (a project's);
+    ``None`` when some step may go anywhere."""
+    out: set[str] = set()
+    for step in workflow.steps:
+        if step.constraints.sites is None:
+            return None
+        out.update(step.constraints.sites)
+    return out
 
 
 def arm_workflows(model: FederationModel) -> None:

@@ -2,8 +2,9 @@
 
 A ``JobTable`` holds one row per job as numpy columns: what arrives
 (``submit`` in simulated seconds, ``run`` and ``req`` in seconds on the
-reference machine, ``cores``, the ``recorded_wait`` of the log or NaN) and
-what the simulation made of it (``site``, ``start``, ``end``, ``kills``).
+reference machine, ``cores``, the ``recorded_wait`` of the log or NaN, the
+``pin``: a site index the job must go to, or -1 to let the broker route it)
+and what the simulation made of it (``site``, ``start``, ``end``, ``kills``).
 Rows are added when a load event duplicates arrivals, so columns grow by
 doubling.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from simulations.scenario import SwfSpec, SyntheticSpec
 from simulations.swf import SwfTrace, read_swf
 
-_INPUT = ("submit", "run", "req", "cores", "recorded_wait")
+_INPUT = ("submit", "run", "req", "cores", "recorded_wait", "pin")
 _OUTPUT = ("site", "start", "end", "kills")
 
 
@@ -34,6 +35,7 @@ class JobTable:
         cores: np.ndarray,
         recorded_wait: np.ndarray | None = None,
         credit: str = "",
+        pin: np.ndarray | None = None,
     ) -> None:
         n = int(submit.size)
         if not (run.size == req.size == cores.size == n):
@@ -50,6 +52,7 @@ class JobTable:
         self.recorded_wait = (
             np.full(n, np.nan) if recorded_wait is None else recorded_wait[order].astype(float)
         )
+        self.pin = np.full(n, -1, dtype=np.int64) if pin is None else pin[order].astype(np.int64)
         self.site = np.full(n, -1, dtype=np.int64)
         self.start = np.full(n, np.nan)
         self.end = np.full(n, np.nan)
@@ -64,7 +67,7 @@ class JobTable:
             size = max(16, 2 * self.n)
             for name in (*_INPUT, *_OUTPUT):
                 col = getattr(self, name)
-                fill = {"site": -1, "kills": 0, "cores": 0}.get(name, np.nan)
+                fill = {"site": -1, "kills": 0, "cores": 0, "pin": -1}.get(name, np.nan)
                 grown = np.full(size, fill, dtype=col.dtype)
                 grown[: self.n] = col[: self.n]
                 setattr(self, name, grown)
@@ -73,6 +76,7 @@ class JobTable:
         self.run[j] = self.run[i]
         self.req[j] = self.req[i]
         self.cores[j] = self.cores[i]
+        self.pin[j] = self.pin[i]
         self.recorded_wait[j] = np.nan
         self.n += 1
         return j
@@ -133,17 +137,28 @@ def jobs_from_trace(
 
 
 def synthetic_jobs(spec: SyntheticSpec, load: float, rng: np.random.Generator) -> JobTable:
-    """Poisson arrivals at ``arrival_rate_per_h x load``; sizes and run times as documented.
+    """Poisson arrivals at ``arrival_rate_per_h x load``, ``jobs x load`` of them (the stream
+    spans the same time whatever the load: more load is more work, not the same work
+    sooner); sizes and run times as documented.
 
     Log-normal run time with mean ``m`` and shape ``sigma``: ``mu = ln m - sigma^2 / 2``.
+
+    Common random numbers: each column is drawn from a stream of its own, so the first
+    ``jobs`` jobs at any load are the same jobs (same sizes, same run times, arrivals
+    closer together by the load): a sweep over the load compares more work with the same
+    work, not with another sample. ``rng`` gives the streams' seeds (a fixed number of
+    draws, whatever the load).
     """
-    n = spec.jobs
+    n = max(1, round(spec.jobs * load))
+    gaps, sizes, runs, over = (
+        np.random.default_rng(int(s)) for s in rng.integers(0, 2**63 - 1, 4, dtype=np.int64)
+    )
     rate = spec.arrival_rate_per_h * load / 3600.0
-    submit = np.cumsum(rng.exponential(1.0 / rate, n))
+    submit = np.cumsum(gaps.exponential(1.0, n)) / rate
     submit -= submit[0]
     kmax = math.floor(math.log2(spec.max_cores))
-    cores = 2 ** rng.integers(0, kmax + 1, n)
+    cores = 2 ** sizes.integers(0, kmax + 1, n)
     mu = math.log(spec.mean_runtime) - spec.sigma**2 / 2
-    run = np.maximum(rng.lognormal(mu, spec.sigma, n), 1.0)
-    req = np.ceil(run * rng.uniform(1.0, spec.overestimate, n) / 60.0) * 60.0
+    run = np.maximum(runs.lognormal(mu, spec.sigma, n), 1.0)
+    req = np.ceil(run * over.uniform(1.0, spec.overestimate, n) / 60.0) * 60.0
     return JobTable(submit, run, req, cores)

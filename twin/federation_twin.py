@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -167,15 +167,24 @@ class FederationTwin:
         t = time.time() if now is None else now
         return {sid: tw.status(t)[0] for sid, tw in self.sites.items()}
 
-    def view(self, now: float | None = None) -> dict[str, AbstractSiteState]:
+    def view(
+        self, now: float | None = None, sites: Collection[str] | None = None
+    ) -> dict[str, AbstractSiteState]:
         """The planners' view: site id -> abstracted state, through each disclosure policy.
 
         A site without any telemetry yet is reported from its static figures,
         status stale. ``now`` (unix s, default: the wall clock) decides staleness.
+        ``sites`` limits the view to those sites (a plan restricted to a few sites of
+        a large federation needs only theirs).
         """
         t = time.time() if now is None else now
         out: dict[str, AbstractSiteState] = {}
-        for sid, tw in self.sites.items():
+        twins = (
+            self.sites.items()
+            if sites is None
+            else [(sid, self.sites[sid]) for sid in sites if sid in self.sites]
+        )
+        for sid, tw in twins:
             status, health = tw.status(t)
             if tw.x is None:
                 static = AbstractSiteState.static(

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from federation.documents import document_problems
+from federation.documents import INT64_MAX, document_problems
 from federation.errors import FederationError, InvalidInput, format_location
 
 
@@ -227,9 +227,26 @@ def declare_error_responses(app: FastAPI) -> None:
         if _FASTAPI_422 not in json.dumps(schema["paths"]):
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)
+        _bound_integers(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _bound_integers(node: Any) -> None:
+    """Every integer of the document gets the 64-bit bounds ``refuse_non_finite`` enforces
+    (where it declares none tighter): the schema says what the API really accepts."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            kind = item.get("type")
+            if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+                item.setdefault("maximum", INT64_MAX)
+                item.setdefault("minimum", -INT64_MAX)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 _SUSPECT = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9][0-9]{2}|[0-9]{19}")

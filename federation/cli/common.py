@@ -102,7 +102,11 @@ def fitted_table(
             if sum(need(i) for i in kept) + 1 <= width:
                 break
             kept.remove(i)
-    dropped = [columns[i].header.replace("\n", " ") for i in range(len(columns)) if i not in kept]
+    dropped = [
+        columns[i].header.replace("-\n", "").replace("\n", " ")
+        for i in range(len(columns))
+        if i not in kept
+    ]
     caption = ""
     if dropped:
         caption = f"left out to fit {width} columns: {', '.join(dropped)}" + (

@@ -116,7 +116,17 @@ def simulate(
         Path | None,
         typer.Option("--validate", help="Replay this SWF log on one site and compare waits."),
     ] = None,
-    cores: Annotated[int | None, typer.Option("--cores", help="Cores for --validate.")] = None,
+    cores: Annotated[
+        int | None,
+        typer.Option("--cores", help="Cores for --validate (default: the log's MaxProcs)."),
+    ] = None,
+    downtime: Annotated[
+        bool,
+        typer.Option(
+            "--downtime/--no-downtime",
+            help="With --validate: replay the log's whole-machine idle windows as outages.",
+        ),
+    ] = True,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
 ) -> None:
     """Run a what-if scenario on the simulated federation (or a sweep, or a trace validation)."""
@@ -125,24 +135,46 @@ def simulate(
     from simulations.sweep import sweep as run_sweep
 
     if validate is not None:
+        from simulations import InvalidTrace, read_swf
+
+        try:
+            trace = read_swf(validate)
+        except InvalidTrace as exc:
+            raise typer.BadParameter(str(exc), param_hint="--validate") from None
         rows = []
         for policy in ("easy", "fcfs"):
             with console.status(f"replaying {validate.name} with {policy}"):
-                rows.append(validate_trace(validate, cores, policy).to_dict())
+                try:
+                    report = validate_trace(trace, cores, policy, downtime=downtime)
+                except ValueError as exc:
+                    raise typer.BadParameter(str(exc), param_hint="--cores") from None
+                rows.append(report.to_dict())
         console.print(rows[0]["credit"])
+        first = rows[0]
+        console.print(
+            f"machine from the log: {first['partitions']} partition(s), {first['cores']} "
+            f"processors, {first['queues']} queue(s); {first['downtime_h']:.0f} h of recorded "
+            "downtime replayed as outages"
+        )
         cols = [
             "policy",
-            "cores",
             "jobs",
             "simulated_mean_wait_s",
             "recorded_mean_wait_s",
+            "mean_wait_error",
+            "mean_absolute_error_s",
             "simulated_median_wait_s",
             "recorded_median_wait_s",
             "pearson",
             "spearman",
-            "wall_s",
+            "utilisation",
         ]
         console.print(_table("Simulated vs recorded waits", rows, cols))
+        if not first["has_recorded_waits"]:
+            console.print(
+                "the log records no waits (its submit times are start times): only the replay's "
+                "own figures are shown"
+            )
         write_json(rows, output / "validation.json")
         return
     if scenario is None:

@@ -4,7 +4,8 @@
 scheduler; import ``orchestrator.connectors.dask``), ``PullConnector`` (a
 queue that a site agent inside an HPC zone pulls from through the API;
 ``SiteAgent`` is that agent, running tasks itself or through the site's Slurm),
-``SimulatedConnector`` (tasks that take time on a clock), ``SlurmConnector`` (each
+``SimulatedConnector`` (tasks that take time on a clock, queued by a ``SimulatedSite``
+model; ``SimulatedTransfers`` times the transfers of simulated runs), ``SlurmConnector`` (each
 attempt of a step a batch job of a Slurm cluster; ``LocalSlurm`` starts a real one on this
 machine).
 """
@@ -19,7 +20,12 @@ from orchestrator.connectors.base import (
 )
 from orchestrator.connectors.local import LocalConnector
 from orchestrator.connectors.pull import PullConnector
-from orchestrator.connectors.simulated import SimulatedConnector
+from orchestrator.connectors.simulated import (
+    SimulatedConnector,
+    SimulatedSite,
+    SimulatedTask,
+    SimulatedTransfers,
+)
 from orchestrator.connectors.slurm import SlurmConnector
 from orchestrator.connectors.slurmlocal import LocalSlurm
 
@@ -29,6 +35,9 @@ __all__ = [
     "LocalSlurm",
     "PullConnector",
     "SimulatedConnector",
+    "SimulatedSite",
+    "SimulatedTask",
+    "SimulatedTransfers",
     "SiteAgent",
     "SiteConnector",
     "SlurmConnector",

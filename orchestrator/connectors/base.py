@@ -19,12 +19,15 @@ make the contract (parsl's Provider/Executor split is the model):
 
 One optional method, ``capacity()``, says how many more tasks the site should
 be handed now; the executor keeps the other ready steps (in priority order,
-still open to a re-plan). The default, ``None``, hands it everything.
+still open to a re-plan). The default, ``None``, hands it everything. Another,
+``settled(handles)``, says which of the given tasks may have finished, so that
+the executor asks ``status`` of those only; the default names them all.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -122,6 +125,12 @@ class SiteConnector(abc.ABC):
         slots plus a small lookahead, so that a slot that frees up starts the next task at
         once). ``None`` (the default): no limit, the site queues whatever it is given."""
         return None
+
+    def settled(self, handles: Collection[str]) -> Collection[str]:
+        """Which of ``handles`` (tasks this site was given) may no longer be queued or
+        running: the executor asks ``status`` of those only. The default: all of them (a
+        connector that knows cheaply which of its tasks ended, a simulated site, says so)."""
+        return handles
 
     def healthy(self) -> bool:
         """Whether the site answers (a local pool that is not down, an agent seen lately)."""

@@ -18,6 +18,7 @@ Public API::
 from orchestrator.execution.executor import (
     CopyStager,
     Executor,
+    ItemStager,
     Replanner,
     ReplanRequest,
     RunFinished,
@@ -35,6 +36,7 @@ __all__ = [
     "CopyStager",
     "Executor",
     "IllegalTransition",
+    "ItemStager",
     "Launch",
     "LaunchKind",
     "OnError",

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from orchestrator.connectors.base import (
     ConnectorError,
@@ -74,6 +74,20 @@ class Stager(Protocol):
     def stage(
         self, run_id: str, item_id: str, src_site: str, src_path: Path, dst_site: str
     ) -> Path: ...
+
+
+@runtime_checkable
+class ItemStager(Protocol):
+    """Stages the items of simulated runs, which exist only as sizes (nothing is copied).
+
+    Called where a real run would stage a file: for each input of a step that lives at
+    another site, when the step is about to start there (``SimulatedTransfers`` accounts
+    for the transfer's duration on the link, and its site starts the step after it).
+    """
+
+    def stage_item(
+        self, run_id: str, step_id: str, item_id: str, size: float, src_site: str, dst_site: str
+    ) -> None: ...
 
 
 @dataclass
@@ -234,7 +248,7 @@ class Executor:
         runs: RunStore,
         connectors: Mapping[str, SiteConnector],
         *,
-        stager: Stager | None = None,
+        stager: Stager | ItemStager | None = None,
         replanner: Replanner | None = None,
         inputs_dir: Path | None = None,
         poll_interval: float = 0.05,
@@ -242,6 +256,7 @@ class Executor:
         resync_s: float = 30.0,
         fetch_timeout_s: float = 600.0,
         log_limit: int = DEFAULT_LIMIT,
+        sole_writer: bool = False,
     ) -> None:
         self.runs = runs
         self.connectors = dict(connectors)
@@ -253,6 +268,10 @@ class Executor:
         self.resync_s = resync_s
         self.fetch_timeout_s = fetch_timeout_s
         self.log_limit = log_limit
+        self.sole_writer = sole_writer
+        """No one else (the API, the CLI, another executor) changes this store's runs: the
+        changes are not read back after each pass (a simulation's executor and its own
+        store). Off by default: a service's runs are changed from outside."""
         self.pass_errors: dict[str, int] = {}
         """Consecutive passes in which a run raised (reset by a clean pass)."""
         self.down_sites: set[str] = set()
@@ -416,6 +435,23 @@ class Executor:
             self._replan(run_id, moved, reason)
         return moved
 
+    def site_up(self, site: str) -> None:
+        """A site that was down is back: it is handed work and re-plans may use it again.
+
+        Steps moved away while it was down stay where they were moved."""
+        self.down_sites.discard(site)
+
+    def next_due(self, run_ids: Iterable[str]) -> float | None:
+        """When the first step of these runs waiting on a retry's backoff may start, on the
+        executor's clock (``None``: none waits). A driver on a simulated clock passes again
+        then; a polling loop does not need it."""
+        due = [
+            view.delayed[0][0]
+            for rid in run_ids
+            if (view := self._views.get(rid)) is not None and view.delayed
+        ]
+        return min(due, default=None)
+
     @staticmethod
     def _succeeded(conn: SiteConnector, handle: str) -> bool:
         """Whether the task behind ``handle`` has finished well (a connector that cannot
@@ -518,11 +554,13 @@ class Executor:
 
     # -- the run's mirror ----------------------------------------------------------------
     def _view(self, run_id: str) -> _RunView:
-        """The run as this executor knows it, brought up to date with the store."""
+        """The run as this executor knows it, brought up to date with the store (a sole
+        writer knows every change already)."""
         view = self._views.get(run_id)
         if view is None or time.monotonic() - view.loaded_at > self.resync_s:
             return self._load(run_id)
-        self._catch_up(run_id, view)
+        if not self.sole_writer:
+            self._catch_up(run_id, view)
         return view
 
     def _load(self, run_id: str) -> _RunView:
@@ -632,7 +670,8 @@ class Executor:
     def _apply(self, run_id: str, view: _RunView, changes: list[Change]) -> list[StepRecord]:
         """Record several changes in one transaction, then in the mirror."""
         recs, noted = self.runs.apply_noted(run_id, changes)
-        view.mine.update(noted)
+        if not self.sole_writer:  # a sole writer reads nothing back: nothing to skip
+            view.mine.update(noted)
         for rec in recs:
             self._set(view, rec)
         return recs
@@ -655,9 +694,17 @@ class Executor:
 
     # -- one pass ------------------------------------------------------------------------
     def _poll(self, run_id: str, view: _RunView) -> None:
-        """Ask connectors about the steps handed to them; record every finish at once."""
+        """Ask connectors about the steps handed to them (those each connector says may
+        have finished: ``SiteConnector.settled``); record every finish at once."""
         run = view.run
-        active = self._ordered(view, view.by_state[S.STAGING] | view.by_state[S.RUNNING])
+        asked = set(view.by_state[S.STAGING])
+        handed: dict[str, dict[str, str]] = {}
+        for sid in view.by_state[S.RUNNING]:
+            rec = view.recs[sid]
+            handed.setdefault(rec.site, {})[rec.handle] = sid
+        for site, steps in handed.items():
+            asked.update(steps[h] for h in self._connector(site).settled(steps.keys()))
+        active = self._ordered(view, asked)
         done: list[Change] = []
         other: list[tuple[StepRecord, TaskInfo | None]] = []
         for sid in active:
@@ -870,6 +917,9 @@ class Executor:
         at_site: dict[str, str] = {}
         if launch.moves_data:
             inputs, at_site = self._stage_inputs(run_id, wf, step, site, launch)
+        elif isinstance(self.stager, ItemStager):
+            for item, src_site in self._item_sources(run_id, wf, step, site):
+                self.stager.stage_item(run_id, step_id, item, wf.item(item).size, src_site, site)
         return TaskSpec(
             run_id=run_id,
             step_id=step_id,
@@ -921,7 +971,7 @@ class Executor:
                     src_site = location.site
                     src = self._connector(src_site).source_file(location.path, run_id, item)
             if src_site != site:
-                if self.stager is None:
+                if self.stager is None or isinstance(self.stager, ItemStager):
                     raise OrchestratorError(
                         f"{step.id} at {site} needs {item} from {src_site} and no stager is set"
                     )
@@ -1174,11 +1224,35 @@ class Executor:
         self.down_sites.add(site)
         self._replan(run_id, [step_id], f"site {site} refused work: {exc}")
 
+    def _item_sources(
+        self, run_id: str, wf: Workflow, step: Step, site: str
+    ) -> list[tuple[str, str]]:
+        """``(item, site it comes from)`` of each input of a simulated step that lives at
+        another site: made there by its producer, or an external input located there (an
+        input at a URL is fetched by the orchestrator's host: no site-to-site transfer)."""
+        steps = self._steps(run_id)
+        out = []
+        for item in step.inputs:
+            producer = wf.producer(item)
+            if producer is not None:
+                src = steps[producer].site
+            else:
+                location = wf.item(item).location
+                if location is None or location.site is None:
+                    continue
+                src = location.site
+            if src != site:
+                out.append((item, src))
+        return out
+
     def _needs_staging(self, view: _RunView, step_id: str, site: str) -> bool:
-        """True when an input of the step lives elsewhere (another site, a URL)."""
-        if not view.run.launch.moves_data:
-            return False
+        """True when an input of the step lives elsewhere (another site, a URL); for a
+        simulated run, when an input crosses sites and the stager accounts for items."""
         wf = view.wf
+        if not view.run.launch.moves_data:
+            if not isinstance(self.stager, ItemStager):
+                return False
+            return bool(self._item_sources(view.run.id, wf, wf.step(step_id), site))
         for item in wf.step(step_id).inputs:
             producer = wf.producer(item)
             if producer is not None:

@@ -9,6 +9,8 @@ resumes from what was recorded.
     pending -> ready -> staging -> running -> done
        |         |         |          |-> failed -> ready (retry / restart)
        |         |         |          '-> ready (re-planned, or attempt lost)
+       |         '-> failed (sent back to be re-planned after its last attempt, and no
+       |                     site could take it)
        '---------'---------'------------> paused, cancelled
 """
 
@@ -50,7 +52,7 @@ class OnError(StrEnum):
 S = StepState
 STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     S.PENDING: frozenset({S.READY, S.PAUSED, S.CANCELLED}),
-    S.READY: frozenset({S.STAGING, S.RUNNING, S.PENDING, S.PAUSED, S.CANCELLED}),
+    S.READY: frozenset({S.STAGING, S.RUNNING, S.PENDING, S.PAUSED, S.CANCELLED, S.FAILED}),
     S.STAGING: frozenset({S.RUNNING, S.READY, S.FAILED, S.PAUSED, S.CANCELLED}),
     S.RUNNING: frozenset({S.DONE, S.FAILED, S.READY, S.CANCELLED}),
     S.FAILED: frozenset({S.READY, S.PAUSED, S.CANCELLED}),

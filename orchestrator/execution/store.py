@@ -138,10 +138,6 @@ class StepRecord:
         return self.attempts - self.attempt_base
 
     @classmethod
-    def of(cls, row: StepRow) -> StepRecord:
-        return cls._of({c.name: getattr(row, c.name) for c in StepRow.__table__.columns})
-
-    @classmethod
     def _of(cls, m: Mapping[Any, Any]) -> StepRecord:
         """From a mapping of column names (a Core row's ``_mapping``) to values."""
         return cls(

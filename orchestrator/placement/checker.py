@@ -55,6 +55,13 @@ TOL = 1e-6
 
 
 def _close(a: float, b: float) -> bool:
+    """Equal within ``TOL`` relative to the larger of the two, and at least ``TOL`` absolute.
+
+    An infinite or NaN figure is close only to itself (``inf - x <= TOL * inf`` would make an
+    infinite claimed cost match any recomputed one).
+    """
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return a == b
     return abs(a - b) <= TOL * max(1.0, abs(a), abs(b))
 
 

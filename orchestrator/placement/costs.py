@@ -51,6 +51,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from datalogistics.flows import Flow
+from datalogistics.items import DataItem
 from federation.jurisdictions import VALID_JURISDICTIONS, jurisdiction_allows
 from federation.model import Federation, Site
 from orchestrator.errors import PlanningError
@@ -120,18 +121,30 @@ class CostModel:
         self.constraints = constraints
         self.t0 = plan_t0(view, constraints)
         self.site_by_id: dict[str, Site] = {s.id: s for s in federation.sites}
+        # When every step names the sites it may use (a project's sites, a re-plan's usable
+        # sites), the others can never be chosen: they are left out of the model altogether,
+        # so that planning on a few sites of a large federation costs what those sites cost.
+        allowed = [st.constraints.sites for st in workflow.steps]
+        if allowed and all(a is not None for a in allowed):
+            named = {sid for a in allowed for sid in a or ()}
+            candidates = [s for s in federation.sites if s.id in named]
+        else:
+            candidates = list(federation.sites)
         self.states: dict[str, AbstractSiteState] = {
-            s.id: view[s.id] if s.id in view else AbstractSiteState.static(s)
-            for s in federation.sites
+            s.id: view[s.id] if s.id in view else AbstractSiteState.static(s) for s in candidates
         }
-        price_known = {
-            sid: known_figures(st.power_price, self.site_by_id[sid].energy_price_eur_per_kwh)
-            for sid, st in self.states.items()
-        }
-        carbon_known = {
-            sid: known_figures(st.carbon_intensity, self.site_by_id[sid].carbon_intensity_g_per_kwh)
-            for sid, st in self.states.items()
-        }
+        # what is known of prices and carbon is over the whole federation (the assumed figure
+        # for an unknown one is the federation's highest known, as the checker recomputes it)
+        price_known: dict[str, tuple[float, ...] | None] = {}
+        carbon_known: dict[str, tuple[float, ...] | None] = {}
+        for site in federation.sites:
+            st = self.states.get(site.id) or view.get(site.id)
+            price_known[site.id] = known_figures(
+                st.power_price if st else None, site.energy_price_eur_per_kwh
+            )
+            carbon_known[site.id] = known_figures(
+                st.carbon_intensity if st else None, site.carbon_intensity_g_per_kwh
+            )
         self.price_unknown: tuple[str, ...] = tuple(
             sorted(s for s, v in price_known.items() if v is None)
         )
@@ -156,7 +169,8 @@ class CostModel:
         self.site_release: dict[str, float] = {
             sid: st.expected_wait_s for sid, st in self.states.items()
         }
-        self.sites: tuple[str, ...] = tuple(s.id for s in federation.sites)
+        self.sites: tuple[str, ...] = tuple(s.id for s in candidates)
+        """The sites some step may use (the federation's, unless every step is restricted)."""
         self.steps: tuple[Step, ...] = workflow.steps
         self.step_by_id: dict[str, Step] = {s.id: s for s in workflow.steps}
         # DAG lookups cached as plain dicts (the workflow's are behind pydantic attributes)
@@ -194,15 +208,29 @@ class CostModel:
             e: sum(size for _, size in items) for e, items in self.edge_items.items() if items
         }
         # (latency, bandwidth, EUR per byte) of every link, read once: Federation.link is slow
+        if len(candidates) ** 2 < len(federation.links):  # a few sites of a large federation
+            # the candidates' links, and those from where located inputs live
+            srcs = {s.id for s in candidates} | {
+                o for ins in self.located.values() for _, _, o in ins if o is not None
+            }
+            ends = [(a, b.id) for a in srcs for b in candidates if a != b.id]
+            used = [lk for a, b in ends if (lk := federation.link(a, b)) is not None]
+        else:
+            used = list(federation.links)
         self.links: dict[tuple[str, str], tuple[float, float, float]] = {
-            (lk.src, lk.dst): (lk.latency, lk.bandwidth, lk.cost_per_gb / 1e9)
-            for lk in federation.links
+            (lk.src, lk.dst): (lk.latency, lk.bandwidth, lk.cost_per_gb / 1e9) for lk in used
         }
         self.buffer: dict[str, float] = {s.id: s.buffer_capacity for s in federation.sites}
         self.why_not: dict[str, dict[str, str]] = {}
         self.eligible: dict[str, tuple[str, ...]] = {}
         for step in workflow.steps:
-            reasons = {sid: self._ineligible(step, sid) for sid in self.sites}
+            # the items this step holds that may not go everywhere (looked up once per step)
+            fenced = [
+                (i, item)
+                for i in (*step.inputs, *step.outputs)
+                if (item := workflow.item(i)).allowed_jurisdictions is not None
+            ]
+            reasons = {sid: self._ineligible(step, sid, fenced) for sid in self.sites}
             self.why_not[step.id] = {k: v for k, v in reasons.items() if v}
             self.eligible[step.id] = tuple(sid for sid in self.sites if not reasons[sid])
         self._dur: dict[tuple[str, str], float] = {}
@@ -272,8 +300,9 @@ class CostModel:
         return tuple(out)
 
     # -- eligibility ---------------------------------------------------------------
-    def _ineligible(self, step: Step, sid: str) -> str:
-        """Why ``step`` may not run on ``sid`` ("" when it may)."""
+    def _ineligible(self, step: Step, sid: str, fenced: list[tuple[str, DataItem]]) -> str:
+        """Why ``step`` may not run on ``sid`` ("" when it may); ``fenced``: the items it
+        reads or writes whose jurisdictions are restricted."""
         site = self.site_by_id[sid]
         c = step.constraints
         if self.states[sid].status is SiteStatus.DOWN:
@@ -285,8 +314,7 @@ class CostModel:
         for k, v in c.labels.items():
             if site.labels.get(k) != v:
                 return f"label {k}={v} missing"
-        for item_id in (*step.inputs, *step.outputs):
-            item = self.workflow.item(item_id)
+        for item_id, item in fenced:
             if not item.may_reside_in(site.jurisdiction):
                 allowed = ", ".join(item.allowed_jurisdictions or ())
                 return f"data item {item_id} may reside only in {allowed}"

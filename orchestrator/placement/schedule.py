@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -220,17 +221,35 @@ def upward_ranks(model: CostModel) -> dict[str, float]:
         / max(1, len(model.eligible[s.id]))
         for s in wf.steps
     }
-    pairs = [(a, b) for a in model.sites for b in model.sites if a != b]
+    # Over the n (n - 1) ordered pairs of distinct sites only linked pairs have a finite
+    # delay, latency + biggest / bandwidth, and only where the edge's biggest item fits both
+    # buffers (unlinked pairs count in the denominator only). Links sorted by the smaller
+    # of their two buffers, with prefix sums of latency and 1 / bandwidth, give each edge's
+    # sum in O(log links): a large federation costs what its links cost, once.
+    sites = set(model.sites)
+    n_pairs = len(sites) * (len(sites) - 1)
+    links = sorted(
+        (
+            (min(model.buffer[a], model.buffer[b]), lat, bw)
+            for (a, b), (lat, bw, _) in model.links.items()
+            if a != b and a in sites and b in sites
+        ),
+        key=lambda x: -x[0],
+    )
+    room = [-cap for cap, _, _ in links]  # ascending: bisect finds the links an item fits
+    sum_lat, sum_inv = [0.0], [0.0]
+    for _, lat, bw in links:
+        sum_lat.append(sum_lat[-1] + lat)
+        sum_inv.append(sum_inv[-1] + 1.0 / bw)
     rank: dict[str, float] = {}
     for s in reversed(wf.topological_order()):
         best = 0.0
         for c in model.children_of[s]:
-            items = model.edge_items.get((s, c), ())
+            biggest = model.edge_max.get((s, c))
             cbar = 0.0
-            if items:
-                delays = [model.edge_delay(s, c, a, b) for a, b in pairs]
-                finite = [d for d in delays if d != float("inf")]
-                cbar = sum(finite) / len(delays) if finite else 0.0
+            if biggest is not None:
+                k = bisect_right(room, -biggest)  # links whose both buffers hold it
+                cbar = (sum_lat[k] + biggest * sum_inv[k]) / n_pairs if k else 0.0
             best = max(best, cbar + rank[c])
         rank[s] = dbar[s] + best
     model.ranks = rank

@@ -217,3 +217,33 @@ def test_entitlements_round_trip(
         role,
         authority,
     )
+
+
+def test_a_project_group_of_another_vo_grants_its_project_for_member_roles_only() -> None:
+    def projects(value: str) -> frozenset[str]:
+        claims = {"eduperson_entitlement": [value]}
+        return principal_from_claims(claims, SETTINGS).projects
+
+    group = "urn:mace:egi.eu:group:vo.lofar.eu:ddf"
+    assert projects(f"{group}#aai.egi.eu") == {"ddf"}
+    for role in ("member", "researcher", "manager"):
+        assert projects(f"{group}:role={role}#aai.egi.eu") == {"ddf"}
+    for role in ("admin", "operator", "auditor"):
+        assert projects(f"{group}:role={role}#aai.egi.eu") == frozenset()
+
+
+def test_the_first_group_keyword_ends_the_namespace() -> None:
+    ent = parse_entitlement("urn:geant:x.org:group:continuum:group:sub#sso.x.org")
+    assert ent is not None
+    assert (ent.namespace, ent.vo, ent.groups) == ("geant:x.org", "continuum", ("group", "sub"))
+
+
+def test_subject_and_client_fall_back_to_sub_and_client_id() -> None:
+    full = {"preferred_username": "ada", "sub": "u-1", "azp": "cli", "client_id": "other"}
+    who = principal_from_claims(full, SETTINGS)
+    assert (who.subject, who.client) == ("ada", "cli")
+    bare = {"sub": "u-1", "client_id": "svc"}
+    who = principal_from_claims(bare, SETTINGS)
+    assert (who.subject, who.client) == ("u-1", "svc")
+    nobody = principal_from_claims({}, SETTINGS)
+    assert (nobody.subject, nobody.client) == ("", "")

@@ -15,6 +15,7 @@ import pytest
 from federation.store import Store
 from orchestrator import Workflow, load_workflow
 from orchestrator.connectors import LocalConnector, SimulatedConnector, TaskStatus
+from orchestrator.errors import PlanningError
 from orchestrator.execution import (
     CopyStager,
     Executor,
@@ -261,6 +262,30 @@ def test_exhausted_attempts_at_one_site_moves_the_step(work: Path) -> None:
     assert ex.run(rid, timeout=60) is RunState.DONE
     assert lines(work / "markers" / "c") == ["a", "a", "b"]
     assert ex.runs.steps(rid)["c"].failed_sites == ("a",)
+
+
+def anywhere_but_excluded(req: ReplanRequest) -> dict[str, str]:
+    """A re-planner for the tests: the first site not excluded, or none (a planning error)."""
+    free = [s for s in ("a", "b") if s not in req.excluded]
+    if not free:
+        raise PlanningError("every site is excluded")
+    return dict.fromkeys(req.steps, free[0])
+
+
+def test_a_step_failing_on_every_site_fails_the_run_by_its_policy(work: Path) -> None:
+    """Attempts exhausted at a, re-planned to b, exhausted there: no site is left, the
+    step fails (it was sent back to the queue for the re-plan) and cancel-job applies."""
+    wf = shell_workflow(work / "markers", fail_on={"c": "false"})
+    ex = make_executor(work, replanner=anywhere_but_excluded)
+    rid = ex.submit(wf, dict.fromkeys("abcd", "a"), max_attempts=2, backoff_s=0.01)
+    assert ex.run(rid, timeout=60) is RunState.FAILED
+    assert lines(work / "markers" / "c") == ["a", "a", "b", "b"]
+    steps = ex.runs.steps(rid)
+    assert steps["c"].state is StepState.CANCELLED
+    assert steps["c"].failed_sites == ("a", "b")
+    kinds = [k for _, s, k, _ in ex.runs.events(rid) if s == "c" and "->" in k]
+    assert kinds[-2:] == ["ready->failed", "failed->cancelled"]
+    assert not [d for _, _, k, d in ex.runs.events(rid) if k == "error"]
 
 
 def test_wfcommons_instance_runs_end_to_end_with_the_synthetic_step(

@@ -18,7 +18,7 @@ from federation.store import Store
 from orchestrator import Workflow
 from orchestrator.connectors import LocalConnector, SimulatedConnector
 from orchestrator.connectors import local as local_module
-from orchestrator.connectors.base import TaskSpec, TaskStatus
+from orchestrator.connectors.base import SiteConnector, TaskSpec, TaskStatus
 from orchestrator.execution import (
     Executor,
     ReplanRequest,
@@ -78,12 +78,13 @@ def test_a_pass_over_a_large_run_reads_only_what_changed(tmp_path: Path) -> None
     rid = ex.submit(tree(n), {f"s{i}": "s" for i in range(n)}, launch=SIM)
     assert ex.step_once(rid) is RunState.RUNNING  # first sight: one full load, s0 starts
     assert (ex.stats.full_loads, ex.stats.steps_read) == (1, n)
-    # Nothing finished: the next passes read no step and poll only the running one.
+    # Nothing finished: the next passes read no step and poll none (the simulated site
+    # says its one task is still running: ``SiteConnector.settled``).
     before = ex.stats.steps_read, ex.stats.polls
     for _ in range(5):
         ex.step_once(rid)
     assert ex.stats.steps_read == before[0]  # its own writes are not read back
-    assert ex.stats.polls - before[1] == 5
+    assert ex.stats.polls - before[1] == 0
     quiet = ex.stats.steps_read
     ex.step_once(rid)
     assert ex.stats.steps_read == quiet
@@ -103,6 +104,25 @@ def test_a_pass_over_a_large_run_reads_only_what_changed(tmp_path: Path) -> None
     assert state is RunState.DONE
     assert ex.stats.full_loads == 1
     assert ex.stats.steps_read < 4 * n
+
+
+def test_a_site_that_knows_nothing_ended_is_not_polled(tmp_path: Path) -> None:
+    """A connector's ``settled`` names the tasks that may have ended: only those are asked
+    for their status; by default every handed task is asked at every pass."""
+    ex, clock = simulated(tmp_path, cores=4)
+    rid = ex.submit(tree(50), {f"s{i}": "s" for i in range(50)}, launch=SIM)
+    ex.step_once(rid)
+    clock.now = 10.0
+    ex.step_once(rid)  # s0 done; 10 children handed, 4 run
+    polls = ex.stats.polls
+    ex.step_once(rid)
+    assert ex.stats.polls == polls  # none of them ended
+    clock.now = 20.0
+    ex.step_once(rid)
+    assert ex.stats.polls - polls == 4  # the four that ran for 10 s
+    # the default asks them all
+    conn = ex.connectors["s"]
+    assert list(SiteConnector.settled(conn, ["a", "b"])) == ["a", "b"]
 
 
 def test_the_safety_net_reloads_everything_when_due(tmp_path: Path) -> None:

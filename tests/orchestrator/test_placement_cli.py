@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from federation.cli.common import DemoContext
 from federation.cli.plan_cmd import demo_section
 from federation.model import Federation
 from orchestrator import Plan, load_workflow
-from tests.conftest import shared_path
+from tests.conftest import call_main, shared_path
 
 METRIC_KEYS = {
     "makespan_s",
@@ -64,13 +65,32 @@ def test_plan_writes_the_documented_json_and_a_gantt(tmp_path: Path, planner: st
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_plan_reports_bad_options_and_infeasible_limits(tmp_path: Path) -> None:
-    wf = shared_path("wfinstances", "montage-chameleon-2mass-005d-001.json")
-    res = CliRunner().invoke(app, ["plan", str(wf), "--objective", "speed"])
-    assert res.exit_code != 0
-    res = CliRunner().invoke(app, ["plan", str(wf), "--deadline", "1", "--planner", "heft"])
-    assert res.exit_code != 0
-    assert "deadline" in str(res.exception)
+def test_plan_reports_bad_options_and_infeasible_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wf = str(shared_path("wfinstances", "montage-chameleon-2mass-005d-001.json"))
+    out = tmp_path / "plan.json"
+    # invalid input or usage: exit 2 and a message naming the option and what to use
+    for args, message in [
+        (
+            ["--objective", "speed"],
+            "--objective: unknown objective 'speed'; use one of time, cost, energy, carbon",
+        ),
+        (["--planner", "foo"], "--planner: use one of ilp, heft, greedy, market, cpsat"),
+        (["--deadline", "-5"], "'--deadline': Input should be greater than or equal to 0"),
+        (["--budget", "inf"], "'--budget': must be a finite number, got inf"),
+    ]:
+        code, _, err = call_main(capsys, "plan", wf, *args, "--json", str(out))
+        assert code == 2, args
+        assert message in err, err
+    # a valid request whose limit cannot be met: exit 1 (not an input error), naming the
+    # planner, the makespan it reached and the deadline, and no plan written
+    code, _, err = call_main(
+        capsys, "plan", wf, "--deadline", "1", "--planner", "heft", "--json", str(out)
+    )
+    assert code == 1
+    assert re.search(r"heft: makespan [0-9.]+ s exceeds the deadline 1\.0 s", err), err
+    assert not out.exists()
 
 
 def test_cdt_solve_prints_and_writes_the_schedule(tmp_path: Path) -> None:

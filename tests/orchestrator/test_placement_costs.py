@@ -199,3 +199,96 @@ def test_lower_bounds_do_not_exceed_any_single_site_plan() -> None:
         values = m.evaluate(placed, m.flows(placed))
         for term in ("time", "cost", "energy", "carbon"):
             assert lb[term] <= values[term] + 1e-12
+
+
+def many_sites(n: int = 9, links_every: int = 2) -> Federation:
+    """``n`` sites with various buffers, some pairs linked (others not), in three projects."""
+    sites = [
+        {
+            "id": f"s{i}",
+            "kind": "hpc",
+            "cores": 8,
+            "memory": "32 GB",
+            "speed": 1.0 + 0.25 * (i % 3),
+            "power_idle_w": 1.0,
+            "power_busy_w": 5.0,
+            "price_per_core_hour": 0.01,
+            "jurisdiction": "FR",
+            "buffer_capacity": ["10 MB", "1 GB", "1 TB"][i % 3],
+        }
+        for i in range(n)
+    ]
+    links = [
+        {
+            "src": f"s{a}",
+            "dst": f"s{b}",
+            "bandwidth": f"{10 * (1 + (a + b) % 4)} MB/s",
+            "latency": f"{1 + a} ms",
+        }
+        for a in range(n)
+        for b in range(n)
+        if a != b and (a + b) % links_every == 0
+    ]
+    projects = [{"id": f"p{k}", "sites": [f"s{i}" for i in range(k, n, 3)]} for k in range(3)]
+    return Federation.from_dict(
+        {
+            "name": "many",
+            "sites": sites,
+            "links": links,
+            "organisations": [{"id": "o", "projects": projects}],
+        }
+    )
+
+
+def test_heft_ranks_sum_the_links_as_the_pairs_would() -> None:
+    """The upward ranks (mean transfer delay over all ordered pairs of sites, unlinked and
+    buffer-limited pairs infinite) computed from the links alone equal the pairwise sum."""
+    from orchestrator.placement.schedule import upward_ranks
+
+    fed = many_sites()
+    sizes = [5e6, 5e8, 5e12]  # fits every buffer, only the 1 GB and 1 TB ones, none
+    steps = [{"id": "a", "work": 10, "outputs": ["x0", "x1", "x2"]}] + [
+        {"id": f"b{k}", "work": 10, "inputs": [f"x{k}"], "after": ["a"]} for k in range(3)
+    ]
+    wf = Workflow.from_dict(
+        {
+            "name": "fan",
+            "steps": steps,
+            "data": [{"id": f"x{k}", "size": s} for k, s in enumerate(sizes)],
+        }
+    )
+    model = CostModel(wf, fed, static_view(fed), PlanningConstraints())
+    ranks = upward_ranks(model)
+    pairs = [(p, q) for p in model.sites for q in model.sites if p != q]
+
+    def cbar(child: str) -> float:
+        delays = [model.edge_delay("a", child, p, q) for p, q in pairs]
+        finite = [d for d in delays if d != float("inf")]
+        return sum(finite) / len(delays) if finite else 0.0
+
+    means = [cbar(f"b{k}") for k in range(3)]
+    assert means[0] > 0.0 < means[1]
+    assert means[2] == 0.0  # the 5 TB item fits no buffer
+    dbar = sum(model.duration("a", s) for s in model.eligible["a"]) / len(model.eligible["a"])
+    expected = dbar + max(m + ranks[f"b{k}"] for k, m in enumerate(means))
+    assert ranks["a"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_workflow_restricted_to_a_project_is_modelled_on_its_sites_only() -> None:
+    from orchestrator import make_planner
+    from orchestrator.placement.plan import Objective
+    from orchestrator.planning import declare
+
+    fed = many_sites()
+    wf = declare(chain(3, size=1e6), fed, project="p1")
+    model = CostModel(wf, fed, static_view(fed), PlanningConstraints())
+    assert model.sites == ("s1", "s4", "s7")
+    assert set(model.series) == {"s1", "s4", "s7"}
+    # sites no step may use are not listed as excluded in every explanation
+    plan = make_planner("heft").plan(wf, fed, static_view(fed), PlanningConstraints(), Objective())
+    assert {a.site for a in plan.assignments.values()} <= {"s1", "s4", "s7"}
+    assert all("s0 " not in a.why for a in plan.assignments.values())
+    # unrestricted, every site is in the model
+    assert CostModel(chain(3), fed, static_view(fed), PlanningConstraints()).sites == tuple(
+        f"s{i}" for i in range(9)
+    )

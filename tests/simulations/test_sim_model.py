@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,55 @@ def test_twin_view_drives_the_broker() -> None:
     assert len(m.telemetry) == 2 * (6 * 4 + 1)
 
 
+def _routed_by_the_twin(
+    monkeypatch: pytest.MonkeyPatch, alter: Callable[[dict[str, Any]], dict[str, Any]] | None
+) -> list[int]:
+    """Jobs routed to sites a and b by the greenest policy reading the twin's view, with the
+    view changed by ``alter`` on its way out of the twin (the sites and their telemetry stay
+    as they are: a at 100 gCO2e/kWh, b at 400)."""
+    light = {"jobs": 60, "arrival_rate_per_h": 4, "max_cores": 4, "mean_runtime": "30 min"}
+    sc = _scenario(
+        twin=True,
+        routing="greenest",
+        choices=8,
+        horizon="12 h",
+        view_interval="30 min",
+        workload={"synthetic": light},
+    )
+    m = FederationModel(sc, seed=1)
+    assert m.twin is not None
+    if alter is not None:
+        twin_view = m.twin.view
+        monkeypatch.setattr(
+            m.twin, "view", lambda now, sites=None: alter(twin_view(now=now, sites=sites))
+        )
+    m.run()
+    site = m.jobs.columns()["site"]
+    return [int(np.sum(site == i)) for i in range(2)]
+
+
+def test_routing_follows_the_twins_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    def swap_carbon(view: dict[str, Any]) -> dict[str, Any]:
+        a, b = view["a"], view["b"]
+        return {
+            "a": a.model_copy(update={"carbon_intensity": b.carbon_intensity}),
+            "b": b.model_copy(update={"carbon_intensity": a.carbon_intensity}),
+        }
+
+    def a_down(view: dict[str, Any]) -> dict[str, Any]:
+        return {**view, "a": view["a"].model_copy(update={"status": "down"})}
+
+    as_seen = _routed_by_the_twin(monkeypatch, None)
+    assert as_seen[0] > 30
+    assert as_seen[1] == 0  # every job to the greener site
+    # the same sites and telemetry, the twin's view reversed: the jobs follow the view (a few
+    # went out on the raw telemetry before the twin's first view)
+    for alter in (swap_carbon, a_down):
+        routed = _routed_by_the_twin(monkeypatch, alter)
+        assert routed[1] > 30
+        assert routed[0] <= 0.1 * sum(routed)
+
+
 def test_scenario_errors_name_the_field(tmp_path: Path) -> None:
     bad = _scenario(events=[{"at": 0, "kind": "outage", "site": "a"}])
     with pytest.raises(InvalidScenario, match="needs duration"):
@@ -295,3 +345,23 @@ def test_fleet_twin_mode_feeds_one_batched_twin() -> None:
     assert view["b"].carbon_intensity is not None
     assert view["b"].carbon_intensity.mean[0] > view["a"].carbon_intensity.mean[0]
     assert all(0 <= st.available_cores.mean[0] <= 16 for st in view.values())
+
+
+def test_jobs_still_queued_at_the_horizon_count_with_their_wait_so_far() -> None:
+    """A 16-core site busy for 10 h with one job; a second job queued behind it at 60 s
+    is still waiting at the 2 h horizon: its wait so far (7,140 s) counts."""
+    from simulations import JobTable
+
+    sc = _scenario(horizon="2 h", federation={"name": "f", "sites": [_site("a")]}, routing="home")
+    jobs = JobTable(
+        np.array([0.0, 60.0]),
+        np.array([36_000.0, 10.0]),
+        np.array([36_000.0, 10.0]),
+        np.array([16, 1]),
+    )
+    s = FederationModel(sc, seed=1, jobs=jobs).run().summary()
+    assert (s["jobs_arrived"], s["jobs_done"], s["jobs_waiting"]) == (2, 0, 1)
+    assert s["mean_wait_s"] == pytest.approx((0.0 + 7140.0) / 2)
+    assert s["p95_wait_s"] > 6000
+    assert s["mean_wait_started_s"] == 0.0
+    assert s["max_site_utilisation"] == pytest.approx(1.0)

@@ -96,3 +96,42 @@ def test_series_errors_name_the_column(tmp_path: Path) -> None:
         read_hourly_csv(p, "price")
     with pytest.raises(InvalidTrace, match="row 3"):
         read_hourly_csv(p, "value")
+
+
+def test_a_compressed_log_with_queues_partitions_and_no_waits(tmp_path: Path) -> None:
+    import gzip
+
+    lines = [
+        "; Installation: somewhere",
+        "; MaxProcs: 48",
+        "; MaxQueues: 2",
+        "; Queue:  0  interactive",
+        "; Queue:  1  batch",
+        "; MaxPartitions: 2",
+        "; Partition: 1 left.example.org",
+        "; Partition: 2 right.example.org",
+        "1 0 -1 100 4 -1 -1 4 200 -1 1 1 1 -1 0 1 -1 -1",
+        "2 10 30 50 8 -1 -1 8 60 -1 1 1 1 -1 1 2 -1 -1",
+    ]
+    p = tmp_path / "t.swf.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    trace = read_swf(p)
+    assert trace.queues == {0: "interactive", 1: "batch"}
+    assert trace.partitions == {1: "left.example.org", 2: "right.example.org"}
+    assert list(trace.queue) == [0, 1]
+    assert list(trace.partition) == [1, 2]
+    assert trace.partition_ids == [1, 2]
+    assert np.isnan(trace.wait[0])  # -1: not recorded
+    assert trace.wait[1] == 30
+    assert trace.has_waits
+    assert trace.max_procs == 48
+
+
+def test_the_nasa_log_ships_compressed_and_records_no_waits(examples_dir: Path) -> None:
+    trace = read_swf(examples_dir / "traces" / "NASA-iPSC-1993-3.1-cln.swf.gz")
+    assert trace.max_procs == 128
+    assert trace.queues == {0: "interactive", 1: "batch"}
+    assert trace.acknowledge == "Bill Nitzberg"
+    assert len(trace) > 18_000
+    assert not trace.has_waits  # its submit times are start times
