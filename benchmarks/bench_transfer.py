@@ -1,21 +1,20 @@
-"""Transfer throughput between two buffer services on loopback, and buffer operations per second.
+"""Transfer of a 1 GiB file between two buffer services on loopback, against the limit.
 
-Baselines measured in the same run, on the same bytes:
+Measured in the same run, on the same bytes, rounds interleaved:
 
-* ``cp`` of the file (page cache to page cache, no checksum, no fsync);
-* a raw HTTP stream: a minimal ASGI server streams the file, the client pipes
-  it into a minimal ASGI sink that writes it to disk (same uvicorn, same
-  loopback, no checksum, no fsync);
-* the transfer engine between two buffer services, each in its own process:
-  per-chunk sha256 on both sides, end-to-end sha256 at the seal, fsync of
-  every chunk at the destination. Target: at least 50 % of the raw stream.
+* **the limit**: a raw TCP socket on loopback, the sender ``sendfile``-ing the
+  file, the receiver (its own process) hashing every byte with sha256, writing
+  it, and fsyncing every 8 MiB (what a resumable, verified copy must do at least);
+* **the transfer engine** between two buffer services, each in its own process:
+  the source sends each chunk with the digest recorded when it was written, the
+  destination verifies it, writes it and fsyncs behind, the seal hashes the
+  destination's disk. Target: at least 0.8x the limit (issue 19).
 
-Then the buffer service's own operations (create, 4 KiB append with fsync,
-4 KiB read, info) one after another on a keep-alive connection.
-
-``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload (default 256 MiB),
-``CONTINUUM_BENCH_TRANSFER_ROUNDS`` the rounds (default 5; each round runs every method once,
-interleaved, and the best time of each method is kept).
+Each of ``CONTINUUM_BENCH_TRANSFER_ROUNDS`` rounds (at least 3) runs both; the figures are
+medians and the ratio is the median of the per-round ratios; a miss exits non-zero.
+``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload (default 1024 MiB). ``--ops`` adds the
+buffer service's own operations (create, 4 KiB append with fsync, 4 KiB read, info) one
+after another on a keep-alive connection.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -40,58 +38,8 @@ from orchestrator.execution.buffers import free_port
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-0123456789abcdef"
 MiB = 2**20
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
-
-
-def raw_source(path: str) -> Callable[[Scope, Receive, Send], Any]:
-    """A bare ASGI app streaming ``path`` in 1 MiB pieces (the raw HTTP baseline's sender)."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        size = os.path.getsize(path)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(size).encode())],
-            }
-        )
-        with open(path, "rb") as f:
-            while block := f.read(MiB):
-                await send({"type": "http.response.body", "body": block, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-    return app
-
-
-def raw_sink(path: str) -> Callable[[Scope, Receive, Send], Any]:
-    """A bare ASGI app writing the request body to ``path`` (the raw baseline's receiver)."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        with open(path, "wb") as f:
-            more = True
-            while more:
-                msg = await receive()
-                f.write(msg.get("body", b""))
-                more = msg.get("more_body", False)
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    return app
-
-
-def run_raw(kind: str, path: str, port: int) -> None:
-    """Entry point of the raw servers' processes."""
-    import uvicorn
-
-    app = raw_source(path) if kind == "source" else raw_sink(path)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+LIMIT_SYNC = 8 * MiB
+TARGET = 0.8  # the engine at >= 0.8x the limit (issue 19)
 
 
 def start(cmd: list[str], url: str) -> subprocess.Popen[bytes]:
@@ -127,65 +75,96 @@ def buffer_service(site: str, root: Path) -> tuple[subprocess.Popen[bytes], str]
     return start(cmd, f"{url}/health"), url
 
 
-def raw_server(kind: str, path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    code = (
-        f"from benchmarks.bench_transfer import run_raw; run_raw({kind!r}, {str(path)!r}, {port})"
-    )
-    url = f"http://127.0.0.1:{port}"
-    return start([sys.executable, "-c", code], url), url
-
-
 def token(site: str, buffer: str, right: str) -> str:
     return issue_token(SECRET, site=site, buffer=buffer, right=right)
 
 
-def best_of(n: int, fn: Callable[[], None]) -> float:
-    """The shortest of ``n`` runs of ``fn``, in seconds."""
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def raw_socket_sink(port_file: str, out: str) -> None:
+    """The limit's receiver (its own process): TCP in, sha256 and write of every byte, fsync
+    per ``LIMIT_SYNC`` bytes; answers the digest. One connection per round, until killed."""
+    import socket
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    Path(port_file).write_text(str(srv.getsockname()[1]))
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    while True:
+        conn, _ = srv.accept()
+        h = hashlib.sha256()
+        unsynced = 0
+        with conn, open(out, "wb") as f:
+            while n := conn.recv_into(buf):
+                h.update(view[:n])
+                f.write(view[:n])
+                unsynced += n
+                if unsynced >= LIMIT_SYNC:
+                    f.flush()
+                    os.fsync(f.fileno())
+                    unsynced = 0
+            f.flush()
+            os.fsync(f.fileno())
+            conn.sendall(h.hexdigest().encode())
 
 
-def main() -> None:
-    size = int(os.environ.get("CONTINUUM_BENCH_TRANSFER_MB", "256")) * MiB
-    rounds = int(os.environ.get("CONTINUUM_BENCH_TRANSFER_ROUNDS", "5"))
+def raw_socket_send(path: Path, port: int) -> str:
+    """The limit's sender (this process): the file's bytes down one TCP connection."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as sock, open(path, "rb") as f:
+        sock.sendfile(f)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while part := sock.recv(128):
+            answer += part
+    return answer.decode()
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    size = int(os.environ.get("CONTINUUM_BENCH_TRANSFER_MB", "1024")) * MiB
+    rounds = max(3, int(os.environ.get("CONTINUUM_BENCH_TRANSFER_ROUNDS", "3")))
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         payload = work / "payload.bin"
+        h = hashlib.sha256()
         with open(payload, "wb") as f:
             for _ in range(size // MiB):
-                f.write(os.urandom(MiB))
-        digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+                block = os.urandom(MiB)
+                h.update(block)
+                f.write(block)
+        digest = h.hexdigest()
         methods: dict[str, Callable[[], None]] = {}
 
-        # Baseline 1: cp.
-        def cp() -> None:
-            subprocess.run(["cp", str(payload), str(work / "copy.bin")], check=True)
+        # The limit: raw TCP socket, sha256 of every byte and fsync per 8 MiB at the receiver.
+        port_file = work / "limit.port"
+        code = (
+            "from benchmarks.bench_transfer import raw_socket_sink; "
+            f"raw_socket_sink({str(port_file)!r}, {str(work / 'limit.bin')!r})"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO))
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the raw socket receiver did not start")
+            time.sleep(0.05)
+        limit_port = int(port_file.read_text())
 
-        methods["cp (no checksum, no fsync)"] = cp
+        def limit() -> None:
+            if raw_socket_send(payload, limit_port) != digest:
+                raise RuntimeError("the raw socket limit did not copy the bytes intact")
 
-        # Baseline 2: raw HTTP stream, source server -> client -> sink server.
-        p1, src_url = raw_server("source", payload)
-        p2, sink_url = raw_server("sink", work / "sunk.bin")
-        procs += [p1, p2]
+        limit_label = "limit: raw socket + sha256 + fsync per 8 MiB"
+        methods[limit_label] = limit
 
-        def raw_http() -> None:
-            with httpx.Client(timeout=120) as http, http.stream("GET", src_url) as r:
-                http.post(sink_url, content=r.iter_bytes(MiB)).raise_for_status()
-
-        raw_http()
-        sunk = hashlib.sha256((work / "sunk.bin").read_bytes()).hexdigest()
-        if sunk != digest:
-            raise RuntimeError("the raw HTTP baseline did not copy the bytes intact")
-        raw_label = "raw HTTP stream (no checksum, no fsync)"
-        methods[raw_label] = raw_http
-
-        # The transfer engine between two buffer services.
+        # The transfer engine between two buffer services, each in its own process.
         pa, a_url = buffer_service("alpha", work / "alpha")
         pb, b_url = buffer_service("beta", work / "beta")
         procs += [pa, pb]
@@ -198,34 +177,49 @@ def main() -> None:
             w.seal(digest)
             src_ref = BufferRef(a_url, src.id, token("alpha", src.id, "read"))
             site_b = SiteClient(b_url, token("beta", "*", "admin"), http)
-            for chunk in (4 * MiB, 8 * MiB, 16 * MiB):
 
-                def engine(chunk: int = chunk) -> None:
-                    dst = site_b.create(size, ttl=3600)
-                    ref = BufferRef(b_url, dst.id, token("beta", dst.id, "write"))
-                    rec = TransferEngine(chunk_size=chunk).transfer(src_ref, ref)
-                    if rec.sha256 != digest:
-                        raise RuntimeError("transfer did not verify")
-                    site_b.delete(dst.id)
+            def engine() -> None:
+                dst = site_b.create(size, ttl=3600)
+                ref = BufferRef(b_url, dst.id, token("beta", dst.id, "write"))
+                rec = TransferEngine().transfer(src_ref, ref)
+                if rec.sha256 != digest or rec.bytes != size:
+                    raise RuntimeError("the transfer did not verify")
+                site_b.delete(dst.id)
 
-                label = f"transfer engine, {chunk // MiB} MiB chunks (sha256 + fsync)"
-                methods[label] = engine
+            engine_label = "transfer engine, 8 MiB chunks (sha256 + fsync)"
+            methods[engine_label] = engine
 
             # Rounds interleave the methods so that each sees the same load on the machine.
-            best = dict.fromkeys(methods, float("inf"))
+            times: dict[str, list[float]] = {name: [] for name in methods}
             for _ in range(rounds):
                 for name, fn in methods.items():
-                    best[name] = min(best[name], best_of(1, fn))
-        rows = list(best.items())
-        raw = best[raw_label]
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t0)
+        ratios = [
+            lim / eng for lim, eng in zip(times[limit_label], times[engine_label], strict=True)
+        ]
+        ratio = median(ratios)
         print(
-            f"\ntransfer of {size / MiB:.0f} MiB on loopback, best of {rounds} interleaved rounds"
+            f"\ntransfer of {size / MiB:.0f} MiB on loopback, {rounds} interleaved rounds "
+            "(median; the ratio is the median of the per-round ratios)"
         )
-        print(f"{'method':<52} {'seconds':>8} {'MB/s':>9} {'% of raw HTTP':>14}")
-        for name, secs in rows:
-            print(f"{name:<52} {secs:>8.3f} {size / secs / 1e6:>9.1f} {100 * raw / secs:>13.0f} %")
-
-        ops_table(a_url)
+        print(f"{'method':<52} {'seconds':>8} {'MB/s':>9} {'rounds MB/s':>24}")
+        for name, secs in times.items():
+            each = " ".join(f"{size / t / 1e6:.0f}" for t in secs)
+            print(f"{name:<52} {median(secs):>8.3f} {size / median(secs) / 1e6:>9.1f} {each:>24}")
+        print(
+            f"machine load average (1 min): {load_start:.1f} at start, "
+            f"{os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} cores"
+        )
+        met = ratio >= TARGET
+        print(
+            f"engine / limit = {ratio:.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)}); "
+            f"target >= {TARGET:.2f}: {'met' if met else 'NOT met'}"
+        )
+        if "--ops" in (argv or []):
+            ops_table(a_url)
+        return 0 if met else 1
     finally:
         for p in procs:
             p.kill()
@@ -288,4 +282,4 @@ def ops_table(url: str, n: int = 300) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

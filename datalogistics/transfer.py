@@ -15,9 +15,18 @@ orchestrator's disk:
   own disk (not from what it remembers receiving): bytes changed at rest
   during the transfer fail it. A destination found already full is sealed
   again, so it is checked again.
+* **Pipelined.** Hashing, network and disk overlap: while the destination
+  verifies and writes chunk *k*, a reader thread fetches chunk *k+1* from the
+  source; the destination answers each append once it is verified and written
+  (``durable=False``) and fsyncs and commits behind it, in groups, so the disk
+  flushes chunk *k* while chunk *k+1* arrives. The seal waits for the last
+  commit, then hashes the destination's disk. At most three chunks are held in
+  memory (the one being appended, the one fetched ahead, and a re-read).
 * **Resumable.** The destination only ever holds verified chunks, so its size
   is the last verified offset: a transfer started again (after the engine was
-  killed, or a network failure) continues from there.
+  killed, or a network failure) continues from there. A destination service
+  killed before its syncer committed the last chunks cuts them off when it
+  starts again, and its size then says where to resume.
 * **Retries with backoff.** A failed request (connection refused, timeout,
   5xx) is retried after ``backoff * 2**k`` seconds (capped), up to ``retries``
   times per request.
@@ -32,8 +41,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,8 +65,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_CHUNK = 8 * 2**20
-PIECE = 2**20
-"""Bytes handed to the destination's socket at a time while a chunk streams through."""
 
 
 class TokenBucket:
@@ -110,13 +117,6 @@ def link_limits(
         (lk.src, lk.dst): TokenBucket(lk.bandwidth * scale, lk.bandwidth * scale * burst_seconds)
         for lk in federation.links
     }
-
-
-def _metered(pieces: Iterator[bytes], bucket: TokenBucket) -> Iterator[bytes]:
-    """``pieces``, each let through once ``bucket`` has its bytes."""
-    for piece in pieces:
-        bucket.acquire(len(piece))
-        yield piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +275,7 @@ class TransferEngine:
         started = time.time()
         offset = resumed_from = dinfo.size
         if dinfo.state != "full":
-            while offset < sinfo.size:
-                offset = self._move_chunk(s, d, offset, sinfo.size, bucket, c)
+            self._move_chunks(s, d, offset, sinfo.size, bucket, c)
         # the destination hashes its disk: a mismatch is ChecksumMismatch, never retried
         final = self._retrying("seal", lambda: d.seal(sinfo.sha256), c)
         if final.sha256 != sinfo.sha256:
@@ -302,20 +301,14 @@ class TransferEngine:
             self.on_record(record)
         return record
 
-    def _stream_chunk(
-        self, s: BufferClient, d: BufferClient, offset: int, n: int, bucket: TokenBucket | None
-    ) -> int:
-        """Stream ``n`` bytes at ``offset`` from the source's response into the destination's
-        append (no copy held in memory); the destination's new end."""
-        with s.open_read(offset, n) as r:
-            digest = r.headers["x-content-sha256"]
-            length = int(r.headers.get("content-length", n))
-            pieces: Iterator[bytes] = r.iter_bytes(PIECE)
-            if bucket is not None:
-                pieces = _metered(pieces, bucket)
-            return d.append(pieces, offset, f"o{offset}", digest, length=length).size
+    def _read_chunk(
+        self, s: BufferClient, offset: int, n: int, c: _Counters
+    ) -> tuple[int, bytes, str]:
+        """The ``n`` source bytes at ``offset`` and the digest the source sent with them."""
+        data, digest = self._retrying("chunk read", partial(s.read, offset, n), c)
+        return offset, data, digest
 
-    def _move_chunk(
+    def _move_chunks(
         self,
         s: BufferClient,
         d: BufferClient,
@@ -323,17 +316,45 @@ class TransferEngine:
         size: int,
         bucket: TokenBucket | None,
         c: _Counters,
+    ) -> None:
+        """Copy ``[offset, size)`` chunk by chunk, reading the next chunk while one is appended."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfer-read") as reader:
+
+            def ahead(at: int) -> Future[tuple[int, bytes, str]]:
+                return reader.submit(self._read_chunk, s, at, min(self.chunk_size, size - at), c)
+
+            pending = ahead(offset)
+            while offset < size:
+                at, data, digest = pending.result()
+                if at != offset:  # the destination moved (a resync): fetch where it is
+                    pending = ahead(offset)
+                    continue
+                if offset + len(data) < size:
+                    pending = ahead(offset + len(data))
+                offset = self._move_chunk(s, d, offset, data, digest, bucket, c)
+
+    def _move_chunk(
+        self,
+        s: BufferClient,
+        d: BufferClient,
+        offset: int,
+        data: bytes,
+        digest: str,
+        bucket: TokenBucket | None,
+        c: _Counters,
     ) -> int:
-        """Copy the chunk at ``offset``; the destination's new end (the next offset)."""
-        n = min(self.chunk_size, size - offset)
+        """Append the chunk at ``offset`` (read again after a checksum failure); the
+        destination's new end (the next offset)."""
         for _ in range(self.retries + 1):
             try:
-                return self._retrying(
-                    "chunk", partial(self._stream_chunk, s, d, offset, n, bucket), c
-                )
+                if bucket is not None:
+                    bucket.acquire(len(data))
+                append = partial(d.append, data, offset, f"o{offset}", digest, durable=False)
+                return self._retrying("chunk", append, c).size
             except ChecksumMismatch as exc:
                 c.resent += 1  # corrupted on the way: nothing was stored, send it again
                 c.errors.append(str(exc))
+                _, data, digest = self._read_chunk(s, offset, len(data), c)
             except (OffsetMismatch, TagExists):
                 # An earlier attempt landed after all (its answer was lost): resync.
                 return self._retrying("destination info", d.info, c).size

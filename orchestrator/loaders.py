@@ -19,7 +19,7 @@ def is_native_workflow(data: Any) -> bool:
 def workflow_from_data(
     data: Any, source: str = "<dict>", reference_mhz: float = REFERENCE_MHZ
 ) -> Workflow:
-    """A ``Workflow`` from a parsed document: WfFormat (1.4/1.5) or the native format."""
+    """A ``Workflow`` from a parsed document: WfFormat (1.4 to 1.6) or the native format."""
     if is_wfformat(data):
         return load_wfformat(data, source, reference_mhz)
     if is_native_workflow(data):

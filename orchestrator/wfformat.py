@@ -1,4 +1,4 @@
-"""Loaders for WfCommons WfFormat instances (schema 1.5, and 1.4 and older).
+"""Loaders for WfCommons WfFormat instances (schema 1.6 and 1.5, and 1.4 and older).
 
 WfFormat records how a workflow ran: per task its runtime on a named machine,
 the files it read and wrote with their sizes, its parents and children. A
@@ -14,12 +14,21 @@ its ``files`` (``link: input|output``). In 1.4 a task is identified by its
 ``name`` (the parents list names), which becomes the step id, so both
 versions of the same run give the same step ids.
 
+Version 1.6 (what WfCommons 1.6 writes) keeps 1.5's layout and adds ``metrics`` to
+``specification`` (numberOfTasks, numberOfFiles, sumOfFileSizesInBytes, numberOfLevels,
+minimumWidth, maximumWidth) and to ``execution`` (sumTaskRuntimesInSeconds,
+totalNumBytesRead, totalNumBytesWritten), and a task may name its ``category``. A 1.6
+instance is validated against the 1.5 schema with these additions, and each metric it
+declares must agree with its tasks and files (as WfCommons' own validator checks): a
+truncated or edited instance is refused, naming the metric.
+
 Reference: WfCommons, https://wfcommons.org (Coleman et al., FGCS 2022).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -48,11 +57,51 @@ def is_wfformat(data: Any) -> bool:
     )
 
 
+SUPPORTED_VERSIONS = "1.0 to 1.6"
+
+_COUNT = {"type": "integer", "minimum": 0}
+_AMOUNT = {"type": "number", "minimum": 0}
+_METRICS_16 = {
+    "specification": {
+        "numberOfTasks": _COUNT,
+        "numberOfFiles": _COUNT,
+        "sumOfFileSizesInBytes": _COUNT,
+        "numberOfLevels": _COUNT,
+        "minimumWidth": _COUNT,
+        "maximumWidth": _COUNT,
+    },
+    "execution": {
+        "sumTaskRuntimesInSeconds": _AMOUNT,
+        "totalNumBytesRead": _AMOUNT,
+        "totalNumBytesWritten": _AMOUNT,
+    },
+}
+"""What WfFormat 1.6 adds to 1.5: a ``metrics`` object in each of the two sections."""
+
+
 @cache
-def wfformat_schema() -> dict[str, Any]:
-    """The WfFormat 1.5 JSON schema shipped with the package (wfcommons/WfFormat, LGPL-3.0)."""
+def wfformat_schema(version: str = "1.5") -> dict[str, Any]:
+    """The WfFormat JSON schema of ``version`` ("1.5" or "1.6").
+
+    1.5 is the schema shipped with the package (wfcommons/WfFormat, LGPL-3.0); 1.6 is that
+    schema with what 1.6 adds (``_METRICS_16``, a task's ``category``) and its version."""
     text = resources.files("orchestrator").joinpath("schemas/wfcommons-schema-1.5.json").read_text()
     schema: dict[str, Any] = json.loads(text)
+    if version == "1.5":
+        return schema
+    if version != "1.6":
+        raise ValueError(f"no WfFormat schema for version {version!r} (1.5 or 1.6)")
+    schema["properties"]["schemaVersion"]["enum"] = ["1.6"]
+    sections = schema["properties"]["workflow"]["properties"]
+    for section, fields in _METRICS_16.items():
+        sections[section]["properties"]["metrics"] = {
+            "description": f"Metrics of the {section} (WfFormat 1.6)",
+            "type": "object",
+            "properties": dict(fields),
+        }
+    category = {"description": "Task category", "type": "string", "minLength": 1}
+    sections["specification"]["properties"]["tasks"]["items"]["properties"]["category"] = category
+    sections["execution"]["properties"]["tasks"]["items"]["properties"]["category"] = category
     return schema
 
 
@@ -86,7 +135,7 @@ def _cores(value: Any) -> int:
 def load_wfformat(
     data: Any, source: str = "<wfformat>", reference_mhz: float = REFERENCE_MHZ
 ) -> Workflow:
-    """Convert a WfFormat instance (1.5, or 1.4 and older) into a ``Workflow``.
+    """Convert a WfFormat instance (1.6, 1.5, or 1.4 and older) into a ``Workflow``.
 
     Raises:
         InvalidWorkflow: naming ``source`` and the JSON path of each problem.
@@ -98,13 +147,15 @@ def load_wfformat(
             source, "", "not a WfFormat instance: expected 'schemaVersion' and 'workflow' keys"
         )
     version = str(data["schemaVersion"])
-    if version == "1.5":
-        native, tasks_path = _from_v15(data, source, reference_mhz)
+    if version in ("1.5", "1.6"):
+        native, tasks_path = _from_v15(data, source, reference_mhz, version)
     elif re.fullmatch(r"1\.[0-4]", version):
         native, tasks_path = _from_v14(data, source, reference_mhz)
     else:
         raise InvalidWorkflow.single(
-            source, "schemaVersion", f"unsupported WfFormat version {version!r} (1.0 to 1.5)"
+            source,
+            "schemaVersion",
+            f"unsupported WfFormat version {version!r} ({SUPPORTED_VERSIONS})",
         )
     try:
         return Workflow.from_dict(native, source)
@@ -115,24 +166,27 @@ def load_wfformat(
         raise InvalidWorkflow(source, problems) from None
 
 
-def _schema_problems(data: Any) -> list[Problem]:
+def _schema_problems(data: Any, version: str) -> list[Problem]:
     import jsonschema  # here, not at the top: the CLI's `validate` of a native file starts fast
 
-    validator_cls = jsonschema.validators.validator_for(
-        wfformat_schema(), default=jsonschema.Draft7Validator
-    )
-    validator = validator_cls(wfformat_schema())
+    schema = wfformat_schema(version)
+    validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    validator = validator_cls(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     return [Problem(format_location(e.absolute_path), e.message) for e in errors[:20]]
 
 
-def _from_v15(data: Mapping[str, Any], source: str, ref: float) -> tuple[dict[str, Any], str]:
-    problems = _schema_problems(data)
+def _from_v15(
+    data: Mapping[str, Any], source: str, ref: float, version: str = "1.5"
+) -> tuple[dict[str, Any], str]:
+    problems = _schema_problems(data, version)
     if problems:
         raise InvalidWorkflow(source, problems)
     wf = data["workflow"]
     spec = wf["specification"]
     execution = wf.get("execution") or {}
+    if version == "1.6":
+        problems += _metric_problems(spec, execution)
     base = "workflow.specification"
     machines = {m.get("nodeName"): m for m in execution.get("machines", [])}
     records = {t["id"]: t for t in execution.get("tasks", [])}
@@ -200,6 +254,7 @@ def _from_v15(data: Mapping[str, Any], source: str, ref: float) -> tuple[dict[st
                 parents[t["id"]],
                 rec.get("priority"),
                 rec.get("command"),
+                rec.get("category") or t.get("category"),
             )
         )
     if problems:
@@ -211,6 +266,71 @@ def _from_v15(data: Mapping[str, Any], source: str, ref: float) -> tuple[dict[st
         "data": [DataItem.model_validate(v).model_dump() for v in items.values()],
     }
     return native, f"{base}.tasks"
+
+
+def _level_widths(tasks: list[Any]) -> list[int]:
+    """Tasks per level of the DAG (a root is at level 0, any other task one below its
+    deepest parent), WfFormat 1.6's definition; empty when the graph has a cycle."""
+    ids = [t["id"] for t in tasks]
+    parents = _merged_parents(tasks, "id")
+    waiting = {i: len(set(parents[i])) for i in ids}
+    children: dict[str, list[str]] = {i: [] for i in ids}
+    for child, ps in parents.items():
+        for p in set(ps):
+            if p in children:
+                children[p].append(child)
+    level = [i for i in ids if waiting[i] == 0]
+    widths, seen = [], 0
+    while level:
+        widths.append(len(level))
+        seen += len(level)
+        following = []
+        for i in level:
+            for c in children[i]:
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    following.append(c)
+        level = following
+    return widths if seen == len(ids) else []
+
+
+def _metric_problems(spec: Mapping[str, Any], execution: Mapping[str, Any]) -> list[Problem]:
+    """WfFormat 1.6's declared metrics that disagree with the instance's tasks and files."""
+    problems: list[Problem] = []
+    tasks, files = spec["tasks"], spec.get("files", [])
+    declared = spec.get("metrics") or {}
+    widths = _level_widths(tasks) if declared.keys() & {"numberOfLevels", "minimumWidth"} else []
+    found: dict[str, float] = {
+        "numberOfTasks": len(tasks),
+        "numberOfFiles": len(files),
+        "sumOfFileSizesInBytes": sum(f.get("sizeInBytes", 0) for f in files),
+    }
+    if widths:
+        found |= {
+            "numberOfLevels": len(widths),
+            "minimumWidth": min(widths),
+            "maximumWidth": max(widths),
+        }
+    runs = execution.get("tasks", [])
+    sections = [
+        ("workflow.specification.metrics", declared, found),
+        (
+            "workflow.execution.metrics",
+            execution.get("metrics") or {},
+            {
+                "sumTaskRuntimesInSeconds": sum(t.get("runtimeInSeconds", 0) for t in runs),
+                "totalNumBytesRead": sum(t.get("readBytes", 0) for t in runs),
+                "totalNumBytesWritten": sum(t.get("writtenBytes", 0) for t in runs),
+            },
+        ),
+    ]
+    for where, said, actual in sections:
+        for key, value in actual.items():
+            if key in said and not math.isclose(said[key], value, rel_tol=1e-9, abs_tol=1e-9):
+                problems.append(
+                    Problem(f"{where}.{key}", f"declares {said[key]}, the instance gives {value}")
+                )
+    return problems
 
 
 def _merged_parents(tasks: list[Any], key: str) -> dict[str, list[str]]:
@@ -331,11 +451,12 @@ def _step(
     parents: list[str],
     priority: Any,
     command: Any,
+    category: Any = None,
 ) -> dict[str, Any]:
     step: dict[str, Any] = {
         "id": step_id,
         "name": name,
-        "category": _category(name, step_id, command),
+        "category": str(category) if category else _category(name, step_id, command),
         "cores": cores,
         "work": work,
         "inputs": list(dict.fromkeys(inputs)),

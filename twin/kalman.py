@@ -407,7 +407,11 @@ def project(
             if (v[i] < lo[i] - 1e-12 or v[i] > hi[i] + 1e-12) and i not in active
         ]
         if not viol:
-            return xt
+            # an active constraint is an equality only up to the solve's rounding (an
+            # ill-conditioned ``D_a P D_a^T``): a residual past its bound is clipped below
+            if all(lo[i] - 1e-9 <= v[i] <= hi[i] + 1e-9 for i in active):
+                return xt
+            break
         for i, bound in viol:
             active[i] = float(bound)
         idx = list(active)
@@ -424,7 +428,7 @@ def project(
         except np.linalg.LinAlgError:
             break
         xt = x - corr
-    # Fallback when the active-set pass did not settle (degenerate P): clip.
+    # Fallback when the active-set pass did not settle (degenerate P, rounding): clip.
     xt = xt.copy()
     v = (D @ xt).tolist()
     for i in range(len(D)):

@@ -111,9 +111,17 @@ class BufferClient:
         tag: str | None = None,
         sha256: str | None = None,
         length: int | None = None,
+        durable: bool = True,
     ) -> BufferInfo:
-        """Append ``data`` (bytes, or pieces streamed as they come, ``length`` bytes in all)."""
+        """Append ``data`` (bytes, or pieces streamed as they come, ``length`` bytes in all).
+
+        ``durable=False``: the service answers once the bytes are verified and written, before
+        their fsync (its ``size`` counts them; a crash of the service before they are committed
+        cuts them off, and ``info().size`` then says where to resume).
+        """
         params: dict[str, Any] = {}
+        if not durable:
+            params["durable"] = "false"
         if offset is not None:
             params["offset"] = offset
         if tag is not None:

@@ -7,7 +7,9 @@ Routes (every one needs ``Authorization: Bearer <capability token>``, see
     POST   /buffers                         admin   create {max_size, ttl, consumers, item, id}
     GET    /buffers                         admin   list live buffers
     GET    /buffers/{id}                    read|write|admin   state, size, sha256, ...
-    POST   /buffers/{id}/data?offset=&tag=  write   append the body (X-Content-SHA256: chunk digest)
+    POST   /buffers/{id}/data?offset=&tag=&durable=  write   append the body (X-Content-SHA256:
+                                                    chunk digest; durable=false: answered
+                                                    before the fsync, committed behind)
     GET    /buffers/{id}/data?offset=&limit=        read  bytes from offset
     GET    /buffers/{id}/data?session=&limit=       read  continue a named read session
     GET    /buffers/{id}/tags/{tag}         read    where a tag's chunk lies, its sha256
@@ -72,6 +74,10 @@ STATUS: dict[type[BufferServiceError], int] = {
     ChecksumMismatch: 422,
     QuotaExceeded: 507,
 }
+
+
+WRITE_BLOCK = 2**20
+"""Bytes of an append's body handed to the writer thread at a time."""
 
 
 class CreateBuffer(BaseModel):
@@ -198,27 +204,59 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
         cap: Cap,
         offset: Annotated[int | None, Query(ge=0)] = None,
         tag: str | None = None,
+        durable: Annotated[
+            bool,
+            Query(
+                description="answer after the fsync and commit (false: once verified and "
+                "written; the size counts it, a crash before the commit cuts it off)"
+            ),
+        ] = True,
     ) -> dict[str, Any]:
         cap.require(store.site, buffer_id, Right.WRITE)
         digest = request.headers.get("x-content-sha256")
         lease = await run_in_threadpool(store.begin_append, buffer_id, offset, tag)
         refused: BufferTooLarge | None = None
+        loop = asyncio.get_running_loop()
+        writing: asyncio.Future[None] | None = None  # the block being hashed and written
+        block: list[bytes] = []
+        held = 0
+
+        async def hand_over() -> None:
+            # One block at a time, in order, to a worker thread: the loop receives the next
+            # block while the thread hashes and writes this one (both release the GIL).
+            nonlocal writing, block, held, refused
+            data = b"".join(block)
+            block, held = [], 0
+            if writing is not None:
+                try:
+                    await writing
+                except BufferTooLarge as exc:
+                    refused = exc
+                writing = None
+            if refused is None and data:
+                writing = loop.run_in_executor(None, lease.write, data)
+
         try:
             # Stream the body to disk as it arrives, hashing on the way; past the maximum
             # size, keep draining the body so the client gets the 413 answer.
             async for piece in request.stream():
                 if refused is None and piece:
-                    try:
-                        lease.write(piece)
-                    except BufferTooLarge as exc:
-                        refused = exc
+                    block.append(piece)
+                    held += len(piece)
+                    if held >= WRITE_BLOCK:
+                        await hand_over()
+            await hand_over()
+            await hand_over()  # waits for the last block
         except BaseException:
+            if writing is not None:
+                with contextlib.suppress(BaseException):
+                    await writing
             store.abort_append(lease)
             raise
         if refused is not None:
             store.abort_append(lease)
             raise refused
-        info = await run_in_threadpool(store.finish_append, lease, digest)
+        info = await run_in_threadpool(store.finish_append, lease, digest, durable)
         return info.to_json()
 
     @app.get("/buffers/{buffer_id}/data")

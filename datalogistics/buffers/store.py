@@ -38,6 +38,15 @@ Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
 * Durability: every append is written and ``fsync``-ed before its metadata
   row is committed, so the row never claims bytes the disk lacks; on start,
   bytes beyond the committed size (a crash between the two) are cut off.
+  An append is acknowledged after its commit, or, when the writer asks for it
+  (``durable=False``, what the transfer engine does), as soon as its bytes are
+  verified and written: a syncer thread then fsyncs the file and commits the
+  extents written since its last pass in one transaction (a group commit), so
+  the writer's next chunk arrives while the disk flushes the last one. Such an
+  append counts in the buffer's ``size`` (where the next append starts) but
+  is readable only once committed; a crash before the commit cuts it off on
+  start, and ``size`` then says where to resume. A seal or a durable append
+  first waits for the syncer.
 * Privacy: the folders are created 0700, the data files and the SQLite
   database 0600.
 
@@ -56,8 +65,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -245,6 +254,16 @@ class AppendLease:
         self.written += len(piece)
 
 
+@dataclass(frozen=True, slots=True)
+class _Unsynced:
+    """An append acknowledged before its fsync: committed by the syncer."""
+
+    start: int
+    length: int
+    sha256: str
+    tag: str | None
+
+
 def _private_dir(path: Path) -> None:
     """``path`` (and missing parents) as a folder only its owner may enter (0700)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -319,10 +338,146 @@ class BufferStore:
         self._lock = threading.RLock()
         # Buffers with an append or a seal in progress (one at a time per buffer).
         self._writing: set[str] = set()
+        # Appends acknowledged but not yet fsynced and committed, oldest first, per buffer.
+        self._unsynced: dict[str, list[_Unsynced]] = {}
+        self._synced = threading.Condition(self._lock)
+        self._syncer: threading.Thread | None = None
+        self._closing = False
+        # Running sha256 of a buffer's committed bytes as read back from disk by the syncer
+        # (buffers written from offset 0 with unsynced appends): a seal finishes it.
+        self._read_back: dict[str, tuple[Any, int]] = {}
         self._recover()
 
     def close(self) -> None:
+        with self._synced:
+            self._closing = True
+            self._synced.notify_all()
+        if self._syncer is not None:
+            self._syncer.join(timeout=60)
         self._engine.dispose()
+
+    # -- the syncer: fsync and commit of appends acknowledged before their fsync ----
+    def _end(self, buffer_id: str, committed: int) -> int:
+        """Where the next append to ``buffer_id`` starts (its acknowledged end)."""
+        pending = self._unsynced.get(buffer_id)
+        return pending[-1].start + pending[-1].length if pending else committed
+
+    def _start_syncer(self) -> None:
+        if self._syncer is None or not self._syncer.is_alive():
+            self._syncer = threading.Thread(
+                target=self._sync_loop, name=f"buffer-syncer-{self.site}", daemon=True
+            )
+            self._syncer.start()
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._synced:
+                while not self._unsynced and not self._closing:
+                    self._synced.wait()
+                if not self._unsynced and self._closing:
+                    return
+                batch = {bid: list(exts) for bid, exts in self._unsynced.items()}
+            for buffer_id, extents in batch.items():
+                self._sync_buffer(buffer_id, extents)
+
+    def _sync_buffer(self, buffer_id: str, extents: list[_Unsynced]) -> None:
+        """fsync the file once, then commit ``extents`` (the oldest unsynced) in one go."""
+        failure: str | None = None
+        try:
+            if self.fsync:
+                fd = os.open(self.path(buffer_id), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except FileNotFoundError:
+            failure = "gone"
+        except OSError as exc:
+            failure = f"fsync of the data file failed: {exc}"
+        committed = False
+        with self._synced:
+            try:
+                with self._session() as s:
+                    row = s.get(BufferRow, buffer_id)
+                    live = row is not None and row.state == BufferState.CREATED
+                    if row is not None and live and failure not in (None, "gone"):
+                        row.state = BufferState.ERROR
+                        row.reason = failure
+                    elif row is not None and live and failure is None:
+                        for e in extents:
+                            if e.start != row.size:
+                                raise RuntimeError(f"unsynced extent at {e.start} != {row.size}")
+                            if e.tag is not None:
+                                s.add(
+                                    TagRow(
+                                        buffer_id=buffer_id,
+                                        tag=e.tag,
+                                        offset=e.start,
+                                        length=e.length,
+                                        sha256=e.sha256,
+                                    )
+                                )
+                            s.add(
+                                ExtentRow(
+                                    buffer_id=buffer_id,
+                                    offset=e.start,
+                                    length=e.length,
+                                    sha256=e.sha256,
+                                )
+                            )
+                            row.size += e.length
+                        if row.size == row.max_size:
+                            row.state = BufferState.FULL
+                        committed = True
+            except Exception as exc:  # the store failed: the buffer cannot be trusted
+                committed = False
+                with suppress(Exception), self._session() as s:
+                    row = s.get(BufferRow, buffer_id)
+                    if row is not None and row.state == BufferState.CREATED:
+                        row.state = BufferState.ERROR
+                        row.reason = f"committing appended bytes failed: {exc}"
+        if committed:  # before the waiters are told, so a seal finds the read-back done
+            self._read_back_extents(buffer_id, extents)
+        with self._synced:
+            pending = self._unsynced.get(buffer_id, [])
+            del pending[: len(extents)]
+            if not pending:
+                self._unsynced.pop(buffer_id, None)
+            self._synced.notify_all()
+
+    def _read_back_extents(self, buffer_id: str, extents: list[_Unsynced]) -> None:
+        """Hash the committed ``extents`` as read back from disk, continuing the buffer's
+        running digest (started when its first extent is at offset 0)."""
+        with self._lock:
+            h, upto = self._read_back.get(buffer_id, (None, 0))
+        start = extents[0].start
+        if h is None and start == 0:
+            h = hashlib.sha256()
+        if h is None or upto != start:
+            return
+        end = extents[-1].start + extents[-1].length
+        try:
+            with open(self.path(buffer_id), "rb") as f:
+                f.seek(start)
+                while upto < end:
+                    block = f.read(min(end - upto, HASH_BLOCK))
+                    if not block:
+                        break
+                    h.update(block)
+                    upto += len(block)
+        except OSError:  # gone, or unreadable: the seal hashes the whole file itself
+            with self._lock:
+                self._read_back.pop(buffer_id, None)
+            return
+        with self._lock:
+            self._read_back[buffer_id] = (h, upto)
+
+    def sync(self, buffer_id: str) -> None:
+        """Wait until every append acknowledged to ``buffer_id`` is fsynced and committed."""
+        with self._synced:
+            while self._unsynced.get(buffer_id):
+                self._start_syncer()
+                self._synced.wait()
 
     # -- plumbing --------------------------------------------------------------
     @contextmanager
@@ -368,17 +523,26 @@ class BufferStore:
         return row
 
     def _destroy(self, row: BufferRow, reason: str) -> None:
+        self._unsynced.pop(row.id, None)
+        self._read_back.pop(row.id, None)
         row.state = BufferState.DELETED
         row.reason = reason
         self.path(row.id).unlink(missing_ok=True)
 
     def disk_sha256(self, buffer_id: str, size: int) -> tuple[str, int]:
         """The sha256 of the first ``size`` bytes of the buffer's file as they are on disk,
-        read in blocks of ``HASH_BLOCK``, and how many bytes the file really gave."""
-        h = hashlib.sha256()
-        got = 0
+        read in blocks of ``HASH_BLOCK``, and how many bytes the file really gave.
+
+        Continues the syncer's read-back digest of the buffer when there is one (its
+        committed bytes, each hashed as read back from disk right after its fsync).
+        """
+        with self._lock:
+            h, got = self._read_back.pop(buffer_id, (None, 0))
+        if h is None or got > size:
+            h, got = hashlib.sha256(), 0
         try:
             with open(self.path(buffer_id), "rb") as f:
+                f.seek(got)
                 while got < size:
                     block = f.read(min(size - got, HASH_BLOCK))
                     if not block:
@@ -449,8 +613,12 @@ class BufferStore:
             return _info(row)
 
     def info(self, buffer_id: str) -> BufferInfo:
+        """The buffer's info; ``size`` counts appends acknowledged but not yet committed."""
         with self._lock, self._session() as s:
-            return _info(self._row(s, buffer_id))
+            row = self._row(s, buffer_id)
+            info = _info(row)
+            end = self._end(buffer_id, row.size)
+            return info if end == row.size else replace(info, size=end)
 
     def list_buffers(self, include_deleted: bool = False) -> list[BufferInfo]:
         self.expire()
@@ -524,11 +692,15 @@ class BufferStore:
                 raise BufferStateError(
                     f"buffer {buffer_id!r} is {row.state}; only a 'created' buffer takes writes"
                 )
-            if tag is not None and s.get(TagRow, (buffer_id, tag)) is not None:
+            pending = self._unsynced.get(buffer_id, [])
+            if tag is not None and (
+                s.get(TagRow, (buffer_id, tag)) is not None or any(e.tag == tag for e in pending)
+            ):
                 raise TagExists(f"tag {tag!r} of buffer {buffer_id!r} was already written")
-            if offset is not None and offset != row.size:
+            end = self._end(buffer_id, row.size)
+            if offset is not None and offset != end:
                 raise OffsetMismatch(
-                    f"append at offset {offset} but buffer {buffer_id!r} ends at {row.size}; "
+                    f"append at offset {offset} but buffer {buffer_id!r} ends at {end}; "
                     "resume from its current size"
                 )
             if buffer_id in self._writing:
@@ -537,22 +709,28 @@ class BufferStore:
                 )
             # The lease owns the file: finish_append or abort_append closes it.
             file = open(self.path(buffer_id), "ab")  # noqa: SIM115
-            lease = AppendLease(buffer_id, row.size, row.max_size, tag, file)
+            lease = AppendLease(buffer_id, end, row.max_size, tag, file)
             self._writing.add(buffer_id)
             return lease
 
-    def finish_append(self, lease: AppendLease, sha256: str | None = None) -> BufferInfo:
+    def finish_append(
+        self, lease: AppendLease, sha256: str | None = None, durable: bool = True
+    ) -> BufferInfo:
         """Verify the bytes of ``lease`` against ``sha256``, fsync them and commit the new size.
 
         On a mismatch the bytes are cut off again (nothing stored) and
         ``ChecksumMismatch`` is raised. A buffer that reaches its maximum size
         turns ``full`` (no more writes); its ``sha256`` comes with the seal.
+        ``durable=False``: return once the bytes are verified and written; the
+        syncer fsyncs and commits them (see the module docstring).
         """
         digest = lease.digest.hexdigest()
         try:
             lease.file.flush()
-            if self.fsync:
-                os.fsync(lease.file.fileno())
+            if durable:
+                self.sync(lease.buffer_id)  # earlier unsynced appends commit first
+                if self.fsync:
+                    os.fsync(lease.file.fileno())
         except BaseException:
             self.abort_append(lease)
             raise
@@ -562,6 +740,8 @@ class BufferStore:
                 f"chunk at offset {lease.start} of buffer {lease.buffer_id!r} has sha256 "
                 f"{digest}, sender declared {sha256}: corrupted in transit, send it again"
             )
+        if not durable:
+            return self._acknowledge(lease, digest)
         try:
             with self._lock, self._session() as s:
                 row = self._row(s, lease.buffer_id)
@@ -598,6 +778,27 @@ class BufferStore:
         self._writing.discard(lease.buffer_id)
         return info
 
+    def _acknowledge(self, lease: AppendLease, digest: str) -> BufferInfo:
+        """Record a verified, written append for the syncer; the info with it counted."""
+        try:
+            with self._synced, self._session() as s:
+                row = self._row(s, lease.buffer_id)
+                if row.state != BufferState.CREATED or self._end(row.id, row.size) != lease.start:
+                    raise BufferStateError(
+                        f"buffer {lease.buffer_id!r} changed during the append ({row.state})"
+                    )
+                pending = self._unsynced.setdefault(row.id, [])
+                pending.append(_Unsynced(lease.start, lease.written, digest, lease.tag))
+                info = replace(_info(row), size=lease.start + lease.written)
+                self._start_syncer()
+                self._synced.notify_all()
+        except BaseException:
+            self.abort_append(lease)
+            raise
+        lease.file.close()
+        self._writing.discard(lease.buffer_id)
+        return info
+
     def abort_append(self, lease: AppendLease) -> None:
         """Cut the buffer's file back to where ``lease`` started; nothing of it stays."""
         try:
@@ -617,6 +818,7 @@ class BufferStore:
         offset: int | None = None,
         tag: str | None = None,
         sha256: str | None = None,
+        durable: bool = True,
     ) -> BufferInfo:
         """Append ``data`` in one call (``begin_append``, ``write``, ``finish_append``)."""
         lease = self.begin_append(buffer_id, offset, tag)
@@ -625,7 +827,7 @@ class BufferStore:
         except BaseException:
             self.abort_append(lease)
             raise
-        return self.finish_append(lease, sha256)
+        return self.finish_append(lease, sha256, durable)
 
     def seal(self, buffer_id: str, sha256: str | None = None) -> BufferInfo:
         """Close the buffer to writes (state ``full``) and record the sha256 of its bytes.
@@ -639,8 +841,13 @@ class BufferStore:
         """
         if sha256 is not None and not _SHA_RE.match(sha256.lower()):
             raise ValueError("sha256 must be 64 hexadecimal digits")
+        self.sync(buffer_id)
         with self._lock, self._session() as s:
             row = self._row(s, buffer_id)
+            if self._unsynced.get(buffer_id):
+                raise OffsetMismatch(
+                    f"an append to buffer {buffer_id!r} arrived during the seal; seal it again"
+                )
             if row.state not in (BufferState.CREATED, BufferState.FULL):
                 raise BufferStateError(f"buffer {buffer_id!r} is {row.state}; it cannot be sealed")
             if buffer_id in self._writing:

@@ -9,7 +9,7 @@ stdout and stderr as they grow, upload every output with its sha256, report the 
 Only outbound HTTPS from the site is needed.
 
 Two launchers, one seam: ``ProcessLauncher`` runs the folder through the same shell runner
-as the local connector (claim, ``task.sh``, atomic ``result.json``) on this host, one task
+as the local connector (claim, ``task.sh``, ``result.json``) on this host, one task
 at a time by default; ``SlurmLauncher`` (``continuum site-agent --slurm [--partition P]``)
 submits it as a batch job to the site's Slurm through ``SlurmConnector`` (cores, memory and
 time limit from the step, the run, step and attempt ids in the job's name and comment),

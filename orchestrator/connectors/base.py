@@ -20,7 +20,8 @@ make the contract (parsl's Provider/Executor split is the model):
 One optional method, ``capacity()``, says how many more tasks the site should
 be handed now; the executor keeps the other ready steps (in priority order,
 still open to a re-plan). The default, ``None``, hands it everything. Another,
-``settled(handles)``, says which of the given tasks may have finished, so that
+``wakeup_fds()``, lets the executor sleep until a task ends rather than on a timer;
+another, ``settled(handles)``, says which of the given tasks may have finished, so that
 the executor asks ``status`` of those only; the default names them all.
 """
 
@@ -135,6 +136,12 @@ class SiteConnector(abc.ABC):
     def healthy(self) -> bool:
         """Whether the site answers (a local pool that is not down, an agent seen lately)."""
         return True
+
+    def wakeup_fds(self) -> list[int]:
+        """File descriptors that become readable when one of this site's tasks may have ended
+        (a local pool's process descriptors); the executor sleeps on them between passes
+        instead of polling on a timer. Empty (the default): the executor's timer alone."""
+        return []
 
     def output_path(self, handle: str, item_id: str) -> Path:
         """Where the task behind ``handle`` wrote ``item_id`` (for staging it onwards)."""

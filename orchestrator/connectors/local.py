@@ -4,10 +4,15 @@ Each task gets ``<workdir>/tasks/<run>/<step>/<attempt>/`` with ``spec.json``;
 its inputs are staged into ``in/`` and it writes its outputs into ``out/``
 (file names are item ids made safe for a file system; the directories are in
 the task's environment as ``CONTINUUM_IN`` and ``CONTINUUM_OUT``). The task
-runs through ``runner.sh`` (the shell twin of ``runner.py``: exclusive claim, atomic
-result file), in a session of its own so that it survives the orchestrator.
+runs through ``runner.sh`` (the shell twin of ``runner.py``: exclusive claim, result
+file), in a session of its own so that it survives the orchestrator.
 The handle is the task directory: after a restart, ``status`` reads the
 claim and result files and checks the recorded process.
+
+A task costs two processes (``/bin/sh`` running ``runner.sh``, and the task's shell). The
+connector watches its runners through process file descriptors (``wakeup_fds``, Linux's
+``pidfd``), so an executor waiting for work wakes the moment a task ends instead of polling
+on a timer.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from orchestrator.connectors.base import (
     ConnectorError,
@@ -35,9 +41,10 @@ from orchestrator.connectors.runner import CLAIM, RESULT, SPEC, write_atomic
 
 RUNNER_SCRIPT = str(Path(__file__).with_name("runner.sh"))
 """The shell runner (same protocol as ``runner.py``: claim, run ``task.sh``, result file).
-A task then costs two shell starts rather than a Python interpreter."""
-RUNNER_SHELL = shutil.which("bash") or "/bin/sh"
-"""What runs ``runner.sh``: bash reads the clock without starting ``date`` (any sh works)."""
+A task then costs two shell starts (the runner, the task) rather than a Python interpreter."""
+RUNNER_SHELL = "/bin/sh"
+"""What runs ``runner.sh``: the system's POSIX shell (dash on Debian starts in a fraction of
+bash's time; any POSIX sh works)."""
 
 
 def safe_name(item_id: str) -> str:
@@ -68,7 +75,13 @@ class LocalConnector(SiteConnector):
             raise ValueError(f"lookahead must be >= 0, got {lookahead}")
         self._queue: deque[tuple[str, int]] = deque()
         self._queued: set[str] = set()  # the handles in _queue: O(1) membership
-        self._running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        # handle -> (runner, cores, its pidfd or -1 where the system has none)
+        self._running: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
+        # handle -> pidfd of a runner that ended, kept open (readable) until ``status`` has
+        # reported the task's end or ``wakeup_fds`` has handed it out once: an executor
+        # about to sleep then wakes at once
+        self._ended: dict[str, int] = {}
+        self._handed: list[int] = []  # ended pidfds handed out, closed at the next call
         self._busy = 0  # cores of the running tasks
         self._down = False
 
@@ -97,24 +110,25 @@ class LocalConnector(SiteConnector):
             # Its runner is alive: the task runs (or is writing its result: the next
             # call reads it, once the runner has exited).
             return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
-        result = task_dir / RESULT
+        fd = self._ended.pop(handle, -1)
+        if fd >= 0:
+            os.close(fd)
         done = read_result(task_dir)
         if done is not None:
             return done
         claim = task_dir / CLAIM
         if claim.exists():
             pid, at = _read_claim(claim)
-            just_claimed = pid is None and time.time() - claim.stat().st_mtime < 10.0
-            if handle in self._running or just_claimed or (pid is not None and _alive(pid)):
+            just_claimed = pid is None and time.time() - at < 10.0
+            if just_claimed or (pid is not None and _alive(pid)):
                 return TaskInfo(TaskStatus.RUNNING, started_at=at, workdir=task_dir)
             # Re-check: the runner may have finished between the two reads.
-            if result.exists():
-                return self.status(handle)
+            done = read_result(task_dir)
+            if done is not None:
+                return done
             return TaskInfo(
                 TaskStatus.LOST, started_at=at, workdir=task_dir, message="process vanished"
             )
-        if handle in self._running:
-            return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
         if (task_dir / SPEC).exists():
             return TaskInfo(TaskStatus.NOT_STARTED, workdir=task_dir)
         return TaskInfo(TaskStatus.NOT_STARTED, message="unknown task")
@@ -164,8 +178,24 @@ class LocalConnector(SiteConnector):
     def log_path(self, handle: str, stream: str) -> Path | None:
         return Path(handle) / stream
 
+    def wakeup_fds(self) -> list[int]:
+        """File descriptors that become readable when a running task of this site ends
+        (its runner's pidfd): ``Executor.wait`` sleeps on them. A task that ended but whose
+        end ``status`` has not reported yet keeps its (readable) descriptor here, so the
+        executor does not sleep past it (once: the next call closes it)."""
+        self._reap()
+        for fd in self._handed:
+            os.close(fd)
+        self._handed = list(self._ended.values())
+        self._ended.clear()
+        return [fd for _, _, fd in self._running.values() if fd >= 0] + self._handed
+
     def close(self) -> None:
         self._reap()
+        for fd in [*self._ended.values(), *self._handed]:
+            os.close(fd)
+        self._ended.clear()
+        self._handed = []
 
     # -- failure injection (a site going down) -----------------------------------------
     def fail(self) -> None:
@@ -205,19 +235,23 @@ class LocalConnector(SiteConnector):
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            self._running[handle] = (proc, cores)
+            self._running[handle] = (proc, cores, _pidfd(proc.pid))
             self._busy += cores
 
     def _reap(self) -> None:
-        for handle, (proc, cores) in list(self._running.items()):
+        for handle, (proc, cores, fd) in list(self._running.items()):
             if proc.poll() is not None:
                 del self._running[handle]
                 self._busy -= cores
+                if fd >= 0:
+                    self._ended[handle] = fd  # closed once status() reports the end
 
     def _kill(self, handle: str) -> None:
         entry = self._running.pop(handle, None)
         if entry is not None:
             self._busy -= entry[1]
+            if entry[2] >= 0:
+                os.close(entry[2])
         pid = entry[0].pid if entry else _read_claim(Path(handle) / CLAIM)[0]
         if pid is None:
             return
@@ -225,6 +259,19 @@ class LocalConnector(SiteConnector):
             os.killpg(pid, signal.SIGKILL)
         if entry:
             entry[0].wait()
+
+
+def _pidfd(pid: int) -> int:
+    """A file descriptor readable once process ``pid`` has ended (-1 where the system has no
+    pidfd: the executor then waits on its timer)."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return -1
+    try:
+        fd: int = opener(pid)
+    except OSError:  # an old kernel, or the process is gone already
+        return -1
+    return fd
 
 
 def prepare_task(workdir: Path, site_id: str, spec: TaskSpec) -> Path:
@@ -274,11 +321,30 @@ def link_site_input(src: Path, dst: Path, item: str) -> None:
 
 
 def read_result(task_dir: Path) -> TaskInfo | None:
-    """The finished state of a task from its result file, or None while there is none."""
+    """The finished state of a task from its result file, or None while there is none (or
+    while it is being written: ``runner.sh`` writes it in one short write, not renamed in).
+
+    The start and end times are the result's own when it records them (``runner.py``),
+    else the modification times of the claim (made just before the task starts) and of
+    the result (written just after it ends).
+    """
+    path = task_dir / RESULT
     try:
-        data = json.loads((task_dir / RESULT).read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read()
+            ended = os.fstat(f.fileno()).st_mtime
     except FileNotFoundError:
         return None
+    try:
+        data: dict[str, Any] = json.loads(raw)
+    except ValueError:
+        return None  # not complete yet
+    if not isinstance(data, dict) or ("exit_code" not in data and not data.get("cancelled")):
+        return None
+    if "started_at" not in data:
+        with contextlib.suppress(OSError):
+            data["started_at"] = (task_dir / CLAIM).stat().st_mtime
+    data.setdefault("ended_at", ended)
     code = data.get("exit_code")
     if data.get("cancelled"):
         st = TaskStatus.CANCELLED
@@ -291,12 +357,23 @@ def read_result(task_dir: Path) -> TaskInfo | None:
     )
 
 
-def _read_claim(path: Path) -> tuple[int | None, float | None]:
+def _read_claim(path: Path) -> tuple[int | None, float]:
+    """The runner's pid (None while the claim is being written) and when the claim was made
+    (its modification time; ``runner.py`` also records it as ``at``)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, json.JSONDecodeError):
-        return None, None
-    return data.get("pid"), data.get("at")
+        with open(path, "rb") as f:
+            raw = f.read()
+            made = os.fstat(f.fileno()).st_mtime
+    except OSError:
+        return None, time.time()
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        return None, made
+    if not isinstance(data, dict):
+        return None, made
+    pid = data.get("pid")
+    return (pid if isinstance(pid, int) else None), float(data.get("at") or made)
 
 
 def _alive(pid: int) -> bool:

@@ -1,42 +1,35 @@
 #!/bin/sh
 # Run one task at most once: runner.sh TASK_DIR (the shell twin of runner.py).
 #
-# 1. claim the task: create TASK_DIR/claim exclusively (noclobber); if it exists,
-#    another runner has (or had) the task and this one exits at once;
-# 2. run TASK_DIR/task.sh with stdout and stderr in TASK_DIR/stdout and stderr;
-# 3. write TASK_DIR/result.json atomically (temporary file, sync, rename);
+# 1. claim the task: create TASK_DIR/claim exclusively (noclobber: O_CREAT|O_EXCL); if it
+#    exists, another runner has (or had) the task and this one exits at once; under Slurm
+#    the claim names the job (SLURM_JOB_ID) that holds it;
+# 2. run TASK_DIR/task.sh in a shell of its own (its own process: $$ is the task's, a
+#    task that kills itself is a task killed by a signal), with stdout and stderr in
+#    TASK_DIR/stdout and stderr;
+# 3. write TASK_DIR/result.json, one short write: a reader that finds it incomplete treats
+#    it as absent (the runner is then alive, or died without a result: a lost attempt);
 # 4. exit with the task's status (0 when another runner had the claim), so that a batch
-#    scheduler running it records the task's outcome; under Slurm the claim names the
-#    job (SLURM_JOB_ID) that holds it.
+#    scheduler running it records the task's outcome.
 #
-# Under bash (what the connectors start when the machine has it) the clock is the
-# EPOCHREALTIME built-in: a task then costs four processes (this shell, the task's,
-# sync, mv) instead of eleven with date(1) in subshells; any POSIX sh still works.
+# Two processes per task (this shell and the task's): no clock is read (the claim's and the
+# result's modification times are the start and end), nothing is renamed or synced. A write
+# that returned is seen by every process after this one dies, which is all that exactly-once
+# across a crash of the orchestrator needs (docs/execution.md, "Where durability comes from").
+# Any POSIX sh runs it (dash, bash).
 [ -d "$1" ] || { echo "usage: runner.sh TASK_DIR" >&2; exit 2; }
 cd "$1" || exit 2
-d=$PWD
-now() {
-    if [ -n "${EPOCHREALTIME:-}" ]; then
-        t=$EPOCHREALTIME
-        t=${t%[,.]*}.${t##*[,.]}  # the decimal separator of any locale -> "."
-    else
-        t=$(date +%s.%N)
-    fi
-}
-now
 set -C
-if ! { printf '{"pid": %s, "at": %s, "job": "%s"}\n' "$$" "$t" "${SLURM_JOB_ID:-}" \
-        > "$d/claim"; } 2>/dev/null; then
+if ! { printf '{"pid": %s, "job": "%s"}\n' "$$" "${SLURM_JOB_ID:-}" > claim; } 2>/dev/null; then
     exit 0
 fi
 set +C
-now
-started=$t
-sh "$d/task.sh" > "$d/stdout" 2> "$d/stderr" < /dev/null
+sh ./task.sh > stdout 2> stderr < /dev/null
 code=$?
-now
-printf '{"exit_code": %s, "started_at": %s, "ended_at": %s}\n' "$code" "$started" "$t" \
-    > "$d/result.json.tmp"
-sync "$d/result.json.tmp" 2>/dev/null
-mv -f "$d/result.json.tmp" "$d/result.json"
+# Killed by a signal: a scheduler ending the whole job (Slurm at the time limit, scancel, a
+# node going down) kills this shell a moment after the task; leave it that moment, so that
+# the scheduler's verdict stands rather than a result saying "killed by signal". A task
+# that killed itself, or was killed alone, still gets its result (only this rare path waits).
+[ "$code" -gt 128 ] && sleep 0.2
+printf '{"exit_code": %s}\n' "$code" > result.json
 exit "$code"

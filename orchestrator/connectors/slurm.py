@@ -719,13 +719,19 @@ def parse_jobcomp_line(line: str) -> SlurmJob | None:
 
 
 def _claim_time(task_dir: Path) -> float | None:
-    """When the task's runner claimed it (None: not claimed, or claimed by a cancel)."""
+    """When the task's runner claimed it (None: not claimed, or claimed by a cancel): the
+    claim's ``at`` when it records one, else its modification time (``runner.sh`` reads no
+    clock: the claim file is made just before the task starts)."""
+    path = task_dir / CLAIM
     try:
-        data = json.loads((task_dir / CLAIM).read_text(encoding="utf-8") or "{}")
+        made = path.stat().st_mtime
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, json.JSONDecodeError):
         return None
+    if not isinstance(data, dict) or data.get("cancelled"):
+        return None
     at = data.get("at")
-    return float(at) if isinstance(at, int | float) and not data.get("cancelled") else None
+    return float(at) if isinstance(at, int | float) else made
 
 
 def _claim_job(task_dir: Path) -> str:

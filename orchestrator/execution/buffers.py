@@ -17,6 +17,7 @@ signal, so a ``continuum run`` killed with SIGKILL leaves no service behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -34,6 +35,7 @@ import httpx
 
 from datalogistics.buffers.client import BufferClient, BufferRef, SiteClient
 from datalogistics.buffers.tokens import Right, issue_token
+from datalogistics.errors import DataLogisticsError
 from datalogistics.transfer import TransferEngine, TransferRecord
 from orchestrator.errors import OrchestratorError
 from orchestrator.execution.executor import sha256_file, staging_target
@@ -73,8 +75,22 @@ class BufferStager:
     def stage(
         self, run_id: str, item_id: str, src_site: str, src_path: Path, dst_site: str
     ) -> Path:
+        """Move ``item_id`` from ``src_site`` to ``dst_site`` (see the class docstring);
+        ``OrchestratorError`` naming both sites when a service cannot be reached or refuses:
+        the step's attempt fails with the reason, the run goes on."""
         if src_site == dst_site:
             return src_path
+        try:
+            return self._stage(run_id, item_id, src_site, src_path, dst_site)
+        except (httpx.HTTPError, DataLogisticsError) as exc:
+            raise OrchestratorError(
+                f"{item_id}: staging {src_site} -> {dst_site} through the buffer services "
+                f"failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _stage(
+        self, run_id: str, item_id: str, src_site: str, src_path: Path, dst_site: str
+    ) -> Path:
         dst_path, want, present = staging_target(self.root, run_id, item_id, src_path, dst_site)
         if present:
             return dst_path
@@ -250,6 +266,19 @@ class LocalBufferServices:
                 f"buffer services did not answer within {self.startup_timeout:.0f} s: "
                 f"{', '.join(pending)} (CONTINUUM_BUFFER_STARTUP_TIMEOUT_S sets the limit)"
             )
+
+    def alive(self, site: str) -> bool:
+        """Whether the site's service process still runs (its exit is reaped here)."""
+        proc = self._procs.get(site)
+        return proc is not None and proc.poll() is None
+
+    def kill(self, site: str) -> None:
+        """SIGKILL the site's service (its process group): a fault, not a stop."""
+        proc = self._procs.get(site)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def stop(self, site: str | None = None) -> None:
         """Stop one site's service (or all of them) by PID."""

@@ -34,6 +34,7 @@ import hashlib
 import heapq
 import logging
 import os
+import select
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -473,7 +474,21 @@ class Executor:
                 return state
             if end is not None and time.monotonic() > end:
                 return state
-            time.sleep(self.poll_interval)
+            self.wait(self.poll_interval)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep between passes: up to ``timeout`` seconds, less when a connector's task ends
+        first (``SiteConnector.wakeup_fds``), so a finished step is seen at once without
+        polling on a short timer."""
+        fds = [fd for conn in self.connectors.values() for fd in conn.wakeup_fds()]
+        if not fds:
+            time.sleep(timeout)
+            return
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        with contextlib.suppress(InterruptedError, OSError):
+            poller.poll(timeout * 1000)
 
     def step_once(self, run_id: str) -> RunState:
         """One reconciliation pass; returns the run's state afterwards."""

@@ -49,7 +49,9 @@ NOTABLE = ("fault", "replan", "run:running->done", "run:running->failed", "on-er
 
 @dataclass
 class Fault:
-    """Take ``site`` down once ``after`` (a fraction) of the steps are done.
+    """Take ``site`` down once ``after`` (a fraction) of the steps are done: its running tasks
+    are killed and its pool refuses work (``LocalSites.crash``), and the twin finds out from
+    the site's heartbeat like from any other failure.
 
     ``site=None`` picks, at that moment, the site with the most unfinished steps.
     """
@@ -109,26 +111,29 @@ class TwinWatch:
 
     Each tick sends one ``TelemetrySample`` per site: a Slurm site's comes from its
     scheduler (``twin.slurm_source``: utilisation, pending work, share in service, up),
-    at most once per reading; any other site's has ``up`` from the connector (other
-    metrics missing: a local site cannot see the load of other users). It returns the
-    sites the twin now calls down.
+    at most once per reading; any other site's has ``up`` from its heartbeat (``alive``: by
+    default the connector's ``healthy()``; ``LocalSites.alive`` also checks that the site's
+    buffer service process lives), other metrics missing (a local site cannot see the load
+    of other users). It returns the sites the twin now calls down.
     """
 
     twin: FederationTwin
     connectors: Mapping[str, SiteConnector]
     clock: Callable[[], float]
     flagged: set[str] = field(default_factory=set)
+    alive: Callable[[str], bool] | None = None
 
     def tick(self) -> dict[str, SiteStatus]:
         from twin.telemetry import TelemetrySample
 
         now = self.clock()
+        alive = self.alive or (lambda site: self.connectors[site].healthy())
         samples: list[TelemetrySample] = []
         for site, conn in self.connectors.items():
             if isinstance(conn, SlurmConnector):
                 samples += conn.source.poll(now)
             else:
-                samples.append(TelemetrySample(site=site, timestamp=now, up=conn.healthy()))
+                samples.append(TelemetrySample(site=site, timestamp=now, up=alive(site)))
         self.twin.ingest(samples)
         new: dict[str, SiteStatus] = {}
         for site, status in self.twin.status(now).items():
@@ -218,6 +223,23 @@ class LocalSites:
             conn.close()
         if self.services is not None:
             self.services.stop()
+
+    def alive(self, site: str) -> bool:
+        """The site's heartbeat: its process pool takes work and its buffer service's process
+        runs (a killed service is seen at once: its exit is reaped, no time-out waited)."""
+        services = self.services
+        return self.connectors[site].healthy() and (services is None or services.alive(site))
+
+    def crash(self, site: str) -> None:
+        """A drill's fault: SIGKILL the site's running tasks (its pool then refuses new work);
+        the twin learns it from the heartbeat (``alive``). The site's buffer service stays
+        up, so the outputs of steps finished there can still be staged to where the re-plan
+        sends their consumers (re-running producers whose data died with their site is not
+        done here). Killing the service itself (``services.kill``) is a fault the heartbeat
+        sees too."""
+        conn = self.connectors[site]
+        if isinstance(conn, LocalConnector):
+            conn.fail()
 
     def executor(self, runs: RunStore, replanner: PlannerReplanner) -> Executor:
         return Executor(
@@ -350,7 +372,7 @@ def drive(
         sites.stager.on_record = _link_telemetry(twin, twin_clock)
         if isinstance(ex.replanner, PlannerReplanner):
             ex.replanner.view = lambda: twin.view(twin_clock())
-    watch = TwinWatch(twin, sites.connectors, twin_clock) if twin is not None else None
+    watch = TwinWatch(twin, sites.connectors, twin_clock, alive=sites.alive) if twin else None
     result = ExecutionResult(rid, RunState.RUNNING, 0.0, [], [], started_at=start_wall)
     deadline = time.monotonic() + timeout
     total = len(workflow.steps)
@@ -376,8 +398,8 @@ def drive(
         if fault is not None and result.fault_at is None and done >= fault.after * total:
             victim = fault.site or _busiest(steps, sites.federation, _failable(sites.connectors))
             conn = sites.connectors.get(victim) if victim is not None else None
-            if isinstance(conn, LocalConnector):
-                conn.fail()
+            if victim is not None and isinstance(conn, LocalConnector):
+                sites.crash(victim)  # its tasks are killed; the twin sees the heartbeat
                 result.failed_site, result.fault_at = victim, time.time()
                 runs.log(rid, "fault", f"site {victim} went down after {done} of {total} steps")
         # Sites that went down, injected or not (a Slurm partition whose nodes are all down
@@ -386,7 +408,7 @@ def drive(
         if watch is not None:
             flagged = set(watch.tick())
         else:
-            flagged = {s for s, c in sites.connectors.items() if not c.healthy()}
+            flagged = {s for s in sites.connectors if not sites.alive(s)}
         for site in sorted(flagged - handled):
             handled.add(site)
             now = time.time()
@@ -398,7 +420,7 @@ def drive(
             if site == result.failed_site:
                 result.flagged_at, result.replanned_at = now, time.time()
                 result.replanned_steps = moved
-        time.sleep(ex.poll_interval)
+        ex.wait(ex.poll_interval)  # wakes early when a task ends
     result.state = state
     result.wall_s = time.time() - start_wall
     steps = runs.steps(rid)

@@ -401,25 +401,86 @@ def test_many_runners_started_at_once_on_one_task_run_it_once(tmp_path: Path, sh
 
 @pytest.mark.parametrize("shell", ["/bin/sh", "bash"])
 def test_claim_runner_runs_a_task_once_under_any_shell(tmp_path: Path, shell: str) -> None:
-    """runner.sh: the task runs once, its result is valid JSON with both times, the runner
-    exits with the task's status, a second runner on the same folder does nothing and exits
-    0 (bash and a plain POSIX sh alike)."""
+    """runner.sh: the task runs once, in its folder, without the runner's arguments; its
+    result is valid JSON, its times are the claim's and the result's; the runner exits with
+    the task's status; a second runner on the same folder does nothing and exits 0 (bash and
+    a plain POSIX sh alike)."""
     import shutil
 
-    from orchestrator.connectors.local import RUNNER_SCRIPT
+    from orchestrator.connectors.local import RUNNER_SCRIPT, read_result
 
     exe = shutil.which(shell)
     if exe is None:
         pytest.skip(f"{shell} is not installed")
     task = tmp_path / "task"
     task.mkdir()
-    (task / "task.sh").write_text('echo ran >> "$PWD/../marker"; echo out; exit 3\n')
+    (task / "task.sh").write_text(
+        'echo ran >> "$PWD/../marker"; echo "out $# $PWD"; echo err >&2; sleep 0.05; exit 3\n'
+    )
     env = {**os.environ, "LC_ALL": "C"}
+    before = time.time()
     codes = [subprocess.run([exe, RUNNER_SCRIPT, str(task)], env=env).returncode for _ in "12"]
     assert codes == [3, 0]  # the task's status; nothing done by the second runner
     assert (tmp_path / "marker").read_text() == "ran\n"  # once
-    result = json.loads((task / "result.json").read_text())
-    claim = json.loads((task / "claim").read_text())
-    assert result["exit_code"] == 3
-    assert claim["at"] <= result["started_at"] <= result["ended_at"] <= time.time() + 1
-    assert (task / "stdout").read_text() == "out\n"
+    assert json.loads((task / "result.json").read_text()) == {"exit_code": 3}
+    assert json.loads((task / "claim").read_text())["pid"] > 0
+    info = read_result(task)
+    assert info is not None
+    assert info.exit_code == 3
+    assert info.started_at is not None
+    assert info.ended_at is not None
+    assert before - 0.02 <= info.started_at <= info.ended_at <= time.time() + 0.02
+    assert info.ended_at - info.started_at >= 0.04  # the task's sleep lies between them
+    assert (task / "stdout").read_text() == f"out 0 {task}\n"
+    assert (task / "stderr").read_text() == "err\n"
+
+
+def test_a_result_being_written_reads_as_no_result_yet(tmp_path: Path) -> None:
+    """runner.sh writes result.json in place (no rename): a reader that catches it empty or
+    cut short sees no result yet; a runner that died then leaves a lost attempt."""
+    from orchestrator.connectors.local import LocalConnector, read_result
+
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "spec.json").write_text("{}")
+    for partial in ("", '{"exit_co', '{"exit_code": '):
+        (task / "result.json").write_text(partial)
+        assert read_result(task) is None
+    # claimed by a runner that is gone (pid 2**22 + 1 is above Linux's pid_max default)
+    (task / "claim").write_text('{"pid": 4194305}')
+    info = LocalConnector("s", tmp_path / "site").status(str(task))
+    assert info.status is TaskStatus.LOST
+    (task / "result.json").write_text('{"exit_code": 0}\n')
+    assert LocalConnector("s", tmp_path / "site").status(str(task)).status is TaskStatus.SUCCEEDED
+
+
+def test_a_local_site_wakes_the_executor_when_a_task_ends(tmp_path: Path) -> None:
+    """wakeup_fds: a running task's descriptor is not readable; once its runner has ended it
+    is (the executor's sleep ends at once), handed out once only (no busy loop on a task
+    nobody asks about), and closed when status has reported the end."""
+    import select
+
+    from orchestrator.connectors.base import TaskSpec
+
+    site = LocalConnector("a", tmp_path / "a", slots=1)
+    gate = tmp_path / "gate"
+    spec = TaskSpec("r", "s", 1, f'while [ ! -e "{gate}" ]; do sleep 0.01; done')
+    # (status is not asked until the end: the executor might not ask about every task)
+    handle = site.submit(spec)
+    fds = site.wakeup_fds()
+    assert len(fds) == 1
+
+    def readable(fd: int, timeout_ms: int) -> bool:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout_ms))
+
+    assert not readable(fds[0], 0)  # the task runs
+    gate.touch()
+    assert readable(fds[0], 60_000)  # its runner ended: a sleeping executor wakes
+    after = site.wakeup_fds()
+    assert len(after) == 1  # handed out once, readable
+    assert readable(after[0], 0)
+    assert site.wakeup_fds() == []  # not again: no busy loop
+    assert site.status(handle).status is TaskStatus.SUCCEEDED
+    site.close()

@@ -141,3 +141,61 @@ def test_sub_workflow_keeps_to_the_sites_the_executor_reaches() -> None:
     assert sub_workflow(request, fed).step("b").constraints.sites == ("b",)
     unrestricted = ReplanRequest(**{**request.__dict__, "sites": frozenset()})
     assert sub_workflow(unrestricted, fed).step("b").constraints.sites == ("b", "c")
+
+
+def test_a_site_whose_process_is_killed_is_flagged_by_the_twin_and_replanned(
+    tmp_path: Path,
+) -> None:
+    """The fault is a process of the site killed from outside the run (its buffer service,
+    SIGKILL), not a flag set by the driver: the site's heartbeat turns false, the twin flags
+    the site down, and only then are its unfinished steps re-planned; the run completes."""
+    import threading
+
+    from orchestrator import Workflow
+    from orchestrator.execution.mainjob import LocalSites, drive
+    from twin.federation_twin import FederationTwin
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    fed = two_site_federation()
+    twin = FederationTwin(fed)
+    cmd = 'echo "$CONTINUUM_SITE" >> {m}/{s} && sleep 1'
+    wf = Workflow.from_dict(
+        {
+            "name": "independent",
+            "steps": [{"id": s, "work": 1, "command": cmd.format(m=markers, s=s)} for s in "wxyz"],
+        }
+    )
+    killed: list[float] = []
+    with LocalSites(fed, tmp_path / "work", slots=2) as sites:
+        runs = RunStore(Store.at(tmp_path / "state.db"))
+        ex = sites.executor(runs, PlannerReplanner(fed, HEFTPlanner()))
+        rid = ex.submit(wf, dict.fromkeys("wxyz", "a"))
+
+        def kill_when_two_run() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                running = [r for r in runs.steps(rid).values() if r.state is StepState.RUNNING]
+                if len(running) >= 2:
+                    assert sites.services is not None
+                    sites.services.kill("a")
+                    killed.append(time.time())
+                    return
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_when_two_run)
+        killer.start()
+        result = drive(ex, rid, sites, twin=twin, timeout=180)
+        killer.join()
+    assert killed, "the site's process was never killed"
+    assert result.state is RunState.DONE
+    assert result.failed_site == "a"
+    assert result.replanned_at is not None
+    assert result.replanned_at >= killed[0]
+    assert set(result.replanned_steps) == set("wxyz")
+    events = runs.events(rid)
+    assert any(k == "replan" and "the twin flagged site down" in d for _, _, k, d in events)
+    assert {r.site for r in runs.steps(rid).values()} == {"b"}
+    for s in "wxyz":  # at most the attempt cut short at a, then once at b
+        assert lines(markers / s)[-1:] == ["b"]
+        assert lines(markers / s).count("b") == 1

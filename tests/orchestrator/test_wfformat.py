@@ -1,4 +1,4 @@
-"""WfCommons WfFormat 1.5 and 1.4: every shared instance loads with the counts of the file."""
+"""WfCommons WfFormat 1.6, 1.5 and 1.4: every instance loads with the counts of the file."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from tests.conftest import SHARED_DATA, missing
 
 V15 = sorted((SHARED_DATA / "wfinstances").glob("*.json")) if SHARED_DATA.is_dir() else []
 V14 = sorted((SHARED_DATA / "wfinstances" / "v1.4").glob("*.json")) if SHARED_DATA.is_dir() else []
+V16 = sorted((Path(__file__).parent / "data" / "wfformat-1.6").glob("*.json"))
+"""Written by WfCommons 1.6's generators (montage, blast, epigenomics recipes, seed 19)."""
 
 
 def expected_counts(raw: dict[str, Any]) -> tuple[int, int, int]:
     """Tasks, parent-child pairs and distinct files, counted straight from the JSON."""
     wf = raw["workflow"]
-    if raw["schemaVersion"] == "1.5":
+    if raw["schemaVersion"] in ("1.5", "1.6"):
         tasks = wf["specification"]["tasks"]
         pairs = {(p, t["id"]) for t in tasks for p in t["parents"]}
         pairs |= {(t["id"], c) for t in tasks for c in t.get("children", [])}
@@ -31,7 +33,7 @@ def expected_counts(raw: dict[str, Any]) -> tuple[int, int, int]:
     return len(tasks), len(pairs), len(files)
 
 
-@pytest.mark.parametrize("path", V15 + V14, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", V16 + V15 + V14, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shared_instance_loads_with_the_right_counts(path: Path) -> None:
     raw = json.loads(path.read_text())
     wf = load_workflow(path)
@@ -62,6 +64,71 @@ def test_v14_and_v15_of_the_same_run_agree(path: Path) -> None:
     assert old.total_work() == pytest.approx(new.total_work(), rel=0.02)
     # 1.4 records a category; 1.5 gives the same one through the program's name
     assert {s.id: s.category for s in old.steps} == {s.id: s.category for s in new.steps}
+
+
+def test_there_are_wfcommons_16_instances() -> None:
+    assert len(V16) >= 3
+    assert {json.loads(p.read_text())["schemaVersion"] for p in V16} == {"1.6"}
+
+
+@pytest.mark.parametrize("path", V16, ids=lambda p: p.name)
+def test_v16_loads_as_the_same_workflow_as_its_15_form(path: Path) -> None:
+    """1.6 adds metrics (and nothing the workflow depends on): without them, and labelled 1.5,
+    the same instance gives the same workflow."""
+    raw = json.loads(path.read_text())
+    old = copy.deepcopy(raw)
+    old["schemaVersion"] = "1.5"
+    old["workflow"]["specification"].pop("metrics")
+    old["workflow"]["execution"].pop("metrics")
+    assert raw["workflow"]["specification"]["metrics"]["numberOfTasks"] > 0
+    assert load_wfformat(raw).to_dict() == load_wfformat(old).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("section", "metric", "wrong"),
+    [
+        ("specification", "numberOfTasks", 1),
+        ("specification", "sumOfFileSizesInBytes", 12345),
+        ("specification", "numberOfLevels", 99),
+        ("specification", "maximumWidth", 99),
+        ("execution", "sumTaskRuntimesInSeconds", 1.5),
+    ],
+)
+def test_v16_metrics_that_disagree_with_the_instance_are_refused(
+    section: str, metric: str, wrong: float
+) -> None:
+    raw = json.loads(V16[0].read_text())
+    raw["workflow"][section]["metrics"][metric] = wrong
+    with pytest.raises(InvalidWorkflow) as info:
+        load_wfformat(raw, "edited.json")
+    found = [(p.location, p.message) for p in info.value.problems]
+    assert found[0][0] == f"workflow.{section}.metrics.{metric}", found
+    assert f"declares {wrong}" in found[0][1]
+
+
+def test_v16_truncated_instance_is_refused_by_its_metrics() -> None:
+    raw = json.loads(V16[0].read_text())
+    raw["workflow"]["specification"]["tasks"].pop()  # a file cut short, still valid JSON
+    with pytest.raises(InvalidWorkflow, match="numberOfTasks: declares"):
+        load_wfformat(raw, "cut.json")
+
+
+def test_v16_metrics_of_the_wrong_type_name_the_field() -> None:
+    raw = json.loads(V16[0].read_text())
+    raw["workflow"]["specification"]["metrics"]["numberOfTasks"] = "many"
+    with pytest.raises(InvalidWorkflow) as info:
+        load_wfformat(raw, "typed.json")
+    locations = [p.location for p in info.value.problems]
+    assert "workflow.specification.metrics.numberOfTasks" in locations
+
+
+def test_v16_task_category_is_the_step_category() -> None:
+    raw = hello()
+    raw["schemaVersion"] = "1.6"
+    raw["workflow"]["execution"]["tasks"][1]["category"] = "analysis"
+    wf = load_wfformat(raw)
+    assert wf.step("work_ID02").category == "analysis"
+    assert wf.step("split_ID01").category == "split"
 
 
 def hello(n_extra: int = 0) -> dict[str, Any]:
@@ -160,6 +227,7 @@ def test_children_only_edges_are_kept() -> None:
             "'id' is a required property",
         ),
         (lambda d: d.update(schemaVersion="2.0"), "schemaVersion", "unsupported"),
+        (lambda d: d.update(schemaVersion="1.7"), "schemaVersion", "(1.0 to 1.6)"),
     ],
 )
 def test_malformed_instances_name_the_json_path(mutate: Any, location: str, words: str) -> None:

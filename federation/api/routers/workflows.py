@@ -1,6 +1,6 @@
 """``/api/v1/projects/{project_id}/workflows`` and ``/api/v1/workflows/{id}``.
 
-A researcher submits a workflow (WfCommons WfFormat 1.4/1.5 or the native
+A researcher submits a workflow (WfCommons WfFormat 1.4 to 1.6 or the native
 format) to one of their projects, optionally with the id of a data project
 plan of the same project. The document is validated by
 ``orchestrator.loaders.workflow_from_data`` and stored with its summary; it is
@@ -38,7 +38,7 @@ class WorkflowSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workflow: dict[str, Any] = Field(
-        description="WfCommons WfFormat 1.4/1.5 instance or native workflow ('steps')"
+        description="WfCommons WfFormat 1.4 to 1.6 instance or native workflow ('steps')"
     )
     madpp_id: str | None = Field(
         default=None, pattern=UUID_PATTERN, description="a data project plan of the same project"
