@@ -28,8 +28,9 @@ Handlers call these methods; the engine holds a lock so that the background
 thread and request threads never interleave inside the executor. Lock order:
 the engine's lock, then the journal's (the store's writers of telemetry, in
 turn), then store connections; a handler never waits for a lock while it holds
-a session (the connection pool would run dry). Telemetry ingest takes only the
-journal's lock, so it never waits for the applier.
+a session (the connection pool would run dry); the telemetry queue's lock comes last.
+Telemetry ingest takes only the journal's lock (``?wait=true``: the engine's first), so
+it never waits for the applier.
 
 Every acknowledged sample is applied once, in time order, to the twin that serves the view,
 also when the twin is rebuilt: the rebuild replays the journal, so it must not see a
@@ -38,8 +39,10 @@ it is one step under the journal's lock, and a rebuild clears the queue and read
 journal under the same lock, bumping the queue's generation; (2) a chunk the applier took
 from the queue before a rebuild (an older generation) is in the replay and is dropped; (3)
 a ``?wait=true`` batch is recorded and applied under the engine's lock, so no rebuild
-comes in between; (4) the replay counts as applied only the samples the previous twin had
-not seen (its estimate's time per site), so the counters count each sample once.
+comes in between; (4) there is one applier thread (started under a lock), so chunks
+are applied in the order they were taken; (5) the replay counts as applied only the
+samples the previous twin had not seen (its estimate's time per site), so the counters
+count each sample once.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class Engine:
         self._applying = False
         self._wake = threading.Event()
         self._applier: threading.Thread | None = None
+        self._applier_lock = threading.Lock()  # (checked then started in one step)
         self._stop = threading.Event()
         self._wake_loop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -295,11 +299,14 @@ class Engine:
         return False
 
     def _start_applier(self) -> None:
-        if self._applier is None or not self._applier.is_alive():
-            self._applier = threading.Thread(
-                target=self._apply_loop, name="continuum-telemetry", daemon=True
-            )
-            self._applier.start()
+        # One applier, ever: two would each take a chunk of a site's samples, and the later
+        # chunk, applied first, would get the earlier one rejected as out of order (lost).
+        with self._applier_lock:
+            if self._applier is None or not self._applier.is_alive():
+                self._applier = threading.Thread(
+                    target=self._apply_loop, name="continuum-telemetry", daemon=True
+                )
+                self._applier.start()
 
     def _apply_loop(self) -> None:
         while not self._stop.is_set():

@@ -11,9 +11,11 @@ No timing is asserted: the waits below only wait for a state to be reached.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -192,3 +194,54 @@ def test_a_batch_recorded_but_not_yet_queued_is_not_replayed_then_applied_again(
         assert (engine.totals.rejected_out_of_order, engine.totals.duplicates) == (0, 0)
         assert engine.totals.applied == 30
         _same_twin(engine, _samples(0, 30))
+
+
+def test_concurrent_first_batches_start_one_applier(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two appliers would take chunks of one site and could apply the later one first: the
+    earlier one is then rejected as out of order, acknowledged samples lost (the warm-up's
+    rejections of issue 19). Two first batches arrive at once: one applier is started."""
+    import federation.api.engine as engine_module
+
+    both = threading.Barrier(2)
+
+    class Thread(threading.Thread):  # holds a starter inside the check-then-start window
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both.wait(timeout=1.0)  # until the other sender is here too (if it can be)
+            super().__init__(*args, **kwargs)
+
+    with _client(app) as c:
+        _register(c, "s1", "s2")
+        engine = engine_of(app.state.ctx)
+        first = c.post(
+            "/api/v1/sites/s1/telemetry", json={"samples": _samples(0, 10)}, params={"wait": 1}
+        )
+        assert first.json()["applied"] == 10  # the twin is built; no applier yet
+        monkeypatch.setattr(engine_module, "threading", SimpleNamespace(Thread=Thread))
+        statuses: list[int] = []
+
+        def send(site: str, samples: list[dict[str, Any]]) -> None:
+            r = c.post(f"/api/v1/sites/{site}/telemetry", json={"samples": samples})
+            statuses.append(r.status_code)
+
+        senders = [
+            threading.Thread(target=send, args=("s1", _samples(10, 40))),
+            threading.Thread(target=send, args=("s2", _samples(0, 40))),
+        ]
+        for s in senders:
+            s.start()
+        for s in senders:
+            s.join()
+        assert statuses == [202, 202]
+        appliers = [t for t in threading.enumerate() if t.name == "continuum-telemetry"]
+        assert len(appliers) == 1
+        sent = _samples(10, 200)
+        for k in range(0, 200, 20):  # one site's batches, in order, through the one applier
+            r = c.post("/api/v1/sites/s1/telemetry", json={"samples": sent[k : k + 20]})
+            assert r.status_code == 202
+        assert engine.drain()
+        assert engine.totals.rejected_out_of_order == 0
+        assert engine.totals.applied == 10 + 200 + 40
+        _same_twin(engine, _samples(0, 210))
