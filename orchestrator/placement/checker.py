@@ -21,7 +21,12 @@ from the planners' cost model, and checks:
 9. external inputs with a location: each consumer on another site than the input's
    starts after a flow of that input from its site (or its URL) to the consumer's site,
    lasting at least ``latency + bytes / bandwidth`` of the link (no delay from a URL);
-10. metrics: the plan's makespan, cost, energy, carbon and bytes moved match a
+10. shared link bandwidth: a flow of ``b`` bytes over a link of bandwidth ``B`` and latency
+    ``L`` from ``start`` to ``end`` uses the link at the constant rate
+    ``b / (end - start - L)`` during ``[start, end - L)``; at every instant the rates of a
+    link's flows sum to at most ``B`` (concurrent transfers share the bandwidth: two at
+    once take twice as long as one; see ``orchestrator.placement.links``);
+11. metrics: the plan's makespan, cost, energy, carbon and bytes moved match a
     recomputation. Carbon is ``cores * d * power_busy * PUE`` (kWh) times the carbon
     intensity averaged over the slots the step runs in (gCO2e/kWh, / 1000 for kg); price
     and intensity come from the view's forecast, else the site's nominal figure, else
@@ -100,6 +105,7 @@ def check_plan(
             out.append(f"step {step.id} ends at {asg.end:.1f} s, after its deadline {dl:.1f} s")
     out += _precedence(plan, workflow, federation)
     out += _external_inputs(plan, workflow, federation)
+    out += _links(plan, federation)
     out += _capacity(plan, workflow, federation, states, constraints, t0)
     caps = {s.id: s.buffer_capacity for s in federation.sites}
     out += [f"buffer: {m}" for m in buffer_violations(plan.flows(), caps)]
@@ -195,6 +201,43 @@ def _precedence(plan: Plan, workflow: Workflow, federation: Federation) -> list[
                 out.append(f"item {item}: no valid transfer {pa.site} -> {ca.site} for {c}")
             elif min(e for _, e in ok) > ca.start + TOL:
                 out.append(f"{c} starts at {ca.start:.3f} s before item {item} arrives")
+    return out
+
+
+def _links(plan: Plan, federation: Federation) -> list[str]:
+    """The rates of a link's flows sum to at most its bandwidth (module docstring, 10)."""
+    out: list[str] = []
+    links = {(lk.src, lk.dst): lk for lk in federation.links}
+    events: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for f in plan.flows():
+        link = links.get((f.src, f.dst))
+        if link is None or f.size <= 0:  # a URL input, or unlinked (reported elsewhere)
+            continue
+        busy = f.end - f.start - link.latency
+        if busy <= 0:  # shorter than its link allows: reported by the precedence check
+            continue
+        # the precedence check lets a transfer be TOL seconds shorter than the link allows
+        # (rounding) and reports one that is shorter still: here such a flow holds the
+        # whole link, so only sharing it is reported
+        rate = min(f.size / (busy + TOL), link.bandwidth)
+        events[(f.src, f.dst)].append((f.start, rate))
+        events[(f.src, f.dst)].append((f.end - link.latency, -rate))
+    for (src, dst), evs in sorted(events.items()):
+        bandwidth = links[(src, dst)].bandwidth
+        evs.sort()
+        level, i = 0.0, 0
+        while i < len(evs):
+            t = evs[i][0]
+            while i < len(evs) and evs[i][0] == t:
+                level += evs[i][1]
+                i += 1
+            # the level holds on [t, t_next): an overlap shorter than TOL is rounding
+            if i < len(evs) and evs[i][0] - t > TOL and level > bandwidth * (1 + TOL):
+                out.append(
+                    f"link {src} -> {dst}: flows at {t:.1f} s need {level:.4g} B/s, "
+                    f"bandwidth {bandwidth:.4g} B/s (concurrent transfers share it)"
+                )
+                break
     return out
 
 

@@ -13,8 +13,10 @@ For a step ``j`` on site ``s`` starting at ``t`` (seconds from ``t0``):
 * carbon ``G_js(t) = E_js[kWh] * cbar_s(t, t + d_js) / 1000``  kgCO2e with ``cbar`` the
   forecast intensity (gCO2e/kWh) averaged over the slots used;
 * a data item of ``b`` bytes moved from ``s`` to ``s'`` takes ``latency + b / bandwidth``
-  (``Federation.transfer_time``) and costs the link's EUR/GB; an unlinked pair of sites
-  cannot carry a data edge; a pure ordering edge (no bytes) has no delay;
+  (``Federation.transfer_time``) once it has the link, and costs the link's EUR/GB; a link
+  carries one transfer at a time (``links``: concurrent transfers share its bandwidth, so
+  two take twice as long as one), so a transfer may wait for its link; an unlinked pair of
+  sites cannot carry a data edge; a pure ordering edge (no bytes) has no delay;
 * an external input (an item no step produces) with a ``location`` at a site ``L`` is
   moved from ``L`` to each site that consumes it, from the plan's time 0: its consumer
   on ``s`` starts no earlier than ``latency + b / bandwidth`` of the link ``L -> s``,
@@ -53,6 +55,7 @@ from datalogistics.items import DataItem
 from federation.jurisdictions import VALID_JURISDICTIONS, jurisdiction_allows
 from federation.model import Federation, Site
 from orchestrator.errors import PlanningError
+from orchestrator.placement.links import book_transfers
 from orchestrator.placement.plan import Objective, ObjectiveKind, PlanningConstraints
 from orchestrator.workflow import Step, Workflow
 from twin.state import AbstractSiteState, Forecast, SiteStatus, SiteView
@@ -200,6 +203,9 @@ class CostModel:
                 self.located[s.id].append((i, workflow.item(i).size, loc.site))
         self.edge_max: dict[tuple[str, str], float] = {
             e: max(size for _, size in items) for e, items in self.edge_items.items() if items
+        }
+        self.edge_bytes: dict[tuple[str, str], float] = {
+            e: sum(size for _, size in items) for e, items in self.edge_items.items() if items
         }
         # (latency, bandwidth, EUR per byte) of every link, read once: Federation.link is slow
         if len(candidates) ** 2 < len(federation.links):  # a few sites of a large federation
@@ -392,10 +398,12 @@ class CostModel:
         return math.inf if link is None else link[2] * nbytes
 
     def edge_delay(self, parent: str, child: str, src: str, dst: str) -> float:
-        """Seconds between the parent's end and the child's start (inf: unlinked data edge).
+        """Least seconds between the parent's end and the child's start (inf: unlinked data edge).
 
-        Every item of the edge moves in parallel: the largest one sets the delay. An
-        item larger than the source's or the destination's buffer cannot cross either.
+        The items of the edge share the link (``links``): the last of them arrives no
+        earlier than ``latency + (sum of their bytes) / bandwidth`` after the parent ends,
+        later when other transfers hold the link. An item larger than the source's or the
+        destination's buffer cannot cross either.
         """
         if src == dst:
             return 0.0
@@ -404,18 +412,22 @@ class CostModel:
             return 0.0
         if biggest > min(self.buffer[src], self.buffer[dst]):
             return math.inf
-        return self.transfer_time(src, dst, biggest)
+        return self.transfer_time(src, dst, self.edge_bytes[(parent, child)])
 
     def input_delay(self, step: str, site: str) -> float:
-        """Seconds from time 0 until the located external inputs of ``step`` are at ``site``."""
-        t = 0.0
+        """Least seconds from time 0 until the located external inputs of ``step`` are at
+        ``site`` (those from one site share its link to ``site``)."""
+        by_origin: dict[str, float] = defaultdict(float)
         for _, size, origin in self.located.get(step, ()):
-            if origin is not None:
-                t = max(t, self.transfer_time(origin, site, size))
-        return t
+            if origin is not None and origin != site:
+                by_origin[origin] += size
+        return max(
+            (self.transfer_time(o, site, size) for o, size in by_origin.items()), default=0.0
+        )
 
     def ready_time(self, step: str, site: str, placed: Mapping[str, tuple[str, float]]) -> float:
-        """Earliest start of ``step`` on ``site`` given the placed parents (site, end)."""
+        """Earliest start of ``step`` on ``site`` given the placed parents (site, end), with
+        its links free (a lower bound: ``schedule`` books the links)."""
         s = self.step_by_id[step]
         t = max(s.constraints.release, self.site_release[site])
         if step in self.located:
@@ -426,12 +438,20 @@ class CostModel:
         return t
 
     # -- whole plans ---------------------------------------------------------------
-    def flows(self, placed: Mapping[str, tuple[str, float, float]]) -> list[Flow]:
+    def flows(
+        self,
+        placed: Mapping[str, tuple[str, float, float]],
+        transfers: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    ) -> list[Flow]:
         """One flow per produced item per destination site, by the rule of datalogistics.flows.
 
-        ``placed`` maps a step id to (site, start, end). Transfers start as soon as the
-        producer ends; ``consumer_start`` is the start of the last consumer at ``dst``.
+        ``placed`` maps a step id to (site, start, end); ``transfers`` the booked
+        (start, end) of each (item, destination site) crossing a link (``links``; booked
+        first come, first served when None). A flow is ready when its producer ends;
+        ``consumer_start`` is the start of the last consumer at ``dst``.
         """
+        if transfers is None:
+            transfers = book_transfers(self, placed)
         out: list[Flow] = []
         for item, consumers in self.consumers.items():
             producer = self.workflow.producer(item)
@@ -447,9 +467,11 @@ class CostModel:
                 rel, last = by_dst.get(csite, (0.0, 0.0))
                 by_dst[csite] = (max(rel, cend), max(last, cstart))
             for dst, (release, last_start) in sorted(by_dst.items()):
-                dt = self.transfer_time(src, dst, size) if src in self.site_by_id else 0.0
+                start, end = pend, pend
+                if src != dst and src in self.site_by_id:
+                    start, end = transfers[(item, dst)]
                 out.append(
-                    Flow(item, size, src, dst, pend, pend, pend + dt, release, last_start, external)
+                    Flow(item, size, src, dst, pend, start, end, release, last_start, external)
                 )
         return out
 

@@ -13,11 +13,15 @@ def explain_all(
     placed: Mapping[str, tuple[str, float, float]],
     objective: Objective,
     prefix: Mapping[str, str] | None = None,
+    transfers: Mapping[tuple[str, str], tuple[float, float]] | None = None,
 ) -> dict[str, str]:
-    """One sentence per step (``prefix`` adds a planner-specific clause, e.g. a market award)."""
+    """One sentence per step (``prefix`` adds a planner-specific clause, e.g. a market award;
+    ``transfers``, the placement's bookings on links, tell a wait for a busy link)."""
     ends = {s: (site, end) for s, (site, _, end) in placed.items()}
     return {
-        s: explain_step(model, s, placed[s], ends, objective, (prefix or {}).get(s, ""))
+        s: explain_step(
+            model, s, placed[s], ends, objective, (prefix or {}).get(s, ""), transfers or {}
+        )
         for s in placed
     }
 
@@ -29,6 +33,7 @@ def explain_step(
     ends: Mapping[str, tuple[str, float]],
     objective: Objective,
     prefix: str = "",
+    transfers: Mapping[tuple[str, str], tuple[float, float]] | None = None,
 ) -> str:
     """Compare the chosen site with the best other eligible site on this step alone.
 
@@ -40,8 +45,15 @@ def explain_step(
     site, start, _ = chosen
     parts = [prefix] if prefix else []
     ready = model.ready_time(step, site, ends)
-    if start > ready + 1e-9:
-        parts.append(f"waited {start - ready:.1f} s for free cores on {site} (capacity binding)")
+    inputs = ready
+    for item in model.step_by_id[step].inputs:
+        arrival = (transfers or {}).get((item, site))
+        if arrival is not None:
+            inputs = max(inputs, arrival[1])
+    if inputs > ready + 1e-9:
+        parts.append(f"its inputs waited {inputs - ready:.1f} s for busy links into {site}")
+    if start > inputs + 1e-9:
+        parts.append(f"waited {start - inputs:.1f} s for free cores on {site} (capacity binding)")
     eligible = model.eligible[step]
     if len(eligible) == 1:
         excluded = "; ".join(f"{s}: {r}" for s, r in model.why_not[step].items())

@@ -1,23 +1,31 @@
-"""List scheduling on core pools, and turning a placement into a ``Plan``.
+"""List scheduling on core pools and links, and turning a placement into a ``Plan``.
 
 Every planner ends here: HEFT and greedy choose a site per step while they
 schedule, the ILP and the market fix the sites (and earliest starts) and this
 module lays the steps out in time. A site is a pool of ``CostModel.pool[s]``
 identical cores; a step of ``c`` cores starts when ``c`` cores are free, at or
-after its ready time (parents' ends plus transfer delays, its release, the
-site's expected queue wait). Steps are taken in priority order among those
-whose parents are placed (non-insertion list scheduling).
+after its ready time (its release, the site's expected queue wait, its parents'
+ends and the arrival of its inputs). Each input from another site is a transfer
+booked on the link it crosses (``links``: one transfer at a time at the link's
+bandwidth, at the earliest gap after its producer ends), once per item and
+destination site; a candidate site's option carries the bookings it would make,
+and the chosen option's are committed. Steps are taken in priority order among
+those whose parents are placed (non-insertion list scheduling on cores,
+insertion on links).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
+from orchestrator.placement.links import Booking, LinkBook, Transfers
 from orchestrator.placement.plan import Assignment, Objective, Plan, PlanMetrics
 
 
@@ -29,6 +37,8 @@ class Option:
     start: float
     end: float
     terms: Mapping[str, float]
+    bookings: tuple[Booking, ...] = ()
+    """The transfers this option books on links (committed when it is chosen)."""
 
 
 class CorePools:
@@ -59,6 +69,61 @@ class CorePools:
 Chooser = Callable[[str, list[Option]], Option]
 
 
+def arrival(
+    model: CostModel,
+    links: LinkBook,
+    transfers: Mapping[tuple[str, str], tuple[float, float]],
+    step: str,
+    site: str,
+    placed: Mapping[str, tuple[str, float]],
+) -> tuple[float, tuple[Booking, ...]]:
+    """When ``step`` may start on ``site`` as far as its data goes, and the transfers to book.
+
+    The release, the site's queue wait, every parent's end, and each input from another
+    site: the arrival of its transfer when one is booked to ``site`` already (for another
+    consumer), else of a new booking at the earliest gap of the link after the item is
+    ready (several new ones on one link one after the other). ``inf`` when an input
+    cannot reach ``site``.
+    """
+    s = model.step_by_id[step]
+    t = max(s.constraints.release, model.site_release[site])
+    needs: list[tuple[float, str, float, str]] = []  # (ready, item, bytes, source site)
+    for item, size, origin in model.located.get(step, ()):
+        if origin is not None and origin != site:
+            needs.append((0.0, item, size, origin))
+    for p in model.parents_of[step]:
+        psite, pend = placed[p]
+        t = max(t, pend)
+        if psite == site or (p, step) not in model.edge_max:
+            continue
+        if math.isinf(model.edge_delay(p, step, psite, site)):
+            return math.inf, ()
+        for item, size in model.edge_items[(p, step)]:
+            needs.append((pend, item, size, psite))
+    if not needs:
+        return t, ()
+    new: list[Booking] = []
+    pending: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for ready, item, size, src in sorted(needs):
+        done = transfers.get((item, site))
+        if done is not None:
+            t = max(t, done[1])
+            continue
+        link = (src, site)
+        spec = model.links.get(link)
+        if spec is None:
+            return math.inf, ()
+        latency, bandwidth, _ = spec
+        hold = size / bandwidth
+        start = links.earliest(link, ready, hold, pending[link])
+        if hold > 0:
+            pending[link].append((start, start + hold))
+        b = Booking(item, src, site, start, hold, start + hold + latency)
+        new.append(b)
+        t = max(t, b.end)
+    return t, tuple(new)
+
+
 def options(
     model: CostModel,
     pools: CorePools,
@@ -66,16 +131,19 @@ def options(
     placed: Mapping[str, tuple[str, float]],
     sites: tuple[str, ...] | None = None,
     not_before: float = 0.0,
+    links: LinkBook | None = None,
+    transfers: Mapping[tuple[str, str], tuple[float, float]] | None = None,
 ) -> list[Option]:
     """Every feasible placement of ``step`` now (one per eligible, linked site)."""
     out = []
     cores = model.step_by_id[step].cores
+    links = links if links is not None else LinkBook()
     for site in sites if sites is not None else model.eligible[step]:
-        ready = model.ready_time(step, site, placed)
-        if ready == float("inf"):
+        ready, bookings = arrival(model, links, transfers or {}, step, site, placed)
+        if ready == math.inf:
             continue
         start = pools.earliest(site, cores, max(ready, not_before))
-        out.append(Option(site, start, start + model.duration(step, site), {}))
+        out.append(Option(site, start, start + model.duration(step, site), {}, bookings))
     return out
 
 
@@ -86,16 +154,19 @@ def list_schedule(
     fixed: Mapping[str, str] | None = None,
     not_before: Mapping[str, float] | None = None,
     pools: CorePools | None = None,
-) -> tuple[dict[str, tuple[str, float, float]], dict[str, list[Option]]]:
+) -> tuple[dict[str, tuple[str, float, float]], Transfers, dict[str, list[Option]]]:
     """Place every step; ``priority`` higher first among ready steps.
 
     ``fixed`` pins steps to sites (the ILP's decision), ``not_before`` delays
     steps (time-shifting), ``pools`` lets a caller watch the bookings (the
-    market's agents). Returns step -> (site, start, end) and, per step,
-    the options that were compared (for explanations).
+    market's agents). Returns step -> (site, start, end), the booked transfers
+    ((item, destination) -> (start, end)) and, per step, the options that were
+    compared (for explanations).
     """
     wf = model.workflow
     pools = pools if pools is not None else CorePools(model)
+    links = LinkBook()
+    transfers: Transfers = {}
     order = {s: i for i, s in enumerate(wf.topological_order())}
     waiting = {s: len(ps) for s, ps in model.parents_of.items()}
     ready = [(-priority[s], order[s], s) for s, n in waiting.items() if n == 0]
@@ -107,11 +178,14 @@ def list_schedule(
         _, _, step = heapq.heappop(ready)
         sites = (fixed[step],) if fixed is not None and step in fixed else None
         nb = not_before.get(step, 0.0) if not_before else 0.0
-        opts = options(model, pools, step, placed, sites, nb)
+        opts = options(model, pools, step, placed, sites, nb, links, transfers)
         if not opts:
             raise InfeasiblePlan(_no_site_message(model, step))
         best = choose(step, opts)
         pools.commit(best.site, model.step_by_id[step].cores, best.end)
+        for b in best.bookings:
+            links.book((b.src, b.dst), b.start, b.hold)
+            transfers[(b.item, b.dst)] = (b.start, b.end)
         placed[step] = (best.site, best.end)
         out[step] = (best.site, best.start, best.end)
         compared[step] = opts
@@ -119,7 +193,7 @@ def list_schedule(
             waiting[c] -= 1
             if waiting[c] == 0:
                 heapq.heappush(ready, (-priority[c], order[c], c))
-    return out, compared
+    return out, transfers, compared
 
 
 def _no_site_message(model: CostModel, step: str) -> str:
@@ -193,15 +267,17 @@ def build_plan(
     bound: float | None = None,
     ref: Mapping[str, float] | None = None,
     notes: tuple[str, ...] = (),
+    transfers: Mapping[tuple[str, str], tuple[float, float]] | None = None,
 ) -> Plan:
-    """A ``Plan`` with flows and metrics from a full placement.
+    """A ``Plan`` with flows and metrics from a full placement and its booked ``transfers``
+    (booked first come, first served when None, see ``links``).
 
     The objective value is the normalised score against ``ref`` (the plan's own
     values when None, giving a pure-criterion score); the gap is
     ``(value - best_bound) / value`` where the best bound is the larger of
     ``bound`` (a solver's) and the combinatorial ``CostModel.lower_bounds``.
     """
-    flows = model.flows(placed)
+    flows = model.flows(placed, transfers)
     values = model.evaluate(placed, flows)
     reference = dict(ref) if ref is not None else values
     value = objective.score(values, reference)

@@ -328,9 +328,9 @@ def test_local_search_walks_the_critical_chain() -> None:
     for s in ("s0", "s1", "s2", "s3"):
         placed[s] = ("slow", t, t + 10.0)
         t += 10.0
-    assert critical_chain(model, placed) == ["s3", "s2", "s1", "s0"]
+    assert critical_chain(model, placed, {}) == ["s3", "s2", "s1", "s0"]
     obj = Objective.parse("time")
-    better, moves = improve(model, placed, obj, {"time": 40.0}, PlanningConstraints(), 5.0)
+    better, _, moves = improve(model, placed, {}, obj, {"time": 40.0}, PlanningConstraints(), 5.0)
     assert moves >= 1
     assert max(e for _, _, e in better.values()) < 40.0
 

@@ -53,7 +53,7 @@ def test_power_price_shifting_lowers_cost_and_keeps_the_deadline() -> None:
     c = PlanningConstraints(deadline=1500.0)
     model = CostModel(wf, fed, view, c)
     placed = {s.id: ("slow", 0.0, 300.0) for s in wf.steps}
-    shifted, n = timeshift(model, placed, Objective.parse("cost"), c.deadline)
+    shifted, _, n = timeshift(model, placed, Objective.parse("cost"), c.deadline)
     assert n == 3
     assert all(start >= 1200.0 and end <= 1500.0 for _, start, end in shifted.values())
     before = model.evaluate(placed, model.flows(placed))["cost"]
@@ -66,6 +66,6 @@ def test_flat_forecasts_and_time_objectives_leave_plans_alone() -> None:
     view, wf = dirty_then_clean()
     model = CostModel(wf, fed, view, PlanningConstraints(deadline=3600.0))
     placed = {s.id: ("slow", 0.0, 300.0) for s in wf.steps}
-    assert timeshift(model, placed, Objective.parse("time"), 3600.0)[1] == 0
+    assert timeshift(model, placed, Objective.parse("time"), 3600.0)[2] == 0
     flat = CostModel(wf, fed, static_view(fed), PlanningConstraints(deadline=3600.0))
-    assert timeshift(flat, placed, Objective.parse("carbon"), 3600.0)[1] == 0
+    assert timeshift(flat, placed, Objective.parse("carbon"), 3600.0)[2] == 0

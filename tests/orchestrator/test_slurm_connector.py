@@ -133,8 +133,13 @@ def test_exit_codes_and_signals_map_to_the_outcome(conn: SlurmConnector) -> None
     info = finish(conn, failed)
     assert info.status is TaskStatus.FAILED
     assert info.exit_code == 3
-    # the batch job carries the task's status too (the runner exits with it)
-    assert squeue_field(conn.job_id(failed) or "", "%T").strip() == "FAILED"
+    # the batch job carries the task's status too (the runner exits with it); the result
+    # file may be read while Slurm still says COMPLETING
+    job = conn.job_id(failed) or ""
+    until(
+        lambda: squeue_field(job, "%T").strip() != "COMPLETING", 30, "the job to leave COMPLETING"
+    )
+    assert squeue_field(job, "%T").strip() == "FAILED"
     info = finish(conn, killed)
     assert info.status is TaskStatus.FAILED
     assert info.exit_code == 137

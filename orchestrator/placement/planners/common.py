@@ -27,25 +27,20 @@ def pick(
 
 
 TIME_WEIGHTS = (1.0, 4.0, 16.0)
-"""Weights on the makespan tried in turn when a heuristic's plan breaks a limit."""
+"""Weights on the makespan (or the cost) tried in turn when a heuristic's plan breaks a limit."""
 
 
-def escalating(objective: Objective) -> Iterator[Objective]:
-    """``objective``, then the same weights with the makespan weighted 1, 4, 16.
+def escalating(objective: Objective, breach: str = "") -> Iterator[Objective]:
+    """``objective``'s weights with the makespan weighted 1, 4, 16 (after a missed deadline),
+    or the cost (after a blown ``breach``, a ``limit_breach`` message starting with "cost").
 
-    Heuristics that choose step by step try these in turn until a plan keeps the
-    deadline and the budget.
+    Heuristics that choose step by step try ``objective`` first, then these in turn until
+    a plan keeps the deadline and the budget.
     """
-    yield objective
     w = objective.weights()
-    for time_weight in TIME_WEIGHTS:
-        yield Objective(
-            ObjectiveKind.WEIGHTED,
-            time=time_weight,
-            cost=w["cost"],
-            energy=w["energy"],
-            carbon=w["carbon"],
-        )
+    term = "cost" if breach.startswith("cost") else "time"
+    for weight in TIME_WEIGHTS:
+        yield Objective(ObjectiveKind.WEIGHTED, **{**w, term: max(w[term], weight)})
 
 
 def score_of(plan: Plan, objective: Objective, ref: Mapping[str, float]) -> float:

@@ -4,8 +4,8 @@ Steps are taken in HEFT's upward-rank order; each goes to the eligible site
 minimising its own criteria under the objective (normalised by the best value
 among the sites: cost for ``cost``, carbon for ``carbon``, and so on; ties go to
 the earlier finish). Then steps with slack are time-shifted to cheap or
-low-carbon slots. If the result misses the deadline or the budget, the time
-weight is raised step by step (weights 1, 4, 16 on the makespan) and finally
+low-carbon slots. If the result misses the deadline (the budget), the makespan's
+(the cost's) weight is raised step by step (weights 1, 4, 16) and finally
 HEFT's plan is taken; ``InfeasiblePlan`` if none keeps the limits.
 """
 
@@ -52,22 +52,35 @@ class GreedyPlanner:
         constraints = model.constraints
         ranks = upward_ranks(model)
         last = ""
-        for obj in escalating(objective):
+        tries = iter([objective])
+        while (obj := next(tries, None)) is not None:
 
             def choose(step: str, opts: list[Option], obj: Objective = obj) -> Option:
                 terms = {o.site: model.terms(step, o.site, o.start) for o in opts}
                 return pick(opts, obj, terms)
 
-            placed, _ = list_schedule(model, ranks, choose)
-            placed, moved = timeshift(model, placed, objective, constraints.deadline)
-            why = explain_all(model, placed, objective)
+            placed, booked, _ = list_schedule(model, ranks, choose)
+            placed, booked, moved = timeshift(
+                model, placed, objective, constraints.deadline, booked
+            )
+            why = explain_all(model, placed, objective, None, booked)
             notes = (f"time-shifted {moved} steps",) if moved else ()
             plan = build_plan(
-                model, placed, objective, self.name, "heuristic", 0.0, why, notes=notes
+                model,
+                placed,
+                objective,
+                self.name,
+                "heuristic",
+                0.0,
+                why,
+                notes=notes,
+                transfers=booked,
             )
             last = limit_breach(plan, constraints)
             if not last:
                 return plan.with_metrics(wall_s=time.perf_counter() - t0)
+            if obj is objective:  # then weigh the limit it broke more, step by step
+                tries = escalating(objective, last)
         plan = HEFTPlanner().plan_model(model, objective, t0)
         if limit_breach(plan, constraints):
             raise InfeasiblePlan(f"greedy: {last}; even HEFT misses it: relax the limit")

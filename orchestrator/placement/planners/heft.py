@@ -56,8 +56,15 @@ class HEFTPlanner:
 
     def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
         """HEFT on an already built cost model (the ILP reuses it)."""
-        placed, _ = list_schedule(model, upward_ranks(model), earliest_finish)
-        why = explain_all(model, placed, objective, None) if self.explain else None
+        placed, transfers, _ = list_schedule(model, upward_ranks(model), earliest_finish)
+        why = explain_all(model, placed, objective, None, transfers) if self.explain else None
         return build_plan(
-            model, placed, objective, self.name, "heuristic", time.perf_counter() - t0, why
+            model,
+            placed,
+            objective,
+            self.name,
+            "heuristic",
+            time.perf_counter() - t0,
+            why,
+            transfers=transfers,
         )

@@ -37,6 +37,7 @@ from orchestrator.errors import InfeasiblePlan, PlanningError
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.explain import explain_all
 from orchestrator.placement.improve import improve
+from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
 from orchestrator.placement.planners.common import better, limit_breach
 from orchestrator.placement.planners.cpsat import (
@@ -217,12 +218,25 @@ class ILPPlanner:
         ):
             self._say("local search on the critical chain")
             placed = {s: (a.site, a.start, a.end) for s, a in chosen.assignments.items()}
-            improved, moves = improve(
-                model, placed, objective, ref, constraints, cfg.improve_seconds
+            improved, booked, moves = improve(
+                model,
+                placed,
+                transfers_of(chosen),
+                objective,
+                ref,
+                constraints,
+                cfg.improve_seconds,
             )
             if moves:
                 chosen = build_plan(
-                    model, improved, objective, self.name, "heuristic", 0.0, ref=ref
+                    model,
+                    improved,
+                    objective,
+                    self.name,
+                    "heuristic",
+                    0.0,
+                    ref=ref,
+                    transfers=booked,
                 )
                 notes.append(f"local search: {moves} improving moves on the critical chain")
         return self._finish(model, chosen, objective, ref, info, data, notes, t_start, fallback)
@@ -322,7 +336,8 @@ class ILPPlanner:
         status is then ``fallback: <heuristic>`` and ``status_reason`` says why.
         """
         placed = {s: (a.site, a.start, a.end) for s, a in plan.assignments.items()}
-        why = explain_all(model, placed, objective)
+        booked = transfers_of(plan)
+        why = explain_all(model, placed, objective, None, booked)
         relaxed = info is not None and data is not None and is_relaxation(data)
         bound = info.bound if relaxed and info is not None else None
         out = build_plan(
@@ -336,6 +351,7 @@ class ILPPlanner:
             bound=bound,
             ref=ref,
             notes=tuple(dict.fromkeys((*plan.notes, *notes))),
+            transfers=booked,
         )
         if fallback is not None:
             return out.with_metrics(status=f"fallback: {fallback[0]}", status_reason=fallback[1])

@@ -1,11 +1,12 @@
 """The optimiser's starting point: the best plan of HEFT, greedy and the market.
 
 Each heuristic plans for the requested objective and constraints (greedy and the market
-escalate the makespan's weight until the deadline and the budget hold; HEFT's plan is
-also tried time-shifted; under a deadline, a *paced* greedy keeps each step on its pace
-towards the deadline). Every plan that keeps the limits is a candidate; the best by
-the objective, normalised by HEFT's values, is the incumbent every engine starts from
-and must beat, so the optimiser is never worse than any of them.
+escalate the weight of the makespan, or of the cost, until the deadline, or the budget,
+holds; HEFT's plan is also tried time-shifted; under a deadline, two *paced* greedy plans
+keep each step on its pace towards the deadline, or within its latest finish). Every plan
+that keeps the limits is a candidate; the best by the objective, normalised by HEFT's
+values, is the incumbent every engine starts from and must beat, so the optimiser is never
+worse than any of them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
+from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, Plan
 from orchestrator.placement.planners.common import limit_breach, pick, score_of
 from orchestrator.placement.planners.greedy import GreedyPlanner
@@ -62,9 +64,22 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
 
     keep(heft)
     placed = {s: (a.site, a.start, a.end) for s, a in heft.assignments.items()}
-    shifted, moved = timeshift(model, placed, objective, constraints.deadline)
+    shifted, booked, moved = timeshift(
+        model, placed, objective, constraints.deadline, transfers_of(heft)
+    )
     if moved:
-        keep(build_plan(model, shifted, objective, "heft+shift", "heuristic", 0.0, ref=ref))
+        keep(
+            build_plan(
+                model,
+                shifted,
+                objective,
+                "heft+shift",
+                "heuristic",
+                0.0,
+                ref=ref,
+                transfers=booked,
+            )
+        )
     for planner in (GreedyPlanner(), MarketPlanner()):
         try:
             keep(planner.plan_model(model, objective, time.perf_counter()))
@@ -72,21 +87,35 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
             left.append(f"{planner.name}: {exc}")
     if constraints.deadline is not None and objective.weights()["time"] < 1.0:
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref))
+        keep(paced_greedy(model, objective, heft, constraints.deadline, ref, latest=True))
     return Incumbents(heft, tuple(plans), tuple(left))
 
 
 def paced_greedy(
-    model: CostModel, objective: Objective, heft: Plan, deadline: float, ref: dict[str, float]
+    model: CostModel,
+    objective: Objective,
+    heft: Plan,
+    deadline: float,
+    ref: dict[str, float],
+    latest: bool = False,
 ) -> Plan:
     """Greedy under a deadline: each step goes to its best site for the objective among
-    those where it ends by its *pace*, its end in HEFT's plan stretched to the deadline
-    (``end_heft * deadline / makespan_heft``); the earliest finish when none does. Then
-    time-shifted. The plain greedy only learns about the deadline after a whole plan broke
-    it (and then weighs the makespan for every step alike)."""
+    those where it ends by its *pace*; the earliest finish when none does. Then
+    time-shifted. The pace is the step's end in HEFT's plan stretched to the deadline
+    (``end_heft * deadline / makespan_heft``), or with ``latest`` its latest finish:
+    the deadline less the longest chain of its descendants on HEFT's sites (their
+    durations and least transfer delays), which gives a workflow of a batch that ends
+    early in HEFT's plan all the slack it has. The plain greedy only learns about the
+    deadline after a whole plan broke it (and then weighs the makespan for every step
+    alike)."""
     span = heft.metrics.makespan_s
-    pace = {
-        s: a.end * deadline / span if span > 0 else deadline for s, a in heft.assignments.items()
-    }
+    if latest:
+        pace = latest_finish(model, heft, deadline)
+    else:
+        pace = {
+            s: a.end * deadline / span if span > 0 else deadline
+            for s, a in heft.assignments.items()
+        }
 
     def choose(step: str, opts: list[Option]) -> Option:
         in_time = [o for o in opts if o.end <= pace[step] + 1e-9]
@@ -95,9 +124,26 @@ def paced_greedy(
         terms = {o.site: model.terms(step, o.site, o.start) for o in in_time}
         return pick(in_time, objective, terms)
 
-    placed, _ = list_schedule(model, upward_ranks(model), choose)
-    placed, _ = timeshift(model, placed, objective, model.constraints.deadline)
-    return build_plan(model, placed, objective, "greedy+pace", "heuristic", 0.0, ref=ref)
+    placed, booked, _ = list_schedule(model, upward_ranks(model), choose)
+    placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
+    name = "greedy+slack" if latest else "greedy+pace"
+    return build_plan(model, placed, objective, name, "heuristic", 0.0, ref=ref, transfers=booked)
+
+
+def latest_finish(model: CostModel, heft: Plan, deadline: float) -> dict[str, float]:
+    """Per step, the deadline less the longest chain after it on HEFT's sites:
+    ``LF_j = D - max_{c in children(j)} (delay_jc + d_c + (D - LF_c))``."""
+    site = {s: a.site for s, a in heft.assignments.items()}
+    tail: dict[str, float] = {}  # the longest chain after a step's end
+    for j in reversed(model.workflow.topological_order()):
+        tail[j] = max(
+            (
+                model.edge_delay(j, c, site[j], site[c]) + model.duration(c, site[c]) + tail[c]
+                for c in model.children_of[j]
+            ),
+            default=0.0,
+        )
+    return {j: deadline - t for j, t in tail.items()}
 
 
 def rescored(plan: Plan, objective: Objective, ref: dict[str, float]) -> Plan:

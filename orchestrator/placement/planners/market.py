@@ -130,12 +130,16 @@ class MarketPlanner:
         constraints = model.constraints
         ranks = upward_ranks(model)
         last = ""
-        for obj in escalating(objective):
+        tries = iter([objective])
+        while (obj := next(tries, None)) is not None:
             plan = self._auction(model, ranks, obj, objective, constraints)
             last = limit_breach(plan, constraints)
             if not last:
                 return plan.with_metrics(wall_s=time.perf_counter() - t0)
-        raise InfeasiblePlan(f"market: {last} even when bidders are judged on time")
+            if obj is objective:  # then weigh the limit it broke more, step by step
+                tries = escalating(objective, last)
+        limit = "cost" if last.startswith("cost") else "time"
+        raise InfeasiblePlan(f"market: {last} even when bidders are judged on {limit}")
 
     def _auction(
         self,
@@ -182,12 +186,20 @@ class MarketPlanner:
             return next(o for o in opts if o.site == win.site)
 
         state["pools"] = CorePools(model)
-        placed, _ = list_schedule(model, ranks, choose, pools=state["pools"])
-        placed, moved = timeshift(model, placed, objective, constraints.deadline)
-        why = explain_all(model, placed, objective, awards)
+        placed, booked, _ = list_schedule(model, ranks, choose, pools=state["pools"])
+        placed, booked, moved = timeshift(model, placed, objective, constraints.deadline, booked)
+        why = explain_all(model, placed, objective, awards, booked)
         notes = [f"market: {paid[0]:.4g} EUR paid to the winning bids"]
         if moved:
             notes.append(f"time-shifted {moved} steps")
         return build_plan(
-            model, placed, objective, self.name, "heuristic", 0.0, why, notes=tuple(notes)
+            model,
+            placed,
+            objective,
+            self.name,
+            "heuristic",
+            0.0,
+            why,
+            notes=tuple(notes),
+            transfers=booked,
         )
