@@ -28,8 +28,21 @@ Handlers call these methods; the engine holds a lock so that the background
 thread and request threads never interleave inside the executor. Lock order:
 the engine's lock, then the journal's (the store's writers of telemetry, in
 turn), then store connections; a handler never waits for a lock while it holds
-a session (the connection pool would run dry). Telemetry ingest takes only the
-journal's lock, so it never waits for the applier.
+a session (the connection pool would run dry); the telemetry queue's lock comes last.
+Telemetry ingest takes only the journal's lock (``?wait=true``: the engine's first), so
+it never waits for the applier.
+
+Every acknowledged sample is applied once, in time order, to the twin that serves the view,
+also when the twin is rebuilt: the rebuild replays the journal, so it must not see a
+sample that is then applied again from the queue. Hence (1) recording a batch and queueing
+it is one step under the journal's lock, and a rebuild clears the queue and reads the
+journal under the same lock, bumping the queue's generation; (2) a chunk the applier took
+from the queue before a rebuild (an older generation) is in the replay and is dropped; (3)
+a ``?wait=true`` batch is recorded and applied under the engine's lock, so no rebuild
+comes in between; (4) there is one applier thread (started under a lock), so chunks
+are applied in the order they were taken; (5) the replay counts as applied only the
+samples the previous twin had not seen (its estimate's time per site), so the counters
+count each sample once.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from federation.api import journal, registry
 from federation.api.errors import Conflict, ServiceUnavailable
@@ -84,6 +97,7 @@ class Engine:
         self.totals = IngestReport()
         self.replayed = 0  # samples applied from the journal at (re)start
         self._queue: deque[TelemetrySample] = deque()
+        self._generation = 0  # bumped when a rebuild clears the queue (under _queue_lock)
         self._queue_lock = threading.Lock()
         # Journal writes of this process one at a time: SQLite has one writer, and its
         # busy handler backs off in sleeps of up to 100 ms, a lock wakes the next at once.
@@ -91,6 +105,7 @@ class Engine:
         self._applying = False
         self._wake = threading.Event()
         self._applier: threading.Thread | None = None
+        self._applier_lock = threading.Lock()  # (checked then started in one step)
         self._stop = threading.Event()
         self._wake_loop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,9 +152,7 @@ class Engine:
                 self._version += 1
                 # Snapshots on a timer (``ingest``), not after every batch.
                 twin = FederationTwin(fed, store=self.ctx.store, name="service", autosave=False)
-                with self._queue_lock:
-                    self._queue.clear()  # what was queued is in the journal, replayed now
-                self._replay(twin)
+                self._replay(twin, self._twin)
                 self._twin, self._twin_sites = twin, fed.site_ids
             return self._twin
 
@@ -154,22 +167,52 @@ class Engine:
             self.twin()
         return fed
 
-    def _replay(self, twin: FederationTwin) -> None:
-        """Apply the journal's samples that the snapshots the twin resumed from had not seen."""
-        with self.ctx.store.session() as db:
-            missed = [
-                s for sid, tw in twin.sites.items() for s in journal.newer_than(db, sid, tw.t)
-            ]
-        if missed:
-            report = twin.ingest(missed)
+    def _replay(self, twin: FederationTwin, previous: FederationTwin | None) -> None:
+        """Apply the journal's samples that the snapshots the twin resumed from had not seen.
+
+        Under the journal's lock, the queue is emptied (its samples are in the journal,
+        replayed here) and its generation bumped (a chunk the applier holds is dropped);
+        a batch is recorded and queued either before (replayed) or after (queued). Of
+        the replayed samples, those at or before ``previous``'s estimate of their site
+        were given to the previous twin and counted then: they are applied, not counted.
+        """
+        with self.journal_lock:
+            with self._queue_lock:
+                self._queue.clear()
+                self._generation += 1
+            with self.ctx.store.session() as db:
+                missed = [
+                    s for sid, tw in twin.sites.items() for s in journal.newer_than(db, sid, tw.t)
+                ]
+        seen_until: dict[str, float] = {}
+        if previous is not None:
+            seen_until = {sid: tw.t for sid, tw in previous.sites.items() if tw.t is not None}
+        seen = [s for s in missed if s.timestamp <= seen_until.get(s.site, -math.inf)]
+        new = [s for s in missed if s.timestamp > seen_until.get(s.site, -math.inf)]
+        if seen:  # a site's seen samples all come before its new ones: order is kept
+            twin.ingest(seen)
+        if new:
+            report = twin.ingest(new)
             self.replayed += report.applied
             self.totals.applied += report.applied
-            log.info("replayed %d telemetry samples from the journal", report.applied)
+            self.totals.duplicates += report.duplicates
+            self.totals.rejected_out_of_order += report.rejected_out_of_order
+            self.totals.conflicting += report.conflicting
+        if missed:
+            log.info(
+                "replayed %d telemetry samples from the journal (%d new)", len(missed), len(new)
+            )
 
-    def ingest(self, samples: list[TelemetrySample]) -> IngestReport:
-        """Apply samples to the twin now (what ``?wait=true`` and the applier call)."""
+    def ingest(self, samples: list[TelemetrySample], generation: int | None = None) -> IngestReport:
+        """Apply samples to the twin now (what ``?wait=true`` and the applier call).
+
+        ``generation``: the queue's generation the samples were taken at (the applier);
+        if the twin was rebuilt since, its replay applied them and they are dropped.
+        """
         with self.lock:
             twin = self.twin()
+            if generation is not None and generation != self._generation:
+                return IngestReport()
             report = twin.ingest(samples)
             self._version += 1
             self.totals.applied += report.applied
@@ -188,15 +231,42 @@ class Engine:
         forgotten: the twin would reject them as out of order anyway, so their ids
         no longer protect anything.
         """
-        with self.lock, self.journal_lock:  # the store's writers of this process, in turn
-            twin = self.twin()
-            twin.snapshot()
-            self._last_snapshot = time.monotonic()
-            keep = self.ctx.settings.telemetry_retention_s
+        with self.lock:
+            twin = self.twin()  # (a rebuild takes the journal's lock: before it, not inside)
+            with self.journal_lock:  # the store's writers of this process, in turn
+                twin.snapshot()
+                self._last_snapshot = time.monotonic()
+                keep = self.ctx.settings.telemetry_retention_s
+                with self.ctx.store.session() as db:
+                    for sid, tw in twin.sites.items():
+                        if tw.t is not None:
+                            journal.prune(db, sid, tw.t - keep)
+
+    def record_and_queue(self, site: str, rows: dict[str, dict[str, Any]]) -> tuple[int, int]:
+        """Store new samples in the journal and queue them, in one step against rebuilds.
+
+        ``rows``: sample id -> the journal's ``COLUMNS``. Returns (new samples, samples
+        waiting in the queue).
+        """
+        with self.journal_lock:
             with self.ctx.store.session() as db:
-                for sid, tw in twin.sites.items():
-                    if tw.t is not None:
-                        journal.prune(db, sid, tw.t - keep)
+                new = journal.record(db, site, rows)
+            fresh = journal.to_samples(site, [r for sid, r in rows.items() if sid in new])
+            return len(fresh), (self.enqueue(fresh) if fresh else self.queued())
+
+    def record_and_apply(
+        self, site: str, rows: dict[str, dict[str, Any]]
+    ) -> tuple[int, IngestReport]:
+        """Store new samples in the journal and apply them now, with no rebuild in between.
+
+        Returns (new samples, the twin's report on them).
+        """
+        with self.lock:
+            self.twin()  # rebuilt (if it must be) before the batch is in the journal
+            with self.journal_lock, self.ctx.store.session() as db:
+                new = journal.record(db, site, rows)
+            fresh = journal.to_samples(site, [r for sid, r in rows.items() if sid in new])
+            return len(fresh), self.ingest(fresh)
 
     def enqueue(self, samples: list[TelemetrySample]) -> int:
         """Queue samples for the background applier; returns how many wait in the queue.
@@ -229,11 +299,14 @@ class Engine:
         return False
 
     def _start_applier(self) -> None:
-        if self._applier is None or not self._applier.is_alive():
-            self._applier = threading.Thread(
-                target=self._apply_loop, name="continuum-telemetry", daemon=True
-            )
-            self._applier.start()
+        # One applier, ever: two would each take a chunk of a site's samples, and the later
+        # chunk, applied first, would get the earlier one rejected as out of order (lost).
+        with self._applier_lock:
+            if self._applier is None or not self._applier.is_alive():
+                self._applier = threading.Thread(
+                    target=self._apply_loop, name="continuum-telemetry", daemon=True
+                )
+                self._applier.start()
 
     def _apply_loop(self) -> None:
         while not self._stop.is_set():
@@ -246,10 +319,11 @@ class Engine:
                     q = self._queue
                     batch = [q.popleft() for _ in range(min(self.apply_chunk, len(q)))]
                     self._applying = bool(batch)
+                    generation = self._generation
                 if not batch:
                     break
                 try:
-                    self.ingest(batch)
+                    self.ingest(batch, generation)
                 except Exception:  # a bad batch must not stop the applier
                     log.exception("applying telemetry failed")
                 finally:

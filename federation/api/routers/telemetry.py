@@ -18,7 +18,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from federation.api import journal
 from federation.api.deps import Context, SiteOperator
 from federation.api.engine import engine_of
 from federation.api.errors import ApiError, NotFound
@@ -109,16 +108,19 @@ def ingest(
                 "up": s.up,
             }
     # Stored (in the journal) before the answer: a sample acknowledged here survives a
-    # stop of the service. One statement decides which ids are new, without a lock.
-    with engine.journal_lock, ctx.store.session() as db:
-        new = journal.record(db, access.site, rows)
-    fresh = journal.to_samples(access.site, [row for sid, row in rows.items() if sid in new])
-    out: dict[str, Any] = {"accepted": len(fresh), "duplicates": len(batch.samples) - len(fresh)}
+    # stop of the service. One statement decides which ids are new, without a lock. The
+    # engine records and queues (or applies) in one step, so a rebuild of the twin in
+    # between cannot apply a sample twice (see ``federation.api.engine``).
+    if wait:
+        accepted, report = engine.record_and_apply(access.site, rows)
+    else:
+        accepted, waiting = engine.record_and_queue(access.site, rows)
+    out: dict[str, Any] = {"accepted": accepted, "duplicates": len(batch.samples) - accepted}
     ctx.metrics.count(TELEMETRY_DUPLICATES, out["duplicates"])  # /metrics says what we say
     if wait:
-        report = engine.ingest(fresh).to_dict()
-        report["duplicates"] += out["duplicates"]
-        out.update(report)
-    elif fresh:
-        out["queued"] = engine.enqueue(fresh)
+        answer = report.to_dict()
+        answer["duplicates"] += out["duplicates"]
+        out.update(answer)
+    elif accepted:
+        out["queued"] = waiting
     return out
