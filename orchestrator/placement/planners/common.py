@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
+from orchestrator.placement.costs import CostModel
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
 from orchestrator.placement.schedule import Option
+
+if TYPE_CHECKING:
+    from federation.model import Federation
+    from orchestrator.workflow import Workflow
+    from twin.state import SiteView
+
+
+class ModelPlanner:
+    """A planner that works on a cost model: ``plan`` builds it (refusing an objective whose
+    figures are unknown everywhere) and hands it to ``plan_model``."""
+
+    def plan(
+        self,
+        workflow: Workflow,
+        federation: Federation,
+        view: SiteView,
+        constraints: PlanningConstraints,
+        objective: Objective,
+    ) -> Plan:
+        t0 = time.perf_counter()
+        model = CostModel(workflow, federation, view, constraints)
+        model.refuse_unknown(objective)
+        return self.plan_model(model, objective, t0)
+
+    def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
+        raise NotImplementedError
 
 
 def limit_breach(plan: Plan, constraints: PlanningConstraints) -> str:

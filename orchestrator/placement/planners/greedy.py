@@ -17,35 +17,20 @@ from typing import TYPE_CHECKING
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.explain import explain_all
-from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import escalating, limit_breach, pick
+from orchestrator.placement.plan import Objective, Plan
+from orchestrator.placement.planners.common import ModelPlanner, escalating, limit_breach, pick
 from orchestrator.placement.planners.heft import HEFTPlanner
 from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
 from orchestrator.placement.timeshift import timeshift
 
 if TYPE_CHECKING:
-    from federation.model import Federation
-    from orchestrator.workflow import Workflow
-    from twin.state import SiteView
+    pass
 
 
-class GreedyPlanner:
+class GreedyPlanner(ModelPlanner):
     """The cheapest (objective ``cost``) or greenest (``carbon``) site per step."""
 
     name = "greedy"
-
-    def plan(
-        self,
-        workflow: Workflow,
-        federation: Federation,
-        view: SiteView,
-        constraints: PlanningConstraints,
-        objective: Objective,
-    ) -> Plan:
-        t0 = time.perf_counter()
-        model = CostModel(workflow, federation, view, constraints)
-        model.refuse_unknown(objective)
-        return self.plan_model(model, objective, t0)
 
     def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
         """Greedy on an already built cost model (the optimiser's incumbents reuse it)."""

@@ -30,7 +30,7 @@ from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.explain import explain_all
 from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import escalating, limit_breach
+from orchestrator.placement.planners.common import ModelPlanner, escalating, limit_breach
 from orchestrator.placement.schedule import (
     CorePools,
     Option,
@@ -43,9 +43,6 @@ from orchestrator.placement.timeshift import timeshift
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from federation.model import Federation
-    from orchestrator.workflow import Workflow
-    from twin.state import SiteView
 
 MARKUP_BY_KIND = {"hpc": 0.0, "edge": 0.0, "cloud": 0.15}
 
@@ -103,7 +100,7 @@ class SiteAgent:
         )
 
 
-class MarketPlanner:
+class MarketPlanner(ModelPlanner):
     """Contract-net auction of every step among the site agents."""
 
     name = "market"
@@ -111,19 +108,6 @@ class MarketPlanner:
     def __init__(self, surge: float = 0.5, markups: Mapping[str, float] | None = None) -> None:
         self.surge = surge
         self.markups = dict(markups or {})
-
-    def plan(
-        self,
-        workflow: Workflow,
-        federation: Federation,
-        view: SiteView,
-        constraints: PlanningConstraints,
-        objective: Objective,
-    ) -> Plan:
-        t0 = time.perf_counter()
-        model = CostModel(workflow, federation, view, constraints)
-        model.refuse_unknown(objective)
-        return self.plan_model(model, objective, t0)
 
     def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
         """The auction on an already built cost model (the optimiser's incumbents reuse it)."""
