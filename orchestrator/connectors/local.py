@@ -52,7 +52,25 @@ def safe_name(item_id: str) -> str:
     return _safe(item_id)
 
 
-class LocalConnector(SiteConnector):
+class TaskFolderConnector(SiteConnector):
+    """A site whose handles are task folders on a file system this host sees (this host's
+    own, or a cluster's shared one): outputs, logs and located inputs are paths there."""
+
+    def output_path(self, handle: str, item_id: str) -> Path:
+        return Path(handle) / "out" / safe_name(item_id)
+
+    def source_file(self, path: str, run_id: str, item_id: str) -> Path:
+        """The site's files are this host's: the path itself, when it is a file."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConnectorError(f"input {item_id}: no file {path} at site {self.site_id}")
+        return p
+
+    def log_path(self, handle: str, stream: str) -> Path | None:
+        return Path(handle) / stream
+
+
+class LocalConnector(TaskFolderConnector):
     """Runs tasks as local processes, at most ``slots`` cores' worth at a time."""
 
     def __init__(
@@ -164,19 +182,6 @@ class LocalConnector(SiteConnector):
             "queued": float(len(self._queue)),
             "queue_backlog": float(sum(c for _, c in self._queue)),
         }
-
-    def output_path(self, handle: str, item_id: str) -> Path:
-        return Path(handle) / "out" / safe_name(item_id)
-
-    def source_file(self, path: str, run_id: str, item_id: str) -> Path:
-        """A local site's files are this host's: the path itself, when it is a file."""
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConnectorError(f"input {item_id}: no file {path} at site {self.site_id}")
-        return p
-
-    def log_path(self, handle: str, stream: str) -> Path | None:
-        return Path(handle) / stream
 
     def wakeup_fds(self) -> list[int]:
         """File descriptors that become readable when a running task of this site ends

@@ -61,7 +61,6 @@ from pathlib import Path
 
 from orchestrator.connectors.base import (
     ConnectorError,
-    SiteConnector,
     TaskInfo,
     TaskSpec,
     TaskStatus,
@@ -69,9 +68,9 @@ from orchestrator.connectors.base import (
 )
 from orchestrator.connectors.local import (
     RUNNER_SCRIPT,
+    TaskFolderConnector,
     prepare_task,
     read_result,
-    safe_name,
 )
 from orchestrator.connectors.runner import CLAIM, RESULT, SPEC, write_atomic
 from twin.slurm_source import (
@@ -186,7 +185,7 @@ def signal_note(code: int | None) -> str:
     return f"killed by signal {num} ({name})"
 
 
-class SlurmConnector(SiteConnector):
+class SlurmConnector(TaskFolderConnector):
     """Runs tasks as Slurm batch jobs (see the module docstring)."""
 
     def __init__(
@@ -346,19 +345,6 @@ class SlurmConnector(SiteConnector):
         if state is None:
             return self.source.unreachable_for < self.source.unreachable_down_s
         return state.up
-
-    def output_path(self, handle: str, item_id: str) -> Path:
-        return Path(handle) / "out" / safe_name(item_id)
-
-    def source_file(self, path: str, run_id: str, item_id: str) -> Path:
-        """The cluster's file system is shared with this host: the path itself."""
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConnectorError(f"input {item_id}: no file {path} at site {self.site_id}")
-        return p
-
-    def log_path(self, handle: str, stream: str) -> Path | None:
-        return Path(handle) / stream
 
     # -- jobs --------------------------------------------------------------------------
     def time_limit_for(self, cores: int, work: float) -> float | None:
