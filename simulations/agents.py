@@ -62,15 +62,9 @@ class SiteAgent(Agent):
         self.price_factor = 1.0
         self.down: set[str] = set()
         self.held = False
-        self.energy_j = 0.0
-        self.cost_eur = 0.0
-        self.carbon_g = 0.0
-        self.busy_core_s = 0.0
-        self.up_core_s = 0.0
         self.jobs_done = 0
         self.kills = 0
         self.failures = 0
-        self._last = model.now
         self._p_busy = site.power_busy_w * site.pue
         self._p_idle = site.power_idle_w * site.pue
         self._speed = site.speed
@@ -138,24 +132,39 @@ class SiteAgent(Agent):
         )
 
     def account(self) -> None:
-        """Integrate power, cost, carbon and busy core-seconds up to now (see the class doc)."""
-        now = self.model.now
-        t0 = self._last
-        if now <= t0:
-            return
-        self._last = now
-        if self.down:
-            return
-        b = self.queue.busy
-        p_w = b * self._p_busy + (self.queue.capacity - b) * self._p_idle
-        dt = now - t0
-        self.energy_j += p_w * dt
-        u0, u1 = self._origin + t0, self._origin + now
-        kw_h = p_w / 3.6e6  # W -> kW, and series-seconds -> hours
-        self.cost_eur += kw_h * self.price_factor * self.price.integral(u0, u1)
-        self.carbon_g += kw_h * self.carbon.integral(u0, u1)
-        self.busy_core_s += b * dt
-        self.up_core_s += self.queue.capacity * dt
+        """Integrate power, cost, carbon and busy core-seconds up to now (see the class doc).
+
+        Every site's accounts are brought to now at once (``simulations.power``).
+        """
+        self.model.meter.flush(self.model.now)
+
+    def _note(self) -> None:
+        """The busy cores changed now: a new stretch of constant power starts."""
+        meter = self.model.meter
+        meter.note_site.append(self.index)
+        meter.note_t.append(self.model.simulator.time)
+        meter.note_busy.append(self.queue.capacity - self.queue.free)
+
+    @property
+    def energy_j(self) -> float:
+        """Joules drawn so far (up to the model's last accounting: a step's end at least)."""
+        return float(self.model.meter.energy_j[self.index])
+
+    @property
+    def cost_eur(self) -> float:
+        return float(self.model.meter.cost_eur[self.index])
+
+    @property
+    def carbon_g(self) -> float:
+        return float(self.model.meter.carbon_g[self.index])
+
+    @property
+    def busy_core_s(self) -> float:
+        return float(self.model.meter.busy_core_s[self.index])
+
+    @property
+    def up_core_s(self) -> float:
+        return float(self.model.meter.up_core_s[self.index])
 
     # -- jobs ------------------------------------------------------------------
     def duration(self, reference_seconds: float) -> float:
@@ -196,17 +205,19 @@ class SiteAgent(Agent):
             self._start_jobs()
 
     def _start_jobs(self) -> None:
-        self.account()
-        started = self.queue.schedule(self.model.now)
+        model = self.model
+        started = self.queue.schedule(model.simulator.time)
         if not started:
             return
-        schedule = self.model.simulator.schedule_event_absolute
+        self._note()
+        call_at = model.simulator.call_at
         on_end = self.on_job_end
+        jobs = model.jobs
         for job in started:
-            schedule(on_end, job.end, function_args=[job, job.epoch])
+            call_at(job.end, on_end, job, job.epoch)
             if job.owner is None:
-                self.model.jobs.start[job.index] = job.start
-                self.model.jobs.site[job.index] = self.index
+                jobs.start[job.index] = job.start
+                jobs.site[job.index] = self.index
             else:
                 job.owner.job_started(job)
 
@@ -214,8 +225,8 @@ class SiteAgent(Agent):
         """A job ends (ignored when the job was killed since this event was scheduled)."""
         if epoch != job.epoch:
             return
-        self.account()
         self.queue.finish(job)
+        self._note()
         self.jobs_done += 1
         if job.owner is None:
             self.model.job_finished(job)
@@ -225,9 +236,10 @@ class SiteAgent(Agent):
 
     def withdraw(self, job: Job) -> None:
         """Take a workflow step's job off this site (its task was cancelled or lost)."""
-        self.account()
-        if self.queue.withdraw(job) and not self.down:
-            self.dispatch()
+        if self.queue.withdraw(job):
+            self._note()
+            if not self.down:
+                self.dispatch()
 
     # -- failures, outages, holds ------------------------------------------------
     def go_down(self, reason: str) -> None:
@@ -237,6 +249,7 @@ class SiteAgent(Agent):
         self.down.add(reason)
         if was_up:
             killed = self.queue.kill_all()
+            self._note()
             self.kills += len(killed)
             for job in killed:
                 if job.owner is None:
@@ -305,9 +318,10 @@ class JobStream(Agent):
         self.rejected = 0
         self._submit = jobs.submit[: jobs.arrivals].tolist()
         if self._submit:
-            model.simulator.schedule_event_absolute(self.on_arrival, self._submit[0])
+            model.simulator.call_at(self._submit[0], self.on_arrival, None, None)
 
-    def on_arrival(self) -> None:
+    def on_arrival(self, _a: object = None, _b: object = None) -> None:
+        """The jobs submitted now arrive (scheduled with ``call_at``: two unused arguments)."""
         now = self.model.now
         subs = self._submit
         n = len(subs)
@@ -325,7 +339,7 @@ class JobStream(Agent):
             i += 1
         self.next = i
         if i < n:
-            self.model.simulator.schedule_event_absolute(self.on_arrival, subs[i])
+            self.model.simulator.call_at(subs[i], self.on_arrival, None, None)
 
 
 class Broker(Agent):
@@ -359,6 +373,7 @@ class Broker(Agent):
         self.queued_work = [0.0] * len(sites)
         """Core-seconds sent to each site since the last telemetry (the twin's control input)."""
         self._cum = np.cumsum([s.site.cores for s in sites]).tolist()
+        self._cols = self._columns()
         self.refresh()
 
     def refresh(self) -> None:
@@ -392,14 +407,27 @@ class Broker(Agent):
             elif self.routing == "cheapest":
                 self.metric[i] = price
 
+    def _columns(self) -> tuple[list[int], list[int], list[float], list[float]]:
+        """The job table's input columns as lists (read per job: faster than numpy items)."""
+        jobs = self.model.jobs
+        n = jobs.n
+        return (
+            jobs.cores[:n].tolist(),
+            jobs.pin[:n].tolist(),
+            jobs.run[:n].tolist(),
+            jobs.req[:n].tolist(),
+        )
+
     def route(self, row: int) -> None:
         """Send job ``row`` of the job table to a site."""
         model = self.model
-        jobs = model.jobs
-        cores = int(jobs.cores[row])
+        cols = self._cols
+        if row >= len(cols[0]):  # rows added since (a load event's copies)
+            cols = self._cols = self._columns()
+        cores = cols[0][row]
         n_fit = bisect_right(self._neg_cores, -cores)
         sites = model.sites
-        pin = int(jobs.pin[row])
+        pin = cols[1][row]
         if n_fit == 0 or (pin >= 0 and sites[pin].site.cores < cores):
             model.stream.rejected += 1
             return
@@ -411,23 +439,28 @@ class Broker(Agent):
         else:
             pick = -1
             best = math.inf
+            order, up, wait = self.order, self.up, self.wait
+            least_wait = self.routing == "least-wait"
+            random = rnd.random
             for _ in range(self.choices):
-                i = self.order[int(rnd.random() * n_fit)]
-                if not self.up[i]:
+                i = order[int(random() * n_fit)]
+                if not up[i]:
                     continue
-                score = self.wait[i]
-                if self.routing != "least-wait":
+                score = wait[i]
+                if not least_wait:
                     score = self.metric[i] * (1.0 + score / 3600.0)
                 if score < best:
                     best, pick = score, i
             if pick < 0:
-                pick = self.order[int(rnd.random() * n_fit)]
+                pick = order[int(random() * n_fit)]
         site = sites[pick]
-        run = site.duration(float(jobs.run[row]))
-        req = site.duration(float(jobs.req[row]))
-        self.wait[pick] += cores * req / site.queue.capacity
+        speed = site._speed
+        run = cols[2][row] / speed
+        req = cols[3][row] / speed
+        capacity = site.queue.capacity
+        self.wait[pick] += cores * req / capacity
         self.queued_work[pick] += cores * req
-        site.submit(Job(row, cores, run, req, model.now))
+        site.submit(Job(row, cores, run, req, model.simulator.time))
 
     def _home(self, u: float, cores: int) -> int:
         cum = self._cum

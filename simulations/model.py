@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mesa import DataCollector, Model
-from mesa.experimental.devs import DEVSimulator
 
 from federation.model import Federation, Site
 from simulations.agents import Broker, JobStream, SiteAgent
 from simulations.batch import Job
+from simulations.events import TupleDEVSimulator
 from simulations.fleet import FleetTelemetry
+from simulations.power import PowerMeter
 from simulations.scenario import EventKind, EventSpec, Scenario, scenario_from_dict
 from simulations.series import HourlySeries
 from simulations.workload import JobTable, jobs_from_swf, synthetic_jobs
@@ -76,8 +77,10 @@ class FederationModel(Model):
         self.planner_name = planner or sc.planners[0]
         self.origin = sc.origin
         self.horizon = sc.horizon
-        self.simulator = DEVSimulator()
+        self.simulator = TupleDEVSimulator()
         self.simulator.setup(self)
+        self.meter = PowerMeter()
+        self.meter.origin = sc.origin
         self.federation = federation if federation is not None else sc.load_federation()
         self._series: dict[str, tuple[HourlySeries, HourlySeries]] = {}
         self.sites: list[SiteAgent] = []
@@ -130,6 +133,7 @@ class FederationModel(Model):
         price, carbon = self._series[zone]
         agent = SiteAgent(self, site, len(self.sites), price, carbon, self.scenario.queue)
         self.sites.append(agent)
+        self.meter.add(agent, self.now)
         self._by_id[site.id] = agent
         return agent
 
@@ -405,16 +409,14 @@ class FederationModel(Model):
         """Advance one reporting interval of simulated time and collect the data."""
         end = min(self.now + self.scenario.step, self.horizon)
         self.simulator.run_until(end)
-        for s in self.sites:
-            s.account()
+        self.meter.flush(self.now)
         if self.now >= self.horizon:
             self.finish()
         self.datacollector.collect(self)
 
     def finish(self) -> None:
         """Close the accounts at the horizon and stop; runs still going are unfinished."""
-        for s in self.sites:
-            s.account()
+        self.meter.flush(self.now)
         if self.execution is not None:
             self.execution.finish()
         for r in self.workflow_runs:

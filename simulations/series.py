@@ -48,6 +48,7 @@ class HourlySeries:
             self, "_cum", np.concatenate(([0.0], np.cumsum(self.values) * HOUR)).tolist()
         )
         object.__setattr__(self, "_vals", self.values.tolist())
+        object.__setattr__(self, "_cum_arr", np.asarray(self._cum))  # type: ignore[attr-defined]
 
     def __len__(self) -> int:
         return int(self.values.size)
@@ -86,6 +87,16 @@ class HourlySeries:
         cycles, i = divmod(k, n)
         vals: list[float] = self._vals  # type: ignore[attr-defined]
         return cycles * cum[n] + cum[i] + vals[i] * (rel - k * HOUR)
+
+    def cumulative(self, t: np.ndarray) -> np.ndarray:
+        """``_cumulative`` at every time of ``t`` (vectorised, the same arithmetic)."""
+        cum: np.ndarray = self._cum_arr  # type: ignore[attr-defined]
+        n = cum.size - 1
+        rel = t - self.start
+        k = np.floor(rel / HOUR)
+        cycles, i = np.divmod(k, n)
+        idx = i.astype(np.intp)
+        return cycles * cum[n] + cum[idx] + self.values[idx] * (rel - k * HOUR)
 
     def integral(self, t0: float, t1: float) -> float:
         """``integral_{t0}^{t1} v(t) dt`` (value-seconds), exact for the step function."""
