@@ -175,8 +175,11 @@ class SiteAgent(Agent):
         """Queue ``job`` (its ``run``/``req`` already in seconds at this site) and dispatch."""
         job.site = self.index
         self.queue.submit(job)
-        if not self.down and not self.held:
-            self.dispatch()
+        if not (self.down or self.held):
+            if self._cycle > 0.0:
+                self.dispatch()
+            else:
+                self._start_jobs()
 
     def dispatch(self) -> None:
         """Start what the queue policy allows now; schedule each started job's end.
@@ -204,11 +207,12 @@ class SiteAgent(Agent):
         if not self.down and not self.held and self.queue.queue:
             self._start_jobs()
 
-    def _start_jobs(self) -> None:
+    def _start_jobs(self) -> bool:
+        """Start what the policy allows now; False if nothing started."""
         model = self.model
         started = self.queue.schedule(model.simulator.time)
         if not started:
-            return
+            return False
         self._note()
         call_at = model.simulator.call_at
         on_end = self.on_job_end
@@ -220,19 +224,25 @@ class SiteAgent(Agent):
                 jobs.site[job.index] = self.index
             else:
                 job.owner.job_started(job)
+        return True
 
     def on_job_end(self, job: Job, epoch: int) -> None:
         """A job ends (ignored when the job was killed since this event was scheduled)."""
         if epoch != job.epoch:
             return
-        self.queue.finish(job)
-        self._note()
+        q = self.queue
+        q.finish(job)
         self.jobs_done += 1
         if job.owner is None:
             self.model.job_finished(job)
         else:
             job.owner.job_ended(job)
-        self.dispatch()
+        if q.queue and not (self.down or self.held) and self._cycle <= 0.0:
+            if self._start_jobs():
+                return  # noted there, after the cores this job freed
+        else:
+            self.dispatch()
+        self._note()
 
     def withdraw(self, job: Job) -> None:
         """Take a workflow step's job off this site (its task was cancelled or lost)."""
@@ -384,7 +394,16 @@ class Broker(Agent):
         when its policy withholds it).
         """
         view = self.model.last_view
-        for s in self.model.sites:
+        sites = self.model.sites
+        if not view:  # raw telemetry (no twin, or before its first view): the quick path
+            self.wait = [s.queue.backlog / s.queue.capacity for s in sites]
+            self.up = [not (s.down or s.held) for s in sites]
+            if self.routing == "greenest":
+                self.metric = [s.carbon_now() for s in sites]
+            elif self.routing == "cheapest":
+                self.metric = [s.price_now() for s in sites]
+            return
+        for s in sites:
             i = s.index
             st = view.get(s.site.id)
             if st is None:

@@ -139,16 +139,26 @@ class BatchQueue:
         """Start what the policy allows at ``now``; return the jobs started."""
         started: list[Job] = []
         q = self.queue
+        free = self.free
         while q:
             head = q[0]
-            if head.cores <= self.free:
+            c = head.cores
+            if c <= free:
                 q.popleft()
-                self._start(head, now)
+                # _start, inlined (the hot path)
+                free -= c
+                self.backlog -= c * head.req
+                head.start = now
+                head.est_end = now + head.req
+                head.end = now + head.run
+                self.running.add(head)
                 started.append(head)
                 continue
-            if self.policy is QueuePolicy.EASY and self.free > 0 and len(q) > 1:
+            self.free = free
+            if self.policy is QueuePolicy.EASY and free > 0 and len(q) > 1:
                 self._backfill(now, started)
-            break
+            return started
+        self.free = free
         return started
 
     def _backfill(self, now: float, started: list[Job]) -> None:

@@ -460,8 +460,9 @@ class FederationModel(Model):
         done_wait = cols["wait"][done]
         # bounded slowdown with the usual 10 s threshold
         bsld = np.maximum((done_wait + run) / np.maximum(run, 10.0), 1.0)
-        energy_kwh = sum(s.energy_j for s in self.sites) / 3.6e6
-        up = sum(s.up_core_s for s in self.sites)
+        meter = self.meter
+        energy_kwh = float(meter.energy_j.sum()) / 3.6e6
+        up = float(meter.up_core_s.sum())
         wf = [r.result() for r in self.workflow_runs]
         makespans = [r["makespan_s"] for r in wf if r["makespan_s"] is not None]
         status = [r["status"] for r in wf]
@@ -486,11 +487,12 @@ class FederationModel(Model):
             if done.any()
             else 0.0,
             "energy_kwh": energy_kwh,
-            "cost_eur": sum(s.cost_eur for s in self.sites),
-            "carbon_kg": sum(s.carbon_g for s in self.sites) / 1000.0,
-            "utilisation": sum(s.busy_core_s for s in self.sites) / up if up else 0.0,
+            "cost_eur": float(meter.cost_eur.sum()),
+            "carbon_kg": float(meter.carbon_g.sum()) / 1000.0,
+            "utilisation": float(meter.busy_core_s.sum()) / up if up else 0.0,
             "max_site_utilisation": max(
-                (s.busy_core_s / s.up_core_s for s in self.sites if s.up_core_s), default=0.0
+                (b / u for b, u in zip(meter.busy_core_s.tolist(), meter.up_core_s.tolist()) if u),
+                default=0.0,
             ),
             "failures": sum(s.failures for s in self.sites),
             "workflows": len(wf),
@@ -601,15 +603,15 @@ def _power_kw(m: FederationModel) -> float:
 
 
 def _energy_kwh(m: FederationModel) -> float:
-    return sum(s.energy_j for s in m.sites) / 3.6e6
+    return float(m.meter.energy_j.sum()) / 3.6e6
 
 
 def _cost_eur(m: FederationModel) -> float:
-    return sum(s.cost_eur for s in m.sites)
+    return float(m.meter.cost_eur.sum())
 
 
 def _carbon_kg(m: FederationModel) -> float:
-    return sum(s.carbon_g for s in m.sites) / 1000.0
+    return float(m.meter.carbon_g.sum()) / 1000.0
 
 
 def _sites_up(m: FederationModel) -> int:
