@@ -24,9 +24,11 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +97,11 @@ def scale_scenario(horizon: float) -> dict[str, Any]:
     }
 
 
-def run_mesa(n_sites: int, jobs: JobTable, twin: str = "") -> dict[str, float]:
-    """One scale run; ``twin``: "" (raw telemetry), "federation" or "fleet"."""
+def run_mesa(n_sites: int, jobs: JobTable, twin: str = "", queue: str = "easy") -> dict[str, float]:
+    """One scale run; ``twin``: "" (raw telemetry), "federation" or "fleet"; ``queue``: the
+    sites' policy."""
     horizon = float(jobs.submit.max()) + 20 * DAY
-    mode = {"twin": bool(twin), "twin_mode": twin or "federation"}
+    mode = {"twin": bool(twin), "twin_mode": twin or "federation", "queue": queue}
     sc = scenario_from_dict({**scale_scenario(horizon), **mode}, "bench")
     t0, c0 = time.perf_counter(), time.process_time()
     model = FederationModel(sc, seed=1, federation=federation_of(n_sites), jobs=jobs)
@@ -118,8 +121,153 @@ def run_mesa(n_sites: int, jobs: JobTable, twin: str = "") -> dict[str, float]:
     }
 
 
+def bare_fcfs(
+    n_sites: int,
+    submit: list[float],
+    run: list[float],
+    cores: list[int],
+    capacity: int = 100,
+    site_of: list[int] | None = None,
+) -> list[float]:
+    """The bare event loop: FCFS queues of ``capacity`` cores, job ``i`` on site
+    ``site_of[i]`` (default: round-robin, ``i % n_sites``), one ``heapq`` of ``(time, seq,
+    job)`` (job -1: the next arrivals, one pending at a time, as the model's stream), plain
+    lists, no project class. Returns each job's start time (NaN: never started)."""
+    n = len(submit)
+    site = site_of if site_of is not None else [i % n_sites for i in range(n)]
+    free = [capacity] * n_sites
+    waiting: list[deque[int]] = [deque() for _ in range(n_sites)]
+    start = [math.nan] * n
+    push, pop = heapq.heappush, heapq.heappop
+    events: list[tuple[float, int, int]] = [(submit[0], 0, -1)] if n else []
+    seq = 1
+    i = 0
+    while events:
+        t, _, j = pop(events)
+        if j < 0:  # the arrivals of time t
+            while i < n and submit[i] <= t:
+                s = site[i]
+                q = waiting[s]
+                q.append(i)
+                f = free[s]
+                while q and cores[q[0]] <= f:
+                    k = q.popleft()
+                    f -= cores[k]
+                    start[k] = t
+                    push(events, (t + run[k], seq, k))
+                    seq += 1
+                free[s] = f
+                i += 1
+            if i < n:
+                push(events, (submit[i], seq, -1))
+                seq += 1
+            continue
+        s = site[j]  # job j ends
+        f = free[s] + cores[j]
+        q = waiting[s]
+        while q and cores[q[0]] <= f:
+            k = q.popleft()
+            f -= cores[k]
+            start[k] = t
+            push(events, (t + run[k], seq, k))
+            seq += 1
+        free[s] = f
+    return start
+
+
+def bare_easy(
+    n_sites: int,
+    submit: list[float],
+    run: list[float],
+    req: list[float],
+    cores: list[int],
+    capacity: int = 100,
+    site_of: list[int] | None = None,
+) -> list[float]:
+    """``bare_fcfs`` with EASY backfilling (the rule of ``simulations.batch``), plain lists:
+    the reference the model's EASY queues are checked against."""
+    n = len(submit)
+    site = site_of if site_of is not None else [i % n_sites for i in range(n)]
+    free = [capacity] * n_sites
+    waiting: list[list[int]] = [[] for _ in range(n_sites)]
+    running: list[dict[int, float]] = [{} for _ in range(n_sites)]  # job -> estimated end
+    start = [math.nan] * n
+    events: list[tuple[float, int, int]] = [(submit[0], 0, -1)] if n else []
+    seq = 1
+
+    def schedule(s: int, t: float) -> None:
+        nonlocal seq
+        q, run_s = waiting[s], running[s]
+        while q and cores[q[0]] <= free[s]:
+            k = q.pop(0)
+            free[s] -= cores[k]
+            start[k] = t
+            run_s[k] = t + req[k]
+            heapq.heappush(events, (t + run[k], seq, k))
+            seq += 1
+        if not q or free[s] == 0 or len(q) < 2:
+            return
+        head = cores[q[0]]
+        avail, shadow, extra = free[s], math.inf, 0
+        ends = sorted(run_s.values())
+        for e in sorted(set(ends)):
+            avail += sum(cores[k] for k, ek in run_s.items() if ek == e)
+            if avail >= head:
+                shadow, extra = max(e, t), avail - head
+                break
+        f = free[s]
+        kept = [q[0]]
+        for k in q[1:]:
+            c = cores[k]
+            if f and c <= f and (t + req[k] <= shadow or c <= extra):
+                if t + req[k] > shadow:
+                    extra -= c
+                f -= c
+                start[k] = t
+                run_s[k] = t + req[k]
+                heapq.heappush(events, (t + run[k], seq, k))
+                seq += 1
+            else:
+                kept.append(k)
+        free[s] = f
+        waiting[s] = kept
+
+    i = 0
+    while events:
+        t, _, j = heapq.heappop(events)
+        if j < 0:
+            while i < n and submit[i] <= t:
+                waiting[site[i]].append(i)
+                schedule(site[i], t)
+                i += 1
+            if i < n:
+                heapq.heappush(events, (submit[i], seq, -1))
+                seq += 1
+            continue
+        s = site[j]
+        free[s] += cores[j]
+        del running[s][j]
+        schedule(s, t)
+    return start
+
+
+def run_bare(n_sites: int, jobs: JobTable) -> dict[str, float]:
+    """The reference: ``bare_fcfs`` on the job table, round-robin, timed."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    sub, run, cores = jobs.submit.tolist(), jobs.run.tolist(), jobs.cores.tolist()
+    start = bare_fcfs(n_sites, sub, run, cores)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "jobs": len(start),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "sim_days": max(s + r for s, r in zip(start, run, strict=True)) / DAY,
+    }
+
+
 def run_heapq(n_sites: int, jobs: JobTable) -> dict[str, float]:
-    """The baseline: the same jobs through bare BatchQueues and a heapq loop, round-robin."""
+    """The same jobs through the model's own ``BatchQueue``s (EASY) in a heapq loop,
+    round-robin: what the queues cost without Mesa, the broker or the power accounting."""
     t0, c0 = time.perf_counter(), time.process_time()
     queues = [BatchQueue(100, "easy") for _ in range(n_sites)]
     events: list[tuple[float, int, int, int]] = []  # time, kind (0 end, 1 arrival), seq, job
@@ -383,60 +531,73 @@ def real_path_table() -> bool:
 
 
 SCALE_TARGET_RATIO = 0.25
-"""The 1,000-site, 1,000,000-job run at >= 25 % of the bare heapq loop's speed, same run."""
+"""The 1,000-site, 1,000,000-job run at >= 25 % of the bare event loop's speed, same run."""
+ROUNDS = 3
+"""Rounds of the reference and of the judged row (their medians make the ratio)."""
 
 
 def scale_table() -> bool:
-    """Mesa against the bare heapq loop on the same jobs; True when the 1,000-site run is at
-    ``SCALE_TARGET_RATIO`` of the loop's speed or better (measured in this run)."""
+    """The model against the bare FCFS event loop on the same jobs; True when the
+    1,000-site run (FCFS, the loop's policy) is at ``SCALE_TARGET_RATIO`` of the loop's speed
+    or better, on CPU seconds measured in this run (medians of ``ROUNDS`` rounds)."""
     sizes = [10, 100] if os.environ.get("SIM_BENCH_QUICK") else [10, 100, 1000]
     print("\nScale: KTH-SP2 jobs on N sites of 100 cores (broker: power of two choices)")
     head = (
-        f"{'sites':>6} {'engine':<22} {'jobs':>10} {'wall s':>8} {'jobs/s':>9} "
-        f"{'sim d/s':>8} {'sim days':>9} {'mean wait s':>12} {'util':>6} {'cpu s':>7} "
-        f"{'x heapq':>8} "
-        f"{'load':>5}"
+        f"{'sites':>6} {'engine':<30} {'jobs':>10} {'wall s':>8} {'jobs/s':>9} "
+        f"{'sim days':>9} {'mean wait s':>12} {'util':>5} {'cpu s':>7} {'x bare':>7} {'load':>5}"
     )
     print(head)
     print("-" * len(head))
     ok = True
+
+    def line(n: int, label: str, r: dict[str, float], ratio: float) -> None:
+        wait = f"{r['mean_wait_s']:>12,.0f}" if "mean_wait_s" in r else f"{'-':>12}"
+        util = f"{r['utilisation']:>5.2f}" if "utilisation" in r else f"{'-':>5}"
+        print(
+            f"{n:>6} {label:<30} {r['jobs']:>10,} {r['wall_s']:>8.1f} "
+            f"{r['jobs'] / r['wall_s']:>9,.0f} {r['sim_days']:>9.1f} {wait} {util} "
+            f"{r['cpu_s']:>7.2f} {ratio:>7.2f} {os.getloadavg()[0]:>5.1f}"
+        )
+
     for n in sizes:
         jobs = workload_for(n, 1000)
+        bare_runs, fcfs_runs = [], []
+        for _ in range(ROUNDS):  # interleaved: both sides see the same load
+            bare_runs.append(run_bare(n, jobs))
+            fcfs_runs.append(run_mesa(n, workload_for(n, 1000), queue="fcfs"))
+        bare_cpu = statistics.median(r["cpu_s"] for r in bare_runs)
+        fcfs_cpu = statistics.median(r["cpu_s"] for r in fcfs_runs)
+        bare = min(bare_runs, key=lambda r: abs(r["cpu_s"] - bare_cpu))
+        fcfs = min(fcfs_runs, key=lambda r: abs(r["cpu_s"] - fcfs_cpu))
+        line(n, "bare heapq loop, FCFS (rr)", bare, 1.0)
         base = run_heapq(n, jobs)
-        print(
-            f"{n:>6} {'heapq baseline (rr)':<22} {base['jobs']:>10,} {base['wall_s']:>8.1f} "
-            f"{base['jobs'] / base['wall_s']:>9,.0f} {base['sim_days'] / base['wall_s']:>8.1f} "
-            f"{base['sim_days']:>9.1f} {'-':>12} {'-':>6} {base['cpu_s']:>7.1f} {'1.00':>8} "
-            f"{os.getloadavg()[0]:>5.1f}"
-        )
-        engines = [("mesa DEVS + broker", "")]
+        line(n, "heapq + model's queues, EASY", base, bare_cpu / base["cpu_s"])
+        line(n, "mesa model, FCFS", fcfs, bare_cpu / fcfs_cpu)
+        engines = [("mesa model, EASY", "")]
         if n <= 10:
             engines.append(("  same, twin's view", "federation"))
         engines.append(("  same, FleetTwin view", "fleet"))
         for label, twin in engines:
             r = run_mesa(n, workload_for(n, 1000), twin)
-            ratio = base["cpu_s"] / r["cpu_s"]
+            line(n, label, r, bare_cpu / r["cpu_s"])
+        if n == max(sizes):
+            ratio = bare_cpu / fcfs_cpu
+            met = ratio >= SCALE_TARGET_RATIO
+            ok = ok and (met or n < 1000)
             print(
-                f"{n:>6} {label:<22} {r['jobs']:>10,} {r['wall_s']:>8.1f} "
-                f"{r['jobs'] / r['wall_s']:>9,.0f} {r['sim_days'] / r['wall_s']:>8.1f} "
-                f"{r['sim_days']:>9.1f} {r['mean_wait_s']:>12,.0f} {r['utilisation']:>6.2f} "
-                f"{r['cpu_s']:>7.1f} {ratio:>8.2f} {os.getloadavg()[0]:>5.1f}"
+                f"target: the model (FCFS, as the loop) at >= {SCALE_TARGET_RATIO:.2f} x the bare"
+                f" loop's speed at {n:,} sites: {'met' if met else 'NOT met'} (median CPU s of"
+                f" {ROUNDS} rounds: {fcfs_cpu:.2f} against {bare_cpu:.2f}, ratio {ratio:.2f};"
+                f" load {os.getloadavg()[0]:.1f})"
             )
-            if n == 1000 and not twin:
-                met = ratio >= SCALE_TARGET_RATIO
-                ok = ok and met
-                print(
-                    f"target: the Mesa model at >= {SCALE_TARGET_RATIO:.2f} x the heapq loop's "
-                    f"speed: {'met' if met else 'NOT met'} ({r['cpu_s']:.1f} CPU s against "
-                    f"{base['cpu_s']:.1f}, ratio {ratio:.2f}; wall {r['wall_s']:.1f} s against "
-                    f"{base['wall_s']:.1f} s)"
-                )
     print(
-        "(1,000 jobs per site; times include building the model; 'x heapq': the baseline's"
-        " CPU seconds over\n the row's (1.00 = as fast as the bare loop; CPU, not wall: the 2"
-        " cores are shared); the broker reads raw"
-        " telemetry,\n or the view of the real FederationTwin (one SiteTwin per site) or"
-        " FleetTwin (one batched filter),\n fed hourly samples, viewed hourly)"
+        "(1,000 jobs per site; 'x bare': the bare loop's CPU seconds over the row's (medians of"
+        f" {ROUNDS} rounds for\n the bare loop and the model's FCFS row; CPU, not wall: the 2"
+        " cores are shared); the model's times include\n building it, the broker's routing"
+        " (power of two choices on hourly telemetry), the power, cost and\n carbon accounts"
+        " and the daily data collection; the bare loop routes round-robin and keeps none of\n"
+        " them; the model's twin rows read the view of the real FederationTwin (one SiteTwin"
+        " per site) or\n FleetTwin (one batched filter), fed hourly samples, viewed hourly)"
     )
     return ok
 

@@ -21,6 +21,8 @@ from simulations.batch import BatchQueue, Job, QueuePolicy
 from simulations.series import HourlySeries
 from twin import TelemetrySample
 
+_EASY = QueuePolicy.EASY
+
 if TYPE_CHECKING:
     from orchestrator.connectors import SimulatedConnector
     from simulations.model import FederationModel
@@ -174,12 +176,14 @@ class SiteAgent(Agent):
     def submit(self, job: Job) -> None:
         """Queue ``job`` (its ``run``/``req`` already in seconds at this site) and dispatch."""
         job.site = self.index
-        self.queue.submit(job)
-        if not (self.down or self.held):
-            if self._cycle > 0.0:
-                self.dispatch()
-            else:
-                self._start_jobs()
+        q = self.queue
+        q.submit(job)
+        if self.down or self.held:
+            return
+        if self._cycle > 0.0:
+            self.dispatch()
+        elif q.queue[0].cores <= q.free or (q.policy is _EASY and q.free > 0 and len(q) > 1):
+            self._start_jobs()  # (else the head waits and nothing could pass it)
 
     def dispatch(self) -> None:
         """Start what the queue policy allows now; schedule each started job's end.
@@ -216,12 +220,11 @@ class SiteAgent(Agent):
         self._note()
         call_at = model.simulator.call_at
         on_end = self.on_job_end
-        jobs = model.jobs
+        index = self.index
         for job in started:
             call_at(job.end, on_end, job, job.epoch)
             if job.owner is None:
-                jobs.start[job.index] = job.start
-                jobs.site[job.index] = self.index
+                model.job_started(job, index)
             else:
                 job.owner.job_started(job)
         return True
@@ -258,6 +261,7 @@ class SiteAgent(Agent):
         was_up = not self.down
         self.down.add(reason)
         if was_up:
+            self.model.sync_jobs()  # the killed jobs' noted starts first
             killed = self.queue.kill_all()
             self._note()
             self.kills += len(killed)

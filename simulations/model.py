@@ -103,6 +103,13 @@ class FederationModel(Model):
         self._cap_armed = False
         self.waits_sum = 0.0
         self.jobs_done = 0
+        # job starts and ends noted since the last ``sync_jobs`` (rows are unique between
+        # two syncs: a site going down syncs before it marks its killed jobs)
+        self._started_rows: list[int] = []
+        self._started_at: list[float] = []
+        self._started_site: list[int] = []
+        self._ended_rows: list[int] = []
+        self._ended_at: list[float] = []
         self._arm_failures()
         self._arm_events()
         self._arm_workflows(run_store)
@@ -396,13 +403,35 @@ class FederationModel(Model):
         return view
 
     # -- job results ------------------------------------------------------------
+    def job_started(self, job: Job, site: int) -> None:
+        """Batch job ``job`` started at site ``site`` (noted; the job table gets it at
+        ``sync_jobs``)."""
+        self._started_rows.append(job.index)
+        self._started_at.append(job.start)
+        self._started_site.append(site)
+
     def job_finished(self, job: Job) -> None:
-        jobs = self.jobs
-        jobs.end[job.index] = job.end
-        jobs.start[job.index] = job.start
-        jobs.kills[job.index] = job.kills
+        """Batch job ``job`` ended (noted as ``job_started``)."""
+        self._ended_rows.append(job.index)
+        self._ended_at.append(job.end)
         self.jobs_done += 1
         self.waits_sum += job.start - job.submit
+
+    def sync_jobs(self) -> None:
+        """Write the starts and ends noted since the last call into the job table (in bulk:
+        numpy item writes one by one cost more than the rest of a job's handling)."""
+        jobs = self.jobs
+        if self._started_rows:
+            rows = np.asarray(self._started_rows, dtype=np.intp)
+            jobs.start[rows] = self._started_at
+            jobs.site[rows] = self._started_site
+            self._started_rows.clear()
+            self._started_at.clear()
+            self._started_site.clear()
+        if self._ended_rows:
+            jobs.end[np.asarray(self._ended_rows, dtype=np.intp)] = self._ended_at
+            self._ended_rows.clear()
+            self._ended_at.clear()
 
     # -- running -----------------------------------------------------------------
     def step(self) -> None:
@@ -410,6 +439,7 @@ class FederationModel(Model):
         end = min(self.now + self.scenario.step, self.horizon)
         self.simulator.run_until(end)
         self.meter.flush(self.now)
+        self.sync_jobs()
         if self.now >= self.horizon:
             self.finish()
         self.datacollector.collect(self)
@@ -448,6 +478,7 @@ class FederationModel(Model):
         """
         if not self.running and self._summary is not None:
             return self._summary
+        self.sync_jobs()
         cols = self.jobs.columns()
         done = ~np.isnan(cols["end"])
         now = self.now
@@ -463,6 +494,7 @@ class FederationModel(Model):
         meter = self.meter
         energy_kwh = float(meter.energy_j.sum()) / 3.6e6
         up = float(meter.up_core_s.sum())
+        busy_s, up_s = meter.busy_core_s.tolist(), meter.up_core_s.tolist()
         wf = [r.result() for r in self.workflow_runs]
         makespans = [r["makespan_s"] for r in wf if r["makespan_s"] is not None]
         status = [r["status"] for r in wf]
@@ -491,8 +523,7 @@ class FederationModel(Model):
             "carbon_kg": float(meter.carbon_g.sum()) / 1000.0,
             "utilisation": float(meter.busy_core_s.sum()) / up if up else 0.0,
             "max_site_utilisation": max(
-                (b / u for b, u in zip(meter.busy_core_s.tolist(), meter.up_core_s.tolist()) if u),
-                default=0.0,
+                (b / u for b, u in zip(busy_s, up_s, strict=True) if u), default=0.0
             ),
             "failures": sum(s.failures for s in self.sites),
             "workflows": len(wf),

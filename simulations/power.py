@@ -128,7 +128,8 @@ class PowerMeter:
         t1 = t1 + self.origin
         if len(self._series) == 1:
             s = self._series[0]
-            return s.cumulative(t1) - s.cumulative(t0)
+            one: np.ndarray = s.cumulative(t1) - s.cumulative(t0)
+            return one
         out = np.empty(t0.size)
         for k, s in enumerate(self._series):
             mask = which == k

@@ -96,7 +96,8 @@ class HourlySeries:
         k = np.floor(rel / HOUR)
         cycles, i = np.divmod(k, n)
         idx = i.astype(np.intp)
-        return cycles * cum[n] + cum[idx] + self.values[idx] * (rel - k * HOUR)
+        out: np.ndarray = cycles * cum[n] + cum[idx] + self.values[idx] * (rel - k * HOUR)
+        return out
 
     def integral(self, t0: float, t1: float) -> float:
         """``integral_{t0}^{t1} v(t) dt`` (value-seconds), exact for the step function."""
