@@ -214,17 +214,25 @@ class SiteAgent(Agent):
     def _start_jobs(self) -> bool:
         """Start what the policy allows now; False if nothing started."""
         model = self.model
-        started = self.queue.schedule(model.simulator.time)
+        now = model.simulator.time
+        q = self.queue
+        started = q.schedule(now)
         if not started:
             return False
-        self._note()
+        meter = model.meter  # _note, inlined
+        meter.note_site.append(self.index)
+        meter.note_t.append(now)
+        meter.note_busy.append(q.capacity - q.free)
         call_at = model.simulator.call_at
         on_end = self.on_job_end
         index = self.index
+        rows, at, where = model._started_rows, model._started_at, model._started_site
         for job in started:
             call_at(job.end, on_end, job, job.epoch)
-            if job.owner is None:
-                model.job_started(job, index)
+            if job.owner is None:  # model.job_started, inlined
+                rows.append(job.index)
+                at.append(job.start)
+                where.append(index)
             else:
                 job.owner.job_started(job)
         return True
@@ -234,16 +242,17 @@ class SiteAgent(Agent):
         if epoch != job.epoch:
             return
         q = self.queue
-        q.finish(job)
+        q.running.remove(job)  # q.finish, inlined
+        q.free += job.cores
         self.jobs_done += 1
         if job.owner is None:
             self.model.job_finished(job)
         else:
             job.owner.job_ended(job)
         if q.queue and not (self.down or self.held) and self._cycle <= 0.0:
-            if self._start_jobs():
+            if (q.queue[0].cores <= q.free or q.policy is _EASY) and self._start_jobs():
                 return  # noted there, after the cores this job freed
-        else:
+        elif q.queue:
             self.dispatch()
         self._note()
 
@@ -332,28 +341,34 @@ class JobStream(Agent):
         self.rejected = 0
         self._submit = jobs.submit[: jobs.arrivals].tolist()
         if self._submit:
-            model.simulator.call_at(self._submit[0], self.on_arrival, None, None)
+            model.simulator.call_next(self._submit[0], self.on_arrival, None, None)
 
     def on_arrival(self, _a: object = None, _b: object = None) -> None:
-        """The jobs submitted now arrive (scheduled with ``call_at``: two unused arguments)."""
-        now = self.model.now
+        """The jobs submitted now arrive (scheduled with ``call_next``: two unused arguments),
+        then the next ones, inline, as long as nothing else happens before them."""
+        sim = self.model.simulator
         subs = self._submit
         n = len(subs)
         i = self.next
         route = self.model.broker.route
         rnd = self.model.random.random
-        f = self.load_factor
-        while i < n and subs[i] <= now:
-            if f == 1.0:
-                route(i)
-            else:
-                copies = int(f) + (1 if rnd() < f - int(f) else 0)
-                for c in range(copies):
-                    route(i if c == 0 else self.jobs.append_copy(i, now))
-            i += 1
-        self.next = i
-        if i < n:
-            self.model.simulator.call_at(subs[i], self.on_arrival, None, None)
+        while True:
+            now = sim.time
+            f = self.load_factor
+            while i < n and subs[i] <= now:
+                if f == 1.0:
+                    route(i)
+                else:
+                    copies = int(f) + (1 if rnd() < f - int(f) else 0)
+                    for c in range(copies):
+                        route(i if c == 0 else self.jobs.append_copy(i, now))
+                i += 1
+            self.next = i
+            if i >= n:
+                return
+            if not sim.claim(subs[i]):
+                sim.call_next(subs[i], self.on_arrival, None, None)
+                return
 
 
 class Broker(Agent):

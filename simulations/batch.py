@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from enum import StrEnum
+from itertools import islice
 from operator import attrgetter
 from typing import Any
 
@@ -95,6 +96,7 @@ class Job:
 
 
 _by_est_end = attrgetter("est_end")
+_cores = attrgetter("cores")
 
 
 class BatchQueue:
@@ -163,9 +165,13 @@ class BatchQueue:
 
     def _backfill(self, now: float, started: list[Job]) -> None:
         q = self.queue
+        free = self.free
+        # nothing behind the head fits in the free cores: nothing can start (and the
+        # queue stays as it is), so the reservation need not be computed
+        if min(map(_cores, islice(q, 1, None))) > free:
+            return
         head = q[0]
         shadow, extra = self.reservation(head, now)
-        free = self.free
         kept: deque[Job] = deque([head])
         it = iter(q)
         next(it)
