@@ -242,7 +242,8 @@ class SiteAgent(Agent):
         if epoch != job.epoch:
             return
         q = self.queue
-        q.running.remove(job)  # q.finish, inlined
+        q.changes += 1  # q.finish, inlined
+        q.running.remove(job)
         q.free += job.cores
         self.jobs_done += 1
         if job.owner is None:

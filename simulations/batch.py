@@ -102,7 +102,16 @@ _cores = attrgetter("cores")
 class BatchQueue:
     """Cores, the jobs waiting for them (in order) and the jobs running on them."""
 
-    __slots__ = ("backlog", "capacity", "free", "policy", "queue", "running")
+    __slots__ = (
+        "_held",
+        "backlog",
+        "capacity",
+        "changes",
+        "free",
+        "policy",
+        "queue",
+        "running",
+    )
 
     def __init__(self, capacity: int, policy: QueuePolicy | str = QueuePolicy.EASY) -> None:
         if capacity <= 0:
@@ -114,6 +123,10 @@ class BatchQueue:
         self.running: set[Job] = set()
         self.backlog = 0.0
         """Requested core-seconds waiting in the queue (what telemetry reports)."""
+        self.changes = 0
+        """Counts the changes of the running jobs (a start, an end, a kill): the EASY
+        reservation computed for a head holds while it stays the same."""
+        self._held: tuple[int, Job | None, float, int] = (-1, None, 0.0, 0)
 
     @property
     def busy(self) -> int:
@@ -130,6 +143,7 @@ class BatchQueue:
         self.backlog += job.cores * job.req
 
     def _start(self, job: Job, now: float) -> None:
+        self.changes += 1
         self.free -= job.cores
         self.backlog -= job.cores * job.req
         job.start = now
@@ -148,6 +162,7 @@ class BatchQueue:
             if c <= free:
                 q.popleft()
                 # _start, inlined (the hot path)
+                self.changes += 1
                 free -= c
                 self.backlog -= c * head.req
                 head.start = now
@@ -196,8 +211,21 @@ class BatchQueue:
     def reservation(self, head: Job, now: float) -> tuple[float, int]:
         """``(shadow, extra)`` of the EASY reservation for ``head`` (see the module docstring).
 
-        Jobs that overran their estimate are taken to end now.
+        Jobs that overran their estimate are taken to end now. The time found (the
+        earliest estimated end that frees enough cores) and the cores free then are kept
+        while the running jobs and the head stay the same (``changes``): only ``now``
+        moves the shadow then.
         """
+        changes, held, t, avail = self._held
+        if changes == self.changes and held is head:
+            return (max(t, now), avail - head.cores) if avail >= 0 else (float("inf"), 0)
+        t, avail = self._release(head)
+        self._held = (self.changes, head, t, avail)
+        return (max(t, now), avail - head.cores) if avail >= 0 else (float("inf"), 0)
+
+    def _release(self, head: Job) -> tuple[float, int]:
+        """The earliest estimated end ``t`` by which ``head`` fits, and the cores free then
+        (-1 when it never does)."""
         avail = self.free
         ordered = sorted(self.running, key=_by_est_end)
         n = len(ordered)
@@ -209,11 +237,12 @@ class BatchQueue:
                 avail += ordered[i].cores
                 i += 1
             if avail >= head.cores:
-                return max(t, now), avail - head.cores
-        return float("inf"), 0
+                return t, avail
+        return float("inf"), -1
 
     def finish(self, job: Job) -> None:
         """Release the cores of a running ``job``."""
+        self.changes += 1
         self.running.remove(job)
         self.free += job.cores
 
@@ -238,6 +267,7 @@ class BatchQueue:
         Killed jobs restart from scratch (no checkpointing); their ``epoch``
         grows so that their pending completion events are ignored.
         """
+        self.changes += 1
         killed = sorted(self.running, key=attrgetter("start", "submit"))
         for job in killed:
             job.epoch += 1
