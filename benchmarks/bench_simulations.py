@@ -5,11 +5,14 @@
    (``copies``, each copy shifted by a random offset) and compressed in time
    (``load``) so that every site sees about the original KTH load; jobs are
    routed by the broker (power of two choices on the sites' telemetry; the
-   twin is off at this scale, see the table notes). Reported: simulated jobs
-   per wall-second and simulated days per wall-second. Baseline in the same
-   run: the same jobs replayed through the same ``BatchQueue`` objects by a
-   bare ``heapq`` event loop with round-robin routing (no Mesa, no broker,
-   no power accounting), which bounds what the Mesa layer costs.
+   twin is off at this scale, see the table notes). Reference in the same run:
+   a bare FCFS event loop on the same job table (``bare_fcfs``: one ``heapq``,
+   plain lists, round-robin, no project class); the model is judged with FCFS
+   queues (the loop's policy) on CPU seconds, medians of ``ROUNDS`` rounds, and
+   must reach ``SCALE_TARGET_RATIO`` of the loop's speed at 1,000 sites (exit 1
+   otherwise). Extra rows: the same jobs through the model's own ``BatchQueue``
+   objects (EASY) in a heapq loop, and the model with EASY queues and with a
+   twin's view.
 2. Validation: KTH-SP2 on one simulated 100-core site with EASY (the log's
    own scheduler) and FCFS; simulated vs recorded mean and median wait and the
    per-job correlations.

@@ -177,7 +177,10 @@ class SiteAgent(Agent):
         """Queue ``job`` (its ``run``/``req`` already in seconds at this site) and dispatch."""
         job.site = self.index
         q = self.queue
-        q.submit(job)
+        if job.cores > q.capacity:  # q.submit, inlined
+            raise ValueError(f"job needs {job.cores} cores, the site has {q.capacity}")
+        q.queue.append(job)
+        q.backlog += job.cores * job.req
         if self.down or self.held:
             return
         if self._cycle > 0.0:
@@ -246,8 +249,12 @@ class SiteAgent(Agent):
         q.running.remove(job)
         q.free += job.cores
         self.jobs_done += 1
-        if job.owner is None:
-            self.model.job_finished(job)
+        if job.owner is None:  # model.job_finished, inlined
+            model = self.model
+            model._ended_rows.append(job.index)
+            model._ended_at.append(job.end)
+            model.jobs_done += 1
+            model.waits_sum += job.start - job.submit
         else:
             job.owner.job_ended(job)
         if q.queue and not (self.down or self.held) and self._cycle <= 0.0:
@@ -404,6 +411,10 @@ class Broker(Agent):
         """Core-seconds sent to each site since the last telemetry (the twin's control input)."""
         self._cum = np.cumsum([s.site.cores for s in sites]).tolist()
         self._cols = self._columns()
+        self._sites = sites
+        self._sim = self.model.simulator
+        self._random = self.model.random.random
+        self._mode = {"home": 0, "least-wait": 1}.get(self.routing, 2)
         self.refresh()
 
     def refresh(self) -> None:
@@ -459,34 +470,31 @@ class Broker(Agent):
 
     def route(self, row: int) -> None:
         """Send job ``row`` of the job table to a site."""
-        model = self.model
         cols = self._cols
         if row >= len(cols[0]):  # rows added since (a load event's copies)
             cols = self._cols = self._columns()
         cores = cols[0][row]
         n_fit = bisect_right(self._neg_cores, -cores)
-        sites = model.sites
+        sites = self._sites
         pin = cols[1][row]
         if n_fit == 0 or (pin >= 0 and sites[pin].site.cores < cores):
-            model.stream.rejected += 1
+            self.model.stream.rejected += 1
             return
-        rnd = model.random
         if pin >= 0:  # the job's own machine (a partition of a replayed log)
             pick = pin
-        elif self.routing == "home":
-            pick = self._home(rnd.random(), cores)
+        elif self._mode == 0:  # home
+            pick = self._home(self._random(), cores)
         else:
             pick = -1
             best = math.inf
             order, up, wait = self.order, self.up, self.wait
-            least_wait = self.routing == "least-wait"
-            random = rnd.random
+            random = self._random
             for _ in range(self.choices):
                 i = order[int(random() * n_fit)]
                 if not up[i]:
                     continue
                 score = wait[i]
-                if not least_wait:
+                if self._mode == 2:  # greenest or cheapest
                     score = self.metric[i] * (1.0 + score / 3600.0)
                 if score < best:
                     best, pick = score, i
@@ -494,12 +502,11 @@ class Broker(Agent):
                 pick = order[int(random() * n_fit)]
         site = sites[pick]
         speed = site._speed
-        run = cols[2][row] / speed
         req = cols[3][row] / speed
-        capacity = site.queue.capacity
-        self.wait[pick] += cores * req / capacity
-        self.queued_work[pick] += cores * req
-        site.submit(Job(row, cores, run, req, model.simulator.time))
+        work = cores * req
+        self.wait[pick] += work / site.queue.capacity
+        self.queued_work[pick] += work
+        site.submit(Job(row, cores, cols[2][row] / speed, req, self._sim.time))
 
     def _home(self, u: float, cores: int) -> int:
         cum = self._cum
