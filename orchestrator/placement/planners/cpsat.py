@@ -329,18 +329,24 @@ def decode(
     def only(step: str, opts: list[Option]) -> Option:
         return opts[0]
 
-    try:
-        placed, booked, _ = list_schedule(
-            model, priority, only, site_of, dict(start_of) if hold else None
-        )
-    except InfeasiblePlan:
-        return None
-    placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
-    plan = build_plan(model, placed, objective, "cpsat", "feasible", 0.0, ref=ref, transfers=booked)
     caps = {s.id: s.buffer_capacity for s in model.federation.sites}
-    if limit_breach(plan, model.constraints) or buffer_violations(plan.flows(), caps):
-        return None
-    return plan
+    # Held at the model's starts first; if that breaks a limit once laid out (the model's
+    # rounded durations and transfers are not the list scheduler's), as early as the pools
+    # allow in the same order, time shifting then moving steps to cheaper hours.
+    for held in (True, False) if hold else (False,):
+        try:
+            placed, booked, _ = list_schedule(
+                model, priority, only, site_of, dict(start_of) if held else None
+            )
+        except InfeasiblePlan:
+            continue
+        placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
+        plan = build_plan(
+            model, placed, objective, "cpsat", "feasible", 0.0, ref=ref, transfers=booked
+        )
+        if not (limit_breach(plan, model.constraints) or buffer_violations(plan.flows(), caps)):
+            return plan
+    return None
 
 
 def _serial_span(model: CostModel) -> float:
