@@ -374,7 +374,7 @@ class JobStream(Agent):
             self.next = i
             if i >= n:
                 return
-            if not sim.claim(subs[i]):
+            if not sim.advance_inline(subs[i]):
                 sim.call_next(subs[i], self.on_arrival, None, None)
                 return
 

@@ -77,7 +77,7 @@ class TupleDEVSimulator(DEVSimulator):
             raise RuntimeError("the lane holds an event already (one stream may use it)")
         self._lane = (time, _DEFAULT, next(_ids), function, a, b)
 
-    def claim(self, time: float) -> bool:
+    def advance_inline(self, time: float) -> bool:
         """Move the clock to ``time`` now, for the caller to run its own next event inline,
         if no other event comes first or at the same time (a tie is left to the order of
         ids: schedule it instead) and ``time`` is within the current ``run_until``. False:
