@@ -60,6 +60,25 @@ def raise_for(response: httpx.Response) -> None:
     raise BufferServiceError(f"HTTP {response.status_code} from {response.url}: {detail}")
 
 
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What one push call achieved: the destination now ends at ``offset`` (of the source's
+    ``size``), ``sent`` bytes were appended, ``resent`` chunks were sent again after the
+    destination refused their checksum."""
+
+    offset: int
+    size: int
+    sent: int
+    resent: int
+
+    @property
+    def done(self) -> bool:
+        return self.offset >= self.size
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "size": self.size, "sent": self.sent, "resent": self.resent}
+
+
 class BufferClient:
     """Operations on one buffer with one token."""
 
@@ -134,6 +153,32 @@ class BufferClient:
         r = self.http.post(f"{self.ref.url}/data", params=params, content=data, headers=headers)
         raise_for(r)
         return BufferInfo.from_json(r.json())
+
+    def push(
+        self,
+        destination: BufferRef,
+        chunk_size: int,
+        seconds: float = 10.0,
+        max_bytes: int | None = None,
+    ) -> PushResult:
+        """Ask this (sealed) buffer's service to append its bytes straight to ``destination``
+        (from the destination's size on, ``chunk_size`` bytes an append, each with its sha256)
+        for about ``seconds`` or ``max_bytes``; ``PushRefused`` if it is not one of the
+        service's peers. Call again until ``done``: each call resumes where the last stopped."""
+        body: dict[str, Any] = {
+            "destination": destination.url,
+            "token": destination.token,
+            "chunk_size": chunk_size,
+            "seconds": seconds,
+        }
+        if max_bytes is not None:
+            body["max_bytes"] = max_bytes
+        r = self.http.post(f"{self.ref.url}/push", json=body, headers=self._auth)
+        raise_for(r)
+        out = r.json()
+        return PushResult(
+            int(out["offset"]), int(out["size"]), int(out["sent"]), int(out["resent"])
+        )
 
     def seal(self, sha256: str | None = None) -> BufferInfo:
         r = self.http.post(f"{self.ref.url}/seal", json={"sha256": sha256}, headers=self._auth)

@@ -12,6 +12,9 @@ Routes (every one needs ``Authorization: Bearer <capability token>``, see
                                                     before the fsync, committed behind)
     GET    /buffers/{id}/data?offset=&limit=        read  bytes from offset
     GET    /buffers/{id}/data?session=&limit=       read  continue a named read session
+    POST   /buffers/{id}/push               read    append this sealed buffer to a buffer of a
+                                                    peer service {destination, token,
+                                                    chunk_size, seconds, max_bytes}
     GET    /buffers/{id}/tags/{tag}         read    where a tag's chunk lies, its sha256
     POST   /buffers/{id}/seal               write   close to writes {sha256: expected digest},
                                                     checked against the bytes on disk
@@ -37,15 +40,18 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from datalogistics.buffers.client import BufferClient, BufferRef
+from datalogistics.buffers.push import push_buffer
 from datalogistics.buffers.store import DEFAULT_MAX_TTL, BufferInfo, BufferStore, Quota
 from datalogistics.buffers.tokens import Capability, Right, verify_token
 from datalogistics.errors import (
@@ -57,6 +63,7 @@ from datalogistics.errors import (
     ChecksumMismatch,
     Forbidden,
     OffsetMismatch,
+    PushRefused,
     QuotaExceeded,
     TagExists,
     Unauthorized,
@@ -94,6 +101,25 @@ class CreateBuffer(BaseModel):
     id: str | None = None
 
 
+class Push(BaseModel):
+    """Body of ``POST /buffers/{id}/push``."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    destination: str = Field(
+        description="URL of the destination buffer, one of this service's peers"
+    )
+    token: str = Field(description="write token of the destination buffer")
+    chunk_size: int = Field(default=8 * 2**20, gt=0, le=2**30, description="bytes an append")
+    seconds: float = Field(default=10.0, gt=0, le=300, description="stop after about this long")
+    max_bytes: int | None = Field(default=None, gt=0, description="stop after this many bytes")
+
+
+def peer_base(url: str) -> str:
+    """The base URL of a peer buffer service, as compared with a push's destination."""
+    return url.rstrip("/").lower()
+
+
 class Seal(BaseModel):
     """Body of ``POST /buffers/{id}/seal``."""
 
@@ -127,8 +153,17 @@ def capability(request: Request) -> Capability:
 Cap = Annotated[Capability, Depends(capability)]
 
 
-def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 30.0) -> FastAPI:
-    """The buffer service of ``store.site``; tokens are checked against ``secret``."""
+def create_app(
+    store: BufferStore,
+    secret: str | bytes,
+    reap_interval: float = 30.0,
+    peers: Iterable[str] = (),
+) -> FastAPI:
+    """The buffer service of ``store.site``; tokens are checked against ``secret``.
+
+    ``peers``: base URLs (``http://host:port``) of the buffer services this one pushes
+    buffers to when asked (``POST /buffers/{id}/push``); any other destination is refused.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -148,6 +183,7 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
     app = FastAPI(title=f"continuum buffer service ({store.site})", lifespan=lifespan)
     app.state.store = store
     app.state.secret = secret
+    app.state.peers = {peer_base(p) for p in peers}
 
     @app.exception_handler(BufferServiceError)
     async def _buffer_error(_request: Request, exc: BufferServiceError) -> JSONResponse:
@@ -225,7 +261,7 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
             # One block at a time, in order, to a worker thread: the loop receives the next
             # block while the thread hashes and writes this one (both release the GIL).
             nonlocal writing, block, held, refused
-            data = b"".join(block)
+            data = block
             block, held = [], 0
             if writing is not None:
                 try:
@@ -234,7 +270,7 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
                     refused = exc
                 writing = None
             if refused is None and data:
-                writing = loop.run_in_executor(None, lease.write, data)
+                writing = loop.run_in_executor(None, lease.write_pieces, data)
 
         try:
             # Stream the body to disk as it arrives, hashing on the way; past the maximum
@@ -273,6 +309,26 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
             return data_response(data, start, info)
         data, info, digest = store.read(buffer_id, offset, limit)
         return data_response(data, offset, info, digest)
+
+    @app.post("/buffers/{buffer_id}/push")
+    def push(buffer_id: str, body: Push, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, buffer_id, Right.READ)
+        dst = BufferRef.parse(body.destination, body.token)
+        if peer_base(dst.base_url) not in app.state.peers:
+            raise PushRefused(
+                f"the buffer service of {store.site!r} does not push to {dst.base_url}: not one "
+                "of its peers (start it with --peer URL); move the data through the engine"
+            )
+        with httpx.Client(timeout=60) as http:
+            result = push_buffer(
+                store,
+                buffer_id,
+                BufferClient(dst, http),
+                body.chunk_size,
+                seconds=body.seconds,
+                max_bytes=body.max_bytes,
+            )
+        return result.to_json()
 
     @app.get("/buffers/{buffer_id}/tags/{tag}")
     def tag(buffer_id: str, tag: str, cap: Cap) -> dict[str, Any]:
@@ -321,14 +377,16 @@ def serve(
     reap_interval: float = 30.0,
     fsync: bool = True,
     max_ttl: float = DEFAULT_MAX_TTL,
+    peers: Iterable[str] = (),
 ) -> None:
-    """Run the buffer service of ``site`` on ``host:port`` until interrupted (uvicorn)."""
+    """Run the buffer service of ``site`` on ``host:port`` until interrupted (uvicorn);
+    ``peers``: the services it pushes buffers to (see ``create_app``)."""
     import uvicorn
 
     root = Path(root)
     key = secret or load_or_create_secret(root)
     store = BufferStore(root, site, Quota(quota_bytes, quota_count), fsync=fsync, max_ttl=max_ttl)
-    app = create_app(store, key, reap_interval=reap_interval)
+    app = create_app(store, key, reap_interval=reap_interval, peers=peers)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:

@@ -64,7 +64,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
@@ -243,15 +243,21 @@ class AppendLease:
 
     def write(self, piece: bytes) -> None:
         """Add ``piece``; ``BufferTooLarge`` (and nothing more written) past the maximum size."""
-        end = self.start + self.written + len(piece)
+        self.write_pieces((piece,))
+
+    def write_pieces(self, pieces: Sequence[bytes]) -> None:
+        """Add ``pieces`` in order (written and hashed one by one, never joined);
+        ``BufferTooLarge`` (and nothing of them written) past the maximum size."""
+        end = self.start + self.written + sum(len(p) for p in pieces)
         if end > self.max_size:
             raise BufferTooLarge(
                 f"append would bring buffer {self.buffer_id!r} to at least {end} bytes, "
                 f"above its maximum of {self.max_size}"
             )
-        self.file.write(piece)
-        self.digest.update(piece)
-        self.written += len(piece)
+        for piece in pieces:
+            self.file.write(piece)
+            self.digest.update(piece)
+            self.written += len(piece)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +268,24 @@ class _Unsynced:
     length: int
     sha256: str
     tag: str | None
+
+
+def _hash_file_range(path: Path, h: Any, start: int, end: int) -> int:
+    """Feed the bytes ``[start, end)`` of the file at ``path``, as read from disk in blocks
+    of ``HASH_BLOCK`` into one reused buffer, to the hash ``h``; the offset reached (less
+    than ``end`` when the file is shorter)."""
+    block = bytearray(min(HASH_BLOCK, max(end - start, 0)))
+    view = memoryview(block)
+    at = start
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        while at < end:
+            n = f.readinto(view[: min(end - at, len(block))])
+            if not n:
+                break
+            h.update(view[:n])
+            at += n
+    return at
 
 
 def _private_dir(path: Path) -> None:
@@ -457,14 +481,7 @@ class BufferStore:
             return
         end = extents[-1].start + extents[-1].length
         try:
-            with open(self.path(buffer_id), "rb") as f:
-                f.seek(start)
-                while upto < end:
-                    block = f.read(min(end - upto, HASH_BLOCK))
-                    if not block:
-                        break
-                    h.update(block)
-                    upto += len(block)
+            upto = _hash_file_range(self.path(buffer_id), h, start, end)
         except OSError:  # gone, or unreadable: the seal hashes the whole file itself
             with self._lock:
                 self._read_back.pop(buffer_id, None)
@@ -541,14 +558,7 @@ class BufferStore:
         if h is None or got > size:
             h, got = hashlib.sha256(), 0
         try:
-            with open(self.path(buffer_id), "rb") as f:
-                f.seek(got)
-                while got < size:
-                    block = f.read(min(size - got, HASH_BLOCK))
-                    if not block:
-                        break
-                    h.update(block)
-                    got += len(block)
+            got = _hash_file_range(self.path(buffer_id), h, got, size)
         except FileNotFoundError:
             raise BufferGone(f"buffer {buffer_id!r} was destroyed while being sealed") from None
         return h.hexdigest(), got
@@ -887,6 +897,44 @@ class BufferStore:
                 return f.read(length)
         except FileNotFoundError:
             raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
+
+    def range_sha256(self, buffer_id: str, offset: int, length: int) -> str:
+        """The sha256 of the committed bytes ``[offset, offset + length)``: the one recorded
+        when they arrived if the range is exactly one append's extent, else hashed from disk."""
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            if offset < 0 or length < 0 or offset + length > row.size:
+                raise ValueError(
+                    f"range [{offset}, {offset + length}) is not within the {row.size} committed "
+                    f"bytes of buffer {buffer_id!r}"
+                )
+            extent = s.get(ExtentRow, (buffer_id, offset))
+            if extent is not None and extent.length == length:
+                return extent.sha256
+        h = hashlib.sha256()
+        try:
+            _hash_file_range(self.path(buffer_id), h, offset, offset + length)
+        except FileNotFoundError:
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
+        return h.hexdigest()
+
+    def iter_range(
+        self, buffer_id: str, offset: int, length: int, piece: int = HASH_BLOCK
+    ) -> Iterator[bytes]:
+        """The bytes ``[offset, offset + length)`` of the buffer's file, ``piece`` bytes at a
+        time (the caller checks the range is committed; ``BufferGone`` if the file is gone)."""
+        try:
+            f = open(self.path(buffer_id), "rb", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
+        with f:
+            at, end = offset, offset + length
+            while at < end:
+                data = os.pread(f.fileno(), min(piece, end - at), at)
+                if not data:
+                    raise BufferGone(f"buffer {buffer_id!r} lost bytes at offset {at}")
+                yield data
+                at += len(data)
 
     def read(
         self, buffer_id: str, offset: int = 0, limit: int | None = None
