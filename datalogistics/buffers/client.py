@@ -7,7 +7,7 @@ class the service raised (the body names it), so callers catch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -131,8 +131,13 @@ class BufferClient:
         sha256: str | None = None,
         length: int | None = None,
         durable: bool = True,
+        chunks: Sequence[tuple[int, str]] | None = None,
     ) -> BufferInfo:
         """Append ``data`` (bytes, or pieces streamed as they come, ``length`` bytes in all).
+
+        ``chunks``: ``(length, sha256)`` of each chunk ``data`` is made of, in order; each is
+        verified and appended as an append of its own (``ChecksumMismatch`` stops at the first
+        that fails, the ones before it stay), no ``tag`` nor ``sha256`` then.
 
         ``durable=False``: the service answers once the bytes are verified and written, before
         their fsync (its ``size`` counts them; a crash of the service before they are committed
@@ -148,6 +153,8 @@ class BufferClient:
         headers = dict(self._auth)
         if sha256 is not None:
             headers["X-Content-SHA256"] = sha256
+        if chunks is not None:
+            headers["X-Chunk-SHA256s"] = ",".join(f"{n}:{d}" for n, d in chunks)
         if length is not None and not isinstance(data, bytes):
             headers["Content-Length"] = str(length)
         r = self.http.post(f"{self.ref.url}/data", params=params, content=data, headers=headers)

@@ -24,20 +24,79 @@ A service pushes only to the services it lists as peers (``peers`` of
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from datalogistics.buffers.client import BufferClient, PushResult
-from datalogistics.buffers.store import BufferState, BufferStore
+from datalogistics.buffers.client import BufferClient, PushResult, raise_for
+from datalogistics.buffers.store import BufferInfo, BufferState, BufferStore
 from datalogistics.errors import (
+    BufferGone,
     BufferServiceError,
     BufferStateError,
     ChecksumMismatch,
     OffsetMismatch,
     TagExists,
 )
+
+REQUEST_BYTES = 256 * 2**20
+"""Most bytes one append request of a push carries (several chunks)."""
+MAX_CHUNKS = 64
+"""Most chunks one append request of a push lists."""
+MIN_EXTENT = 2**20
+"""The source's appends go as they are when at least this long (or the chunk size)."""
+
+
+class _FileSender:
+    """Appends to one destination buffer whose bodies go from a file with ``sendfile`` (the
+    bytes never enter this process; over TLS the socket falls back to plain sends)."""
+
+    def __init__(self, dst: BufferClient, timeout: float = 60.0) -> None:
+        self.dst = dst
+        self.timeout = timeout
+        parts = urlsplit(dst.ref.url)
+        self._https = parts.scheme == "https"
+        self._netloc = parts.netloc
+        self._path = f"{parts.path}/data"
+        self._conn: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def append(
+        self, path: Path, offset: int, n: int, params: dict[str, str], headers: dict[str, str]
+    ) -> BufferInfo:
+        conn = self._conn
+        if conn is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = self._conn = kind(self._netloc, timeout=self.timeout)
+        try:
+            conn.putrequest("POST", f"{self._path}?{urlencode(params)}", skip_accept_encoding=True)
+            for k, v in {**self.dst._auth, **headers, "Content-Length": str(n)}.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            assert conn.sock is not None  # endheaders connected it
+            with open(path, "rb") as f:
+                if conn.sock.sendfile(f, offset, n) != n:
+                    raise BufferGone(f"the source file {path.name} ended before {offset + n}")
+            answer = conn.getresponse()
+            body = answer.read()
+            status = answer.status
+        except BaseException:
+            self.close()
+            raise
+        if answer.will_close:
+            self.close()
+        url = f"{self.dst.ref.url}/data"
+        response = httpx.Response(status, content=body, request=httpx.Request("POST", url))
+        raise_for(response)
+        return BufferInfo.from_json(response.json())
 
 
 def push_buffer(
@@ -58,18 +117,32 @@ def push_buffer(
     if info.state != BufferState.FULL or info.sha256 is None:
         raise BufferStateError(f"buffer {buffer_id!r} is {info.state}: seal it before pushing it")
     size = info.size
+    sender = _FileSender(destination)
     try:
         return _push(
-            store, buffer_id, destination, size, chunk_size, seconds, max_bytes, retries, clock
+            store,
+            buffer_id,
+            destination,
+            sender,
+            size,
+            chunk_size,
+            seconds,
+            max_bytes,
+            retries,
+            clock,
         )
-    except httpx.TransportError as exc:  # transient for the caller: it asks again
+    except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
+        # transient for the caller: it asks again, and the push resumes at the destination's size
         raise BufferServiceError(f"push to {destination.ref.url} failed: {exc}") from exc
+    finally:
+        sender.close()
 
 
 def _push(
     store: BufferStore,
     buffer_id: str,
     d: BufferClient,
+    sender: _FileSender,
     size: int,
     chunk_size: int,
     seconds: float,
@@ -89,25 +162,35 @@ def _push(
         return PushResult(offset, size, sent, resent)
     deadline = clock() + seconds
     while offset < size and clock() < deadline and (max_bytes is None or sent < max_bytes):
-        n = min(chunk_size, size - offset)
-        if max_bytes is not None:
-            n = min(n, max_bytes - sent)
-        digest = store.range_sha256(buffer_id, offset, n)
+        room = REQUEST_BYTES if max_bytes is None else min(REQUEST_BYTES, max_bytes - sent)
+        # The source's own appends from here on, each with the digest recorded when it
+        # arrived, go in one request (one append each at the destination)...
+        extents = store.extents_from(
+            buffer_id, offset, room, MAX_CHUNKS, min_length=min(chunk_size, MIN_EXTENT)
+        )
+        n = sum(length for _, length, _ in extents)
+        chunks: list[tuple[int, str]] | None = [(length, sha) for _, length, sha in extents]
+        digest = None
+        if not extents:  # ... else one chunk, its digest hashed from the source's disk
+            n = min(chunk_size, size - offset, room)
+            digest, chunks = store.range_sha256(buffer_id, offset, n), None
         for attempt in range(retries + 1):
             try:
-                end = d.append(
-                    store.iter_range(buffer_id, offset, n),
-                    offset=offset,
-                    tag=f"o{offset}",
-                    sha256=digest,
-                    length=n,
-                    durable=False,
-                ).size
+                params = {"offset": str(offset), "durable": "false"}
+                if chunks:
+                    headers = {"X-Chunk-SHA256s": ",".join(f"{k}:{h}" for k, h in chunks)}
+                else:
+                    params["tag"] = f"o{offset}"
+                    headers = {"X-Content-SHA256": str(digest)}
+                end = sender.append(store.path(buffer_id), offset, n, params, headers).size
                 break
             except ChecksumMismatch:
                 if attempt == retries:
                     raise
-                resent += 1  # refused, nothing stored: send it again
+                resent += 1  # refused, nothing of it stored: send again from where it stands
+                end = d.info().size
+                if end != offset:
+                    break
             except (OffsetMismatch, TagExists):
                 end = d.info().size  # an earlier attempt landed after all: resync
                 break

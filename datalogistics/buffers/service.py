@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -52,7 +53,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from datalogistics.buffers.client import BufferClient, BufferRef
 from datalogistics.buffers.push import push_buffer
-from datalogistics.buffers.store import DEFAULT_MAX_TTL, BufferInfo, BufferStore, Quota
+from datalogistics.buffers.store import (
+    DEFAULT_MAX_TTL,
+    AppendLease,
+    BufferInfo,
+    BufferStore,
+    Quota,
+)
 from datalogistics.buffers.tokens import Capability, Right, verify_token
 from datalogistics.errors import (
     BufferGone,
@@ -124,6 +131,102 @@ class Seal(BaseModel):
     """Body of ``POST /buffers/{id}/seal``."""
 
     sha256: str | None = None
+
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_CHUNKS = 1024
+"""Most chunks one append may list in ``X-Chunk-SHA256s``."""
+
+
+def parse_chunk_list(value: str, content_length: str | None) -> list[tuple[int | None, str | None]]:
+    """``X-Chunk-SHA256s: <length>:<sha256>,...``: the chunks of an append's body, in order,
+    each appended (and verified against its digest) as an append of its own."""
+    chunks: list[tuple[int | None, str | None]] = []
+    for item in value.split(","):
+        length, sep, digest = item.strip().partition(":")
+        if not sep or not length.isdigit() or int(length) <= 0 or not _HEX64.match(digest):
+            raise ValueError(
+                f"X-Chunk-SHA256s lists <length>:<sha256> pairs separated by commas, got {item!r}"
+            )
+        chunks.append((int(length), digest.lower()))
+    if len(chunks) > MAX_CHUNKS:
+        raise ValueError(f"X-Chunk-SHA256s lists {len(chunks)} chunks, at most {MAX_CHUNKS}")
+    total = sum(n or 0 for n, _ in chunks)
+    if content_length is None or int(content_length) != total:
+        raise ValueError(
+            f"X-Chunk-SHA256s lists {total} bytes, the body has Content-Length {content_length}"
+        )
+    return chunks
+
+
+async def stream_chunk(
+    store: BufferStore,
+    lease: AppendLease,
+    body: AsyncIterator[bytes],
+    length: int | None,
+    rest: bytes,
+) -> bytes:
+    """Write ``length`` bytes of ``body`` (``rest`` first; all of it when ``length`` is None)
+    through ``lease``; the bytes received past them.
+
+    The bytes go to a worker thread one block of ``WRITE_BLOCK`` at a time, in order: the
+    loop receives the next block while the thread hashes and writes this one (both release
+    the GIL). Past the buffer's maximum size, the body is still read to its end so the
+    client gets the 413 answer. ``abort_append`` on any failure.
+    """
+    loop = asyncio.get_running_loop()
+    writing: asyncio.Future[None] | None = None  # the block being hashed and written
+    refused: BufferTooLarge | None = None
+    block: list[bytes] = []
+    held = 0
+    need = -1 if length is None else length
+
+    async def hand_over() -> None:
+        nonlocal writing, block, held, refused
+        data = block
+        block, held = [], 0
+        if writing is not None:
+            try:
+                await writing
+            except BufferTooLarge as exc:
+                refused = exc
+            writing = None
+        if refused is None and data:
+            writing = loop.run_in_executor(None, lease.write_pieces, data)
+
+    try:
+        while need != 0:
+            if rest:
+                piece, rest = rest, b""
+            else:
+                try:
+                    piece = await body.__anext__()
+                except StopAsyncIteration:
+                    break
+            if 0 <= need < len(piece):
+                piece, rest = piece[:need], piece[need:]
+            if need > 0:
+                need -= len(piece)
+            if refused is None and piece:
+                block.append(piece)
+                held += len(piece)
+                if held >= WRITE_BLOCK:
+                    await hand_over()
+        await hand_over()
+        await hand_over()  # waits for the last block
+    except BaseException:
+        if writing is not None:
+            with contextlib.suppress(BaseException):
+                await writing
+        store.abort_append(lease)
+        raise
+    if refused is not None:
+        store.abort_append(lease)
+        raise refused
+    if need > 0:
+        store.abort_append(lease)
+        raise ValueError(f"the body ended {need} bytes short of the chunk at {lease.start}")
+    return rest
 
 
 def load_or_create_secret(root: Path) -> str:
@@ -249,50 +352,35 @@ def create_app(
         ] = True,
     ) -> dict[str, Any]:
         cap.require(store.site, buffer_id, Right.WRITE)
-        digest = request.headers.get("x-content-sha256")
-        lease = await run_in_threadpool(store.begin_append, buffer_id, offset, tag)
-        refused: BufferTooLarge | None = None
-        loop = asyncio.get_running_loop()
-        writing: asyncio.Future[None] | None = None  # the block being hashed and written
-        block: list[bytes] = []
-        held = 0
-
-        async def hand_over() -> None:
-            # One block at a time, in order, to a worker thread: the loop receives the next
-            # block while the thread hashes and writes this one (both release the GIL).
-            nonlocal writing, block, held, refused
-            data = block
-            block, held = [], 0
-            if writing is not None:
-                try:
-                    await writing
-                except BufferTooLarge as exc:
-                    refused = exc
-                writing = None
-            if refused is None and data:
-                writing = loop.run_in_executor(None, lease.write_pieces, data)
-
-        try:
-            # Stream the body to disk as it arrives, hashing on the way; past the maximum
-            # size, keep draining the body so the client gets the 413 answer.
-            async for piece in request.stream():
-                if refused is None and piece:
-                    block.append(piece)
-                    held += len(piece)
-                    if held >= WRITE_BLOCK:
-                        await hand_over()
-            await hand_over()
-            await hand_over()  # waits for the last block
-        except BaseException:
-            if writing is not None:
-                with contextlib.suppress(BaseException):
-                    await writing
-            store.abort_append(lease)
-            raise
-        if refused is not None:
-            store.abort_append(lease)
-            raise refused
-        info = await run_in_threadpool(store.finish_append, lease, digest, durable)
+        listed = request.headers.get("x-chunk-sha256s")
+        if listed is None:
+            chunks: list[tuple[int | None, str | None]] = [
+                (None, request.headers.get("x-content-sha256"))
+            ]
+        else:
+            chunks = parse_chunk_list(listed, request.headers.get("content-length"))
+            if tag is not None or request.headers.get("x-content-sha256") is not None:
+                raise ValueError(
+                    "X-Chunk-SHA256s lists several chunks: a tag or X-Content-SHA256 names one"
+                )
+        body = request.stream().__aiter__()
+        rest = b""  # bytes received past the end of the chunk being written
+        info: BufferInfo | None = None
+        at = offset
+        for length, digest in chunks:
+            lease = await run_in_threadpool(store.begin_append, buffer_id, at, tag)
+            try:
+                rest = await stream_chunk(store, lease, body, length, rest)
+                info = await run_in_threadpool(store.finish_append, lease, digest, durable)
+            except BufferServiceError:
+                # Answer the refusal (413, 422) once the body is read: the chunks before
+                # this one stay, verified and written; the next attempt resumes at the size.
+                with contextlib.suppress(Exception):
+                    async for _ in body:
+                        pass
+                raise
+            at = lease.start + lease.written
+        assert info is not None  # at least one chunk
         return info.to_json()
 
     @app.get("/buffers/{buffer_id}/data")

@@ -918,6 +918,30 @@ class BufferStore:
             raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
         return h.hexdigest()
 
+    def extents_from(
+        self, buffer_id: str, offset: int, max_bytes: int, max_count: int, min_length: int = 1
+    ) -> list[tuple[int, int, str]]:
+        """The appends recorded back to back from ``offset`` on: ``(offset, length, sha256)``
+        each (the digest computed when the bytes arrived), as many as fit in ``max_bytes``
+        and ``max_count``, stopping before the first shorter than ``min_length``."""
+        with self._lock, self._session() as s:
+            self._row(s, buffer_id)
+            rows = s.execute(
+                select(ExtentRow.offset, ExtentRow.length, ExtentRow.sha256)
+                .where(ExtentRow.buffer_id == buffer_id, ExtentRow.offset >= offset)
+                .order_by(ExtentRow.offset)
+                .limit(max_count)
+            ).all()
+        out: list[tuple[int, int, str]] = []
+        at, total = offset, 0
+        for start, length, digest in rows:
+            if start != at or length < min_length or total + length > max_bytes:
+                break
+            out.append((start, length, digest))
+            at += length
+            total += length
+        return out
+
     def iter_range(
         self, buffer_id: str, offset: int, length: int, piece: int = HASH_BLOCK
     ) -> Iterator[bytes]:
