@@ -65,11 +65,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -260,6 +261,9 @@ class AppendLease:
             self.written += len(piece)
 
 
+_ReadBack = tuple[Any, int] | Literal["lost"] | None
+
+
 @dataclass(frozen=True, slots=True)
 class _Unsynced:
     """An append acknowledged before its fsync: committed by the syncer."""
@@ -366,6 +370,8 @@ class BufferStore:
         self._unsynced: dict[str, list[_Unsynced]] = {}
         self._synced = threading.Condition(self._lock)
         self._syncer: threading.Thread | None = None
+        # Reads back what the syncer fsyncs, while it fsyncs (one pass at a time).
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix=f"buffer-read-back-{site}")
         self._closing = False
         # Running sha256 of a buffer's committed bytes as read back from disk by the syncer
         # (buffers written from offset 0 with unsynced appends): a seal finishes it.
@@ -378,6 +384,7 @@ class BufferStore:
             self._synced.notify_all()
         if self._syncer is not None:
             self._syncer.join(timeout=60)
+        self._hasher.shutdown(wait=True)
         self._engine.dispose()
 
     # -- the syncer: fsync and commit of appends acknowledged before their fsync ----
@@ -405,7 +412,9 @@ class BufferStore:
                 self._sync_buffer(buffer_id, extents)
 
     def _sync_buffer(self, buffer_id: str, extents: list[_Unsynced]) -> None:
-        """fsync the file once, then commit ``extents`` (the oldest unsynced) in one go."""
+        """fsync the file once, then commit ``extents`` (the oldest unsynced) in one go;
+        meanwhile another thread reads them back from disk into the running digest."""
+        hashing = self._hasher.submit(self._read_back_extents, buffer_id, extents)
         failure: str | None = None
         try:
             if self.fsync:
@@ -460,8 +469,13 @@ class BufferStore:
                     if row is not None and row.state == BufferState.CREATED:
                         row.state = BufferState.ERROR
                         row.reason = f"committing appended bytes failed: {exc}"
+        read_back = hashing.result()
         if committed:  # before the waiters are told, so a seal finds the read-back done
-            self._read_back_extents(buffer_id, extents)
+            with self._lock:
+                if read_back == "lost":
+                    self._read_back.pop(buffer_id, None)
+                elif read_back is not None:
+                    self._read_back[buffer_id] = read_back
         with self._synced:
             pending = self._unsynced.get(buffer_id, [])
             del pending[: len(extents)]
@@ -469,25 +483,23 @@ class BufferStore:
                 self._unsynced.pop(buffer_id, None)
             self._synced.notify_all()
 
-    def _read_back_extents(self, buffer_id: str, extents: list[_Unsynced]) -> None:
-        """Hash the committed ``extents`` as read back from disk, continuing the buffer's
-        running digest (started when its first extent is at offset 0)."""
+    def _read_back_extents(self, buffer_id: str, extents: list[_Unsynced]) -> _ReadBack:
+        """Hash ``extents`` as read back from disk into a copy of the buffer's running digest
+        (started when its first extent is at offset 0); published by the caller once the
+        extents are committed. None: no running digest to continue; "lost": reading failed."""
         with self._lock:
             h, upto = self._read_back.get(buffer_id, (None, 0))
         start = extents[0].start
         if h is None and start == 0:
             h = hashlib.sha256()
         if h is None or upto != start:
-            return
+            return None
+        h = h.copy()
         end = extents[-1].start + extents[-1].length
         try:
-            upto = _hash_file_range(self.path(buffer_id), h, start, end)
+            return h, _hash_file_range(self.path(buffer_id), h, start, end)
         except OSError:  # gone, or unreadable: the seal hashes the whole file itself
-            with self._lock:
-                self._read_back.pop(buffer_id, None)
-            return
-        with self._lock:
-            self._read_back[buffer_id] = (h, upto)
+            return "lost"
 
     def sync(self, buffer_id: str) -> None:
         """Wait until every append acknowledged to ``buffer_id`` is fsynced and committed."""
