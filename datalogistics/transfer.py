@@ -1,8 +1,14 @@
 """The transfer engine: moves a buffer's bytes to another site's buffer over HTTP.
 
-For each item the engine reads the sealed source buffer chunk by chunk and
-appends each chunk to the destination buffer, so the data never touches the
-orchestrator's disk:
+**Push or relay.** When the source's buffer service lists the destination's
+service as a peer (``--peer``), the engine asks the source to push the bytes
+straight to the destination (``BufferClient.push``, see
+``datalogistics.buffers.push``): the bytes cross the network once, and the
+engine only orchestrates and checks the seal. Otherwise, and on a link with a
+rate limit (the token bucket is the engine's), the engine relays them: it reads
+the sealed source buffer chunk by chunk and appends each chunk to the
+destination buffer, so the data never touches the orchestrator's disk. Both
+ways keep the same guarantees:
 
 * **Integrity, end to end.** The source service hashes each chunk it reads
   from its disk and sends the digest with the bytes; the engine forwards that

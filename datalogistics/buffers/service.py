@@ -22,6 +22,12 @@ Routes (every one needs ``Authorization: Bearer <capability token>``, see
     POST   /buffers/{id}/disable            admin
     DELETE /buffers/{id}                    admin
 
+An append may list the chunks its body is made of (``X-Chunk-SHA256s:
+<length>:<sha256>,...``, instead of ``X-Content-SHA256`` and a tag): each is
+verified and appended as an append of its own, the first that fails its digest
+is refused (422) and the ones before it stay. A push sends the source's appends
+this way, several in one request.
+
 Data responses carry ``X-Content-SHA256`` (digest of the bytes returned),
 ``X-Offset``, ``X-Buffer-Size`` and ``X-Buffer-State``. Errors answer
 ``{"error": <class>, "detail": <what to change>}`` with the status of

@@ -46,7 +46,9 @@ Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
   append counts in the buffer's ``size`` (where the next append starts) but
   is readable only once committed; a crash before the commit cuts it off on
   start, and ``size`` then says where to resume. A seal or a durable append
-  first waits for the syncer.
+  first waits for the syncer. While a pass of the syncer fsyncs, another thread
+  reads the same appends back from disk into the buffer's running sha256 (kept
+  once they are committed), which the seal finishes.
 * Privacy: the folders are created 0700, the data files and the SQLite
   database 0600.
 
