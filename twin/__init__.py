@@ -22,6 +22,7 @@ from federation.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from twin.calibration import LeadCalibrator
+    from twin.combination import LeadBlender
     from twin.disclosure import DisclosurePolicy, disclose
     from twin.errors import InvalidTelemetry, ModelError, TwinError
     from twin.federation_twin import FederationTwin, IngestReport, SiteFit, fit_sites
@@ -73,6 +74,7 @@ __all__ = [
     "HttpPublisher",
     "IngestReport",
     "InvalidTelemetry",
+    "LeadBlender",
     "LeadCalibrator",
     "LocalProbe",
     "ModelError",

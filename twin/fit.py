@@ -469,6 +469,7 @@ def backtest(
     season: int = 24,
     window: int | None = None,
     half_life: float = 168.0,
+    combine: bool = True,
 ) -> BacktestResult:
     """Fit on the first part of a regular hourly series, forecast the held-out rest.
 
@@ -477,7 +478,10 @@ def backtest(
     learned on one calm season); the filter then runs over the whole series.
     From every origin ``k`` in the held-out part, each method forecasts
     ``y_{k+1..k+horizon}`` using data up to ``k`` only: the twin with
-    ``g_h . x_k`` (filtered estimate), persistence with the last observed value,
+    ``g_h . x_k`` (filtered estimate) combined per lead with the seasonal
+    naive forecast by a ``LeadBlender`` that has seen only the errors known at
+    ``k`` (``twin.combination``; ``combine=False``: the structural model
+    alone), persistence with the last observed value,
     seasonal naive with the value one ``season`` earlier
     (``y_{k+h-season*ceil(h/season)}``), and the direct linear model
     (``direct_linear``, least squares on the training part). The twin's
@@ -485,6 +489,7 @@ def backtest(
     ``LeadCalibrator`` that has seen only the errors known at ``k``.
     """
     from twin.calibration import Z80, Z95, LeadCalibrator, coverage
+    from twin.combination import LeadBlender, seasonal_lag
 
     t = np.asarray(times, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
@@ -513,28 +518,38 @@ def backtest(
     every = np.arange(0, T - 1)
     idx_all = every[:, None] + np.arange(1, horizon + 1)[None, :]
     target_all = np.where(idx_all < T, y[np.minimum(idx_all, T - 1)], np.nan)
-    mean_all = f.x_post[every] @ G.T
+    model_all = f.x_post[every] @ G.T
+    # The seasonal random walk's forecasts: the value ``season * ceil(h / season)`` before.
+    seasonal_all = np.empty((T - 1, horizon))
+    for h in range(1, horizon + 1):
+        src = every + h - seasonal_lag(h, season)
+        seasonal_all[:, h - 1] = np.where(src >= 0, filled[np.maximum(src, 0)], np.nan)
     # var(y_{k+h} | y_..k) = g_h P_k g_h^T + h^T S_h h + r
     sd_all = np.sqrt(np.einsum("hi,kij,hj->kh", G, f.P_post[every], G) + noise[None, :])
-    z_all = (target_all - mean_all) / sd_all
-    # Calibrate online: at origin k, the errors of lead h issued at k - h are known.
+    # Combine and calibrate online: at origin k, the targets of lead h issued at k - h are
+    # known; the blender learns from both forecasts' errors, the calibrator from the
+    # published (combined) forecast's.
     cal = LeadCalibrator(horizon, half_life)
+    blender = LeadBlender(horizon, half_life) if combine else None
+    mean_all = model_all.copy()
     factor = np.ones((T - 1, horizon))
     for k in range(T - 1):
         for h in range(1, min(horizon, k) + 1):
-            cal.update(h - 1, float(z_all[k - h, h - 1]))
+            j = k - h
+            seen = float(target_all[j, h - 1])
+            if blender is not None:
+                blender.update(h - 1, seen - model_all[j, h - 1], seen - seasonal_all[j, h - 1])
+            cal.update(h - 1, (seen - mean_all[j, h - 1]) / sd_all[j, h - 1])
         factor[k] = cal.factor()
+        if blender is not None:
+            mean_all[k] = blender.combine(model_all[k], seasonal_all[k])
     origins = np.arange(split - 1, T - 1)
     preds = {
         "twin": mean_all[origins],
         "persistence": np.repeat(filled[origins][:, None], horizon, axis=1),
-        "seasonal_naive": np.empty((len(origins), horizon)),
+        "seasonal_naive": seasonal_all[origins],
         "linear": direct_linear(t, filled, y, split, horizon, origins),
     }
-    for h in range(1, horizon + 1):
-        lag = season * math.ceil(h / season)
-        src = np.clip(origins + h - lag, 0, T - 1)
-        preds["seasonal_naive"][:, h - 1] = filled[src]
     target = target_all[origins]
     ok = np.isfinite(target)
     mae: dict[str, float] = {}

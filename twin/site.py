@@ -34,6 +34,7 @@ from scipy.special import chdtrc  # chi-square survival function, a plain ufunc
 
 from federation.model import Site
 from twin.calibration import LeadCalibrator
+from twin.combination import LeadBlender, seasonal_lag
 from twin.errors import ModelError
 from twin.faults import GATE, CriticalValues, Fault, window_fails
 from twin.kalman import Array, UpdateStats, predict, project, update
@@ -68,6 +69,12 @@ class TwinConfig:
     metric and lead by a ``LeadCalibrator`` (``twin.calibration``) that learns
     from the twin's own past forecasts, forgetting with a half-life of
     ``calibration_half_life`` errors per lead (see ``SiteTwin.forecast``).
+
+    With ``combine`` the published means are, per metric and lead, the model's
+    forecast blended with the seasonal random walk's (the value observed one
+    ``season_seconds`` before the slot; ``twin.combination.LeadBlender``), with
+    weights learned from both forecasts' past errors at that lead (same
+    half-life).
     """
 
     horizon: int = 48
@@ -82,6 +89,8 @@ class TwinConfig:
     stuck_after: int = 12
     calibrate: bool = True
     calibration_half_life: float = 168.0
+    combine: bool = True
+    season_seconds: float = 86400.0
 
     def __post_init__(self) -> None:
         if min(self.horizon, self.nis_window, self.confirm) < 1 or self.slot_seconds <= 0:
@@ -98,6 +107,8 @@ class TwinConfig:
             raise ModelError("stuck_after must be >= 2 samples")
         if not self.calibration_half_life > 0:
             raise ModelError("calibration_half_life must be > 0 (errors)")
+        if not self.season_seconds >= self.slot_seconds:
+            raise ModelError("season_seconds must be >= slot_seconds")
 
 
 def default_blocks(site: Site, links: Mapping[str, float]) -> tuple[BlockSpec, ...]:
@@ -212,6 +223,8 @@ class _Issued:
     t: float  # issue time (the estimate's)
     mean: Array  # (horizon, metrics), as published (bounded means clipped)
     sd: Array  # (horizon, metrics), the model's, before calibration
+    model: Array  # (horizon, metrics), the model's mean before the combination (clipped)
+    seasonal: Array  # (horizon, metrics), the seasonal random walk's (nan: unknown)
     scored: NDArray[np.bool_]  # (horizon, metrics): slot and metric already scored
 
 
@@ -324,6 +337,17 @@ class SiteTwin:
         }
         self._issued: deque[_Issued] = deque(maxlen=cfg.horizon + 1)
         self._observed: list[tuple[float, list[str], list[float]]] = []
+        # Combination (``forecast``): per metric, the weights of the model against the
+        # seasonal random walk, and the samples of the last seasons it reads.
+        self.blending = {
+            name: LeadBlender(cfg.horizon, cfg.calibration_half_life)
+            for name in self.model.observations
+        }
+        self._season_slots = max(1, round(cfg.season_seconds / cfg.slot_seconds))
+        self._keep_s = (
+            seasonal_lag(cfg.horizon, self._season_slots) * cfg.slot_seconds + cfg.slot_seconds
+        )
+        self._season_samples: deque[tuple[float, list[str], list[float]]] = deque()
 
     @property
     def site_id(self) -> str:
@@ -381,17 +405,23 @@ class SiteTwin:
                 h.append((nis, dof))
                 self._tests = min(self._tests + 1, self.config.confirm)
                 self._updates += 1
-        if self._limits:
+        self._watch(t, present, zs, dof)
+        if self._limits:  # after the fault check: a recovery hands over its reference's estimate
             for v, (lo, hi) in zip((self._D @ self.x).tolist(), self._limits, strict=True):
                 if v < lo or v > hi:
                     self.x = project(self.x, self.P, self._D, self._lo, self._hi)
                     break
-        self._watch(t, present, zs, dof)
-        if self._issued and self.fault is None and present:
-            # scored against the forecasts published before it (when the next is made)
-            self._observed.append((t, present, zs))
-            if len(self._observed) >= 1024:
-                self._score()
+        if self.fault is None and present:
+            if self.config.combine:
+                recent = self._season_samples
+                recent.append((t, present, zs))  # what the seasonal forecast reads
+                if recent[0][0] < t - self._keep_s:
+                    recent.popleft()
+            if self._issued:
+                # scored against the forecasts published before it (when the next is made)
+                self._observed.append((t, present, zs))
+                if len(self._observed) >= 1024:
+                    self._score()
         self._past.append((t, self.x, self.P))
         self.t = t
         self.last_sample_t = t
@@ -706,27 +736,39 @@ class SiteTwin:
         (``mean - z * std``) cover as often as they claim, on what this site did.
         """
         s = slot_seconds or self.config.slot_seconds
+        cfg = self.config
         xs, Ps = self.predict_states(horizon, s, controls)
         Hm, r = self.model.H, np.diag(self.model.R)
-        means = xs @ Hm.T  # E[y_k] = C x_k
+        means = self._clip(xs @ Hm.T)  # E[y_k] = C x_k
         stds = np.sqrt(np.maximum(np.einsum("ij,kjl,il->ki", Hm, Ps, Hm) + r, 0.0))
-        for i, b in enumerate(self.model.blocks):
-            if b.lower is not None or b.upper is not None:
-                lo = -math.inf if b.lower is None else b.lower
-                hi = math.inf if b.upper is None else b.upper
-                means[:, i] = np.clip(means[:, i], lo, hi)
         H = len(means)
-        if self.config.calibrate if calibrated is None else calibrated:
+        calibrate = cfg.calibrate if calibrated is None else calibrated
+        combine = cfg.combine and s == cfg.slot_seconds
+        if calibrate or combine:
             self._score()
+        model_means, seasonal = means, np.full(means.shape, np.nan)
+        if combine:
+            # the unconditional forecast is combined; a what-if keeps its controls' effect
+            base = means if controls is None else self._clip(self.predict_states(H, s)[0] @ Hm.T)
+            seasonal = self._seasonal(H, s)
+            blended = np.column_stack(
+                [
+                    self.blending[name].combine(base[:, i], seasonal[:, i])
+                    for i, name in enumerate(self.model.observations)
+                ]
+            )
+            means = self._clip(blended + (means - base))
+        if calibrate or combine:
             t = float(cast(float, self.t))
-            cfg = self.config
             if (
                 controls is None
                 and cfg.horizon == H
                 and s == cfg.slot_seconds
                 and (not self._issued or t >= self._issued[-1].t + s)
             ):
-                self._issued.append(_Issued(t, means, stds, np.zeros(means.shape, dtype=bool)))
+                scored = np.zeros(means.shape, dtype=bool)
+                self._issued.append(_Issued(t, means, stds, model_means, seasonal, scored))
+        if calibrate:
             factors = np.column_stack(
                 [_leads(self.calibration[name].factor(), H) for name in self.model.observations]
             )
@@ -736,6 +778,47 @@ class SiteTwin:
             for i, b in enumerate(self.model.blocks)
         }
         return SiteForecast(self.site.id, float(self.t or 0.0), s, out)
+
+    def _clip(self, means: Array) -> Array:
+        """Means of bounded metrics clipped to their bounds (columns in block order)."""
+        for i, b in enumerate(self.model.blocks):
+            if b.lower is not None or b.upper is not None:
+                lo = -math.inf if b.lower is None else b.lower
+                hi = math.inf if b.upper is None else b.upper
+                means[:, i] = np.clip(means[:, i], lo, hi)
+        return means
+
+    def _seasonal(self, horizon: int, s: float) -> Array:
+        """The seasonal random walk's forecasts ``(horizon, metrics)``, nan where unknown.
+
+        For the slot ``(t + k s, t + (k + 1) s]``: the last sample of the metric at
+        or before its end moved back ``seasonal_lag`` slots, if that sample is less
+        than a season older than that time (the backtest's forward fill).
+        """
+        out = np.full((horizon, len(self.model.observations)), np.nan)
+        if not self._season_samples or self.t is None:
+            return out
+        season = self._season_slots
+        ends = np.array(
+            [float(self.t) + (k + 1 - seasonal_lag(k + 1, season)) * s for k in range(horizon)]
+        )
+        span = season * s
+        row = self._row
+        for name in self.model.observations:
+            i = row[name]
+            ts: list[float] = []
+            vs: list[float] = []
+            for t, present, zs in self._season_samples:
+                if name in present:
+                    ts.append(t)
+                    vs.append(zs[present.index(name)])
+            if not ts:
+                continue
+            times = np.array(ts)
+            j = np.searchsorted(times, ends, side="right") - 1
+            ok = (j >= 0) & (times[np.maximum(j, 0)] > ends - span)
+            out[:, i] = np.where(ok, np.array(vs)[np.maximum(j, 0)], np.nan)
+        return out
 
     def _score(self) -> None:
         """Score the samples since the last call against the forecasts published before them."""
@@ -754,6 +837,7 @@ class SiteTwin:
                     if not f.scored[k, i]:  # the first sample of the slot
                         f.scored[k, i] = True
                         self.calibration[name].update(k, (v - f.mean[k, i]) / f.sd[k, i])
+                        self.blending[name].update(k, v - f.model[k, i], v - f.seasonal[k, i])
         self._observed.clear()
         latest = float(cast(float, self.t))
         while self._issued and self._issued[0].t + H * s <= latest:
@@ -780,6 +864,8 @@ class SiteTwin:
             "fails": self._fails,
             "runs": {k: list(v) for k, v in self._runs.items()},
             "calibration": {k: c.to_state() for k, c in self.calibration.items()},
+            "blending": {k: b.to_state() for k, b in self.blending.items()},
+            "recent": [[t, list(p), list(z)] for t, p, z in self._season_samples],
         }
 
     @classmethod
@@ -825,6 +911,14 @@ class SiteTwin:
             restored = LeadCalibrator.from_state(cal)
             if name in twin.calibration and restored.leads == config.horizon:
                 twin.calibration[name] = restored  # (a changed horizon starts afresh)
+        for name, blend in state.get("blending", {}).items():
+            weights = LeadBlender.from_state(blend)
+            if name in twin.blending and weights.leads == config.horizon:
+                twin.blending[name] = weights
+        twin._season_samples.extend(
+            (float(t), [str(n) for n in p], [float(v) for v in z])
+            for t, p, z in state.get("recent", [])
+        )
         return twin
 
 
