@@ -46,9 +46,9 @@ Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
   append counts in the buffer's ``size`` (where the next append starts) but
   is readable only once committed; a crash before the commit cuts it off on
   start, and ``size`` then says where to resume. A seal or a durable append
-  first waits for the syncer. While a pass of the syncer fsyncs, another thread
-  reads the same appends back from disk into the buffer's running sha256 (kept
-  once they are committed), which the seal finishes.
+  first waits for the syncer. Once a pass of the syncer is committed, another
+  thread reads its appends back from disk into the buffer's running sha256 while
+  the syncer fsyncs the next pass; the seal waits for it and finishes the digest.
 * Privacy: the folders are created 0700, the data files and the SQLite
   database 0600.
 
@@ -72,7 +72,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -263,9 +263,6 @@ class AppendLease:
             self.written += len(piece)
 
 
-_ReadBack = tuple[Any, int] | Literal["lost"] | None
-
-
 @dataclass(frozen=True, slots=True)
 class _Unsynced:
     """An append acknowledged before its fsync: committed by the syncer."""
@@ -372,7 +369,7 @@ class BufferStore:
         self._unsynced: dict[str, list[_Unsynced]] = {}
         self._synced = threading.Condition(self._lock)
         self._syncer: threading.Thread | None = None
-        # Reads back what the syncer fsyncs, while it fsyncs (one pass at a time).
+        # Reads back what the syncer committed, pass after pass, while it fsyncs the next.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix=f"buffer-read-back-{site}")
         self._closing = False
         # Running sha256 of a buffer's committed bytes as read back from disk by the syncer
@@ -415,8 +412,7 @@ class BufferStore:
 
     def _sync_buffer(self, buffer_id: str, extents: list[_Unsynced]) -> None:
         """fsync the file once, then commit ``extents`` (the oldest unsynced) in one go;
-        meanwhile another thread reads them back from disk into the running digest."""
-        hashing = self._hasher.submit(self._read_back_extents, buffer_id, extents)
+        then another thread reads them back from disk into the running digest."""
         failure: str | None = None
         try:
             if self.fsync:
@@ -471,13 +467,8 @@ class BufferStore:
                     if row is not None and row.state == BufferState.CREATED:
                         row.state = BufferState.ERROR
                         row.reason = f"committing appended bytes failed: {exc}"
-        read_back = hashing.result()
-        if committed:  # before the waiters are told, so a seal finds the read-back done
-            with self._lock:
-                if read_back == "lost":
-                    self._read_back.pop(buffer_id, None)
-                elif read_back is not None:
-                    self._read_back[buffer_id] = read_back
+        if committed:  # read back while the next pass fsyncs; a seal waits for it
+            self._hasher.submit(self._read_back_extents, buffer_id, extents)
         with self._synced:
             pending = self._unsynced.get(buffer_id, [])
             del pending[: len(extents)]
@@ -485,23 +476,30 @@ class BufferStore:
                 self._unsynced.pop(buffer_id, None)
             self._synced.notify_all()
 
-    def _read_back_extents(self, buffer_id: str, extents: list[_Unsynced]) -> _ReadBack:
-        """Hash ``extents`` as read back from disk into a copy of the buffer's running digest
-        (started when its first extent is at offset 0); published by the caller once the
-        extents are committed. None: no running digest to continue; "lost": reading failed."""
+    def _read_back_extents(self, buffer_id: str, extents: list[_Unsynced]) -> None:
+        """Hash the committed ``extents`` as read back from disk, continuing the buffer's
+        running digest (started when its first extent is at offset 0). Runs in the read-back
+        thread, pass after pass in commit order, while the syncer fsyncs the next pass."""
         with self._lock:
             h, upto = self._read_back.get(buffer_id, (None, 0))
         start = extents[0].start
         if h is None and start == 0:
             h = hashlib.sha256()
         if h is None or upto != start:
-            return None
-        h = h.copy()
+            return
         end = extents[-1].start + extents[-1].length
         try:
-            return h, _hash_file_range(self.path(buffer_id), h, start, end)
+            upto = _hash_file_range(self.path(buffer_id), h, start, end)
         except OSError:  # gone, or unreadable: the seal hashes the whole file itself
-            return "lost"
+            with self._lock:
+                self._read_back.pop(buffer_id, None)
+            return
+        with self._lock:
+            self._read_back[buffer_id] = (h, upto)
+
+    def _read_backs_done(self) -> None:
+        """Wait until every read-back handed to the read-back thread so far is done."""
+        self._hasher.submit(lambda: None).result()
 
     def sync(self, buffer_id: str) -> None:
         """Wait until every append acknowledged to ``buffer_id`` is fsynced and committed."""
@@ -866,6 +864,7 @@ class BufferStore:
         if sha256 is not None and not _SHA_RE.match(sha256.lower()):
             raise ValueError("sha256 must be 64 hexadecimal digits")
         self.sync(buffer_id)
+        self._read_backs_done()
         with self._lock, self._session() as s:
             row = self._row(s, buffer_id)
             if self._unsynced.get(buffer_id):
