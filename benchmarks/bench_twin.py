@@ -203,9 +203,10 @@ def faults() -> bool:
                 flags[k] = tw.status(tt[k])[0] is SiteStatus.DEGRADED
             return flags, tw
 
-        _, tw = replay(clean, len(clean))
+        clean_flags, tw = replay(clean, len(clean))
         weeks = len(clean) / 168
         fa = tw.counters.faults / weeks
+        clean_flagged = float(clean_flags.mean())
         ok &= fa <= 0.5
         starts = np.linspace(24 * 7, len(clean) - dur - 48, 12).astype(int)
         for kind, size in (("step", 1.0), ("step", 2.0), ("stuck", 0.0)):
@@ -239,6 +240,7 @@ def faults() -> bool:
                     f"{np.median(ttf):.0f} / {max(ttf)}" if ttf else "-",
                     f"{100 * np.mean(held):.1f} % / {100 * min(held):.1f} %" if held else "-",
                     f"{fa:.2f} ({tw.counters.faults} in {weeks:.0f} weeks)",
+                    f"{100 * clean_flagged:.1f} %",
                     "yes" if good else "NO",
                 ]
             )
@@ -252,6 +254,7 @@ def faults() -> bool:
             "hours to flag med / max",
             "time flagged mean / min",
             "false alarms / site-week",
+            "clean hours flagged",
             "met",
         ],
         rows,

@@ -22,8 +22,14 @@ window test failed ``confirm`` times in a row, as before), ``jump`` (one
 sample's own p-value below ``alpha_jump``: with little observation noise a
 step change is one huge innovation that the filter absorbs at once, and the
 trimmed window, built to ignore single outliers, never sees it; the jump is
-flagged only when the next ``confirm`` samples also disagree with the
-reference, otherwise it was an outlier and is forgotten) and ``stuck`` (a
+flagged only when the next ``confirm`` samples are also better explained by
+the level it jumped to than by the reference, otherwise it was an outlier and
+is forgotten; a confirmed jump keeps its ``offset``, the mean residual of the
+jump and of those samples, and while a sample is better explained by the
+reference plus the offset the reference learns from the sample less the
+offset: it follows the healthy process under the fault, its uncertainty does
+not grow until the offset looks plausible, and the fault stays flagged until
+the site jumps back or an operator accepts) and ``stuck`` (a
 metric repeated exactly the same value ``stuck_after`` samples in a row,
 away from its bounds: a utilisation of 0 or 1 and an empty queue repeat
 legitimately). A stuck fault recovers only once the value moves again and
@@ -61,6 +67,10 @@ class Fault:
     history: deque[tuple[float, int]] = field(default_factory=deque)
     passed: int = 0  # consecutive passing windows against the reference
     confirmed: bool = True  # a suspected jump is confirmed by the samples after it
+    # a jump's offset per metric: the mean residual against the reference of the samples
+    # that confirmed it (sums and counts while it is suspected)
+    offset: dict[str, float] = field(default_factory=dict)
+    residuals: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -73,6 +83,8 @@ class Fault:
             "history": list(self.history),
             "passed": self.passed,
             "confirmed": self.confirmed,
+            "offset": dict(self.offset),
+            "residuals": {k: list(v) for k, v in self.residuals.items()},
         }
 
     @classmethod
@@ -87,6 +99,10 @@ class Fault:
             history=deque(((float(a), int(b)) for a, b in state.get("history", [])), window),
             passed=int(state.get("passed", 0)),
             confirmed=bool(state.get("confirmed", True)),
+            offset={str(k): float(v) for k, v in state.get("offset", {}).items()},
+            residuals={
+                str(k): (float(a), int(n)) for k, (a, n) in state.get("residuals", {}).items()
+            },
         )
 
 

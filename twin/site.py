@@ -411,17 +411,17 @@ class SiteTwin:
                 if v < lo or v > hi:
                     self.x = project(self.x, self.P, self._D, self._lo, self._hi)
                     break
-        if self.fault is None and present:
-            if self.config.combine:
-                recent = self._season_samples
-                recent.append((t, present, zs))  # what the seasonal forecast reads
-                if recent[0][0] < t - self._keep_s:
-                    recent.popleft()
-            if self._issued:
-                # scored against the forecasts published before it (when the next is made)
-                self._observed.append((t, present, zs))
-                if len(self._observed) >= 1024:
-                    self._score()
+        if present and self.config.combine:
+            # what the seasonal forecast reads: what the site reports, as the live filter
+            recent = self._season_samples
+            recent.append((t, present, zs))
+            if recent[0][0] < t - self._keep_s:
+                recent.popleft()
+        if self._issued and self.fault is None and present:
+            # scored against the forecasts published before it (when the next is made)
+            self._observed.append((t, present, zs))
+            if len(self._observed) >= 1024:
+                self._score()
         self._past.append((t, self.x, self.P))
         self.t = t
         self.last_sample_t = t
@@ -512,6 +512,13 @@ class SiteTwin:
         elif dof > 0 and self._history[-1][0] > self._jump[dof]:
             # one extreme innovation: a suspected jump, confirmed by the next samples
             self._open("jump", t, (), confirmed=False)
+            f = cast(Fault, self.fault)
+            if t > f.t:  # the jump's own residual against the reference: its first offset
+                f.x, f.P = predict(f.x, f.P, *self.model.transition(t - f.t))
+                f.t = t
+            H, _ = self._observation(tuple(present))
+            for name, r in zip(present, (np.array(zs) - H @ f.x).tolist(), strict=True):
+                f.residuals[name] = (r, 1)
 
     def _stuck(self, present: list[str], zs: list[float]) -> tuple[str, ...]:
         """Metrics that repeated the same value ``stuck_after`` samples in a row (off bounds)."""
@@ -559,17 +566,40 @@ class SiteTwin:
             f.passed = 0  # still stuck: nothing to learn, not recovered
             return
         H, R = self._observation(tuple(present))
-        x2, P2, st = update(f.x, f.P, np.array(zs), H, R, stats=True, diagonal=self._separable)
-        nis = float(cast(UpdateStats, st).nis)
+        z = np.array(zs)
+        x2, P2, st = update(f.x, f.P, z, H, R, stats=True, diagonal=self._separable)
+        u = cast(UpdateStats, st)
+        nis = float(u.nis)
         f.history.append((nis, len(present)))
         if not f.confirmed:
-            if chdtrc(len(present), nis) >= GATE:  # the jump did not last: an outlier
+            # The jump did not last (an outlier) when the sample agrees with the reference
+            # and is no closer to the level the jump went to.
+            d = np.array([_mean(f.residuals.get(name)) for name in present])
+            shifted = update(f.x, f.P, z - d, H, R, stats=True, diagonal=self._separable)[2]
+            if chdtrc(len(present), nis) >= GATE and nis <= float(cast(UpdateStats, shifted).nis):
                 self.x, self.P = x2, P2
                 self._clear()
-            elif len(f.history) >= cfg.confirm:
+                return
+            for name, r in zip(present, np.atleast_1d(u.innovation).tolist(), strict=True):
+                a, n = f.residuals.get(name, (0.0, 0))
+                f.residuals[name] = (a + r, n + 1)
+            if len(f.history) >= cfg.confirm:
                 f.confirmed = True
+                f.offset = {k: a / n for k, (a, n) in f.residuals.items() if n}
                 self.counters.faults += 1
             return
+        if f.offset:
+            # The step persists while the sample is likelier shifted by the jump's offset
+            # than not: the reference then learns the healthy process from the sample less
+            # the offset, so its uncertainty stays that of a filter fed every hour, and a
+            # step small against the model's drift over days stays flagged until the site
+            # jumps back (or an operator accepts).
+            d = np.array([f.offset.get(name, 0.0) for name in present])
+            x3, P3, st3 = update(f.x, f.P, z - d, H, R, stats=True, diagonal=self._separable)
+            if float(cast(UpdateStats, st3).nis) < nis:
+                f.x, f.P = x3, P3
+                f.passed = 0
+                return
         # Confirmed: the reference learns only from samples whose whole window agrees
         # with it, so that it cannot drift to the faulty level one plausible sample at a time.
         if len(f.history) == cfg.nis_window and _chi2_test(f.history, 0)[2] >= cfg.alpha_degraded:
@@ -920,6 +950,11 @@ class SiteTwin:
             for t, p, z in state.get("recent", [])
         )
         return twin
+
+
+def _mean(acc: tuple[float, int] | None) -> float:
+    """The mean of a ``(sum, count)`` accumulator (0 when empty)."""
+    return acc[0] / acc[1] if acc and acc[1] else 0.0
 
 
 def _leads(factor: Array, horizon: int) -> Array:

@@ -257,3 +257,27 @@ def test_a_batch_of_workflows_is_planned_together() -> None:
         assert set(parts[1]) == {"z", "b", "c"}
     with pytest.raises(ValueError, match="at least one"):
         merge_workflows([])
+
+
+def test_a_solution_whose_held_starts_break_the_deadline_is_laid_out_early_instead() -> None:
+    # An engine's starts that, held, end past the deadline (its rounded durations, or a
+    # start moved to a cheap hour too late) are laid out as early as the pools allow, in
+    # the same order and on the same sites, rather than thrown away for a heuristic's plan.
+    from orchestrator.placement.planners.cpsat import decode
+
+    fed, wf = pair(), two_step_chain()
+    view = green_then_dirty(fed)
+    c = PlanningConstraints(deadline=4500.0)
+    model = CostModel(wf, fed, view, c)
+    objective = Objective.parse("carbon")
+    ref = incumbents(model, objective, 0.0).ref
+    sites = {"s0": "green", "s1": "steady"}
+    late = {"s0": 0.0, "s1": 2600.0}  # held: s1 ends at 4,600 s, past the deadline
+    plan = decode(model, objective, ref, sites, late, hold_starts=True)
+    assert plan is not None
+    checked(plan, wf, fed, view, c)
+    assert (plan.site_of("s0"), plan.site_of("s1")) == ("green", "steady")
+    assert plan.metrics.makespan_s <= 4500.0
+    on_time = decode(model, objective, ref, sites, {"s0": 0.0, "s1": 2001.0}, hold_starts=True)
+    assert on_time is not None
+    assert on_time.assignments["s1"].start >= 2001.0  # a start that keeps the limits is held

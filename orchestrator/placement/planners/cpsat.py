@@ -28,7 +28,12 @@ heuristics.fixed_search != nullptr``, on the second solve of a process) and stop
 limit or when it proves its model optimal. Its solution is decoded by list scheduling
 the chosen sites in the order of the model's starts (no step starts later than in the
 model; in cost- or carbon-driven objectives no earlier either), time-shifted and checked
-against the limits and the buffers; the plan is kept only if it beats the incumbent.
+against the limits and the buffers. When the held starts break a limit once laid out (the
+model's rounded durations and transfers are not the list scheduler's), the same sites in
+the same order are laid out as early as the pools allow and time-shifted again: on
+regional-4 at 5 s this turned fallbacks to a heuristic (rnaseq cost at 1.1x HEFT's makespan:
+2.08x the best known) into plans within 2 % of it. The plan is kept only if it beats the
+incumbent (the MILP's solution is decoded the same way).
 """
 
 from __future__ import annotations
@@ -329,18 +334,24 @@ def decode(
     def only(step: str, opts: list[Option]) -> Option:
         return opts[0]
 
-    try:
-        placed, booked, _ = list_schedule(
-            model, priority, only, site_of, dict(start_of) if hold else None
-        )
-    except InfeasiblePlan:
-        return None
-    placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
-    plan = build_plan(model, placed, objective, "cpsat", "feasible", 0.0, ref=ref, transfers=booked)
     caps = {s.id: s.buffer_capacity for s in model.federation.sites}
-    if limit_breach(plan, model.constraints) or buffer_violations(plan.flows(), caps):
-        return None
-    return plan
+    # Held at the model's starts first; if that breaks a limit once laid out (the model's
+    # rounded durations and transfers are not the list scheduler's), as early as the pools
+    # allow in the same order, time shifting then moving steps to cheaper hours.
+    for held in (True, False) if hold else (False,):
+        try:
+            placed, booked, _ = list_schedule(
+                model, priority, only, site_of, dict(start_of) if held else None
+            )
+        except InfeasiblePlan:
+            continue
+        placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
+        plan = build_plan(
+            model, placed, objective, "cpsat", "feasible", 0.0, ref=ref, transfers=booked
+        )
+        if not (limit_breach(plan, model.constraints) or buffer_violations(plan.flows(), caps)):
+            return plan
+    return None
 
 
 def _serial_span(model: CostModel) -> float:
