@@ -61,6 +61,10 @@ class Forbidden(BufferServiceError):
     """The capability token is valid but not for this site, buffer or right."""
 
 
+class PushRefused(Forbidden):
+    """The source buffer service does not push to that destination (not one of its peers)."""
+
+
 class TransferError(DataLogisticsError):
     """A transfer failed after its retries (the message names the item and the last error).
 

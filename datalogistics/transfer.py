@@ -1,8 +1,14 @@
 """The transfer engine: moves a buffer's bytes to another site's buffer over HTTP.
 
-For each item the engine reads the sealed source buffer chunk by chunk and
-appends each chunk to the destination buffer, so the data never touches the
-orchestrator's disk:
+**Push or relay.** When the source's buffer service lists the destination's
+service as a peer (``--peer``), the engine asks the source to push the bytes
+straight to the destination (``BufferClient.push``, see
+``datalogistics.buffers.push``): the bytes cross the network once, and the
+engine only orchestrates and checks the seal. Otherwise, and on a link with a
+rate limit (the token bucket is the engine's), the engine relays them: it reads
+the sealed source buffer chunk by chunk and appends each chunk to the
+destination buffer, so the data never touches the orchestrator's disk. Both
+ways keep the same guarantees:
 
 * **Integrity, end to end.** The source service hashes each chunk it reads
   from its disk and sends the digest with the bytes; the engine forwards that
@@ -55,6 +61,7 @@ from datalogistics.errors import (
     ChecksumMismatch,
     DataLogisticsError,
     OffsetMismatch,
+    PushRefused,
     TagExists,
     TransferError,
 )
@@ -141,6 +148,8 @@ class TransferRecord:
     retries: int
     resent_chunks: int
     sha256: str
+    pushed: bool = False
+    """True when the source service pushed the bytes straight to the destination."""
 
     @property
     def seconds(self) -> float:
@@ -195,7 +204,10 @@ class TransferEngine:
     ``default_limit`` applies to links not in ``limits`` (None: unlimited).
     ``transport`` is handed to ``httpx.Client`` (for example to bind a local
     address or inject a faulty network in tests); ``on_record`` receives each
-    finished transfer's record (the twin's telemetry sink).
+    finished transfer's record (the twin's telemetry sink). ``push``: ask the
+    source service to push the bytes straight to the destination (it does when
+    the destination's service is one of its peers; otherwise, and on a
+    rate-limited link, the engine relays them).
     """
 
     def __init__(
@@ -210,6 +222,7 @@ class TransferEngine:
         on_record: Callable[[TransferRecord], None] | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        push: bool = True,
     ) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive bytes, got {chunk_size}")
@@ -224,6 +237,7 @@ class TransferEngine:
         self.default_limit = default_limit
         self.on_record = on_record
         self.transport = transport
+        self.push = push
         self._sleep = sleep
 
     # -- one item ----------------------------------------------------------------
@@ -274,8 +288,13 @@ class TransferEngine:
         bucket = self.limits.get((sinfo.site, dinfo.site), self.default_limit)
         started = time.time()
         offset = resumed_from = dinfo.size
+        pushed = False
         if dinfo.state != "full":
-            self._move_chunks(s, d, offset, sinfo.size, bucket, c)
+            # A rate-limited link needs the engine's token bucket on the way: relay it.
+            pushed = self.push and bucket is None and self._push(s, d, sinfo.size, c)
+            if not pushed:
+                offset = self._retrying("destination info", d.info, c).size
+                self._move_chunks(s, d, offset, sinfo.size, bucket, c)
         # the destination hashes its disk: a mismatch is ChecksumMismatch, never retried
         final = self._retrying("seal", lambda: d.seal(sinfo.sha256), c)
         if final.sha256 != sinfo.sha256:
@@ -296,10 +315,40 @@ class TransferEngine:
             retries=c.retries,
             resent_chunks=c.resent,
             sha256=sinfo.sha256,
+            pushed=pushed,
         )
         if self.on_record is not None:
             self.on_record(record)
         return record
+
+    def _push(self, s: BufferClient, d: BufferClient, size: int, c: _Counters) -> bool:
+        """Have the source service push its bytes straight to the destination, call after
+        call until it is all there; False (nothing done) when the source refuses to push
+        there (not one of its peers: relay instead). ``TransferError`` after ``retries``
+        calls in a row that moved nothing."""
+        seconds = max(1.0, min(10.0, self.timeout / 4))  # each call answers well within timeout
+        stalled = 0
+        while True:
+            try:
+                r = self._retrying(
+                    "push", partial(s.push, d.ref, self.chunk_size, seconds=seconds), c
+                )
+            except PushRefused:
+                return False
+            except ChecksumMismatch as exc:
+                raise TransferError(
+                    f"a chunk pushed from {s.ref.url} failed its checksum at the destination "
+                    f"every time it was sent: {exc}"
+                ) from exc
+            c.resent += r.resent
+            if r.done:
+                return True
+            stalled = 0 if r.sent else stalled + 1
+            if stalled > self.retries:
+                raise TransferError(
+                    f"the push from {s.ref.url} to {d.ref.url} moved nothing {stalled} times "
+                    f"in a row (destination at {r.offset} of {r.size} bytes)"
+                )
 
     def _read_chunk(
         self, s: BufferClient, offset: int, n: int, c: _Counters

@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quota-count", type=int, default=10_000)
     p.add_argument("--no-fsync", action="store_true")
     p.add_argument("--max-ttl", type=float, default=7 * 86_400.0, help="seconds")
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        help="base URL of a buffer service this one pushes buffers to (repeatable)",
+    )
     a = p.parse_args(argv)
     serve(
         a.site,
@@ -33,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         quota_count=a.quota_count,
         fsync=not a.no_fsync,
         max_ttl=a.max_ttl,
+        peers=a.peer,
     )
 
 

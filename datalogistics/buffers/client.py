@@ -7,7 +7,7 @@ class the service raised (the body names it), so callers catch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,25 @@ def raise_for(response: httpx.Response) -> None:
     if name == "ValueError":
         raise ValueError(detail)
     raise BufferServiceError(f"HTTP {response.status_code} from {response.url}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What one push call achieved: the destination now ends at ``offset`` (of the source's
+    ``size``), ``sent`` bytes were appended, ``resent`` chunks were sent again after the
+    destination refused their checksum."""
+
+    offset: int
+    size: int
+    sent: int
+    resent: int
+
+    @property
+    def done(self) -> bool:
+        return self.offset >= self.size
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "size": self.size, "sent": self.sent, "resent": self.resent}
 
 
 class BufferClient:
@@ -112,8 +131,13 @@ class BufferClient:
         sha256: str | None = None,
         length: int | None = None,
         durable: bool = True,
+        chunks: Sequence[tuple[int, str]] | None = None,
     ) -> BufferInfo:
         """Append ``data`` (bytes, or pieces streamed as they come, ``length`` bytes in all).
+
+        ``chunks``: ``(length, sha256)`` of each chunk ``data`` is made of, in order; each is
+        verified and appended as an append of its own (``ChecksumMismatch`` stops at the first
+        that fails, the ones before it stay), no ``tag`` nor ``sha256`` then.
 
         ``durable=False``: the service answers once the bytes are verified and written, before
         their fsync (its ``size`` counts them; a crash of the service before they are committed
@@ -129,11 +153,39 @@ class BufferClient:
         headers = dict(self._auth)
         if sha256 is not None:
             headers["X-Content-SHA256"] = sha256
+        if chunks is not None:
+            headers["X-Chunk-SHA256s"] = ",".join(f"{n}:{d}" for n, d in chunks)
         if length is not None and not isinstance(data, bytes):
             headers["Content-Length"] = str(length)
         r = self.http.post(f"{self.ref.url}/data", params=params, content=data, headers=headers)
         raise_for(r)
         return BufferInfo.from_json(r.json())
+
+    def push(
+        self,
+        destination: BufferRef,
+        chunk_size: int,
+        seconds: float = 10.0,
+        max_bytes: int | None = None,
+    ) -> PushResult:
+        """Ask this (sealed) buffer's service to append its bytes straight to ``destination``
+        (from the destination's size on, ``chunk_size`` bytes an append, each with its sha256)
+        for about ``seconds`` or ``max_bytes``; ``PushRefused`` if it is not one of the
+        service's peers. Call again until ``done``: each call resumes where the last stopped."""
+        body: dict[str, Any] = {
+            "destination": destination.url,
+            "token": destination.token,
+            "chunk_size": chunk_size,
+            "seconds": seconds,
+        }
+        if max_bytes is not None:
+            body["max_bytes"] = max_bytes
+        r = self.http.post(f"{self.ref.url}/push", json=body, headers=self._auth)
+        raise_for(r)
+        out = r.json()
+        return PushResult(
+            int(out["offset"]), int(out["size"]), int(out["sent"]), int(out["resent"])
+        )
 
     def seal(self, sha256: str | None = None) -> BufferInfo:
         r = self.http.post(f"{self.ref.url}/seal", json={"sha256": sha256}, headers=self._auth)

@@ -12,12 +12,21 @@ Routes (every one needs ``Authorization: Bearer <capability token>``, see
                                                     before the fsync, committed behind)
     GET    /buffers/{id}/data?offset=&limit=        read  bytes from offset
     GET    /buffers/{id}/data?session=&limit=       read  continue a named read session
+    POST   /buffers/{id}/push               read    append this sealed buffer to a buffer of a
+                                                    peer service {destination, token,
+                                                    chunk_size, seconds, max_bytes}
     GET    /buffers/{id}/tags/{tag}         read    where a tag's chunk lies, its sha256
     POST   /buffers/{id}/seal               write   close to writes {sha256: expected digest},
                                                     checked against the bytes on disk
     POST   /buffers/{id}/drained?consumer=  read bound to that consumer: it is done
     POST   /buffers/{id}/disable            admin
     DELETE /buffers/{id}                    admin
+
+An append may list the chunks its body is made of (``X-Chunk-SHA256s:
+<length>:<sha256>,...``, instead of ``X-Content-SHA256`` and a tag): each is
+verified and appended as an append of its own, the first that fails its digest
+is refused (422) and the ones before it stay. A push sends the source's appends
+this way, several in one request.
 
 Data responses carry ``X-Content-SHA256`` (digest of the bytes returned),
 ``X-Offset``, ``X-Buffer-Size`` and ``X-Buffer-State``. Errors answer
@@ -36,17 +45,27 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from datalogistics.buffers.store import DEFAULT_MAX_TTL, BufferInfo, BufferStore, Quota
+from datalogistics.buffers.client import BufferClient, BufferRef
+from datalogistics.buffers.push import push_buffer
+from datalogistics.buffers.store import (
+    DEFAULT_MAX_TTL,
+    AppendLease,
+    BufferInfo,
+    BufferStore,
+    Quota,
+)
 from datalogistics.buffers.tokens import Capability, Right, verify_token
 from datalogistics.errors import (
     BufferGone,
@@ -57,6 +76,7 @@ from datalogistics.errors import (
     ChecksumMismatch,
     Forbidden,
     OffsetMismatch,
+    PushRefused,
     QuotaExceeded,
     TagExists,
     Unauthorized,
@@ -94,10 +114,125 @@ class CreateBuffer(BaseModel):
     id: str | None = None
 
 
+class Push(BaseModel):
+    """Body of ``POST /buffers/{id}/push``."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    destination: str = Field(
+        description="URL of the destination buffer, one of this service's peers"
+    )
+    token: str = Field(description="write token of the destination buffer")
+    chunk_size: int = Field(default=8 * 2**20, gt=0, le=2**30, description="bytes an append")
+    seconds: float = Field(default=10.0, gt=0, le=300, description="stop after about this long")
+    max_bytes: int | None = Field(default=None, gt=0, description="stop after this many bytes")
+
+
+def peer_base(url: str) -> str:
+    """The base URL of a peer buffer service, as compared with a push's destination."""
+    return url.rstrip("/").lower()
+
+
 class Seal(BaseModel):
     """Body of ``POST /buffers/{id}/seal``."""
 
     sha256: str | None = None
+
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_CHUNKS = 1024
+"""Most chunks one append may list in ``X-Chunk-SHA256s``."""
+
+
+def parse_chunk_list(value: str, content_length: str | None) -> list[tuple[int | None, str | None]]:
+    """``X-Chunk-SHA256s: <length>:<sha256>,...``: the chunks of an append's body, in order,
+    each appended (and verified against its digest) as an append of its own."""
+    chunks: list[tuple[int | None, str | None]] = []
+    for item in value.split(","):
+        length, sep, digest = item.strip().partition(":")
+        if not sep or not length.isdigit() or int(length) <= 0 or not _HEX64.match(digest):
+            raise ValueError(
+                f"X-Chunk-SHA256s lists <length>:<sha256> pairs separated by commas, got {item!r}"
+            )
+        chunks.append((int(length), digest.lower()))
+    if len(chunks) > MAX_CHUNKS:
+        raise ValueError(f"X-Chunk-SHA256s lists {len(chunks)} chunks, at most {MAX_CHUNKS}")
+    total = sum(n or 0 for n, _ in chunks)
+    if content_length is None or int(content_length) != total:
+        raise ValueError(
+            f"X-Chunk-SHA256s lists {total} bytes, the body has Content-Length {content_length}"
+        )
+    return chunks
+
+
+async def stream_chunk(
+    store: BufferStore,
+    lease: AppendLease,
+    body: AsyncIterator[bytes],
+    length: int | None,
+    rest: bytes,
+) -> bytes:
+    """Write ``length`` bytes of ``body`` (``rest`` first; all of it when ``length`` is None)
+    through ``lease``; the bytes received past them.
+
+    The bytes go to a worker thread one block of ``WRITE_BLOCK`` at a time, in order: the
+    loop receives the next block while the thread hashes and writes this one (both release
+    the GIL). Past the buffer's maximum size, the body is still read to its end so the
+    client gets the 413 answer. ``abort_append`` on any failure.
+    """
+    loop = asyncio.get_running_loop()
+    writing: asyncio.Future[None] | None = None  # the block being hashed and written
+    refused: BufferTooLarge | None = None
+    block: list[bytes] = []
+    held = 0
+    need = -1 if length is None else length
+
+    async def hand_over() -> None:
+        nonlocal writing, block, held, refused
+        data = block
+        block, held = [], 0
+        if writing is not None:
+            try:
+                await writing
+            except BufferTooLarge as exc:
+                refused = exc
+            writing = None
+        if refused is None and data:
+            writing = loop.run_in_executor(None, lease.write_pieces, data)
+
+    try:
+        while need != 0:
+            if rest:
+                piece, rest = rest, b""
+            else:
+                try:
+                    piece = await body.__anext__()
+                except StopAsyncIteration:
+                    break
+            if 0 <= need < len(piece):
+                piece, rest = piece[:need], piece[need:]
+            if need > 0:
+                need -= len(piece)
+            if refused is None and piece:
+                block.append(piece)
+                held += len(piece)
+                if held >= WRITE_BLOCK:
+                    await hand_over()
+        await hand_over()
+        await hand_over()  # waits for the last block
+    except BaseException:
+        if writing is not None:
+            with contextlib.suppress(BaseException):
+                await writing
+        store.abort_append(lease)
+        raise
+    if refused is not None:
+        store.abort_append(lease)
+        raise refused
+    if need > 0:
+        store.abort_append(lease)
+        raise ValueError(f"the body ended {need} bytes short of the chunk at {lease.start}")
+    return rest
 
 
 def load_or_create_secret(root: Path) -> str:
@@ -127,8 +262,17 @@ def capability(request: Request) -> Capability:
 Cap = Annotated[Capability, Depends(capability)]
 
 
-def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 30.0) -> FastAPI:
-    """The buffer service of ``store.site``; tokens are checked against ``secret``."""
+def create_app(
+    store: BufferStore,
+    secret: str | bytes,
+    reap_interval: float = 30.0,
+    peers: Iterable[str] = (),
+) -> FastAPI:
+    """The buffer service of ``store.site``; tokens are checked against ``secret``.
+
+    ``peers``: base URLs (``http://host:port``) of the buffer services this one pushes
+    buffers to when asked (``POST /buffers/{id}/push``); any other destination is refused.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -148,6 +292,7 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
     app = FastAPI(title=f"continuum buffer service ({store.site})", lifespan=lifespan)
     app.state.store = store
     app.state.secret = secret
+    app.state.peers = {peer_base(p) for p in peers}
 
     @app.exception_handler(BufferServiceError)
     async def _buffer_error(_request: Request, exc: BufferServiceError) -> JSONResponse:
@@ -213,50 +358,35 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
         ] = True,
     ) -> dict[str, Any]:
         cap.require(store.site, buffer_id, Right.WRITE)
-        digest = request.headers.get("x-content-sha256")
-        lease = await run_in_threadpool(store.begin_append, buffer_id, offset, tag)
-        refused: BufferTooLarge | None = None
-        loop = asyncio.get_running_loop()
-        writing: asyncio.Future[None] | None = None  # the block being hashed and written
-        block: list[bytes] = []
-        held = 0
-
-        async def hand_over() -> None:
-            # One block at a time, in order, to a worker thread: the loop receives the next
-            # block while the thread hashes and writes this one (both release the GIL).
-            nonlocal writing, block, held, refused
-            data = b"".join(block)
-            block, held = [], 0
-            if writing is not None:
-                try:
-                    await writing
-                except BufferTooLarge as exc:
-                    refused = exc
-                writing = None
-            if refused is None and data:
-                writing = loop.run_in_executor(None, lease.write, data)
-
-        try:
-            # Stream the body to disk as it arrives, hashing on the way; past the maximum
-            # size, keep draining the body so the client gets the 413 answer.
-            async for piece in request.stream():
-                if refused is None and piece:
-                    block.append(piece)
-                    held += len(piece)
-                    if held >= WRITE_BLOCK:
-                        await hand_over()
-            await hand_over()
-            await hand_over()  # waits for the last block
-        except BaseException:
-            if writing is not None:
-                with contextlib.suppress(BaseException):
-                    await writing
-            store.abort_append(lease)
-            raise
-        if refused is not None:
-            store.abort_append(lease)
-            raise refused
-        info = await run_in_threadpool(store.finish_append, lease, digest, durable)
+        listed = request.headers.get("x-chunk-sha256s")
+        if listed is None:
+            chunks: list[tuple[int | None, str | None]] = [
+                (None, request.headers.get("x-content-sha256"))
+            ]
+        else:
+            chunks = parse_chunk_list(listed, request.headers.get("content-length"))
+            if tag is not None or request.headers.get("x-content-sha256") is not None:
+                raise ValueError(
+                    "X-Chunk-SHA256s lists several chunks: a tag or X-Content-SHA256 names one"
+                )
+        body = request.stream().__aiter__()
+        rest = b""  # bytes received past the end of the chunk being written
+        info: BufferInfo | None = None
+        at = offset
+        for length, digest in chunks:
+            lease = await run_in_threadpool(store.begin_append, buffer_id, at, tag)
+            try:
+                rest = await stream_chunk(store, lease, body, length, rest)
+                info = await run_in_threadpool(store.finish_append, lease, digest, durable)
+            except BufferServiceError:
+                # Answer the refusal (413, 422) once the body is read: the chunks before
+                # this one stay, verified and written; the next attempt resumes at the size.
+                with contextlib.suppress(Exception):
+                    async for _ in body:
+                        pass
+                raise
+            at = lease.start + lease.written
+        assert info is not None  # at least one chunk
         return info.to_json()
 
     @app.get("/buffers/{buffer_id}/data")
@@ -273,6 +403,26 @@ def create_app(store: BufferStore, secret: str | bytes, reap_interval: float = 3
             return data_response(data, start, info)
         data, info, digest = store.read(buffer_id, offset, limit)
         return data_response(data, offset, info, digest)
+
+    @app.post("/buffers/{buffer_id}/push")
+    def push(buffer_id: str, body: Push, cap: Cap) -> dict[str, Any]:
+        cap.require(store.site, buffer_id, Right.READ)
+        dst = BufferRef.parse(body.destination, body.token)
+        if peer_base(dst.base_url) not in app.state.peers:
+            raise PushRefused(
+                f"the buffer service of {store.site!r} does not push to {dst.base_url}: not one "
+                "of its peers (start it with --peer URL); move the data through the engine"
+            )
+        with httpx.Client(timeout=60) as http:
+            result = push_buffer(
+                store,
+                buffer_id,
+                BufferClient(dst, http),
+                body.chunk_size,
+                seconds=body.seconds,
+                max_bytes=body.max_bytes,
+            )
+        return result.to_json()
 
     @app.get("/buffers/{buffer_id}/tags/{tag}")
     def tag(buffer_id: str, tag: str, cap: Cap) -> dict[str, Any]:
@@ -321,14 +471,16 @@ def serve(
     reap_interval: float = 30.0,
     fsync: bool = True,
     max_ttl: float = DEFAULT_MAX_TTL,
+    peers: Iterable[str] = (),
 ) -> None:
-    """Run the buffer service of ``site`` on ``host:port`` until interrupted (uvicorn)."""
+    """Run the buffer service of ``site`` on ``host:port`` until interrupted (uvicorn);
+    ``peers``: the services it pushes buffers to (see ``create_app``)."""
     import uvicorn
 
     root = Path(root)
     key = secret or load_or_create_secret(root)
     store = BufferStore(root, site, Quota(quota_bytes, quota_count), fsync=fsync, max_ttl=max_ttl)
-    app = create_app(store, key, reap_interval=reap_interval)
+    app = create_app(store, key, reap_interval=reap_interval, peers=peers)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:

@@ -46,7 +46,9 @@ Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
   append counts in the buffer's ``size`` (where the next append starts) but
   is readable only once committed; a crash before the commit cuts it off on
   start, and ``size`` then says where to resume. A seal or a durable append
-  first waits for the syncer.
+  first waits for the syncer. Once a pass of the syncer is committed, another
+  thread reads its appends back from disk into the buffer's running sha256 while
+  the syncer fsyncs the next pass; the seal waits for it and finishes the digest.
 * Privacy: the folders are created 0700, the data files and the SQLite
   database 0600.
 
@@ -64,7 +66,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
@@ -243,15 +246,21 @@ class AppendLease:
 
     def write(self, piece: bytes) -> None:
         """Add ``piece``; ``BufferTooLarge`` (and nothing more written) past the maximum size."""
-        end = self.start + self.written + len(piece)
+        self.write_pieces((piece,))
+
+    def write_pieces(self, pieces: Sequence[bytes]) -> None:
+        """Add ``pieces`` in order (written and hashed one by one, never joined);
+        ``BufferTooLarge`` (and nothing of them written) past the maximum size."""
+        end = self.start + self.written + sum(len(p) for p in pieces)
         if end > self.max_size:
             raise BufferTooLarge(
                 f"append would bring buffer {self.buffer_id!r} to at least {end} bytes, "
                 f"above its maximum of {self.max_size}"
             )
-        self.file.write(piece)
-        self.digest.update(piece)
-        self.written += len(piece)
+        for piece in pieces:
+            self.file.write(piece)
+            self.digest.update(piece)
+            self.written += len(piece)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +271,24 @@ class _Unsynced:
     length: int
     sha256: str
     tag: str | None
+
+
+def _hash_file_range(path: Path, h: Any, start: int, end: int) -> int:
+    """Feed the bytes ``[start, end)`` of the file at ``path``, as read from disk in blocks
+    of ``HASH_BLOCK`` into one reused buffer, to the hash ``h``; the offset reached (less
+    than ``end`` when the file is shorter)."""
+    block = bytearray(min(HASH_BLOCK, max(end - start, 0)))
+    view = memoryview(block)
+    at = start
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        while at < end:
+            n = f.readinto(view[: min(end - at, len(block))])
+            if not n:
+                break
+            h.update(view[:n])
+            at += n
+    return at
 
 
 def _private_dir(path: Path) -> None:
@@ -342,6 +369,8 @@ class BufferStore:
         self._unsynced: dict[str, list[_Unsynced]] = {}
         self._synced = threading.Condition(self._lock)
         self._syncer: threading.Thread | None = None
+        # Reads back what the syncer committed, pass after pass, while it fsyncs the next.
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix=f"buffer-read-back-{site}")
         self._closing = False
         # Running sha256 of a buffer's committed bytes as read back from disk by the syncer
         # (buffers written from offset 0 with unsynced appends): a seal finishes it.
@@ -354,6 +383,7 @@ class BufferStore:
             self._synced.notify_all()
         if self._syncer is not None:
             self._syncer.join(timeout=60)
+        self._hasher.shutdown(wait=True)
         self._engine.dispose()
 
     # -- the syncer: fsync and commit of appends acknowledged before their fsync ----
@@ -381,7 +411,8 @@ class BufferStore:
                 self._sync_buffer(buffer_id, extents)
 
     def _sync_buffer(self, buffer_id: str, extents: list[_Unsynced]) -> None:
-        """fsync the file once, then commit ``extents`` (the oldest unsynced) in one go."""
+        """fsync the file once, then commit ``extents`` (the oldest unsynced) in one go;
+        then another thread reads them back from disk into the running digest."""
         failure: str | None = None
         try:
             if self.fsync:
@@ -436,8 +467,8 @@ class BufferStore:
                     if row is not None and row.state == BufferState.CREATED:
                         row.state = BufferState.ERROR
                         row.reason = f"committing appended bytes failed: {exc}"
-        if committed:  # before the waiters are told, so a seal finds the read-back done
-            self._read_back_extents(buffer_id, extents)
+        if committed:  # read back while the next pass fsyncs; a seal waits for it
+            self._hasher.submit(self._read_back_extents, buffer_id, extents)
         with self._synced:
             pending = self._unsynced.get(buffer_id, [])
             del pending[: len(extents)]
@@ -447,7 +478,8 @@ class BufferStore:
 
     def _read_back_extents(self, buffer_id: str, extents: list[_Unsynced]) -> None:
         """Hash the committed ``extents`` as read back from disk, continuing the buffer's
-        running digest (started when its first extent is at offset 0)."""
+        running digest (started when its first extent is at offset 0). Runs in the read-back
+        thread, pass after pass in commit order, while the syncer fsyncs the next pass."""
         with self._lock:
             h, upto = self._read_back.get(buffer_id, (None, 0))
         start = extents[0].start
@@ -457,20 +489,17 @@ class BufferStore:
             return
         end = extents[-1].start + extents[-1].length
         try:
-            with open(self.path(buffer_id), "rb") as f:
-                f.seek(start)
-                while upto < end:
-                    block = f.read(min(end - upto, HASH_BLOCK))
-                    if not block:
-                        break
-                    h.update(block)
-                    upto += len(block)
+            upto = _hash_file_range(self.path(buffer_id), h, start, end)
         except OSError:  # gone, or unreadable: the seal hashes the whole file itself
             with self._lock:
                 self._read_back.pop(buffer_id, None)
             return
         with self._lock:
             self._read_back[buffer_id] = (h, upto)
+
+    def _read_backs_done(self) -> None:
+        """Wait until every read-back handed to the read-back thread so far is done."""
+        self._hasher.submit(lambda: None).result()
 
     def sync(self, buffer_id: str) -> None:
         """Wait until every append acknowledged to ``buffer_id`` is fsynced and committed."""
@@ -541,14 +570,7 @@ class BufferStore:
         if h is None or got > size:
             h, got = hashlib.sha256(), 0
         try:
-            with open(self.path(buffer_id), "rb") as f:
-                f.seek(got)
-                while got < size:
-                    block = f.read(min(size - got, HASH_BLOCK))
-                    if not block:
-                        break
-                    h.update(block)
-                    got += len(block)
+            got = _hash_file_range(self.path(buffer_id), h, got, size)
         except FileNotFoundError:
             raise BufferGone(f"buffer {buffer_id!r} was destroyed while being sealed") from None
         return h.hexdigest(), got
@@ -842,6 +864,7 @@ class BufferStore:
         if sha256 is not None and not _SHA_RE.match(sha256.lower()):
             raise ValueError("sha256 must be 64 hexadecimal digits")
         self.sync(buffer_id)
+        self._read_backs_done()
         with self._lock, self._session() as s:
             row = self._row(s, buffer_id)
             if self._unsynced.get(buffer_id):
@@ -887,6 +910,68 @@ class BufferStore:
                 return f.read(length)
         except FileNotFoundError:
             raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
+
+    def range_sha256(self, buffer_id: str, offset: int, length: int) -> str:
+        """The sha256 of the committed bytes ``[offset, offset + length)``: the one recorded
+        when they arrived if the range is exactly one append's extent, else hashed from disk."""
+        with self._lock, self._session() as s:
+            row = self._row(s, buffer_id)
+            if offset < 0 or length < 0 or offset + length > row.size:
+                raise ValueError(
+                    f"range [{offset}, {offset + length}) is not within the {row.size} committed "
+                    f"bytes of buffer {buffer_id!r}"
+                )
+            extent = s.get(ExtentRow, (buffer_id, offset))
+            if extent is not None and extent.length == length:
+                return extent.sha256
+        h = hashlib.sha256()
+        try:
+            _hash_file_range(self.path(buffer_id), h, offset, offset + length)
+        except FileNotFoundError:
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
+        return h.hexdigest()
+
+    def extents_from(
+        self, buffer_id: str, offset: int, max_bytes: int, max_count: int, min_length: int = 1
+    ) -> list[tuple[int, int, str]]:
+        """The appends recorded back to back from ``offset`` on: ``(offset, length, sha256)``
+        each (the digest computed when the bytes arrived), as many as fit in ``max_bytes``
+        and ``max_count``, stopping before the first shorter than ``min_length``."""
+        with self._lock, self._session() as s:
+            self._row(s, buffer_id)
+            rows = s.execute(
+                select(ExtentRow.offset, ExtentRow.length, ExtentRow.sha256)
+                .where(ExtentRow.buffer_id == buffer_id, ExtentRow.offset >= offset)
+                .order_by(ExtentRow.offset)
+                .limit(max_count)
+            ).all()
+        out: list[tuple[int, int, str]] = []
+        at, total = offset, 0
+        for start, length, digest in rows:
+            if start != at or length < min_length or total + length > max_bytes:
+                break
+            out.append((start, length, digest))
+            at += length
+            total += length
+        return out
+
+    def iter_range(
+        self, buffer_id: str, offset: int, length: int, piece: int = HASH_BLOCK
+    ) -> Iterator[bytes]:
+        """The bytes ``[offset, offset + length)`` of the buffer's file, ``piece`` bytes at a
+        time (the caller checks the range is committed; ``BufferGone`` if the file is gone)."""
+        try:
+            f = open(self.path(buffer_id), "rb", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
+            raise BufferGone(f"buffer {buffer_id!r} was destroyed while being read") from None
+        with f:
+            at, end = offset, offset + length
+            while at < end:
+                data = os.pread(f.fileno(), min(piece, end - at), at)
+                if not data:
+                    raise BufferGone(f"buffer {buffer_id!r} lost bytes at offset {at}")
+                yield data
+                at += len(data)
 
     def read(
         self, buffer_id: str, offset: int = 0, limit: int | None = None

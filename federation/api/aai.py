@@ -278,6 +278,12 @@ def token_header(token: str) -> dict[str, Any]:
     return header
 
 
+VERIFIED_TTL_S = 60.0
+"""How long a verified token is taken without a new signature check (never past ``exp``)."""
+VERIFIED_MAX = 4096
+"""Verified tokens kept at most (one per active client session)."""
+
+
 class KeycloakVerifier:
     """Verifies Keycloak access tokens locally against the realm's keys."""
 
@@ -301,6 +307,14 @@ class KeycloakVerifier:
         self._lock = asyncio.Lock()
         self.refreshes = 0
         """How many times the key set was fetched (for tests and metrics)."""
+        # Tokens verified already: token -> (claims, monotonic time until which they hold).
+        # A client sends the same token with every request, and an RS256 verification
+        # costs more than the rest of a small request; an entry lasts at most
+        # ``VERIFIED_TTL_S`` and never past the token's ``exp``, and a new key set
+        # (rotation) empties the cache, so what was refused once is refused again.
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
+        self.verifications = 0
+        """How many tokens were verified by signature (the cache's misses)."""
 
     async def refresh_keys(self) -> None:
         """Fetch the realm's signing keys (``/certs``) and replace the cache."""
@@ -323,6 +337,7 @@ class KeycloakVerifier:
             except (JWException, ValueError, TypeError):
                 continue
         self._keys = keys
+        self._verified = {}  # verified against the old keys: verify again
         self._last_refresh = time.monotonic()
         self.refreshes += 1
 
@@ -350,7 +365,29 @@ class KeycloakVerifier:
         return key
 
     async def claims(self, token: str) -> dict[str, Any]:
-        """The verified claims of ``token``; ``Unauthenticated`` says which check failed."""
+        """The verified claims of ``token``; ``Unauthenticated`` says which check failed.
+
+        A token verified in the last ``VERIFIED_TTL_S`` seconds (and not expired since)
+        is not verified again; its claims are handed out as a copy.
+        """
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.monotonic() < hit[1]:
+                return dict(hit[0])
+            self._verified.pop(token, None)
+        claims = await self._verify(token)
+        exp = claims.get("exp")
+        if isinstance(exp, int | float):
+            left = float(exp) + self.settings.token_leeway_s - time.time()
+            if left > 0:
+                if len(self._verified) >= VERIFIED_MAX:
+                    self._verified.clear()  # bounded: a flood of tokens costs a re-verify
+                ttl = min(left, VERIFIED_TTL_S)
+                self._verified[token] = (dict(claims), time.monotonic() + ttl)
+        return claims
+
+    async def _verify(self, token: str) -> dict[str, Any]:
+        self.verifications += 1
         header = token_header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in SIGNING_ALGORITHMS:

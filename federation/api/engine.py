@@ -248,10 +248,15 @@ class Engine:
         ``rows``: sample id -> the journal's ``COLUMNS``. Returns (new samples, samples
         waiting in the queue).
         """
+        # Built and put in time order before the lock (the rows are the API's validated
+        # samples): under it, only the INSERT and the queueing.
+        built = journal.to_samples(site, list(rows.values()), validated=True)
+        order = sorted(range(len(built)), key=lambda i: built[i].timestamp)
+        ids = list(rows)
         with self.journal_lock:
             with self.ctx.store.session() as db:
                 new = journal.record(db, site, rows)
-            fresh = journal.to_samples(site, [r for sid, r in rows.items() if sid in new])
+            fresh = [built[i] for i in order if ids[i] in new]
             return len(fresh), (self.enqueue(fresh) if fresh else self.queued())
 
     def record_and_apply(
@@ -265,7 +270,9 @@ class Engine:
             self.twin()  # rebuilt (if it must be) before the batch is in the journal
             with self.journal_lock, self.ctx.store.session() as db:
                 new = journal.record(db, site, rows)
-            fresh = journal.to_samples(site, [r for sid, r in rows.items() if sid in new])
+            fresh = journal.to_samples(
+                site, [r for sid, r in rows.items() if sid in new], validated=True
+            )
             return len(fresh), self.ingest(fresh)
 
     def enqueue(self, samples: list[TelemetrySample]) -> int:

@@ -70,8 +70,18 @@ def record(db: Session, site: str, rows: Mapping[str, Mapping[str, Any]]) -> set
     return {v["sample_id"] for v in new}
 
 
-def to_samples(site: str, rows: Sequence[Mapping[str, Any]]) -> list[TelemetrySample]:
-    """The twin's samples of ``site`` from journal rows (validated in one pass)."""
+def to_samples(
+    site: str, rows: Sequence[Mapping[str, Any]], validated: bool = False
+) -> list[TelemetrySample]:
+    """The twin's samples of ``site`` from journal rows (validated in one pass).
+
+    ``validated``: the rows come from samples the API's ``Sample`` model has just
+    validated (its checks include every check of ``TelemetrySample``), so they are
+    built without validating again; rows read back from the store are validated.
+    """
+    if validated:
+        build = TelemetrySample.model_construct
+        return [build(site=site, **{**r, "links": r["links"] or {}}) for r in rows]
     return _SAMPLES.validate_python(
         [{"site": site, **{c: r[c] for c in COLUMNS}, "links": r["links"] or {}} for r in rows]
     )

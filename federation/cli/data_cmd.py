@@ -122,6 +122,13 @@ def buffer_serve(
     reap_interval: Annotated[float, typer.Option(help="Seconds between TTL sweeps.")] = 30.0,
     fsync: Annotated[bool, typer.Option(help="fsync every append.")] = True,
     max_ttl: Annotated[str, typer.Option(help="Longest buffer lifetime, e.g. '7 d'.")] = "7 d",
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Base URL of another site's buffer service this one pushes buffers to "
+            "(repeatable); transfers to it skip the engine's relay."
+        ),
+    ] = None,
 ) -> None:
     """Run the ephemeral buffer service of one site (until Ctrl-C).
 
@@ -149,6 +156,7 @@ def buffer_serve(
         reap_interval=reap_interval,
         fsync=fsync,
         max_ttl=parse_duration(max_ttl),
+        peers=peer or (),
     )
 
 

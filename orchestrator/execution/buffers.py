@@ -209,8 +209,13 @@ class LocalBufferServices:
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self) -> dict[str, BufferEndpoint]:
+        ports: dict[str, int] = {}
         for site in self.sites:
-            port = free_port()
+            ports[site] = next(p for p in iter(free_port, None) if p not in ports.values())
+        urls = {site: f"http://127.0.0.1:{port}" for site, port in ports.items()}
+        for site, port in ports.items():
+            # every other site's service is a peer: a sealed buffer is pushed straight to it
+            peers = [arg for other, url in urls.items() if other != site for arg in ("--peer", url)]
             secret = secrets.token_hex(16)
             folder = self.root / site / "buffers"
             folder.mkdir(parents=True, exist_ok=True)
@@ -228,6 +233,7 @@ class LocalBufferServices:
                     str(port),
                     "--quota-bytes",
                     str(self.quota_bytes),
+                    *peers,
                 ],
                 env={**os.environ, "CONTINUUM_BUFFER_SECRET": secret},
                 stdout=log,
@@ -236,7 +242,7 @@ class LocalBufferServices:
                 start_new_session=True,  # a Ctrl-C at the terminal is ours to handle
                 preexec_fn=_die_with_parent,  # only a prctl call
             )
-            self.endpoints[site] = BufferEndpoint(site, f"http://127.0.0.1:{port}", secret)
+            self.endpoints[site] = BufferEndpoint(site, urls[site], secret)
         self._wait_ready()
         return self.endpoints
 

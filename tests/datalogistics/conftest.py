@@ -43,7 +43,13 @@ class ServiceThread:
     """A buffer service of ``site`` on a free loopback port, in a thread."""
 
     def __init__(
-        self, root: Path, site: str, quota: Quota, clock: Clock, reap_interval: float = 3600
+        self,
+        root: Path,
+        site: str,
+        quota: Quota,
+        clock: Clock,
+        reap_interval: float = 3600,
+        peers: tuple[str, ...] = (),
     ) -> None:
         self.site = site
         self.root = root
@@ -52,7 +58,7 @@ class ServiceThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(self.store, SECRET, reap_interval=reap_interval),
+            create_app(self.store, SECRET, reap_interval=reap_interval, peers=peers),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",

@@ -347,3 +347,28 @@ def test_the_principal_reads_the_api_clients_roles(realm: Realm) -> None:
     claims = {"sub": "u-7", "resource_access": {s.keycloak_client_id: {"roles": ["auditor"]}}}
     who = asyncio.run(v.principal(sign(s, claims)))
     assert (who.subject, who.auditor, who.admin) == ("u-7", True, False)
+
+
+def test_a_verified_token_is_not_verified_again_until_it_expires_or_the_keys_change(
+    realm: Realm,
+) -> None:
+    s = realm.settings(token_leeway_s=0)
+    v = loaded(s)
+    token = sign(s, {**ADMIN, "preferred_username": "ada"})
+    first = verified(v, token)
+    first["preferred_username"] = "changed by the caller"  # a copy: the cache keeps its own
+    assert verified(v, token)["preferred_username"] == "ada"
+    assert v.verifications == 1  # the second use came from the cache
+    # a refused token is not cached: refused again, verified again
+    bad = sign(s, {}, key=OTHER, kid="k1")
+    for _ in range(2):
+        assert refused(v, bad).startswith("token signature invalid: ")
+    assert v.verifications == 3
+    # the cache never outlives the token: one expiring in a second is refused after it
+    short = sign(s, {**ADMIN, "exp": int(time.time()) + 1})
+    assert verified(v, short)["realm_access"] == ADMIN["realm_access"]
+    time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()) + 1.0)
+    assert refused(v, short) == "token expired"
+    # a new key set (rotation) empties the cache: a token of the old key is verified again
+    v.use_keys({"keys": [OTHER.export_public(as_dict=True)]})
+    assert refused(v, token) == "token signed with a key the realm does not publish (kid k1)"

@@ -38,6 +38,7 @@ def test_data_moves_through_buffer_services_with_checksums(tmp_path: Path) -> No
         assert moved == [("xa", "a", "b"), ("xc", "a", "b")]
         assert all(r.bytes == r.total_bytes > 0 for r in stager.records)
         assert all(r.telemetry()["link"] == "a->b" for r in stager.records)
+        assert all(r.pushed for r in stager.records)  # the sites' services are peers
         staged = tmp_path / "b" / "staged" / rid / "xc"
         assert staged.read_text() == "c made this\n"
     # the services are stopped by PID when the block ends
