@@ -7,8 +7,11 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from orchestrator.placement.costs import CostModel
+from orchestrator.placement.explain import explain_all
+from orchestrator.placement.links import Transfers
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.placement.schedule import Option
+from orchestrator.placement.schedule import Option, build_plan
+from orchestrator.placement.timeshift import timeshift
 
 if TYPE_CHECKING:
     from federation.model import Federation
@@ -35,6 +38,25 @@ class ModelPlanner:
 
     def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
         raise NotImplementedError
+
+
+def heuristic_plan(
+    model: CostModel,
+    placed: Mapping[str, tuple[str, float, float]],
+    booked: Transfers,
+    objective: Objective,
+    planner: str,
+    awards: Mapping[str, str] | None = None,
+    notes: tuple[str, ...] = (),
+) -> Plan:
+    """A list-scheduled placement time-shifted within the deadline, explained and built."""
+    placed, booked, moved = timeshift(model, placed, objective, model.constraints.deadline, booked)
+    why = explain_all(model, placed, objective, awards, booked)
+    if moved:
+        notes = (*notes, f"time-shifted {moved} steps")
+    return build_plan(
+        model, placed, objective, planner, "heuristic", 0.0, why, notes=notes, transfers=booked
+    )
 
 
 def limit_breach(plan: Plan, constraints: PlanningConstraints) -> str:

@@ -53,7 +53,7 @@ from orchestrator.placement.costs import CostModel
 from orchestrator.placement.explain import explain_all
 from orchestrator.placement.links import LinkBook, transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import better, limit_breach
+from orchestrator.placement.planners.common import ModelPlanner, better, limit_breach
 from orchestrator.placement.planners.incumbent import incumbents
 from orchestrator.placement.planners.milp_data import breakpoints, start_extremes
 from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
@@ -573,7 +573,7 @@ def _source(model: CostModel, item: str, site_of: Mapping[str, str]) -> str | No
     return model.origin.get(item) if producer is None else site_of[producer]
 
 
-class CPSATPlanner:
+class CPSATPlanner(ModelPlanner):
     """CP-SAT on the shared cost model, hinted with the best heuristic plan."""
 
     name = "cpsat"
@@ -593,12 +593,12 @@ class CPSATPlanner:
         constraints: PlanningConstraints,
         objective: Objective,
     ) -> Plan:
-        t0 = time.perf_counter()
         unavailable = cpsat_unavailable()
         if unavailable is not None:
             raise PlanningError(f"cpsat: {unavailable}; use the ilp planner")
-        model = CostModel(workflow, federation, view, constraints)
-        model.refuse_unknown(objective)
+        return super().plan(workflow, federation, view, constraints, objective)
+
+    def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
         inc = incumbents(model, objective, t0)
         best = inc.best(objective)
         res = solve_cpsat(model, objective, inc.ref, best, self.settings, self.progress)

@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
-from orchestrator.placement.explain import explain_all
 from orchestrator.placement.plan import Objective, Plan
-from orchestrator.placement.planners.common import ModelPlanner, escalating, limit_breach, pick
+from orchestrator.placement.planners.common import (
+    ModelPlanner,
+    escalating,
+    heuristic_plan,
+    limit_breach,
+    pick,
+)
 from orchestrator.placement.planners.heft import HEFTPlanner
-from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
-from orchestrator.placement.timeshift import timeshift
+from orchestrator.placement.schedule import Option, list_schedule, upward_ranks
 
 if TYPE_CHECKING:
     pass
@@ -45,22 +49,7 @@ class GreedyPlanner(ModelPlanner):
                 return pick(opts, obj, terms)
 
             placed, booked, _ = list_schedule(model, ranks, choose)
-            placed, booked, moved = timeshift(
-                model, placed, objective, constraints.deadline, booked
-            )
-            why = explain_all(model, placed, objective, None, booked)
-            notes = (f"time-shifted {moved} steps",) if moved else ()
-            plan = build_plan(
-                model,
-                placed,
-                objective,
-                self.name,
-                "heuristic",
-                0.0,
-                why,
-                notes=notes,
-                transfers=booked,
-            )
+            plan = heuristic_plan(model, placed, booked, objective, self.name)
             last = limit_breach(plan, constraints)
             if not last:
                 return plan.with_metrics(wall_s=time.perf_counter() - t0)

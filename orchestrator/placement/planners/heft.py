@@ -15,7 +15,7 @@ from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.explain import explain_all
 from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import limit_breach
+from orchestrator.placement.planners.common import ModelPlanner, limit_breach
 from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def earliest_finish(step: str, opts: list[Option]) -> Option:
     return min(opts, key=lambda o: (o.end, o.start))
 
 
-class HEFTPlanner:
+class HEFTPlanner(ModelPlanner):
     """Heterogeneous Earliest Finish Time: the baseline and the ILP's warm start."""
 
     name = "heft"
@@ -45,10 +45,7 @@ class HEFTPlanner:
         constraints: PlanningConstraints,
         objective: Objective,
     ) -> Plan:
-        t0 = time.perf_counter()
-        model = CostModel(workflow, federation, view, constraints)
-        model.refuse_unknown(objective)
-        plan = self.plan_model(model, objective, t0)
+        plan = super().plan(workflow, federation, view, constraints, objective)
         breach = limit_breach(plan, constraints)
         if breach:
             raise InfeasiblePlan(f"heft: {breach}; relax the limit or use the ilp planner")

@@ -39,7 +39,7 @@ from orchestrator.placement.explain import explain_all
 from orchestrator.placement.improve import improve
 from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import better, limit_breach
+from orchestrator.placement.planners.common import ModelPlanner, better, limit_breach
 from orchestrator.placement.planners.cpsat import (
     CPSATSettings,
     cpsat_unavailable,
@@ -59,9 +59,7 @@ from orchestrator.placement.schedule import build_plan
 from orchestrator.placement.timeshift import has_time_variation
 
 if TYPE_CHECKING:
-    from federation.model import Federation
-    from orchestrator.workflow import Workflow
-    from twin.state import SiteView
+    pass
 
 ENGINES = ("auto", "milp", "cpsat")
 
@@ -114,7 +112,7 @@ def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
     return ("milp", "cpsat")
 
 
-class ILPPlanner:
+class ILPPlanner(ModelPlanner):
     """The optimiser: the best heuristic plan, improved by the MILP and CP-SAT."""
 
     name = "ilp"
@@ -130,18 +128,9 @@ class ILPPlanner:
         if self.progress is not None:
             self.progress(msg)
 
-    def plan(
-        self,
-        workflow: Workflow,
-        federation: Federation,
-        view: SiteView,
-        constraints: PlanningConstraints,
-        objective: Objective,
-    ) -> Plan:
-        t_start = time.perf_counter()
+    def plan_model(self, model: CostModel, objective: Objective, t_start: float) -> Plan:
         cfg = self.settings
-        model = CostModel(workflow, federation, view, constraints)
-        model.refuse_unknown(objective)
+        constraints = model.constraints
         self._say("incumbent: HEFT, greedy, market")
         inc = incumbents(model, objective, t_start)
         ref = inc.ref
@@ -213,7 +202,7 @@ class ILPPlanner:
             chosen = engine_best
         if (
             not has_time_variation(model, set(model.sites))
-            and len(workflow) <= 3000
+            and len(model.workflow) <= 3000
             and cfg.improve_seconds > 0
         ):
             self._say("local search on the critical chain")

@@ -28,17 +28,19 @@ from typing import TYPE_CHECKING
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
-from orchestrator.placement.explain import explain_all
 from orchestrator.placement.plan import Objective, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import ModelPlanner, escalating, limit_breach
+from orchestrator.placement.planners.common import (
+    ModelPlanner,
+    escalating,
+    heuristic_plan,
+    limit_breach,
+)
 from orchestrator.placement.schedule import (
     CorePools,
     Option,
-    build_plan,
     list_schedule,
     upward_ranks,
 )
-from orchestrator.placement.timeshift import timeshift
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -171,19 +173,5 @@ class MarketPlanner(ModelPlanner):
 
         state["pools"] = CorePools(model)
         placed, booked, _ = list_schedule(model, ranks, choose, pools=state["pools"])
-        placed, booked, moved = timeshift(model, placed, objective, constraints.deadline, booked)
-        why = explain_all(model, placed, objective, awards, booked)
-        notes = [f"market: {paid[0]:.4g} EUR paid to the winning bids"]
-        if moved:
-            notes.append(f"time-shifted {moved} steps")
-        return build_plan(
-            model,
-            placed,
-            objective,
-            self.name,
-            "heuristic",
-            0.0,
-            why,
-            notes=tuple(notes),
-            transfers=booked,
-        )
+        paid_note = f"market: {paid[0]:.4g} EUR paid to the winning bids"
+        return heuristic_plan(model, placed, booked, objective, self.name, awards, (paid_note,))
