@@ -833,16 +833,15 @@ class SiteTwin:
             [float(self.t) + (k + 1 - seasonal_lag(k + 1, season)) * s for k in range(horizon)]
         )
         span = season * s
-        row = self._row
-        for name in self.model.observations:
-            i = row[name]
-            ts: list[float] = []
-            vs: list[float] = []
-            for t, present, zs in self._season_samples:
-                if name in present:
-                    ts.append(t)
-                    vs.append(zs[present.index(name)])
-            if not ts:
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for t, present, zs in self._season_samples:  # one pass: each metric's times, values
+            for name, v in zip(present, zs, strict=True):
+                ts, vs = series.setdefault(name, ([], []))
+                ts.append(t)
+                vs.append(v)
+        for name, (ts, vs) in series.items():
+            i = self._row.get(name)
+            if i is None:  # a metric of an older model, restored from a snapshot
                 continue
             times = np.array(ts)
             j = np.searchsorted(times, ends, side="right") - 1
