@@ -64,19 +64,27 @@ def raise_for(response: httpx.Response) -> None:
 class PushResult:
     """What one push call achieved: the destination now ends at ``offset`` (of the source's
     ``size``), ``sent`` bytes were appended, ``resent`` chunks were sent again after the
-    destination refused their checksum."""
+    destination refused their checksum; ``channel``: how the bytes went (``"data port"``,
+    the destination's data port, or ``"http"``, its append route)."""
 
     offset: int
     size: int
     sent: int
     resent: int
+    channel: str = "http"
 
     @property
     def done(self) -> bool:
         return self.offset >= self.size
 
     def to_json(self) -> dict[str, Any]:
-        return {"offset": self.offset, "size": self.size, "sent": self.sent, "resent": self.resent}
+        return {
+            "offset": self.offset,
+            "size": self.size,
+            "sent": self.sent,
+            "resent": self.resent,
+            "channel": self.channel,
+        }
 
 
 class BufferClient:
@@ -184,7 +192,11 @@ class BufferClient:
         raise_for(r)
         out = r.json()
         return PushResult(
-            int(out["offset"]), int(out["size"]), int(out["sent"]), int(out["resent"])
+            int(out["offset"]),
+            int(out["size"]),
+            int(out["sent"]),
+            int(out["resent"]),
+            str(out.get("channel", "http")),
         )
 
     def seal(self, sha256: str | None = None) -> BufferInfo:

@@ -33,6 +33,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from datalogistics.buffers.client import BufferClient, PushResult, raise_for
+from datalogistics.buffers.dataport import DataPortClient
 from datalogistics.buffers.store import BufferInfo, BufferState, BufferStore
 from datalogistics.errors import (
     BufferGone,
@@ -51,9 +52,41 @@ MIN_EXTENT = 2**20
 """The source's appends go as they are when at least this long (or the chunk size)."""
 
 
+class _DataPortSender:
+    """Appends to one destination buffer through its service's data port."""
+
+    channel = "data port"
+
+    def __init__(self, dst: BufferClient, port: int) -> None:
+        host = urlsplit(dst.ref.base_url).hostname or "127.0.0.1"
+        self._client = DataPortClient(host, port, dst.ref.buffer, dst.ref.token)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def append(
+        self, path: Path, offset: int, chunks: list[tuple[int, str]], tag: str | None
+    ) -> BufferInfo:
+        return self._client.append(path, offset, chunks, tag, durable=False)
+
+
+def _sender(dst: BufferClient) -> _DataPortSender | _FileSender:
+    """The destination's data port when its service has one (and is reached over plain
+    http), else its HTTP route."""
+    if urlsplit(dst.ref.base_url).scheme == "http":
+        r = dst.http.get(f"{dst.ref.base_url}/health")
+        raise_for(r)
+        port = r.json().get("data_port")
+        if isinstance(port, int) and 0 < port < 65536:
+            return _DataPortSender(dst, port)
+    return _FileSender(dst)
+
+
 class _FileSender:
     """Appends to one destination buffer whose bodies go from a file with ``sendfile`` (the
     bytes never enter this process; over TLS the socket falls back to plain sends)."""
+
+    channel = "http"
 
     def __init__(self, dst: BufferClient, timeout: float = 60.0) -> None:
         self.dst = dst
@@ -70,8 +103,17 @@ class _FileSender:
             self._conn = None
 
     def append(
-        self, path: Path, offset: int, n: int, params: dict[str, str], headers: dict[str, str]
+        self, path: Path, offset: int, chunks: list[tuple[int, str]], tag: str | None
     ) -> BufferInfo:
+        """Append the file's bytes from ``offset`` on as ``chunks`` (``durable=false``); one
+        chunk may carry a ``tag``."""
+        n = sum(length for length, _ in chunks)
+        params = {"offset": str(offset), "durable": "false"}
+        if tag is not None:
+            params["tag"] = tag
+            headers = {"X-Content-SHA256": chunks[0][1]}
+        else:
+            headers = {"X-Chunk-SHA256s": ",".join(f"{k}:{h}" for k, h in chunks)}
         conn = self._conn
         if conn is None:
             kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -117,7 +159,7 @@ def push_buffer(
     if info.state != BufferState.FULL or info.sha256 is None:
         raise BufferStateError(f"buffer {buffer_id!r} is {info.state}: seal it before pushing it")
     size = info.size
-    sender = _FileSender(destination)
+    sender = _sender(destination)
     try:
         return _push(
             store,
@@ -142,7 +184,7 @@ def _push(
     store: BufferStore,
     buffer_id: str,
     d: BufferClient,
-    sender: _FileSender,
+    sender: _DataPortSender | _FileSender,
     size: int,
     chunk_size: int,
     seconds: float,
@@ -159,7 +201,7 @@ def _push(
     offset = dinfo.size
     sent = resent = 0
     if dinfo.state != BufferState.CREATED:
-        return PushResult(offset, size, sent, resent)
+        return PushResult(offset, size, sent, resent, sender.channel)
     deadline = clock() + seconds
     while offset < size and clock() < deadline and (max_bytes is None or sent < max_bytes):
         room = REQUEST_BYTES if max_bytes is None else min(REQUEST_BYTES, max_bytes - sent)
@@ -168,21 +210,14 @@ def _push(
         extents = store.extents_from(
             buffer_id, offset, room, MAX_CHUNKS, min_length=min(chunk_size, MIN_EXTENT)
         )
-        n = sum(length for _, length, _ in extents)
-        chunks: list[tuple[int, str]] | None = [(length, sha) for _, length, sha in extents]
-        digest = None
+        chunks = [(length, sha) for _, length, sha in extents]
+        tag = None
         if not extents:  # ... else one chunk, its digest hashed from the source's disk
             n = min(chunk_size, size - offset, room)
-            digest, chunks = store.range_sha256(buffer_id, offset, n), None
+            chunks, tag = [(n, store.range_sha256(buffer_id, offset, n))], f"o{offset}"
         for attempt in range(retries + 1):
             try:
-                params = {"offset": str(offset), "durable": "false"}
-                if chunks:
-                    headers = {"X-Chunk-SHA256s": ",".join(f"{k}:{h}" for k, h in chunks)}
-                else:
-                    params["tag"] = f"o{offset}"
-                    headers = {"X-Content-SHA256": str(digest)}
-                end = sender.append(store.path(buffer_id), offset, n, params, headers).size
+                end = sender.append(store.path(buffer_id), offset, chunks, tag).size
                 break
             except ChecksumMismatch:
                 if attempt == retries:
@@ -196,4 +231,4 @@ def _push(
                 break
         sent += max(0, end - offset)
         offset = end
-    return PushResult(offset, size, sent, resent)
+    return PushResult(offset, size, sent, resent, sender.channel)

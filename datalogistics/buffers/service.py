@@ -3,7 +3,8 @@
 Routes (every one needs ``Authorization: Bearer <capability token>``, see
 ``datalogistics.buffers.tokens``; *right* is what the token must grant)::
 
-    GET    /health                          (none)  site, buffers, bytes reserved/stored, quota
+    GET    /health                          (none)  site, buffers, bytes reserved/stored, quota,
+                                                    data_port (None: no data port)
     POST   /buffers                         admin   create {max_size, ttl, consumers, item, id}
     GET    /buffers                         admin   list live buffers
     GET    /buffers/{id}                    read|write|admin   state, size, sha256, ...
@@ -26,7 +27,8 @@ An append may list the chunks its body is made of (``X-Chunk-SHA256s:
 <length>:<sha256>,...``, instead of ``X-Content-SHA256`` and a tag): each is
 verified and appended as an append of its own, the first that fails its digest
 is refused (422) and the ones before it stay. A push sends the source's appends
-this way, several in one request.
+this way, several in one request, or the same appends through the destination's data port
+(``datalogistics.buffers.dataport``: a TCP port of its own, same tokens, checks and errors).
 
 Data responses carry ``X-Content-SHA256`` (digest of the bytes returned),
 ``X-Offset``, ``X-Buffer-Size`` and ``X-Buffer-State``. Errors answer
@@ -58,6 +60,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from datalogistics.buffers.client import BufferClient, BufferRef
+from datalogistics.buffers.dataport import DataPortServer
 from datalogistics.buffers.push import push_buffer
 from datalogistics.buffers.store import (
     DEFAULT_MAX_TTL,
@@ -94,6 +97,18 @@ STATUS: dict[type[BufferServiceError], int] = {
     ChecksumMismatch: 422,
     QuotaExceeded: 507,
 }
+
+
+def error_answer(exc: Exception) -> tuple[int, dict[str, str]]:
+    """The status and body answered for ``exc``: ``STATUS`` for the buffer errors, 422 for a
+    ``ValueError`` (what the request got wrong), 500 otherwise."""
+    if isinstance(exc, BufferServiceError):
+        status = next((v for k, v in STATUS.items() if isinstance(exc, k)), 400)
+    elif isinstance(exc, ValueError):
+        return 422, {"error": "ValueError", "detail": str(exc)}
+    else:
+        status = 500
+    return status, {"error": type(exc).__name__, "detail": str(exc)}
 
 
 WRITE_BLOCK = 2**20
@@ -267,11 +282,16 @@ def create_app(
     secret: str | bytes,
     reap_interval: float = 30.0,
     peers: Iterable[str] = (),
+    data_port: int | None = None,
+    data_host: str = "127.0.0.1",
 ) -> FastAPI:
     """The buffer service of ``store.site``; tokens are checked against ``secret``.
 
     ``peers``: base URLs (``http://host:port``) of the buffer services this one pushes
     buffers to when asked (``POST /buffers/{id}/push``); any other destination is refused.
+    ``data_port``: the TCP port of the service's data port on ``data_host``, where its
+    peers push appends (``datalogistics.buffers.dataport``; 0: a free port, None: no data
+    port); ``GET /health`` says which (``data_port``), and runs while the app does.
     """
 
     @contextlib.asynccontextmanager
@@ -281,6 +301,10 @@ def create_app(
                 await asyncio.sleep(reap_interval)
                 await run_in_threadpool(store.expire)
 
+        if data_port is not None:
+            app.state.data_port = DataPortServer(
+                store, secret, error_answer, host=data_host, port=data_port
+            ).start()
         task = asyncio.create_task(reap())
         try:
             yield
@@ -288,22 +312,26 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if app.state.data_port is not None:
+                await run_in_threadpool(app.state.data_port.stop)
+                app.state.data_port = None
 
     app = FastAPI(title=f"continuum buffer service ({store.site})", lifespan=lifespan)
     app.state.store = store
     app.state.secret = secret
     app.state.peers = {peer_base(p) for p in peers}
+    app.state.data_port = None
 
     @app.exception_handler(BufferServiceError)
     async def _buffer_error(_request: Request, exc: BufferServiceError) -> JSONResponse:
-        status = next((v for k, v in STATUS.items() if isinstance(exc, k)), 400)
+        status, body = error_answer(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        body = {"error": type(exc).__name__, "detail": str(exc)}
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(ValueError)
     async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"error": "ValueError", "detail": str(exc)}, status_code=422)
+        status, body = error_answer(exc)
+        return JSONResponse(body, status_code=status)
 
     def data_response(
         data: bytes, offset: int, info: BufferInfo, digest: str | None = None
@@ -321,7 +349,8 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return store.usage()
+        server: DataPortServer | None = app.state.data_port
+        return {**store.usage(), "data_port": server.port if server is not None else None}
 
     @app.post("/buffers", status_code=201)
     def create(body: CreateBuffer, cap: Cap) -> dict[str, Any]:
@@ -472,15 +501,19 @@ def serve(
     fsync: bool = True,
     max_ttl: float = DEFAULT_MAX_TTL,
     peers: Iterable[str] = (),
+    data_port: int | None = 0,
 ) -> None:
     """Run the buffer service of ``site`` on ``host:port`` until interrupted (uvicorn);
-    ``peers``: the services it pushes buffers to (see ``create_app``)."""
+    ``peers``: the services it pushes buffers to, ``data_port``: where its peers push to it
+    (0: a free port, None: none; see ``create_app``)."""
     import uvicorn
 
     root = Path(root)
     key = secret or load_or_create_secret(root)
     store = BufferStore(root, site, Quota(quota_bytes, quota_count), fsync=fsync, max_ttl=max_ttl)
-    app = create_app(store, key, reap_interval=reap_interval, peers=peers)
+    app = create_app(
+        store, key, reap_interval=reap_interval, peers=peers, data_port=data_port, data_host=host
+    )
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:

@@ -248,7 +248,7 @@ class AppendLease:
         """Add ``piece``; ``BufferTooLarge`` (and nothing more written) past the maximum size."""
         self.write_pieces((piece,))
 
-    def write_pieces(self, pieces: Sequence[bytes]) -> None:
+    def write_pieces(self, pieces: Sequence[bytes | memoryview]) -> None:
         """Add ``pieces`` in order (written and hashed one by one, never joined);
         ``BufferTooLarge`` (and nothing of them written) past the maximum size."""
         end = self.start + self.written + sum(len(p) for p in pieces)

@@ -50,6 +50,7 @@ class ServiceThread:
         clock: Clock,
         reap_interval: float = 3600,
         peers: tuple[str, ...] = (),
+        data_port: int | None = None,
     ) -> None:
         self.site = site
         self.root = root
@@ -58,7 +59,9 @@ class ServiceThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(self.store, SECRET, reap_interval=reap_interval, peers=peers),
+            create_app(
+                self.store, SECRET, reap_interval=reap_interval, peers=peers, data_port=data_port
+            ),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -75,6 +78,12 @@ class ServiceThread:
                 raise RuntimeError(f"buffer service {self.site} did not start")
             time.sleep(0.01)
         return self
+
+    @property
+    def data_port(self) -> int | None:
+        """The port of the service's data port (None: it has none)."""
+        port: int | None = httpx.get(f"{self.url}/health", timeout=5).json()["data_port"]
+        return port
 
     def stop(self) -> None:
         self.server.should_exit = True

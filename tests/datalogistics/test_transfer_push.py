@@ -27,11 +27,15 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[tuple[ServiceThread, ServiceThread]]:
-    """``alpha`` pushes to ``beta`` (its peer); ``beta`` has no peers."""
+@pytest.fixture(params=["data port", "http"])
+def peers(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[ServiceThread, ServiceThread]]:
+    """``alpha`` pushes to ``beta`` (its peer) through beta's data port, or through its HTTP
+    route when it has none; ``beta`` has no peers."""
     clock = Clock()
-    b = ServiceThread(tmp_path / "beta", "beta", QUOTA, clock).start()
+    port = 0 if request.param == "data port" else None
+    b = ServiceThread(tmp_path / "beta", "beta", QUOTA, clock, data_port=port).start()
     a = ServiceThread(tmp_path / "alpha", "alpha", QUOTA, clock, peers=(b.url + "/",)).start()
     yield a, b
     a.stop()
@@ -76,6 +80,9 @@ def test_a_pushed_transfer_moves_every_byte_and_the_engine_relays_none(
     assert rec.sha256 == hashlib.sha256(data).hexdigest()
     assert read_back(b, dst, http) == data
     assert BufferClient(dst, http).info().sha256 == rec.sha256  # sealed, checked on disk
+    again = BufferClient(src, http).push(dst, MiB)  # nothing left: says the way it would go
+    assert (again.done, again.sent) == (True, 0)
+    assert again.channel == ("data port" if b.data_port else "http")
 
 
 def test_a_service_pushes_only_to_its_peers_and_the_engine_then_relays(
