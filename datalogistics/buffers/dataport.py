@@ -56,8 +56,8 @@ from datalogistics.errors import BufferServiceError
 
 MAGIC = b"CDP1"
 """The first bytes of every message (continuum data port, version 1)."""
-MAX_HEADER = 64 * 2**10
-"""Most bytes of one message's JSON."""
+MAX_HEADER = 256 * 2**10
+"""Most bytes of one message's JSON (a request listing ``MAX_CHUNKS`` chunks fits)."""
 MAX_CHUNKS = 1024
 """Most chunks one request lists (as ``X-Chunk-SHA256s`` of the HTTP route)."""
 RECV_BLOCK = 2**20
@@ -222,12 +222,7 @@ class DataPortServer:
             conn.settimeout(self.timeout)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if not self._slots.acquire(blocking=False):
-                with contextlib.suppress(OSError), conn:
-                    detail = f"the data port takes {self.max_connections} connections at most"
-                    send_message(
-                        conn,
-                        {"status": 503, "body": {"error": "BufferServiceError", "detail": detail}},
-                    )
+                threading.Thread(target=self._turn_away, args=(conn,), daemon=True).start()
                 continue
             thread = threading.Thread(
                 target=self._serve, args=(conn,), name="data-port-connection", daemon=True
@@ -235,6 +230,15 @@ class DataPortServer:
             with self._lock:
                 self._connections[conn] = thread
             thread.start()
+
+    def _turn_away(self, conn: socket.socket) -> None:
+        """Answer 503 to a connection past ``max_connections`` and close it."""
+        detail = f"the data port takes {self.max_connections} connections at most; retry later"
+        with contextlib.suppress(OSError), conn:
+            send_message(
+                conn, {"status": 503, "body": {"error": "BufferServiceError", "detail": detail}}
+            )
+            _close_gently(conn, bytearray(MAX_HEADER))
 
     def _serve(self, conn: socket.socket) -> None:
         """Requests of one connection, one after another, until it closes or fails."""
@@ -247,6 +251,7 @@ class DataPortServer:
                     except ProtocolError as exc:
                         status, body = self.error_answer(exc)
                         send_message(conn, {"status": status, "body": body})
+                        _close_gently(conn, block)
                         return
                     if message is None:
                         return
@@ -300,6 +305,17 @@ class DataPortServer:
         """Cut off ``lease`` if it is still open (finished or refused, the store closed it)."""
         if not lease.file.closed:
             self.store.abort_append(lease)
+
+
+def _close_gently(conn: socket.socket, block: bytearray) -> None:
+    """Half-close ``conn`` and read what the peer still sends for a moment, so that the answer
+    already sent reaches it (closing with unread bytes would reset the connection)."""
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(1.0)
+        left = len(block)
+        while left > 0 and (k := conn.recv_into(block)):
+            left -= k
 
 
 def _plain(exc: Exception) -> Exception:

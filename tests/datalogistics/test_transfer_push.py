@@ -127,6 +127,7 @@ def test_bytes_rotted_on_the_source_disk_stop_a_push_at_their_chunk(
         TransferEngine(chunk_size=MiB, retries=1, backoff=0).transfer(src, dst)
     info = BufferClient(dst, http).info()
     assert (info.size, info.state, info.sha256) == (2 * MiB, "created", None)
+    b.store.sync(dst.buffer)  # readable once the syncer committed them
     assert read_back(b, dst, http) == data[: 2 * MiB]
 
 
