@@ -7,11 +7,12 @@ Measured in the same run, on the same bytes, rounds interleaved:
   it, and fsyncing every 8 MiB (what a resumable, verified copy must do at least);
 * **the transfer engine** between two buffer services, each in its own process and
   each the other's peer: the engine asks the source service to push the buffer
-  straight to the destination (its appends several to a request, each with the digest
-  recorded when it was written, the bytes sent with ``sendfile``), the destination
-  verifies each, writes it, fsyncs behind and reads it back from disk into a running
-  sha256, and the seal (the engine's) finishes that digest and compares it with the
-  source's. Target: at least 0.8x the limit (issue 19).
+  straight to the destination's data port (its appends several to a request, each with
+  the digest recorded when it was written, the bytes sent with ``sendfile``), the
+  destination receives each block with ``recv_into``, verifies each chunk, writes it,
+  fsyncs behind and reads it back from disk into a running sha256, and the seal (the
+  engine's) finishes that digest and compares it with the source's. The round fails
+  unless the bytes went through the data port. Target: at least 0.8x the limit (issue 19).
 
 Each of ``CONTINUUM_BENCH_TRANSFER_ROUNDS`` rounds (at least 3) runs both; the figures are
 medians and the ratio is the median of the per-round ratios; a miss exits non-zero.
@@ -180,13 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         pb, _ = buffer_service("beta", work / "beta", b_port, peers=(a_url,))
         procs += [pa, pb]
         with httpx.Client(timeout=120) as http:
-            src = SiteClient(a_url, token("alpha", "*", "admin"), http).create(size, ttl=3600)
-            w = BufferClient(BufferRef(a_url, src.id, token("alpha", src.id, "write")), http)
+            made = SiteClient(a_url, token("alpha", "*", "admin"), http).create(size, ttl=3600)
+            w = BufferClient(BufferRef(a_url, made.id, token("alpha", made.id, "write")), http)
             with open(payload, "rb") as fin:
                 while block := fin.read(8 * MiB):
                     w.append(block)
             w.seal(digest)
-            src_ref = BufferRef(a_url, src.id, token("alpha", src.id, "read"))
+            src_ref = BufferRef(a_url, made.id, token("alpha", made.id, "read"))
+            src = BufferClient(src_ref, http)
             site_b = SiteClient(b_url, token("beta", "*", "admin"), http)
 
             def engine() -> None:
@@ -195,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                 rec = TransferEngine().transfer(src_ref, ref)
                 if rec.sha256 != digest or rec.bytes != size or not rec.pushed:
                     raise RuntimeError("the transfer did not verify, or was not pushed")
+                # which way the push went (nothing is left to send: a few ms, timed with it)
+                if src.push(ref, 8 * MiB).channel != "data port":
+                    raise RuntimeError("the push did not go through the destination's data port")
                 site_b.delete(dst.id)
 
-            engine_label = "transfer engine, pushed (sha256 x2 + fsync)"
+            engine_label = "transfer engine, pushed to the data port (sha256 x2 + fsync)"
             methods[engine_label] = engine
 
             # Rounds interleave the methods so that each sees the same load on the machine.
@@ -215,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             f"\ntransfer of {size / MiB:.0f} MiB on loopback, {rounds} interleaved rounds "
             "(median; the ratio is the median of the per-round ratios)"
         )
-        print(f"{'method':<52} {'seconds':>8} {'MB/s':>9} {'rounds MB/s':>24}")
+        print(f"{'method':<62} {'seconds':>8} {'MB/s':>9} {'rounds MB/s':>24}")
         for name, secs in times.items():
             each = " ".join(f"{size / t / 1e6:.0f}" for t in secs)
-            print(f"{name:<52} {median(secs):>8.3f} {size / median(secs) / 1e6:>9.1f} {each:>24}")
+            print(f"{name:<62} {median(secs):>8.3f} {size / median(secs) / 1e6:>9.1f} {each:>24}")
         print(
             f"machine load average (1 min): {load_start:.1f} at start, "
             f"{os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} cores"
