@@ -219,7 +219,14 @@ class DataPortServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return  # closed by stop()
-            conn.settimeout(self.timeout)
+            # Blocking, with the kernel's own timeouts: a block arrives in one recv call
+            # (MSG_WAITALL) and a silent peer still times out (EAGAIN, an OSError).
+            conn.settimeout(None)
+            seconds = int(self.timeout)
+            micros = int((self.timeout - seconds) * 1e6)
+            timeval = struct.pack("ll", seconds, micros)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if not self._slots.acquire(blocking=False):
                 threading.Thread(target=self._turn_away, args=(conn,), daemon=True).start()
@@ -341,7 +348,7 @@ class _Body:
     def _fill(self, want: int) -> memoryview:
         got = 0
         while got < want:
-            k = self.conn.recv_into(self.view[got:want])
+            k = self.conn.recv_into(self.view[got:want], want - got, socket.MSG_WAITALL)
             if not k:
                 raise ConnectionError(f"the connection closed {self.left - got} bytes short")
             got += k
