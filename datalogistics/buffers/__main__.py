@@ -28,7 +28,15 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="base URL of a buffer service this one pushes buffers to (repeatable)",
     )
+    p.add_argument(
+        "--data-port",
+        type=int,
+        default=0,
+        help="TCP port where peer services push appends (0: a free port; -1: none)",
+    )
     a = p.parse_args(argv)
+    if not -1 <= a.data_port <= 65535:
+        p.error(f"--data-port must be -1 (none), 0 (a free port) or a port, got {a.data_port}")
     serve(
         a.site,
         a.dir,
@@ -40,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         fsync=not a.no_fsync,
         max_ttl=a.max_ttl,
         peers=a.peer,
+        data_port=None if a.data_port < 0 else a.data_port,
     )
 
 

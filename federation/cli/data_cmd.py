@@ -129,6 +129,15 @@ def buffer_serve(
             "(repeatable); transfers to it skip the engine's relay."
         ),
     ] = None,
+    data_port: Annotated[
+        int,
+        typer.Option(
+            min=-1,
+            max=65535,
+            help="TCP port where peer services push appends (0: a free port, said by "
+            "GET /health; -1: none, peers push through the HTTP route).",
+        ),
+    ] = 0,
 ) -> None:
     """Run the ephemeral buffer service of one site (until Ctrl-C).
 
@@ -157,6 +166,7 @@ def buffer_serve(
         fsync=fsync,
         max_ttl=parse_duration(max_ttl),
         peers=peer or (),
+        data_port=None if data_port < 0 else data_port,
     )
 
 

@@ -364,6 +364,8 @@ def test_continuum_buffer_serve_creates_a_private_secret(tmp_path: Path) -> None
                 assert time.monotonic() < deadline, "the service did not start"
                 time.sleep(0.1)
         assert health["site"] == "sigma"
+        assert isinstance(health["data_port"], int)  # peers push to its data port
+        assert health["data_port"] not in (0, port)
         secret_file = tmp_path / "sigma" / "secret"
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         admin = issue_token(

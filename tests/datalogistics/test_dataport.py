@@ -92,6 +92,18 @@ def test_the_health_says_where_the_data_port_is(svc: ServiceThread, tmp_path: Pa
         plain.stop()
 
 
+def test_a_data_port_outside_the_tcp_ports_is_refused_by_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datalogistics.buffers.__main__ import main
+
+    args = ["--site", "s", "--dir", str(tmp_path), "--port", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--data-port", "70000"])
+    assert exit_info.value.code == 2
+    assert "--data-port must be -1 (none), 0 (a free port) or a port" in capsys.readouterr().err
+
+
 def test_each_chunk_is_verified_a_corrupted_one_is_refused_and_the_good_ones_stay(
     svc: ServiceThread, http: httpx.Client, tmp_path: Path
 ) -> None:
