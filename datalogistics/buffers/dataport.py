@@ -43,6 +43,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,8 @@ class DataPortServer:
 
     def _serve(self, conn: socket.socket) -> None:
         """Requests of one connection, one after another, until it closes or fails."""
-        block = bytearray(RECV_BLOCK)
+        blocks = (bytearray(RECV_BLOCK), bytearray(RECV_BLOCK))
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="data-port-hash")
         try:
             with conn:
                 while not self._closing:
@@ -258,20 +260,27 @@ class DataPortServer:
                     except ProtocolError as exc:
                         status, body = self.error_answer(exc)
                         send_message(conn, {"status": status, "body": body})
-                        _close_gently(conn, block)
+                        _close_gently(conn, blocks[0])
                         return
                     if message is None:
                         return
-                    if not self._request(conn, message, block):
+                    if not self._request(conn, message, blocks, hasher):
                         return
         except OSError:
             pass  # the peer went away, or timed out: whatever it sent last stays refused
         finally:
+            hasher.shutdown(wait=True)
             with self._lock:
                 self._connections.pop(conn, None)
             self._slots.release()
 
-    def _request(self, conn: socket.socket, message: dict[str, Any], block: bytearray) -> bool:
+    def _request(
+        self,
+        conn: socket.socket,
+        message: dict[str, Any],
+        blocks: tuple[bytearray, bytearray],
+        hasher: ThreadPoolExecutor,
+    ) -> bool:
         """Serve one request; False when the connection cannot carry another."""
         try:
             request = DataPortAppend.model_validate(message)
@@ -285,7 +294,7 @@ class DataPortServer:
             send_message(conn, {"status": status, "body": refusal})
             return True  # nothing of the body was asked for: the connection stays in step
         send_message(conn, {"status": CONTINUE})
-        body = _Body(conn, request.total, block)
+        body = _Body(conn, request.total, blocks, hasher)
         info: BufferInfo | None = None
         try:
             for i, (length, digest) in enumerate(request.chunks):
@@ -336,37 +345,61 @@ def _plain(exc: Exception) -> Exception:
 
 
 class _Body:
-    """The body of one request: ``left`` bytes still to come on ``conn``, received into
-    ``block`` (reused) one full block at a time."""
+    """The body of one request: ``left`` bytes still to come on ``conn``.
 
-    def __init__(self, conn: socket.socket, left: int, block: bytearray) -> None:
+    Each block is received into one of two reused buffers with one ``recv_into``, written,
+    and handed to ``hasher`` (one thread) for the chunk's sha256, while the next block is
+    received into the other buffer: receiving and writing overlap hashing (each releases
+    the GIL), and a buffer is received into again only once its hash is done.
+    """
+
+    def __init__(
+        self,
+        conn: socket.socket,
+        left: int,
+        blocks: tuple[bytearray, bytearray],
+        hasher: ThreadPoolExecutor,
+    ) -> None:
         self.conn = conn
         self.left = left
-        self.block = block
-        self.view = memoryview(block)
+        self.views = (memoryview(blocks[0]), memoryview(blocks[1]))
+        self.hasher = hasher
 
-    def _fill(self, want: int) -> memoryview:
+    def _fill(self, view: memoryview, want: int) -> memoryview:
         got = 0
         while got < want:
-            k = self.conn.recv_into(self.view[got:want], want - got, socket.MSG_WAITALL)
+            k = self.conn.recv_into(view[got:want], want - got, socket.MSG_WAITALL)
             if not k:
                 raise ConnectionError(f"the connection closed {self.left - got} bytes short")
             got += k
         self.left -= want
-        return self.view[:want]
+        return view[:want]
 
     def into(self, lease: AppendLease, length: int) -> None:
-        """The next ``length`` bytes through ``lease`` (hashed and written block by block;
-        ``BufferTooLarge`` past the buffer's maximum size, that block not written)."""
-        while length:
-            piece = self._fill(min(length, len(self.block)))
-            lease.write_pieces((piece,))
-            length -= len(piece)
+        """The next ``length`` bytes through ``lease`` (written block by block, hashed
+        behind; ``BufferTooLarge`` past the buffer's maximum size, that block not written).
+        Returns once every block is hashed."""
+        hashing: list[Future[None] | None] = [None, None]
+        i = 0
+        try:
+            while length:
+                if (done := hashing[i]) is not None:
+                    done.result()  # this buffer's last block is hashed: receive into it
+                    hashing[i] = None
+                piece = self._fill(self.views[i], min(length, len(self.views[i])))
+                lease.write_pieces((piece,), hashed=False)
+                hashing[i] = self.hasher.submit(lease.digest.update, piece)
+                length -= len(piece)
+                i ^= 1
+        finally:
+            for pending in hashing:
+                if pending is not None:
+                    pending.result()
 
     def discard(self) -> None:
         """Read and drop the rest of the body."""
         while self.left:
-            self._fill(min(self.left, len(self.block)))
+            self._fill(self.views[0], min(self.left, len(self.views[0])))
 
 
 class DataPortClient:

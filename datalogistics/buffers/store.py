@@ -248,9 +248,12 @@ class AppendLease:
         """Add ``piece``; ``BufferTooLarge`` (and nothing more written) past the maximum size."""
         self.write_pieces((piece,))
 
-    def write_pieces(self, pieces: Sequence[bytes | memoryview]) -> None:
+    def write_pieces(self, pieces: Sequence[bytes | memoryview], hashed: bool = True) -> None:
         """Add ``pieces`` in order (written and hashed one by one, never joined);
-        ``BufferTooLarge`` (and nothing of them written) past the maximum size."""
+        ``BufferTooLarge`` (and nothing of them written) past the maximum size.
+
+        ``hashed=False``: written only; the caller feeds ``self.digest`` the same pieces in
+        the same order (in another thread, say) before ``BufferStore.finish_append``."""
         end = self.start + self.written + sum(len(p) for p in pieces)
         if end > self.max_size:
             raise BufferTooLarge(
@@ -259,7 +262,8 @@ class AppendLease:
             )
         for piece in pieces:
             self.file.write(piece)
-            self.digest.update(piece)
+            if hashed:
+                self.digest.update(piece)
             self.written += len(piece)
 
 
