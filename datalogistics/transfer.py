@@ -3,7 +3,8 @@
 **Push or relay.** When the source's buffer service lists the destination's
 service as a peer (``--peer``), the engine asks the source to push the bytes
 straight to the destination (``BufferClient.push``, see
-``datalogistics.buffers.push``): the bytes cross the network once, and the
+``datalogistics.buffers.push``; through the destination's data port when it has one): the
+bytes cross the network once, and the
 engine only orchestrates and checks the seal. Otherwise, and on a link with a
 rate limit (the token bucket is the engine's), the engine relays them: it reads
 the sealed source buffer chunk by chunk and appends each chunk to the

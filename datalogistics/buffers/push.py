@@ -17,6 +17,11 @@ hashes its disk). Every guarantee of the relay holds, with the same appends:
 * a push call is bounded (``seconds``, ``max_bytes``): it stops after the chunk
   that crosses either, and the caller asks again.
 
+The appends go to the destination's data port (``datalogistics.buffers.dataport``: the same
+appends on a TCP port of its own, without the HTTP stack) when its ``GET /health`` names one
+and it is reached over plain ``http``, else to its append route; ``PushResult.channel`` says
+which.
+
 A service pushes only to the services it lists as peers (``peers`` of
 ``create_app``, ``--peer URL`` of ``continuum buffer serve``): anything else is
 ``PushRefused``, so a read token cannot make a service send requests elsewhere.
