@@ -124,4 +124,5 @@ def test_a_sensor_that_gets_stuck_while_a_fault_is_open_keeps_the_site_flagged(
     assert first - a <= 3
     assert flagged[first:].all()
     assert tw.counters.faults == 1
-    assert tw.fault is not None and tw.fault.kind == "stuck"
+    assert tw.fault is not None
+    assert tw.fault.kind == "stuck"
