@@ -153,17 +153,28 @@ def forecast_skill() -> bool:
 def faults() -> bool:
     """Fault detection on real series: time to flag, time flagged, false alarms per site-week.
 
-    A carbon-intensity (FR) or price (BE 2024) block is fitted on the first 1,500 hours;
-    faults are injected into the hours after them, one at a time, at 12 start hours
-    spread over the rest of the series: a step of ``k`` times the series' standard
-    deviation of hourly changes-over-a-day, left for 4 days, and a stuck sensor
-    (the last value repeated) for 4 days. The clean remainder gives the false alarms.
-    Targets: every fault flagged, step within 3 h and stuck within 12 h, flagged for
-    at least 95 % of each fault's remaining hours, at most 0.5 false alarm per site-week.
+    A carbon-intensity (FR) or price (BE 2024) block is fitted on the first 1,500 hours
+    (never refitted) and the twin runs over the rest of the series, while an operator
+    reviews the site once a day (09:00 UTC) and accepts the new level of any fault
+    flagged then: a false alarm costs one such acceptance (without it the first false
+    alarm, a real change the model did not expect, would hide every later one). Faults
+    are injected into that replay, one at a time, at 12 start hours spread over the
+    year, from the state the twin had reached there: a step of ``k`` times the series'
+    standard deviation of 24-h changes, left for 4 days, and a stuck sensor (the last
+    value repeated) for 4 days; nobody accepts anything while the fault lasts.
+
+    Targets: every 2-sd step and stuck sensor flagged, a step within 3 h and a stuck
+    sensor within 12 h, then flagged for at least 95 % of the fault's remaining hours;
+    on the clean series at most 0.5 false alarm per site-week and at most 5 % of the
+    hours flagged. The share of clean hours flagged when nobody ever accepts is
+    reported beside them (no target: a real change stays flagged until an operator
+    accepts it, as the issue asks).
     """
+    import copy
+
     from federation.model import load_demo_federation
     from twin.fit import default_spec, fit_block
-    from twin.site import SiteTwin, default_blocks
+    from twin.site import SiteTwin, TwinConfig, default_blocks
     from twin.state import SiteStatus
     from twin.telemetry import TelemetrySample
 
@@ -171,9 +182,11 @@ def faults() -> bool:
         print(f"\nfaults: skipped, shared data not found at {SHARED}")
         return True
     site = load_demo_federation().sites[0]
+    config = TwinConfig()  # the defaults: the twin at the site and the service's
     ok = True
     rows = []
     dur = 96
+    review = 9  # the operator's hour (UTC)
     for label, rel, tcol, vcol, year, metric in (
         ("FR carbon 2023", FR_FILE, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (LCA)", None,
          "carbon_intensity"),
@@ -187,28 +200,39 @@ def faults() -> bool:
         blocks = [b for b in default_blocks(site, {}) if b.name != metric] + [fitted]
         tt, clean = t[1500:], y[1500:]
         day_sd = float(np.nanstd(clean[24:] - clean[:-24]))
+        starts = np.linspace(24 * 7, len(clean) - dur - 48, 12).astype(int)
 
         def replay(
+            tw: SiteTwin,
             values: np.ndarray,
-            upto: int,
-            blocks: list[BlockSpec] = blocks,
+            lo: int,
+            hi: int,
+            operator: bool,
+            keep: dict[int, SiteTwin] | None = None,
             tt: np.ndarray = tt,
             metric: str = metric,
-        ) -> tuple[np.ndarray, SiteTwin]:
-            tw = SiteTwin(site, {}, None, blocks)
-            flags = np.zeros(upto, dtype=bool)
-            for k in range(upto):
+        ) -> np.ndarray:
+            """Hours ``lo..hi`` of ``values`` into ``tw``; the hours flagged degraded."""
+            flags = np.zeros(hi - lo, dtype=bool)
+            for k in range(lo, hi):
+                if keep is not None and k in keep:
+                    keep[k] = copy.deepcopy(tw)  # the twin as the fault finds it
                 if np.isfinite(values[k]):
                     tw.ingest(TelemetrySample(site=site.id, timestamp=tt[k], **{metric: values[k]}))
-                flags[k] = tw.status(tt[k])[0] is SiteStatus.DEGRADED
-            return flags, tw
+                flags[k - lo] = tw.status(tt[k])[0] is SiteStatus.DEGRADED
+                if operator and flags[k - lo] and int(tt[k] // 3600) % 24 == review:
+                    tw.accept()
+            return flags
 
-        clean_flags, tw = replay(clean, len(clean))
+        at: dict[int, SiteTwin] = {int(a): SiteTwin(site, {}, config, blocks) for a in starts}
+        tw = SiteTwin(site, {}, config, blocks)
+        clean_flags = replay(tw, clean, 0, len(clean), True, at)
         weeks = len(clean) / 168
         fa = tw.counters.faults / weeks
         clean_flagged = float(clean_flags.mean())
-        ok &= fa <= 0.5
-        starts = np.linspace(24 * 7, len(clean) - dur - 48, 12).astype(int)
+        alone = SiteTwin(site, {}, config, blocks)
+        unaccepted = float(replay(alone, clean, 0, len(clean), False).mean())
+        ok &= fa <= 0.5 and clean_flagged <= 0.05
         for kind, size in (("step", 1.0), ("step", 2.0), ("stuck", 0.0)):
             ttf, held, missed = [], [], 0
             for a in starts:
@@ -217,8 +241,7 @@ def faults() -> bool:
                     v[a : a + dur] += size * day_sd
                 else:
                     v[a : a + dur] = v[a]
-                f, _ = replay(v, a + dur)
-                seg = f[a : a + dur]
+                seg = replay(copy.deepcopy(at[int(a)]), v, int(a), int(a) + dur, False)
                 if not seg.any():
                     missed += 1
                     continue
@@ -240,13 +263,14 @@ def faults() -> bool:
                     f"{np.median(ttf):.0f} / {max(ttf)}" if ttf else "-",
                     f"{100 * np.mean(held):.1f} % / {100 * min(held):.1f} %" if held else "-",
                     f"{fa:.2f} ({tw.counters.faults} in {weeks:.0f} weeks)",
-                    f"{100 * clean_flagged:.1f} %",
+                    f"{100 * clean_flagged:.1f} % ({100 * unaccepted:.1f} %)",
                     "yes" if good else "NO",
                 ]
             )
     _table(
         f"fault detection on real series ({dur} h faults, 12 start hours each; step sizes in sd "
-        "of the day-to-day change)",
+        "of the day-to-day change; an operator accepts flags daily except during an injected "
+        "fault)",
         [
             "series",
             "fault",
@@ -254,10 +278,14 @@ def faults() -> bool:
             "hours to flag med / max",
             "time flagged mean / min",
             "false alarms / site-week",
-            "clean hours flagged",
+            "clean hours flagged (nobody accepting)",
             "met",
         ],
         rows,
+    )
+    print(
+        "clean-series targets (at most 0.5 false alarm per site-week, 5 % of hours flagged):",
+        "met" if ok else "see above",
     )
     print("fault targets met:", "yes" if ok else "NO")
     return ok

@@ -51,6 +51,9 @@ from twin.kalman import Array
 GATE = 1e-2
 """A sample updates the reference only when its own chi-square p-value is at least this."""
 
+SUPPORT_SAMPLES = 12
+"""A confirmed step lasts while it explains its last this many samples better (in sum)."""
+
 FAULT_KINDS = ("innovation", "jump", "stuck")
 
 
@@ -71,6 +74,10 @@ class Fault:
     # that confirmed it (sums and counts while it is suspected)
     offset: dict[str, float] = field(default_factory=dict)
     residuals: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # per sample since the offset was confirmed, NIS without the offset less NIS with it
+    # (twice the log-likelihood ratio of "the step persists"; positive: it does), the last
+    # ``SUPPORT_SAMPLES``
+    support: deque[float] = field(default_factory=lambda: deque(maxlen=SUPPORT_SAMPLES))
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -85,6 +92,7 @@ class Fault:
             "confirmed": self.confirmed,
             "offset": dict(self.offset),
             "residuals": {k: list(v) for k, v in self.residuals.items()},
+            "support": list(self.support),
         }
 
     @classmethod
@@ -103,6 +111,7 @@ class Fault:
             residuals={
                 str(k): (float(a), int(n)) for k, (a, n) in state.get("residuals", {}).items()
             },
+            support=deque((float(v) for v in state.get("support", ())), SUPPORT_SAMPLES),
         )
 
 
@@ -163,6 +172,7 @@ def window_fails(
 __all__ = [
     "FAULT_KINDS",
     "GATE",
+    "SUPPORT_SAMPLES",
     "CriticalValues",
     "Fault",
     "trimmed_statistic",

@@ -562,8 +562,16 @@ class SiteTwin:
             f.t = t
         if not present:
             return
-        if f.kind == "stuck" and stuck:
-            f.passed = 0  # still stuck: nothing to learn, not recovered
+        if stuck and f.kind != "stuck":
+            # a sensor got stuck while another fault was open (or suspected): it is now
+            # a stuck fault, which recovers only once the value moves again
+            if not f.confirmed:
+                self.counters.faults += 1
+            f.kind, f.blocks, f.confirmed = "stuck", stuck, True
+        if stuck or (f.confirmed and any(self._runs[name][1] > 1 for name in present)):
+            # still stuck, or a value repeated exactly (a sensor that may be getting
+            # stuck): nothing to learn, no evidence of a recovery
+            f.passed = 0
             return
         H, R = self._observation(tuple(present))
         z = np.array(zs)
@@ -596,8 +604,14 @@ class SiteTwin:
             # jumps back (or an operator accepts).
             d = np.array([f.offset.get(name, 0.0) for name in present])
             x3, P3, st3 = update(f.x, f.P, z - d, H, R, stats=True, diagonal=self._separable)
-            if float(cast(UpdateStats, st3).nis) < nis:
-                f.x, f.P = x3, P3
+            nis3 = float(cast(UpdateStats, st3).nis)
+            f.support.append(nis - nis3)
+            if sum(f.support) > 0.0:
+                # The step holds over its last samples as a whole: a sample or two better
+                # explained without it (the series itself moving by about the offset for
+                # a few hours) do not end it, a site that jumps back does within hours.
+                if nis3 < nis:  # (a sample against the offset teaches the reference nothing)
+                    f.x, f.P = x3, P3
                 f.passed = 0
                 return
         # Confirmed: the reference learns only from samples whose whole window agrees

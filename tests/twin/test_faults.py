@@ -83,3 +83,46 @@ def test_false_alarms_on_the_clean_series_are_rare(
     weeks = len(y[part]) / 168
     assert tw.counters.faults / weeks <= 0.5  # false alarms per site-week
     assert flagged.mean() <= 0.02
+
+
+def test_a_step_stays_flagged_while_the_series_itself_falls_by_about_its_size(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray],
+) -> None:
+    """Real FR hours (mid-September 2023) where, 53 h into a 2-sd step, the series itself
+    falls by about the step's size for six hours: six samples in a row are then better
+    explained without the offset. The step still holds over its last samples as a whole
+    (``twin.faults.SUPPORT_SAMPLES``), so it stays flagged to its end."""
+    site, blocks, t, y = french
+    a = 6089  # the fault's first hour in the year
+    part = slice(a - 24 * 14, a + FAULT_HOURS + 24)  # two weeks before it, a day after
+    faulty = y.copy()
+    faulty[a : a + FAULT_HOURS] += 25.8  # 2 sd of the day-to-day change over the rest of 2023
+    k = 24 * 14
+    flagged, tw = _replay(site, blocks, t[part], faulty[part])
+    first = k + int(np.argmax(flagged[k:]))
+    assert first - k <= 3
+    assert flagged[first : k + FAULT_HOURS].all()
+    assert not flagged[k + FAULT_HOURS + 12 :].any()  # and ok again once it has ended
+    assert tw.counters.faults == 1
+
+
+def test_a_sensor_that_gets_stuck_while_a_fault_is_open_keeps_the_site_flagged(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray],
+) -> None:
+    """A 60 g step for six hours, then the sensor repeats one healthy-looking value for two
+    days. The repeated values agree with the reference, but a value repeated exactly is no
+    evidence of a recovery: the site stays flagged from the step to the end of the stuck
+    period, as one fault that became a stuck one."""
+    site, blocks, t, y = french
+    part = slice(1500, 1500 + 24 * 28)
+    tt, faulty = t[part], y[part].copy()
+    a = 24 * 14
+    faulty[a : a + 6] += 60.0
+    faulty[a + 6 : a + 54] = faulty[a + 6] - 60.0  # stuck at the healthy level of that hour
+    flagged, tw = _replay(site, blocks, tt[: a + 54], faulty[: a + 54])
+    first = a + int(np.argmax(flagged[a:]))
+    assert first - a <= 3
+    assert flagged[first:].all()
+    assert tw.counters.faults == 1
+    assert tw.fault is not None
+    assert tw.fault.kind == "stuck"
