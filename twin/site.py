@@ -603,14 +603,22 @@ class SiteTwin:
             # step small against the model's drift over days stays flagged until the site
             # jumps back (or an operator accepts).
             d = np.array([f.offset.get(name, 0.0) for name in present])
-            x3, P3, st3 = update(f.x, f.P, z - d, H, R, stats=True, diagonal=self._separable)
-            nis3 = float(cast(UpdateStats, st3).nis)
+            if self._separable:
+                # Same P, H and R: the update of z - d has the same gain and covariance,
+                # its mean is x2 - K d and its NIS that of y - d (S diagonal).
+                y, v = u.innovation, u.variance
+                nis3 = float(((y - d) ** 2 / v).sum())
+            else:
+                x3, P3, st3 = update(f.x, f.P, z - d, H, R, stats=True)
+                nis3 = float(cast(UpdateStats, st3).nis)
             f.support.append(nis - nis3)
             if sum(f.support) > 0.0:
                 # The step holds over its last samples as a whole: a sample or two better
                 # explained without it (the series itself moving by about the offset for
                 # a few hours) do not end it, a site that jumps back does within hours.
                 if nis3 < nis:  # (a sample against the offset teaches the reference nothing)
+                    if self._separable:
+                        x3, P3 = x2 - f.P @ (H.T @ (d / v)), P2  # K d = P H^T S^-1 d
                     f.x, f.P = x3, P3
                 f.passed = 0
                 return

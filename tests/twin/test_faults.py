@@ -126,3 +126,30 @@ def test_a_sensor_that_gets_stuck_while_a_fault_is_open_keeps_the_site_flagged(
     assert tw.counters.faults == 1
     assert tw.fault is not None
     assert tw.fault.kind == "stuck"
+
+
+def test_the_offset_hypothesis_shares_the_reference_update_gain(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray],
+) -> None:
+    """The reference's update of ``z - offset`` is derived from its update of ``z`` (same
+    gain and covariance) when ``S`` is diagonal; the general path (a full second update)
+    gives the same reference, step after step."""
+    site, blocks, t, y = french
+    part = slice(1500, 1500 + 24 * 21)
+    tt, faulty = t[part], y[part].copy()
+    a = 24 * 10
+    faulty[a : a + 96] += 30.0
+    fast = SiteTwin(site, {}, None, blocks)
+    full = SiteTwin(site, {}, None, blocks)
+    offsets = 0
+    for k in range(len(faulty)):
+        sample = TelemetrySample(site=site.id, timestamp=tt[k], carbon_intensity=float(faulty[k]))
+        fast.ingest(sample)
+        full._separable = False  # the general path (a full update of z - offset)
+        full.ingest(sample)
+        assert (fast.fault is None) == (full.fault is None)
+        if fast.fault is not None and full.fault is not None:
+            offsets += bool(fast.fault.offset)
+            np.testing.assert_allclose(fast.fault.x, full.fault.x, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(fast.fault.P, full.fault.P, rtol=1e-9, atol=1e-9)
+    assert offsets > 48  # the offset hypothesis was followed for days
