@@ -50,6 +50,7 @@ from orchestrator import (
     make_planner,
 )
 from orchestrator.placement import merge_workflows
+from orchestrator.placement.planners.cpsat import cpsat_unavailable
 from twin.state import Forecast, SiteView, static_view
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.federations:
         feds = tuple(args.federations.split(","))
+    # OR-Tools loads in about a second: once here, not inside the first case's time limit
+    cpsat_unavailable()
     print(
         f"optimiser limit {seconds:.0f} s, reference (CP-SAT) limit {ref_seconds:.0f} s; "
         f"load average {os.getloadavg()[0]:.2f} at the start"
