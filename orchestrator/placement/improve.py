@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.links import Transfers
-from orchestrator.placement.plan import Objective, PlanningConstraints
+from orchestrator.placement.plan import Objective, ObjectiveKind, PlanningConstraints
 from orchestrator.placement.schedule import Option, list_schedule, upward_ranks
 
 Placed = dict[str, tuple[str, float, float]]
@@ -80,15 +80,20 @@ def improve(
 
     def score(p: Mapping[str, tuple[str, float, float]], tr: Transfers) -> float | None:
         values = model.evaluate(p, model.flows(p, tr))
+        last["values"] = values
         if constraints.deadline is not None and values["time"] > constraints.deadline:
             return None
         if constraints.budget is not None and values["cost"] > constraints.budget:
             return None
         return objective.score(values, ref)
 
+    last: dict[str, dict[str, float]] = {}
+    trade = constraints.budget is not None and objective.kind is ObjectiveKind.TIME
+
     best = dict(placed)
     best_tr: Transfers = dict(transfers)
     best_score = score(best, best_tr)
+    best_cost = last["values"]["cost"]
     if best_score is None:
         return best, best_tr, 0
     moves = 0
@@ -97,6 +102,7 @@ def improve(
     sc = score(again, again_tr)
     if sc is not None and sc < best_score - 1e-12:
         best, best_tr, best_score, moves = again, again_tr, sc, 1
+        best_cost = last["values"]["cost"]
     improved = True
     while improved and time.perf_counter() < deadline:
         improved = False
@@ -112,11 +118,107 @@ def improve(
                 except InfeasiblePlan:  # an unlinked pair makes the move infeasible
                     continue
                 sc = score(trial, trial_tr)
-                if sc is not None and sc < best_score - 1e-12:
+                shorter = last["values"]["time"] < max(e for _, _, e in best.values()) - 1e-9
+                if (
+                    sc is None
+                    and trade
+                    and shorter
+                    and _only_cost_breaks(last["values"], constraints)
+                ):
+                    # shorter but over the budget: pay for it with slack steps on cheaper sites
+                    repaired = _pay_for(
+                        model, ranks, fixed, trial, last["values"]["cost"], constraints, step
+                    )
+                    if repaired is not None:
+                        trial, trial_tr = repaired
+                        sc = score(trial, trial_tr)
+                # under a budget a move that keeps the makespan and frees money is kept too:
+                # the money pays for a later move that shortens the plan
+                cheaper = trade and last["values"]["cost"] < best_cost * (1 - 1e-9)
+                if sc is not None and (
+                    sc < best_score - 1e-12 or (cheaper and sc <= best_score + 1e-12)
+                ):
                     best, best_tr, best_score = trial, trial_tr, sc
+                    best_cost = last["values"]["cost"]
                     moves += 1
                     improved = True
                     break
             if improved:
                 break
     return best, best_tr, moves
+
+
+def _only_cost_breaks(values: Mapping[str, float], constraints: PlanningConstraints) -> bool:
+    """True when ``values`` keep the deadline and break only the budget."""
+    if constraints.deadline is not None and values["time"] > constraints.deadline:
+        return False
+    return constraints.budget is not None and values["cost"] > constraints.budget
+
+
+def _slack(model: CostModel, placed: Mapping[str, tuple[str, float, float]]) -> dict[str, float]:
+    """Per step, how much later it could end without delaying a child (transfer delays
+    on the current sites) or the makespan; queueing for cores is not counted."""
+    makespan = max((e for _, _, e in placed.values()), default=0.0)
+    latest: dict[str, float] = {}
+    for j in reversed(model.workflow.topological_order()):
+        site = placed[j][0]
+        lf = makespan
+        for c in model.children_of[j]:
+            csite = placed[c][0]
+            lf = min(lf, latest[c] - model.duration(c, csite) - model.edge_delay(j, c, site, csite))
+        latest[j] = lf
+    return {j: latest[j] - placed[j][2] for j in placed}
+
+
+def _pay_for(
+    model: CostModel,
+    ranks: Mapping[str, float],
+    fixed: Mapping[str, str],
+    trial: Mapping[str, tuple[str, float, float]],
+    cost: float,
+    constraints: PlanningConstraints,
+    moved_step: str,
+) -> tuple[Placed, Transfers] | None:
+    """``trial`` (over the budget by ``cost - budget``) with steps that have slack moved to
+    cheaper sites, the largest savings first, until the savings cover the excess; the new
+    list schedule, or None (nothing to move, or an unlinked pair). ``moved_step`` (the move
+    being paid for) stays where it is. The caller scores the result."""
+    budget = constraints.budget
+    assert budget is not None
+    excess = cost - budget
+    slack = _slack(model, trial)
+    moves: list[tuple[float, str, str]] = []
+    for j, (site, start, end) in trial.items():
+        if j == moved_step:
+            continue
+        here = model.run_cost(j, site, start)
+        for alt in model.eligible[j]:
+            if alt == site:
+                continue
+            longer = model.duration(j, alt) - (end - start)
+            saving = here - model.run_cost(j, alt, start)
+            if saving > 0 and longer <= slack[j]:
+                moves.append((saving, j, alt))
+    moves.sort(reverse=True)
+    repaired = dict(fixed)
+    saved = 0.0
+    moved: set[str] = set()
+    for saving, j, alt in moves:
+        if saved >= excess * 1.05:
+            break
+        if j in moved:
+            continue
+        repaired[j] = alt
+        moved.add(j)
+        saved += saving
+    if not moved or saved < excess:
+        return None
+
+    def only(step: str, opts: list[Option]) -> Option:
+        return opts[0]
+
+    try:
+        placed, booked, _ = list_schedule(model, ranks, only, repaired)
+    except InfeasiblePlan:
+        return None
+    return placed, booked

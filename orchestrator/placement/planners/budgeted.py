@@ -9,7 +9,7 @@ when a budget is set (the plans that keep the deadline and ``B`` join the incumb
 * **cost-weighted** (``cost_weighted``): each step goes to the option minimising the
   objective plus ``lambda`` times the cost (both normalised by their best value among
   the step's options, as greedy does); ``lambda`` is bisected (geometrically, from
-  ``1/64`` to ``64``) for the smallest weight whose plan keeps ``B``;
+  ``1/64`` to ``64``, five times) for the smallest weight whose plan keeps ``B``;
 * **budget-paced** (``budget_paced``, after BHEFT, Zheng and Sakellariou, *Budget-deadline
   constrained workflow planning for admission control*, J. Grid Comput. 2013): the spare
   budget is what is left of ``B`` once every step not yet placed is counted at its
@@ -19,7 +19,9 @@ when a budget is set (the plans that keep the deadline and ``B`` join the incumb
   plus the transfers it books), the best for the objective (the earliest finish for
   ``time``); the cheapest option when none is within it.
 
-Both are heuristics with no guarantee; the optimiser keeps the best limit-keeping plan of
+And the cheapest plans of greedy and the market (their plans for ``cost`` under the
+deadline): when those break ``B`` no heuristic keeps it. All are heuristics with no
+guarantee; the optimiser keeps the best limit-keeping plan of
 all its starts and engines.
 """
 
@@ -30,14 +32,18 @@ from collections.abc import Callable
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
+from orchestrator.placement.links import Transfers
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan
-from orchestrator.placement.planners.common import heuristic_plan, limit_breach, pick
-from orchestrator.placement.schedule import Option, list_schedule, upward_ranks
+from orchestrator.placement.planners.common import limit_breach, pick
+from orchestrator.placement.planners.greedy import GreedyPlanner
+from orchestrator.placement.planners.market import MarketPlanner
+from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
+from orchestrator.placement.timeshift import timeshift
 
 GREEDS = (1.0, 2.0, 4.0, math.inf)
 """The budget-paced variants: a step's share of the spare budget times these."""
 LAMBDA_RANGE = (1.0 / 64.0, 64.0)
-BISECTIONS = 7
+BISECTIONS = 5
 
 
 def option_cost(model: CostModel, step: str, o: Option) -> float:
@@ -87,7 +93,7 @@ def budget_paced(model: CostModel, objective: Objective, greed: float) -> Plan:
 
     placed, booked, _ = list_schedule(model, upward_ranks(model), choose)
     name = "budget-paced" + ("" if math.isinf(greed) else f"x{greed:g}")
-    return heuristic_plan(model, placed, booked, objective, name)
+    return _lean_plan(model, placed, booked, objective, name)
 
 
 def cost_weighted(model: CostModel, objective: Objective, weight: float) -> Plan:
@@ -100,7 +106,21 @@ def cost_weighted(model: CostModel, objective: Objective, weight: float) -> Plan
         return pick(opts, mixed, terms)
 
     placed, booked, _ = list_schedule(model, upward_ranks(model), choose)
-    return heuristic_plan(model, placed, booked, objective, f"cost-weighted({weight:.3g})")
+    return _lean_plan(model, placed, booked, objective, f"cost-weighted({weight:.3g})")
+
+
+def _lean_plan(
+    model: CostModel,
+    placed: dict[str, tuple[str, float, float]],
+    booked: Transfers,
+    objective: Objective,
+    name: str,
+) -> Plan:
+    """The placement time-shifted within the deadline and built, without explanations (the
+    optimiser explains the plan it returns; a thousand steps' explanations cost more than
+    their list schedule)."""
+    placed, booked, _ = timeshift(model, placed, objective, model.constraints.deadline, booked)
+    return build_plan(model, placed, objective, name, "heuristic", 0.0, transfers=booked)
 
 
 def budget_plans(model: CostModel, objective: Objective) -> list[Plan]:
@@ -109,6 +129,16 @@ def budget_plans(model: CostModel, objective: Objective) -> list[Plan]:
     if model.constraints.budget is None:
         return []
     out: list[Plan] = []
+    if objective.kind is not ObjectiveKind.COST:
+        # the cheapest plans the heuristics know (under the deadline): if they break the
+        # budget, no heuristic keeps it
+        cheapest = Objective.parse("cost")
+        for planner in (GreedyPlanner(), MarketPlanner()):
+            try:
+                plan = planner.plan_model(model, cheapest, 0.0)
+            except InfeasiblePlan:
+                continue
+            out.append(plan.with_metrics(planner=f"{plan.metrics.planner}(cost)"))
     for greed in GREEDS:
         try:
             out.append(budget_paced(model, objective, greed))
