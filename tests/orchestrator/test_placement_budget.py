@@ -29,6 +29,7 @@ from orchestrator import (
     make_planner,
 )
 from orchestrator.placement.costs import CostModel
+from orchestrator.placement.improve import improve
 from orchestrator.placement.planners.budgeted import budget_paced
 from orchestrator.placement.planners.incumbent import incumbents
 from twin.state import static_view
@@ -38,12 +39,12 @@ BUDGET = 5.5
 OPTIMUM = 5 * UNIT
 
 
-def fast_and_cheap() -> Federation:
-    def site(sid: str, speed: float, price: float) -> dict[str, object]:
+def fast_and_cheap(cheap_cores: int = 1) -> Federation:
+    def site(sid: str, speed: float, price: float, cores: int = 1) -> dict[str, object]:
         return {
             "id": sid,
             "kind": "hpc",
-            "cores": 1,
+            "cores": cores,
             "memory": "4 GB",
             "speed": speed,
             "power_idle_w": 1.0,
@@ -58,7 +59,7 @@ def fast_and_cheap() -> Federation:
     return Federation.from_dict(
         {
             "name": "fast-and-cheap",
-            "sites": [site("fast", 2.0, 2.0), site("cheap", 1.0, 0.1)],
+            "sites": [site("fast", 2.0, 2.0), site("cheap", 1.0, 0.1, cheap_cores)],
             "links": [{"src": "fast", "dst": "cheap", "bandwidth": 1e9, "symmetric": True}],
         }
     )
@@ -109,3 +110,39 @@ def test_the_optimiser_reaches_the_optimum_under_the_budget() -> None:
     assert plan.metrics.cost_eur <= BUDGET + 1e-9
     on_fast = {s for s, a in plan.assignments.items() if a.site == "fast"}
     assert on_fast in ({"w4", "w1"}, {"w3", "w2"})
+
+
+def test_the_local_search_pays_for_a_faster_site_with_a_step_that_has_slack() -> None:
+    """``cheap`` has two cores here; a chain ``a -> b`` and a step ``c``, one unit each.
+    With ``F`` units on ``fast`` a plan costs ``0.3 + 0.9 F``: the budget 1.25 allows one.
+    The start puts ``c`` on ``fast`` (2 h: the chain runs on ``cheap``); the optimum puts a
+    step of the chain there and ``c`` on ``cheap``'s second core (1.5 h, 1.2 EUR). Moving
+    ``b`` alone to ``fast`` breaks the budget and moving ``a`` queues it behind ``c``: only
+    the move paid for by ``c`` (it has an hour of slack) reaches the optimum."""
+    fed = fast_and_cheap(cheap_cores=2)
+    wf = Workflow.from_dict(
+        {
+            "name": "chain-and-one",
+            "data": [{"id": "d", "size": 1.0}],
+            "steps": [
+                {"id": "a", "work": UNIT, "outputs": ["d"]},
+                {"id": "b", "work": UNIT, "inputs": ["d"]},
+                {"id": "c", "work": UNIT},
+            ],
+        }
+    )
+    c = PlanningConstraints(budget=1.25)
+    model = CostModel(wf, fed, static_view(fed), c)
+    start = {
+        "a": ("cheap", 0.0, UNIT),
+        "b": ("cheap", UNIT, 2 * UNIT),
+        "c": ("fast", 0.0, UNIT / 2),
+    }
+    time = Objective.parse("time")
+    ref = {"time": 2 * UNIT, "cost": 1.2, "energy": 1.0, "carbon": 1.0}
+    placed, booked, moves = improve(model, start, {}, time, ref, c, 10.0)
+    values = model.evaluate(placed, model.flows(placed, booked))
+    assert moves >= 1
+    assert abs(values["time"] - 1.5 * UNIT) < 1e-3  # (a byte crosses the link)
+    assert values["cost"] <= 1.25
+    assert placed["c"][0] == "cheap"
