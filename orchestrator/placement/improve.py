@@ -13,6 +13,7 @@ pass finds nothing or the time budget is spent.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -180,45 +181,94 @@ def _pay_for(
     moved_step: str,
 ) -> tuple[Placed, Transfers] | None:
     """``trial`` (over the budget by ``cost - budget``) with steps that have slack moved to
-    cheaper sites, the largest savings first, until the savings cover the excess; the new
-    list schedule, or None (nothing to move, or an unlinked pair). ``moved_step`` (the move
-    being paid for) stays where it is. The caller scores the result."""
+    cheaper sites (``cheaper_sites``, slack only), the new list schedule, or None (the
+    savings cannot cover the excess, or an unlinked pair). ``moved_step`` (the move being
+    paid for) stays where it is. The caller scores the result."""
     budget = constraints.budget
     assert budget is not None
-    excess = cost - budget
-    slack = _slack(model, trial)
-    moves: list[tuple[float, str, str]] = []
-    for j, (site, start, end) in trial.items():
-        if j == moved_step:
-            continue
-        here = model.run_cost(j, site, start)
-        for alt in model.eligible[j]:
-            if alt == site:
-                continue
-            longer = model.duration(j, alt) - (end - start)
-            saving = here - model.run_cost(j, alt, start)
-            if saving > 0 and longer <= slack[j]:
-                moves.append((saving, j, alt))
-    moves.sort(reverse=True)
-    repaired = dict(fixed)
-    saved = 0.0
-    moved: set[str] = set()
-    for saving, j, alt in moves:
-        if saved >= excess * 1.05:
-            break
-        if j in moved:
-            continue
-        repaired[j] = alt
-        moved.add(j)
-        saved += saving
-    if not moved or saved < excess:
+    repaired = cheaper_sites(model, fixed, trial, cost - budget, {moved_step}, slack_only=True)
+    if repaired is None:
         return None
-
-    def only(step: str, opts: list[Option]) -> Option:
-        return opts[0]
-
     try:
-        placed, booked, _ = list_schedule(model, ranks, only, repaired)
+        placed, booked, _ = list_schedule(model, ranks, _only, repaired)
     except InfeasiblePlan:
         return None
     return placed, booked
+
+
+def _only(step: str, opts: list[Option]) -> Option:
+    return opts[0]
+
+
+def move_effect(
+    model: CostModel, placed: Mapping[str, tuple[str, float, float]], step: str, alt: str
+) -> tuple[float, float]:
+    """(EUR saved, seconds the step's end moves later at least) when ``step`` alone moves to
+    ``alt``: its run cost and the EUR of its edges' transfers; its duration and the
+    transfer delays of its edges (into it, and out of it to its children's start)."""
+    site, start, end = placed[step]
+    saving = model.run_cost(step, site, start) - model.run_cost(step, alt, start)
+    late_in = late_out = 0.0
+    for p in model.parents_of[step]:
+        psite = placed[p][0]
+        nbytes = model.edge_bytes.get((p, step), 0.0)
+        saving += model.transfer_cost(psite, site, nbytes) - model.transfer_cost(psite, alt, nbytes)
+        late_in = max(
+            late_in, model.edge_delay(p, step, psite, alt) - model.edge_delay(p, step, psite, site)
+        )
+    for c in model.children_of[step]:
+        csite = placed[c][0]
+        nbytes = model.edge_bytes.get((step, c), 0.0)
+        saving += model.transfer_cost(site, csite, nbytes) - model.transfer_cost(alt, csite, nbytes)
+        late_out = max(
+            late_out, model.edge_delay(step, c, alt, csite) - model.edge_delay(step, c, site, csite)
+        )
+    longer = late_in + model.duration(step, alt) - (end - start) + late_out
+    return saving, longer
+
+
+def cheaper_sites(
+    model: CostModel,
+    fixed: Mapping[str, str],
+    placed: Mapping[str, tuple[str, float, float]],
+    excess: float,
+    keep: set[str],
+    slack_only: bool,
+) -> dict[str, str] | None:
+    """Sites (``fixed`` with some steps moved) whose savings cover ``excess`` EUR: first the
+    moves within the step's slack (``_slack``), the largest saving first; then, unless
+    ``slack_only``, those that lengthen the step beyond its slack, the fewest seconds past
+    it per EUR first. One move per step, none of ``keep``; None when the savings fall
+    short (the list schedule of the result may still cost more: transfers are counted
+    for each edge alone)."""
+    slack = _slack(model, placed)
+    within: list[tuple[float, str, str]] = []
+    beyond: list[tuple[float, str, str, float]] = []
+    for j in placed:
+        if j in keep:
+            continue
+        for alt in model.eligible[j]:
+            if alt == placed[j][0]:
+                continue
+            saving, longer = move_effect(model, placed, j, alt)
+            if saving <= 0 or math.isinf(longer):
+                continue
+            if longer <= slack[j]:
+                within.append((-saving, j, alt))
+            elif not slack_only:
+                beyond.append(((longer - slack[j]) / saving, j, alt, saving))
+    within.sort()
+    beyond.sort()
+    order = [(j, alt, -neg) for neg, j, alt in within] + [(j, a, sv) for _, j, a, sv in beyond]
+    out = dict(fixed)
+    saved = 0.0
+    moved: set[str] = set()
+    for j, alt, saving in order:
+        if saved >= excess * 1.02:
+            break
+        if j in moved:
+            continue
+        out[j] = alt
+        moved.add(j)
+        saved += saving
+    return out if moved and saved >= excess else None

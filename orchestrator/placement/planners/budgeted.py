@@ -20,19 +20,22 @@ when a budget is set (the plans that keep the deadline and ``B`` join the incumb
   ``time``); the cheapest option when none is within it.
 
 And the cheapest plans of greedy and the market (their plans for ``cost`` under the
-deadline): when those break ``B`` no heuristic keeps it. All are heuristics with no
-guarantee; the optimiser keeps the best limit-keeping plan of
+deadline): when those break ``B`` no heuristic keeps it. And HEFT's plan *paid down*
+(``paid_down``): steps moved to cheaper sites, those with slack first, until ``B`` holds.
+All are heuristics with no guarantee; the optimiser keeps the best limit-keeping plan of
 all its starts and engines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
-from orchestrator.placement.links import Transfers
+from orchestrator.placement.improve import cheaper_sites
+from orchestrator.placement.links import Transfers, transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan
 from orchestrator.placement.planners.common import limit_breach, pick
 from orchestrator.placement.planners.greedy import GreedyPlanner
@@ -123,12 +126,38 @@ def _lean_plan(
     return build_plan(model, placed, objective, name, "heuristic", 0.0, transfers=booked)
 
 
-def budget_plans(model: CostModel, objective: Objective) -> list[Plan]:
+def paid_down(model: CostModel, objective: Objective, start: Plan, rounds: int = 8) -> Plan:
+    """``start`` (HEFT's plan) with steps moved to cheaper sites until the budget holds:
+    per round, the moves within a step's slack first (largest saving first), then those
+    that lengthen the plan least per EUR (``improve.cheaper_sites``), just enough to cover
+    the excess, and the sites list-scheduled again; at most ``rounds`` rounds."""
+    budget = model.constraints.budget
+    if budget is None:
+        raise ValueError("paid_down needs a budget")
+    ranks = upward_ranks(model)
+    placed = {s: (a.site, a.start, a.end) for s, a in start.assignments.items()}
+    booked = transfers_of(start)
+    for _ in range(rounds):
+        cost = model.evaluate(placed, model.flows(placed, booked))["cost"]
+        if cost <= budget:
+            break
+        fixed = {s: v[0] for s, v in placed.items()}
+        sites = cheaper_sites(model, fixed, placed, cost - budget, set(), slack_only=False)
+        if sites is None:
+            break
+        placed, booked, _ = list_schedule(model, ranks, lambda step, opts: opts[0], sites)
+    return _lean_plan(model, placed, booked, objective, f"{start.metrics.planner}+paid")
+
+
+def budget_plans(model: CostModel, objective: Objective, heft: Plan | None = None) -> list[Plan]:
     """Every budget-paced plan and the cost-weighted plans of the bisection (module
     docstring); empty without a budget. Callers keep those that keep the limits."""
     if model.constraints.budget is None:
         return []
     out: list[Plan] = []
+    if heft is not None:
+        with contextlib.suppress(InfeasiblePlan):
+            out.append(paid_down(model, objective, heft))
     if objective.kind is not ObjectiveKind.COST:
         # the cheapest plans the heuristics know (under the deadline): if they break the
         # budget, no heuristic keeps it

@@ -90,7 +90,7 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
     if constraints.deadline is not None and objective.weights()["time"] < 1.0:
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref))
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref, latest=True))
-    for plan in budget_plans(model, objective):
+    for plan in budget_plans(model, objective, heft):
         keep(plan)
     return Incumbents(heft, tuple(plans), tuple(left))
 
