@@ -156,10 +156,17 @@ def _only_cost_breaks(values: Mapping[str, float], constraints: PlanningConstrai
     return constraints.budget is not None and values["cost"] > constraints.budget
 
 
-def _slack(model: CostModel, placed: Mapping[str, tuple[str, float, float]]) -> dict[str, float]:
+def slack_of(
+    model: CostModel,
+    placed: Mapping[str, tuple[str, float, float]],
+    horizon: float | None = None,
+) -> dict[str, float]:
     """Per step, how much later it could end without delaying a child (transfer delays
-    on the current sites) or the makespan; queueing for cores is not counted."""
+    on the current sites) or ending after ``horizon`` (the makespan when None); queueing
+    for cores is not counted."""
     makespan = max((e for _, _, e in placed.values()), default=0.0)
+    if horizon is not None:
+        makespan = horizon
     latest: dict[str, float] = {}
     for j in reversed(model.workflow.topological_order()):
         site = placed[j][0]
@@ -236,12 +243,12 @@ def cheaper_sites(
     slack_only: bool,
 ) -> dict[str, str] | None:
     """Sites (``fixed`` with some steps moved) whose savings cover ``excess`` EUR: first the
-    moves within the step's slack (``_slack``), the largest saving first; then, unless
+    moves within the step's slack (``slack_of``), the largest saving first; then, unless
     ``slack_only``, those that lengthen the step beyond its slack, the fewest seconds past
     it per EUR first. One move per step, none of ``keep``; None when the savings fall
     short (the list schedule of the result may still cost more: transfers are counted
     for each edge alone)."""
-    slack = _slack(model, placed)
+    slack = slack_of(model, placed)
     within: list[tuple[float, str, str]] = []
     beyond: list[tuple[float, str, str, float]] = []
     for j in placed:

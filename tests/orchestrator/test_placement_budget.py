@@ -31,6 +31,8 @@ from orchestrator import (
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.improve import improve
 from orchestrator.placement.planners.budgeted import budget_paced
+from orchestrator.placement.planners.descent import slack_descent
+from orchestrator.placement.planners.heft import HEFTPlanner
 from orchestrator.placement.planners.incumbent import incumbents
 from twin.state import static_view
 
@@ -39,7 +41,7 @@ BUDGET = 5.5
 OPTIMUM = 5 * UNIT
 
 
-def fast_and_cheap(cheap_cores: int = 1) -> Federation:
+def fast_and_cheap(cheap_cores: int = 1, fast_cores: int = 1) -> Federation:
     def site(sid: str, speed: float, price: float, cores: int = 1) -> dict[str, object]:
         return {
             "id": sid,
@@ -59,7 +61,7 @@ def fast_and_cheap(cheap_cores: int = 1) -> Federation:
     return Federation.from_dict(
         {
             "name": "fast-and-cheap",
-            "sites": [site("fast", 2.0, 2.0), site("cheap", 1.0, 0.1, cheap_cores)],
+            "sites": [site("fast", 2.0, 2.0, fast_cores), site("cheap", 1.0, 0.1, cheap_cores)],
             "links": [{"src": "fast", "dst": "cheap", "bandwidth": 1e9, "symmetric": True}],
         }
     )
@@ -146,3 +148,23 @@ def test_the_local_search_pays_for_a_faster_site_with_a_step_that_has_slack() ->
     assert abs(values["time"] - 1.5 * UNIT) < 1e-3  # (a byte crosses the link)
     assert values["cost"] <= 1.25
     assert placed["c"][0] == "cheap"
+
+
+def test_slack_descent_moves_the_step_with_slack_to_the_cheaper_site() -> None:
+    """``fast`` and ``cheap`` with two cores each; steps ``a`` (2 units) and ``c`` (1 unit),
+    independent. HEFT puts both on ``fast`` (1 h, 2 + 1 = 3 EUR). Under a deadline of
+    1.1 h and the cost objective, ``c`` fits on ``cheap`` (1 h, 0.1 EUR) and ``a`` does
+    not (2 h): the optimum is 2.1 EUR, which the descent from HEFT's plan reaches."""
+    fed = fast_and_cheap(cheap_cores=2, fast_cores=2)
+    wf = Workflow.from_dict(
+        {"name": "two", "steps": [{"id": "a", "work": 2 * UNIT}, {"id": "c", "work": UNIT}]}
+    )
+    c = PlanningConstraints(deadline=1.1 * UNIT)
+    model = CostModel(wf, fed, static_view(fed), c)
+    cost = Objective.parse("cost")
+    heft = HEFTPlanner(explain=False).plan_model(model, cost, 0.0)
+    assert {s: a.site for s, a in heft.assignments.items()} == {"a": "fast", "c": "fast"}
+    plan = slack_descent(model, cost, heft, heft.metrics.values())
+    assert {s: a.site for s, a in plan.assignments.items()} == {"a": "fast", "c": "cheap"}
+    assert abs(plan.metrics.cost_eur - 2.1) < 1e-9
+    assert plan.metrics.makespan_s <= 1.1 * UNIT

@@ -3,7 +3,8 @@
 Each heuristic plans for the requested objective and constraints (greedy and the market
 escalate the weight of the makespan, or of the cost, until the deadline, or the budget,
 holds; HEFT's plan is also tried time-shifted; under a deadline, two *paced* greedy plans
-keep each step on its pace towards the deadline, or within its latest finish; under a
+keep each step on its pace towards the deadline, or within its latest finish, and HEFT's
+plan with steps moved within their slack, ``descent``; under a
 budget, the budget-paced and cost-weighted plans of ``budgeted``). Every plan
 that keeps the limits is a candidate; the best by the objective, normalised by HEFT's
 values, is the incumbent every engine starts from and must beat, so the optimiser is never
@@ -21,6 +22,7 @@ from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, Plan
 from orchestrator.placement.planners.budgeted import budget_plans
 from orchestrator.placement.planners.common import limit_breach, pick, score_of
+from orchestrator.placement.planners.descent import slack_descent
 from orchestrator.placement.planners.greedy import GreedyPlanner
 from orchestrator.placement.planners.heft import HEFTPlanner
 from orchestrator.placement.planners.market import MarketPlanner
@@ -90,6 +92,8 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
     if constraints.deadline is not None and objective.weights()["time"] < 1.0:
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref))
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref, latest=True))
+        if not limit_breach(heft, constraints):
+            keep(slack_descent(model, objective, heft, ref))
     for plan in budget_plans(model, objective, heft):
         keep(plan)
     return Incumbents(heft, tuple(plans), tuple(left))
