@@ -9,13 +9,15 @@ whose lengthening (duration and the transfer delays of its edges,
 (``sum_t w_t (f_t(here) - f_t(there)) / ref_t`` over cost with its transfers' EUR,
 energy and carbon); the longest prefix of that list whose list schedule keeps the deadline
 and the budget is kept (a bisection on its length: the slacks of steps on one chain
-overlap, so not every move fits at once). Rounds stop when nothing moves. The plan is
+overlap, so not every move fits at once). Rounds stop when nothing moves or after a
+second. The plan is
 time-shifted and, like every start, kept only when it keeps the limits.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
@@ -57,9 +59,12 @@ def slack_descent(
     start: Plan,
     ref: dict[str, float],
     rounds: int = 6,
+    seconds: float = 1.0,
 ) -> Plan:
     """``start`` with steps moved within their slack towards the deadline (module
-    docstring); ``start``'s own placement when nothing moves."""
+    docstring); ``start``'s own placement when nothing moves. No new trial starts after
+    ``seconds`` (a list schedule of a thousand steps takes a tenth of a second or more)."""
+    stop = time.perf_counter() + seconds
     c = model.constraints
     deadline = c.deadline
     if deadline is None:
@@ -77,6 +82,8 @@ def slack_descent(
         return c.budget is None or values["cost"] <= c.budget * (1 + 1e-9)
 
     for _ in range(rounds):
+        if time.perf_counter() >= stop:
+            break
         slack = slack_of(model, placed, deadline)
         moves: list[tuple[float, str, str]] = []
         for j, (site, _, _) in placed.items():
@@ -110,7 +117,7 @@ def slack_descent(
             return (p, tr) if keeps(p, tr) else None
 
         lo, hi, found = 0, len(moves), None
-        while lo < hi:  # the longest prefix that keeps the limits (bisection)
+        while lo < hi and time.perf_counter() < stop:  # the longest prefix that keeps the limits
             mid = (lo + hi + 1) // 2
             got = trial(mid)
             if got is not None:
