@@ -3,9 +3,9 @@
 Each heuristic plans for the requested objective and constraints (greedy and the market
 escalate the weight of the makespan, or of the cost, until the deadline, or the budget,
 holds; HEFT's plan is also tried time-shifted; under a deadline, two *paced* greedy plans
-keep each step on its pace towards the deadline, or within its latest finish, and HEFT's
-plan with steps moved within their slack, ``descent``; under a
-budget, the budget-paced and cost-weighted plans of ``budgeted``). Every plan
+keep each step on its pace towards the deadline, or within its latest finish; under a
+budget, the budget-keeping plans of ``budgeted``; under a deadline, HEFT's plan and the
+best plan of all these with steps moved within their slack, ``descent``). Every plan
 that keeps the limits is a candidate; the best by the objective, normalised by HEFT's
 values, is the incumbent every engine starts from and must beat, so the optimiser is never
 worse than any of them.
@@ -96,6 +96,11 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
             keep(slack_descent(model, objective, heft, ref))
     for plan in budget_plans(model, objective, heft):
         keep(plan)
+    if constraints.deadline is not None and objective.weights()["time"] < 1.0 and plans:
+        # and from the best plan so far (its steps have slack of their own)
+        so_far = min(plans, key=lambda p: score_of(p, objective, ref))
+        if so_far is not heft:
+            keep(slack_descent(model, objective, so_far, ref))
     return Incumbents(heft, tuple(plans), tuple(left))
 
 
