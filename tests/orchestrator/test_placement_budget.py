@@ -19,6 +19,8 @@ finds the optimum.
 
 from __future__ import annotations
 
+import pytest
+
 from federation.model import Federation
 from orchestrator import (
     ILPSettings,
@@ -168,3 +170,9 @@ def test_slack_descent_moves_the_step_with_slack_to_the_cheaper_site() -> None:
     assert {s: a.site for s, a in plan.assignments.items()} == {"a": "fast", "c": "cheap"}
     assert abs(plan.metrics.cost_eur - 2.1) < 1e-9
     assert plan.metrics.makespan_s <= 1.1 * UNIT
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_the_search_share_must_be_a_fraction_below_one(share: float) -> None:
+    with pytest.raises(ValueError, match="search_share"):
+        ILPSettings(search_share=share)
