@@ -172,7 +172,8 @@ def test_slack_descent_moves_the_step_with_slack_to_the_cheaper_site() -> None:
     assert plan.metrics.makespan_s <= 1.1 * UNIT
 
 
+@pytest.mark.parametrize("name", ["search_share", "descent_share"])
 @pytest.mark.parametrize("share", [-0.1, 1.0])
-def test_the_search_share_must_be_a_fraction_below_one(share: float) -> None:
-    with pytest.raises(ValueError, match="search_share"):
-        ILPSettings(search_share=share)
+def test_the_shares_of_the_starts_must_be_fractions_below_one(name: str, share: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        ILPSettings(**{name: share})  # type: ignore[arg-type]

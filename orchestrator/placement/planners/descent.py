@@ -9,8 +9,9 @@ whose lengthening (duration and the transfer delays of its edges,
 (``sum_t w_t (f_t(here) - f_t(there)) / ref_t`` over cost with its transfers' EUR,
 energy and carbon); the longest prefix of that list whose list schedule keeps the deadline
 and the budget is kept (a bisection on its length: the slacks of steps on one chain
-overlap, so not every move fits at once). Rounds stop when nothing moves or after a
-second. The plan is
+overlap, so not every move fits at once). Rounds stop when nothing moves or its time
+is up (one second by default; the optimiser gives its two descents a tenth of its time
+limit). The plan is
 time-shifted and, like every start, kept only when it keeps the limits.
 """
 

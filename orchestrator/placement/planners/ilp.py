@@ -76,7 +76,8 @@ class ILPSettings:
     this many remain; ``threads`` for HiGHS, ``workers`` for CP-SAT; ``improve_seconds``:
     budget of the local search on the critical chain after decoding; ``search_share``: the
     share of the time limit (at most ``improve_seconds``) of the local search on the
-    incumbent before the engines, for the makespan under a budget.
+    incumbent before the engines, for the makespan under a budget; ``descent_share``: the
+    share (at most 2 s) of the slack descents among the starts under a deadline.
     """
 
     solver: str = "highs"
@@ -88,6 +89,7 @@ class ILPSettings:
     gap_rel: float = 1e-4
     improve_seconds: float = 3.0
     search_share: float = 0.2
+    descent_share: float = 0.1
     threads: int = 1
     workers: int = 2
     msg: bool = False
@@ -105,6 +107,8 @@ class ILPSettings:
             raise ValueError("milp_share must be in (0, 1]")
         if not 0 <= self.search_share < 1:
             raise ValueError("search_share must be in [0, 1)")
+        if not 0 <= self.descent_share < 1:
+            raise ValueError("descent_share must be in [0, 1)")
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
@@ -137,7 +141,7 @@ class ILPPlanner(ModelPlanner):
         cfg = self.settings
         constraints = model.constraints
         self._say("incumbent: HEFT, greedy, market")
-        inc = incumbents(model, objective, t_start)
+        inc = incumbents(model, objective, t_start, min(2.0, cfg.descent_share * cfg.time_limit))
         ref = inc.ref
         best = inc.best(objective)
         notes: list[str] = []

@@ -50,8 +50,15 @@ class Incumbents:
         return min(self.plans, key=lambda p: score_of(p, objective, self.ref))
 
 
-def incumbents(model: CostModel, objective: Objective, t0: float | None = None) -> Incumbents:
-    """Run HEFT (and HEFT time-shifted), greedy and the market on ``model`` for ``objective``."""
+def incumbents(
+    model: CostModel,
+    objective: Objective,
+    t0: float | None = None,
+    descent_seconds: float = 2.0,
+) -> Incumbents:
+    """Run HEFT (and HEFT time-shifted), greedy and the market on ``model`` for ``objective``
+    (and the starts for its limits); the two slack descents share ``descent_seconds``
+    (the optimiser gives them a tenth of its time limit)."""
     start = time.perf_counter() if t0 is None else t0
     constraints = model.constraints
     heft = HEFTPlanner(explain=False).plan_model(model, objective, start)
@@ -93,14 +100,14 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref))
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref, latest=True))
         if not limit_breach(heft, constraints):
-            keep(slack_descent(model, objective, heft, ref))
+            keep(slack_descent(model, objective, heft, ref, seconds=descent_seconds / 2))
     for plan in budget_plans(model, objective, heft):
         keep(plan)
     if constraints.deadline is not None and objective.weights()["time"] < 1.0 and plans:
         # and from the best plan so far (its steps have slack of their own)
         so_far = min(plans, key=lambda p: score_of(p, objective, ref))
         if so_far is not heft:
-            keep(slack_descent(model, objective, so_far, ref))
+            keep(slack_descent(model, objective, so_far, ref, seconds=descent_seconds / 2))
     return Incumbents(heft, tuple(plans), tuple(left))
 
 
