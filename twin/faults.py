@@ -35,6 +35,13 @@ away from its bounds: a utilisation of 0 or 1 and an empty queue repeat
 legitimately). A stuck fault recovers only once the value moves again and
 agrees with the reference.
 
+Once a step's support has lapsed (its offset no longer explains its last
+samples better), a recovery is tested only on windows of samples that all came
+after the lapse (``Fault.lapsed``). A sample that agrees with the reference and
+is a jump away from the reference plus the offset (a jump back) puts the step
+in doubt (``Fault.doubt``): until a sample favours the offset by as much again,
+the reference learns nothing from samples that favour it only narrowly.
+
 Every test above reads a sample's NIS over the site's **noise level**
 (``NoiseLevel``): the median, over the last ``level_window`` updates, of each
 NIS over the median of its chi-square distribution, when that exceeds 1. A
@@ -93,6 +100,8 @@ class Fault:
     # samples in a row since the step's support last held (0 while it holds): a recovery
     # is tested only on windows of samples that came after it lapsed
     lapsed: int = 0
+    # a jump back was seen and no sample has favoured the offset as strongly since
+    doubt: bool = False
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -109,6 +118,7 @@ class Fault:
             "residuals": {k: list(v) for k, v in self.residuals.items()},
             "support": list(self.support),
             "lapsed": self.lapsed,
+            "doubt": self.doubt,
         }
 
     @classmethod
@@ -129,6 +139,7 @@ class Fault:
             },
             support=deque((float(v) for v in state.get("support", ())), SUPPORT_SAMPLES),
             lapsed=int(state.get("lapsed", 0)),
+            doubt=bool(state.get("doubt", False)),
         )
 
 

@@ -627,12 +627,26 @@ class SiteTwin:
             else:
                 x3, P3, st3 = update(f.x, f.P, z - d, H, R, stats=True)
                 nis3 = float(cast(UpdateStats, st3).nis) / scale
+            bar = self._jump[len(present)]
+            if nis3 - nis > bar and chdtrc(len(present), nis) >= GATE:
+                # A jump back: the sample agrees with the reference and is a jump away from
+                # it plus the offset. The site may have come back (or the series itself
+                # swung by the step's size): until a sample favours the offset by as much
+                # again, the reference learns nothing from samples that favour it only
+                # narrowly. Otherwise, in the hours the sum takes to turn, one such sample
+                # (the series a hair closer to the reference plus the offset) would set a
+                # reference with little noise a whole offset away from the site, and the
+                # step would then explain every later sample: flagged for good.
+                f.doubt = True
             f.support.append(nis - nis3)
             if sum(f.support) > 0.0:
                 # The step holds over its last samples as a whole: a sample or two better
                 # explained without it (the series itself moving by about the offset for
                 # a few hours) do not end it, a site that jumps back does within hours.
-                if nis3 < nis:  # (a sample against the offset teaches the reference nothing)
+                if f.doubt and nis - nis3 > bar:
+                    f.doubt = False  # the step is back beyond doubt
+                # (a sample against the offset teaches the reference nothing)
+                if nis3 < nis and not f.doubt:
                     if self._separable:
                         x3, P3 = x2 - f.P @ (H.T @ (d / v)), P2  # K d = P H^T S^-1 d
                     f.x, f.P = x3, P3

@@ -267,3 +267,27 @@ def test_a_step_on_a_noisy_site_outlasts_hours_when_the_series_swings_back_by_it
     assert first - a <= 3
     assert flagged[first:end].all()
     assert tw.counters.faults == faults + 1
+
+
+def test_a_site_that_comes_back_reads_ok_again_after_a_step(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray],
+) -> None:
+    """A 2-sd step (26 g) from 21 July 2023 02:00 UTC for four days, after three weeks with
+    the daily operator: flagged throughout, then `ok` within 30 h of its end. Before the
+    jump back put the step in doubt, one hour after the end where the series sat a hair
+    closer to the reference plus the offset set the reference a whole offset below the
+    site, and the site stayed flagged for good (more than three days here)."""
+    site, blocks, t, y = french
+    a0, warm = 1500 + 3326, 24 * 21
+    tt, v = t[a0 - warm : a0 + FAULT_HOURS + 72], y[a0 - warm : a0 + FAULT_HOURS + 72].copy()
+    v[warm : warm + FAULT_HOURS] += 26.0
+    tw = SiteTwin(site, {}, None, blocks)
+    flagged = np.zeros(len(v), dtype=bool)
+    for k in range(len(v)):
+        tw.ingest(TelemetrySample(site=site.id, timestamp=tt[k], carbon_intensity=float(v[k])))
+        flagged[k] = tw.status()[0] is SiteStatus.DEGRADED
+        if k < warm and flagged[k] and int(tt[k] // 3600) % 24 == 9:
+            tw.accept()
+    assert flagged[warm + 2 : warm + FAULT_HOURS].all()
+    assert not flagged[warm + FAULT_HOURS + 30 :].any()
+    assert tw.counters.faults_recovered == 1
