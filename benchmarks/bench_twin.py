@@ -153,7 +153,8 @@ def forecast_skill() -> bool:
 def faults() -> bool:
     """Fault detection on real series: time to flag, time flagged, false alarms per site-week.
 
-    A carbon-intensity (FR) or price (BE 2024) block is fitted on the first 1,500 hours
+    A carbon-intensity (FR 2023, LCA and direct) or price (BE 2022, 2023, 2024) block
+    is fitted on the first 1,500 hours
     (never refitted) and the twin runs over the rest of the series, while an operator
     reviews the site once a day (09:00 UTC) and accepts the new level of any fault
     flagged then: a false alarm costs one such acceptance (without it the first false
@@ -161,7 +162,8 @@ def faults() -> bool:
     are injected into that replay, one at a time, at 12 start hours spread over the
     year, from the state the twin had reached there: a step of ``k`` times the series'
     standard deviation of 24-h changes, left for 4 days, and a stuck sensor (the last
-    value repeated) for 4 days; nobody accepts anything while the fault lasts.
+    value repeated) for 4 days; nobody accepts anything while the fault lasts, nor in the
+    48 hours after it, which show when the site reads ok again (reported, no target).
 
     Targets: every 2-sd step and stuck sensor flagged, a step within 3 h and a stuck
     sensor within 12 h, then flagged for at least 95 % of the fault's remaining hours;
@@ -186,11 +188,16 @@ def faults() -> bool:
     ok = True
     rows = []
     dur = 96
+    after = 48  # hours replayed after a fault ends, to see the site read ok again
     review = 9  # the operator's hour (UTC)
     for label, rel, tcol, vcol, year, metric in (
         ("FR carbon 2023", FR_FILE, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (LCA)", None,
          "carbon_intensity"),
         ("BE price 2024", BE_FILE, "time", "DAM_price", 2024, "power_price"),
+        ("FR carbon direct 2023", FR_FILE, "Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (direct)",
+         None, "carbon_intensity"),
+        ("BE price 2022", BE_FILE, "time", "DAM_price", 2022, "power_price"),
+        ("BE price 2023", BE_FILE, "time", "DAM_price", 2023, "power_price"),
     ):  # fmt: skip
         if not (SHARED / rel).exists():
             continue
@@ -234,20 +241,22 @@ def faults() -> bool:
         unaccepted = float(replay(alone, clean, 0, len(clean), False).mean())
         ok &= fa <= 0.5 and clean_flagged <= 0.05
         for kind, size in (("step", 1.0), ("step", 2.0), ("stuck", 0.0)):
-            ttf, held, missed = [], [], 0
+            ttf, held, clear, missed = [], [], [], 0
             for a in starts:
                 v = clean.copy()
                 if kind == "step":
                     v[a : a + dur] += size * day_sd
                 else:
                     v[a : a + dur] = v[a]
-                seg = replay(copy.deepcopy(at[int(a)]), v, int(a), int(a) + dur, False)
+                seg = replay(copy.deepcopy(at[int(a)]), v, int(a), int(a) + dur + after, False)
+                seg, rest = seg[:dur], seg[dur:]
                 if not seg.any():
                     missed += 1
                     continue
                 first = int(np.argmax(seg))
                 ttf.append(first)
                 held.append(float(seg[first:].mean()))
+                clear.append(int(np.argmin(rest)) if not rest.all() else after + 1)
             limit = 3 if kind == "step" else 12
             good = (
                 not missed and max(ttf) <= limit and min(held) >= 0.95
@@ -262,6 +271,13 @@ def faults() -> bool:
                     f"{len(starts) - missed}/{len(starts)}",
                     f"{np.median(ttf):.0f} / {max(ttf)}" if ttf else "-",
                     f"{100 * np.mean(held):.1f} % / {100 * min(held):.1f} %" if held else "-",
+                    (
+                        f"{np.median(clear):.0f} / {max(clear)}"
+                        if max(clear) <= after
+                        else f"{np.median(clear):.0f} / >{after}"
+                    )
+                    if clear
+                    else "-",
                     f"{fa:.2f} ({tw.counters.faults} in {weeks:.0f} weeks)",
                     f"{100 * clean_flagged:.1f} % ({100 * unaccepted:.1f} %)",
                     "yes" if good else "NO",
@@ -277,6 +293,7 @@ def faults() -> bool:
             "flagged",
             "hours to flag med / max",
             "time flagged mean / min",
+            "hours to ok after it med / max",
             "false alarms / site-week",
             "clean hours flagged (nobody accepting)",
             "met",

@@ -34,11 +34,30 @@ metric repeated exactly the same value ``stuck_after`` samples in a row,
 away from its bounds: a utilisation of 0 or 1 and an empty queue repeat
 legitimately). A stuck fault recovers only once the value moves again and
 agrees with the reference.
+
+Once a step's support has lapsed (its offset no longer explains its last
+samples better), a recovery is tested only on windows of samples that all came
+after the lapse (``Fault.lapsed``). A sample that agrees with the reference and
+is a jump away from the reference plus the offset (a jump back) puts the step
+in doubt (``Fault.doubt``): until a sample favours the offset by as much again,
+the reference learns nothing from samples that favour it only narrowly.
+
+Every test above reads a sample's NIS over the site's **noise level**
+(``NoiseLevel``): the median, over the last ``level_window`` updates, of each
+NIS over the median of its chi-square distribution, when that exceeds 1. A
+block fitted on a calm season (January's prices) meets a volatile one's
+ordinary moves (spring's solar hours) as p < 1e-6 jumps, one after the other;
+the median is the innovations' typical size, which a fault of a few days
+barely moves, whereas their mean or a high quantile follows the faults
+themselves. It never goes below 1: the model's noise is the floor, so a site
+noisier than its model is not held to a bar its model would fail, and a
+quieter one is not flagged for ordinary moves.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +97,11 @@ class Fault:
     # (twice the log-likelihood ratio of "the step persists"; positive: it does), the last
     # ``SUPPORT_SAMPLES``
     support: deque[float] = field(default_factory=lambda: deque(maxlen=SUPPORT_SAMPLES))
+    # samples in a row since the step's support last held (0 while it holds): a recovery
+    # is tested only on windows of samples that came after it lapsed
+    lapsed: int = 0
+    # a jump back was seen and no sample has favoured the offset as strongly since
+    doubt: bool = False
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -93,6 +117,8 @@ class Fault:
             "offset": dict(self.offset),
             "residuals": {k: list(v) for k, v in self.residuals.items()},
             "support": list(self.support),
+            "lapsed": self.lapsed,
+            "doubt": self.doubt,
         }
 
     @classmethod
@@ -112,6 +138,8 @@ class Fault:
                 str(k): (float(a), int(n)) for k, (a, n) in state.get("residuals", {}).items()
             },
             support=deque((float(v) for v in state.get("support", ())), SUPPORT_SAMPLES),
+            lapsed=int(state.get("lapsed", 0)),
+            doubt=bool(state.get("doubt", False)),
         )
 
 
@@ -169,12 +197,56 @@ def window_fails(
     return bool(dof) and stat > critical[dof]
 
 
+LEVEL_EVERY = 168
+"""The noise level is re-estimated after this many updates (a week of hourly telemetry)."""
+
+
+class NoiseLevel:
+    """The size of a site's innovations against its model's: what its fault tests divide by.
+
+    ``add`` records one update's NIS and returns it over ``scale``, the median
+    of the last ``window`` NIS, each over the median of the chi-square
+    distribution with its degrees of freedom (1 when the model's noise is
+    right), floored at 1 and re-estimated every ``LEVEL_EVERY`` updates once
+    the window is full (``window`` 0: always 1).
+    """
+
+    def __init__(self, window: int, max_dof: int) -> None:
+        self.window = window
+        self.scale = 1.0
+        self._median = [math.nan] + [float(chdtri(d, 0.5)) for d in range(1, max_dof + 1)]
+        self._recent: deque[float] = deque(maxlen=max(window, 1))
+        self._since = 0
+
+    def add(self, nis: float, dof: int) -> float:
+        """Record one update's ``nis`` (``dof`` observed); returns ``nis / scale``."""
+        if self.window:
+            recent = self._recent
+            recent.append(nis / self._median[dof])
+            self._since += 1
+            if self._since >= LEVEL_EVERY and len(recent) == self.window:
+                self._since = 0
+                self.scale = max(1.0, statistics.median(recent))
+        return nis / self.scale
+
+    def to_state(self) -> dict[str, Any]:
+        return {"scale": self.scale, "recent": list(self._recent), "since": self._since}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Resume from ``to_state`` output (a snapshot)."""
+        self.scale = float(state.get("scale", 1.0))
+        self._recent.extend(float(v) for v in state.get("recent", ()))
+        self._since = int(state.get("since", 0))
+
+
 __all__ = [
     "FAULT_KINDS",
     "GATE",
+    "LEVEL_EVERY",
     "SUPPORT_SAMPLES",
     "CriticalValues",
     "Fault",
+    "NoiseLevel",
     "trimmed_statistic",
     "window_fails",
 ]

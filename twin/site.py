@@ -36,7 +36,7 @@ from federation.model import Site
 from twin.calibration import LeadCalibrator
 from twin.combination import LeadBlender, seasonal_lag
 from twin.errors import ModelError
-from twin.faults import GATE, CriticalValues, Fault, window_fails
+from twin.faults import GATE, CriticalValues, Fault, NoiseLevel, window_fails
 from twin.kalman import Array, UpdateStats, predict, project, update
 from twin.ssm import BlockSpec, StateSpaceModel
 from twin.state import SiteStatus
@@ -65,6 +65,15 @@ class TwinConfig:
     disagree with the estimate from before it. A flagged fault stays flagged
     until the site recovers or an operator accepts the new level (``twin.faults``).
 
+    Every one of these tests reads the innovations against the level the site's
+    own innovations have had over the last ``level_window`` updates, never
+    below the model's: a model fitted on a calm season meets a volatile one's
+    ordinary moves as chi-square outliers, so each NIS is divided by the median
+    of the last ``level_window`` NIS (each over the median of its chi-square
+    distribution, re-estimated every day's worth of updates, once the window is
+    full) when that median exceeds the model's (``twin.faults.NoiseLevel``;
+    0 turns it off). The forecasts and their bands are not changed by it.
+
     With ``calibrate`` the published standard deviations are rescaled per
     metric and lead by a ``LeadCalibrator`` (``twin.calibration``) that learns
     from the twin's own past forecasts, forgetting with a half-life of
@@ -87,6 +96,7 @@ class TwinConfig:
     alpha_jump: float = 1e-6
     stale_after_s: float = 3 * 3600.0
     stuck_after: int = 12
+    level_window: int = 672
     calibrate: bool = True
     calibration_half_life: float = 168.0
     combine: bool = True
@@ -105,6 +115,8 @@ class TwinConfig:
             raise ModelError("stale_after_s must be > 0")
         if self.stuck_after < 2:
             raise ModelError("stuck_after must be >= 2 samples")
+        if self.level_window < 0:
+            raise ModelError("level_window must be >= 0 updates (0: off)")
         if not self.calibration_half_life > 0:
             raise ModelError("calibration_half_life must be > 0 (errors)")
         if not self.season_seconds >= self.slot_seconds:
@@ -319,6 +331,7 @@ class SiteTwin:
         m = len(self.model.observations)
         self._critical = CriticalValues(cfg.alpha_degraded).table(cfg.nis_window * m)
         self._jump = CriticalValues(cfg.alpha_jump).table(m)
+        self.level = NoiseLevel(cfg.level_window, m)
         self._trim_dof = cfg.trim * m
         self._runs: dict[str, tuple[float, int]] = {}
         self._bounds = {
@@ -395,6 +408,7 @@ class SiteTwin:
         else:
             nis, dof = self._step(self.x, self.P, t - self.t, tuple(present), zs)
             if dof > 0:
+                nis = self.level.add(nis, dof)  # what the fault tests read
                 h = self._history
                 if len(h) >= self.config.nis_window:  # the window's oldest entry leaves it
                     old = h[-self.config.nis_window]
@@ -577,14 +591,16 @@ class SiteTwin:
         z = np.array(zs)
         x2, P2, st = update(f.x, f.P, z, H, R, stats=True, diagonal=self._separable)
         u = cast(UpdateStats, st)
-        nis = float(u.nis)
+        scale = self.level.scale  # the tests read NIS over the site's noise level
+        nis = float(u.nis) / scale
         f.history.append((nis, len(present)))
         if not f.confirmed:
             # The jump did not last (an outlier) when the sample agrees with the reference
             # and is no closer to the level the jump went to.
             d = np.array([_mean(f.residuals.get(name)) for name in present])
             shifted = update(f.x, f.P, z - d, H, R, stats=True, diagonal=self._separable)[2]
-            if chdtrc(len(present), nis) >= GATE and nis <= float(cast(UpdateStats, shifted).nis):
+            nis_shifted = float(cast(UpdateStats, shifted).nis) / scale
+            if chdtrc(len(present), nis) >= GATE and nis <= nis_shifted:
                 self.x, self.P = x2, P2
                 self._clear()
                 return
@@ -607,19 +623,41 @@ class SiteTwin:
                 # Same P, H and R: the update of z - d has the same gain and covariance,
                 # its mean is x2 - K d and its NIS that of y - d (S diagonal).
                 y, v = u.innovation, u.variance
-                nis3 = float(((y - d) ** 2 / v).sum())
+                nis3 = float(((y - d) ** 2 / v).sum()) / scale
             else:
                 x3, P3, st3 = update(f.x, f.P, z - d, H, R, stats=True)
-                nis3 = float(cast(UpdateStats, st3).nis)
+                nis3 = float(cast(UpdateStats, st3).nis) / scale
+            bar = self._jump[len(present)]
+            if nis3 - nis > bar and chdtrc(len(present), nis) >= GATE:
+                # A jump back: the sample agrees with the reference and is a jump away from
+                # it plus the offset. The site may have come back (or the series itself
+                # swung by the step's size): until a sample favours the offset by as much
+                # again, the reference learns nothing from samples that favour it only
+                # narrowly. Otherwise, in the hours the sum takes to turn, one such sample
+                # (the series a hair closer to the reference plus the offset) would set a
+                # reference with little noise a whole offset away from the site, and the
+                # step would then explain every later sample: flagged for good.
+                f.doubt = True
             f.support.append(nis - nis3)
             if sum(f.support) > 0.0:
                 # The step holds over its last samples as a whole: a sample or two better
                 # explained without it (the series itself moving by about the offset for
                 # a few hours) do not end it, a site that jumps back does within hours.
-                if nis3 < nis:  # (a sample against the offset teaches the reference nothing)
+                if f.doubt and nis - nis3 > bar:
+                    f.doubt = False  # the step is back beyond doubt
+                # (a sample against the offset teaches the reference nothing)
+                if nis3 < nis and not f.doubt:
                     if self._separable:
                         x3, P3 = x2 - f.P @ (H.T @ (d / v)), P2  # K d = P H^T S^-1 d
                     f.x, f.P = x3, P3
+                f.passed = f.lapsed = 0
+                return
+            # The step's support lapsed: the site may have jumped back, or the series itself
+            # moved by about the offset for a while. Only windows of samples that all came
+            # after the lapse can tell a recovery (the step's own samples are not averaged
+            # into them).
+            f.lapsed += 1
+            if f.lapsed < cfg.nis_window:
                 f.passed = 0
                 return
         # Confirmed: the reference learns only from samples whose whole window agrees
@@ -914,6 +952,7 @@ class SiteTwin:
             "fault": None if self.fault is None else self.fault.to_state(),
             "fails": self._fails,
             "runs": {k: list(v) for k, v in self._runs.items()},
+            "level": self.level.to_state(),
             "calibration": {k: c.to_state() for k, c in self.calibration.items()},
             "blending": {k: b.to_state() for k, b in self.blending.items()},
             "recent": [[t, list(p), list(z)] for t, p, z in self._season_samples],
@@ -958,6 +997,7 @@ class SiteTwin:
             twin.fault = Fault.from_state(state["fault"], config.nis_window)
         twin._fails = int(state.get("fails", 0))
         twin._runs = {k: (float(v), int(n)) for k, (v, n) in state.get("runs", {}).items()}
+        twin.level.restore(state.get("level", {}))
         for name, cal in state.get("calibration", {}).items():
             restored = LeadCalibrator.from_state(cal)
             if name in twin.calibration and restored.leads == config.horizon:

@@ -53,7 +53,9 @@ def test_a_persistent_fault_stays_flagged_until_the_site_recovers(
         assert flagged[a:end].any()
         assert first - a <= (3 if kind == "step" else 12)  # hours to flag
         assert flagged[first:end].all()  # then flagged every hour until the fault ends
-        assert not flagged[end + 12 :].any()  # and ok again within 12 h of the recovery
+        # and ok again within 16 h of the recovery: the step's support lapses within about
+        # half its 12 samples, then two windows of 6 samples after the lapse must pass
+        assert not flagged[end + 16 :].any()
         assert tw.counters.faults == 1
         assert tw.counters.faults_recovered == 1
 
@@ -153,3 +155,139 @@ def test_the_offset_hypothesis_shares_the_reference_update_gain(
             np.testing.assert_allclose(fast.fault.x, full.fault.x, rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(fast.fault.P, full.fault.P, rtol=1e-9, atol=1e-9)
     assert offsets > 48  # the offset hypothesis was followed for days
+
+
+def test_the_noise_level_is_the_median_nis_over_its_chi_square_median_floored_at_one() -> None:
+    from scipy.stats import chi2
+
+    from twin.faults import LEVEL_EVERY, NoiseLevel
+
+    rng = np.random.default_rng(3)
+    noisy = NoiseLevel(window=400, max_dof=2)
+    for k in range(400 + LEVEL_EVERY):
+        dof = 1 + k % 2
+        nis = 3.0 * float(chi2.rvs(dof, random_state=rng))  # innovations 3x the model's variance
+        if k < 399:
+            assert noisy.add(nis, dof) == nis  # no estimate before the window is full
+        else:
+            noisy.add(nis, dof)
+    assert noisy.scale == pytest.approx(3.0, rel=0.15)
+    assert noisy.add(6.0, 1) == pytest.approx(6.0 / noisy.scale)
+    quiet = NoiseLevel(window=400, max_dof=1)
+    for _ in range(400 + LEVEL_EVERY):
+        quiet.add(0.3 * float(chi2.rvs(1, random_state=rng)), 1)
+    assert quiet.scale == 1.0  # never below the model's noise
+    off = NoiseLevel(window=0, max_dof=1)
+    for _ in range(2 * LEVEL_EVERY):
+        off.add(50.0, 1)
+    assert off.scale == 1.0
+    resumed = NoiseLevel(window=400, max_dof=2)
+    resumed.restore(noisy.to_state())
+    assert resumed.scale == noisy.scale
+    assert resumed.add(1.0, 1) == noisy.add(1.0, 1)
+
+
+def _noisy_price_site(sd_factor: float, hours: int, seed: int) -> tuple[SiteTwin, np.ndarray]:
+    """A twin of the demo site and an hourly price series drawn from its own model with
+    ``sd_factor`` times the model's noise (process and observation)."""
+    from federation.model import load_demo_federation
+
+    site = load_demo_federation().sites[0]
+    tw = SiteTwin(site, {})
+    A, Q = tw.model.transition(3600.0)
+    row = tw.model.observations.index("power_price")
+    H, R = tw.model.H[row], float(tw.model.R[row, row])
+    rng = np.random.default_rng(seed)
+    L = np.linalg.cholesky(Q + 1e-12 * np.eye(len(Q)))
+    x = tw.model.initial({"power_price": 0.1})[0]
+    z = np.empty(hours)
+    for k in range(hours):
+        x = A @ x + sd_factor * (L @ rng.standard_normal(len(x)))
+        z[k] = H @ x + sd_factor * np.sqrt(R) * rng.standard_normal()
+    return tw, z
+
+
+@pytest.mark.parametrize("level_window", [672, 0])
+def test_a_site_noisier_than_its_model_is_not_flagged_for_its_ordinary_moves(
+    level_window: int,
+) -> None:
+    """Prices three times as noisy as the model says (a block fitted on a calm season):
+    their ordinary moves are not jumps once the twin knows the site's noise level, while
+    a step that stands out of that noise is flagged at once and held while it lasts."""
+    from twin.site import TwinConfig
+
+    hours, a, end = 24 * 7 * 8, 24 * 7 * 6, 24 * 7 * 6 + FAULT_HOURS
+    tw0, z = _noisy_price_site(3.0, hours, seed=11)
+    tw = SiteTwin(tw0.site, {}, TwinConfig(level_window=level_window))
+    day_sd = float(np.std(z[24:a] - z[: a - 24]))
+    z[a:end] += 3.0 * day_sd  # out of the site's own noise
+    flagged = np.zeros(hours, dtype=bool)
+    known = level_window + 1  # the first estimate of the site's noise level (0: none)
+    for k in range(hours):
+        if k == known:
+            faults_unknown = tw.counters.faults
+        tw.ingest(TelemetrySample(site=tw.site.id, timestamp=3600.0 * k, power_price=z[k]))
+        flagged[k] = tw.status()[0] is SiteStatus.DEGRADED
+        if k < a and flagged[k] and k % 24 == 9:
+            tw.accept()  # the daily operator of the benchmark, before the fault
+    in_fault = tw.fault is not None and tw.fault.since >= 3600 * a
+    false_alarms = tw.counters.faults - in_fault - faults_unknown  # with the level known
+
+    if level_window == 0:  # without the site's noise level: one false alarm after another
+        assert false_alarms >= 5
+        return
+    assert tw.level.scale > 2.0
+    assert false_alarms <= 1
+    first = a + int(np.argmax(flagged[a:end]))
+    assert flagged[a:end].any()
+    assert first - a <= 3
+    assert flagged[first:end].all()
+
+
+def test_a_step_on_a_noisy_site_outlasts_hours_when_the_series_swings_back_by_its_size() -> None:
+    """Prices three times as noisy as the model, a step that stands out of that noise, and
+    ten hours in it when the series swings back by about the step's size (as a price does
+    when its day turns): the step stays one fault, flagged throughout. A recovery is told
+    only by windows of samples that all came after the step's support lapsed."""
+    hours, a, end = 24 * 7 * 6, 24 * 7 * 5, 24 * 7 * 5 + FAULT_HOURS
+    tw0, z = _noisy_price_site(3.0, hours, seed=11)
+    tw = SiteTwin(tw0.site, {})
+    day_sd = float(np.std(z[24:a] - z[: a - 24]))
+    z[a:end] += 3.0 * day_sd
+    z[a + 12 : a + 22] -= 3.0 * day_sd  # the series itself back at its level for ten hours
+    flagged = np.zeros(hours, dtype=bool)
+    for k in range(hours):
+        tw.ingest(TelemetrySample(site=tw.site.id, timestamp=3600.0 * k, power_price=z[k]))
+        flagged[k] = tw.status()[0] is SiteStatus.DEGRADED
+        if k < a and flagged[k] and k % 24 == 9:
+            tw.accept()
+        if k == a - 1:
+            faults = tw.counters.faults
+    first = a + int(np.argmax(flagged[a:end]))
+    assert first - a <= 3
+    assert flagged[first:end].all()
+    assert tw.counters.faults == faults + 1
+
+
+def test_a_site_that_comes_back_reads_ok_again_after_a_step(
+    french: tuple[Site, list[BlockSpec], np.ndarray, np.ndarray],
+) -> None:
+    """A 2-sd step (26 g) from 21 July 2023 02:00 UTC for four days, after three weeks with
+    the daily operator: flagged throughout, then `ok` within 30 h of its end. Before the
+    jump back put the step in doubt, one hour after the end where the series sat a hair
+    closer to the reference plus the offset set the reference a whole offset below the
+    site, and the site stayed flagged for good (more than three days here)."""
+    site, blocks, t, y = french
+    a0, warm = 1500 + 3326, 24 * 21
+    tt, v = t[a0 - warm : a0 + FAULT_HOURS + 72], y[a0 - warm : a0 + FAULT_HOURS + 72].copy()
+    v[warm : warm + FAULT_HOURS] += 26.0
+    tw = SiteTwin(site, {}, None, blocks)
+    flagged = np.zeros(len(v), dtype=bool)
+    for k in range(len(v)):
+        tw.ingest(TelemetrySample(site=site.id, timestamp=tt[k], carbon_intensity=float(v[k])))
+        flagged[k] = tw.status()[0] is SiteStatus.DEGRADED
+        if k < warm and flagged[k] and int(tt[k] // 3600) % 24 == 9:
+            tw.accept()
+    assert flagged[warm + 2 : warm + FAULT_HOURS].all()
+    assert not flagged[warm + FAULT_HOURS + 30 :].any()
+    assert tw.counters.faults_recovered == 1
