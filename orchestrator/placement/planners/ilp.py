@@ -74,7 +74,10 @@ class ILPSettings:
     ``exact_max_steps``: above this many steps the group-level MILP is solved;
     ``max_groups``: groups are coarsened (category prefix, then level only) until at most
     this many remain; ``threads`` for HiGHS, ``workers`` for CP-SAT; ``improve_seconds``:
-    budget of the local search on the critical chain after decoding.
+    budget of the local search on the critical chain after decoding; ``search_share``: the
+    share of the time limit (at most ``improve_seconds``) of the local search on the
+    incumbent before the engines, for the makespan under a budget; ``descent_share``: the
+    share (at most 2 s) of the slack descents among the starts under a deadline.
     """
 
     solver: str = "highs"
@@ -85,6 +88,8 @@ class ILPSettings:
     max_groups: int = 150
     gap_rel: float = 1e-4
     improve_seconds: float = 3.0
+    search_share: float = 0.2
+    descent_share: float = 0.1
     threads: int = 1
     workers: int = 2
     msg: bool = False
@@ -100,6 +105,10 @@ class ILPSettings:
             raise ValueError("time_limit must be > 0 seconds")
         if not 0 < self.milp_share <= 1:
             raise ValueError("milp_share must be in (0, 1]")
+        if not 0 <= self.search_share < 1:
+            raise ValueError("search_share must be in [0, 1)")
+        if not 0 <= self.descent_share < 1:
+            raise ValueError("descent_share must be in [0, 1)")
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
@@ -132,12 +141,16 @@ class ILPPlanner(ModelPlanner):
         cfg = self.settings
         constraints = model.constraints
         self._say("incumbent: HEFT, greedy, market")
-        inc = incumbents(model, objective, t_start)
+        inc = incumbents(model, objective, t_start, min(2.0, cfg.descent_share * cfg.time_limit))
         ref = inc.ref
         best = inc.best(objective)
         notes: list[str] = []
         if best is not None:
             notes.append(f"incumbent: {best.metrics.planner}")
+            if constraints.budget is not None and objective.kind is ObjectiveKind.TIME:
+                best, moved = self._search_under_budget(model, objective, ref, best, t_start)
+                if moved:
+                    notes.append(f"local search under the budget: {moved} moves")
         produced: list[Plan] = []
         reasons: list[str] = []
         infeasible = False
@@ -229,6 +242,44 @@ class ILPPlanner(ModelPlanner):
                 )
                 notes.append(f"local search: {moves} improving moves on the critical chain")
         return self._finish(model, chosen, objective, ref, info, data, notes, t_start, fallback)
+
+    def _search_under_budget(
+        self,
+        model: CostModel,
+        objective: Objective,
+        ref: dict[str, float],
+        best: Plan,
+        t_start: float,
+    ) -> tuple[Plan, int]:
+        """The incumbent after the local search on the critical chain, with moves paid for
+        by slack steps on cheaper sites (``improve``), within ``search_share`` of the time
+        limit: CP-SAT then starts from it. The makespan's list schedule is as early as the
+        pools allow, so prices that vary in time are counted exactly."""
+        cfg = self.settings
+        seconds = min(cfg.improve_seconds, cfg.search_share * cfg.time_limit)
+        seconds = min(seconds, t_start + cfg.time_limit - time.perf_counter())
+        if seconds <= 0 or len(model.workflow) > 3000:
+            return best, 0
+        self._say("local search under the budget")
+        placed = {s: (a.site, a.start, a.end) for s, a in best.assignments.items()}
+        improved, booked, moves = improve(
+            model, placed, transfers_of(best), objective, ref, model.constraints, seconds
+        )
+        if not moves:
+            return best, 0
+        plan = build_plan(
+            model,
+            improved,
+            objective,
+            f"{best.metrics.planner}+search",
+            "heuristic",
+            0.0,
+            ref=ref,
+            transfers=booked,
+        )
+        if limit_breach(plan, model.constraints) or not better(plan, best, objective, ref):
+            return best, 0
+        return plan, moves
 
     # -- the MILP ----------------------------------------------------------------------
     def _milp(

@@ -3,7 +3,9 @@
 Each heuristic plans for the requested objective and constraints (greedy and the market
 escalate the weight of the makespan, or of the cost, until the deadline, or the budget,
 holds; HEFT's plan is also tried time-shifted; under a deadline, two *paced* greedy plans
-keep each step on its pace towards the deadline, or within its latest finish). Every plan
+keep each step on its pace towards the deadline, or within its latest finish; under a
+budget, the budget-keeping plans of ``budgeted``; under a deadline, HEFT's plan and the
+best plan of all these with steps moved within their slack, ``descent``). Every plan
 that keeps the limits is a candidate; the best by the objective, normalised by HEFT's
 values, is the incumbent every engine starts from and must beat, so the optimiser is never
 worse than any of them.
@@ -18,7 +20,9 @@ from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
 from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, Plan
+from orchestrator.placement.planners.budgeted import budget_plans
 from orchestrator.placement.planners.common import limit_breach, pick, score_of
+from orchestrator.placement.planners.descent import slack_descent
 from orchestrator.placement.planners.greedy import GreedyPlanner
 from orchestrator.placement.planners.heft import HEFTPlanner
 from orchestrator.placement.planners.market import MarketPlanner
@@ -46,8 +50,15 @@ class Incumbents:
         return min(self.plans, key=lambda p: score_of(p, objective, self.ref))
 
 
-def incumbents(model: CostModel, objective: Objective, t0: float | None = None) -> Incumbents:
-    """Run HEFT (and HEFT time-shifted), greedy and the market on ``model`` for ``objective``."""
+def incumbents(
+    model: CostModel,
+    objective: Objective,
+    t0: float | None = None,
+    descent_seconds: float = 2.0,
+) -> Incumbents:
+    """Run HEFT (and HEFT time-shifted), greedy and the market on ``model`` for ``objective``
+    (and the starts for its limits); the two slack descents share ``descent_seconds``
+    (the optimiser gives them a tenth of its time limit)."""
     start = time.perf_counter() if t0 is None else t0
     constraints = model.constraints
     heft = HEFTPlanner(explain=False).plan_model(model, objective, start)
@@ -88,6 +99,15 @@ def incumbents(model: CostModel, objective: Objective, t0: float | None = None) 
     if constraints.deadline is not None and objective.weights()["time"] < 1.0:
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref))
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref, latest=True))
+        if not limit_breach(heft, constraints):
+            keep(slack_descent(model, objective, heft, ref, seconds=descent_seconds / 2))
+    for plan in budget_plans(model, objective, heft):
+        keep(plan)
+    if constraints.deadline is not None and objective.weights()["time"] < 1.0 and plans:
+        # and from the best plan so far (its steps have slack of their own)
+        so_far = min(plans, key=lambda p: score_of(p, objective, ref))
+        if so_far is not heft:
+            keep(slack_descent(model, objective, so_far, ref, seconds=descent_seconds / 2))
     return Incumbents(heft, tuple(plans), tuple(left))
 
 
