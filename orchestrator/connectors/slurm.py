@@ -31,7 +31,8 @@ user's jobs shared by every task (at most every ``refresh_s`` seconds); for jobs
 completion log (``JobCompType=jobcomp/filetxt``: its ``JobCompLoc`` read incrementally).
 Slurm's verdict on a job that ended without the runner's result is written into
 ``result.json``: ``TIMEOUT`` and ``OUT_OF_MEMORY`` fail the attempt, ``CANCELLED`` cancels
-it, ``NODE_FAIL``, ``PREEMPTED`` and ``BOOT_FAIL`` lose it (the executor retries or
+it, ``NODE_FAIL``, ``PREEMPTED`` and ``BOOT_FAIL`` lose it after ``result_grace_s`` (a job
+called lost with its node may still write its result in that time; the executor retries or
 re-plans). A job that vanished from the controller (a controller that lost its state) is
 lost ``lost_after_s`` seconds later if its task had not started; if it had, the task may
 still run on its node (Slurm does not stop the jobs it forgot), so its result is awaited
@@ -594,13 +595,16 @@ class SlurmConnector(TaskFolderConnector):
             return self._record(
                 task_dir, job, {"message": f"{FAILED_STATES[state]} (Slurm {state}){exit_note}"}
             )
-        if state in LOST_STATES:
-            return self._record(task_dir, job, {"lost": True, "message": f"Slurm {state}"})
-        # COMPLETED or FAILED without the runner's result: the file may not have reached
-        # this host yet (a shared file system); after a grace period the attempt is lost.
+        # Without the runner's result, after a grace period: the file may not have reached
+        # this host yet (a shared file system), and a job the controller calls lost with its
+        # node (NODE_FAIL) may still be finishing there: its processes outlive the verdict by
+        # the kill's latency, and a step that ended in that moment has done its work and
+        # writes its result. Recording it lost at once would run it a second time.
         first = self._ended_since.setdefault(handle, time.monotonic())
         if time.monotonic() - first < self.result_grace_s:
             return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
+        if state in LOST_STATES:
+            return self._record(task_dir, job, {"lost": True, "message": f"Slurm {state}"})
         return self._record(
             task_dir,
             job,
