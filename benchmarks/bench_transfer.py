@@ -14,11 +14,17 @@ Measured in the same run, on the same bytes, rounds interleaved:
   engine's) finishes that digest and compares it with the source's. The round fails
   unless the bytes went through the data port. Target: at least 0.8x the limit (issue 19).
 
-Each of ``CONTINUUM_BENCH_TRANSFER_ROUNDS`` rounds (at least 3) runs both; the figures are
-medians and the ratio is the median of the per-round ratios; a miss exits non-zero.
-``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload (default 1024 MiB). ``--ops`` adds the
-buffer service's own operations (create, 4 KiB append with fsync, 4 KiB read, info) one
-after another on a keep-alive connection.
+Each of ``CONTINUUM_BENCH_TRANSFER_ROUNDS`` rounds (at least 3) runs both, on equal terms:
+the order alternates from round to round (limit first in even rounds, engine first in odd
+ones), each run starts after the same idle gap (``CONTINUUM_BENCH_TRANSFER_GAP`` seconds,
+default 1), and each side removes its copy of the 1 GiB (the limit's file, the engine's
+destination buffer) after its timed part, so neither pays for the other's deletion or for
+its own. Every round prints the pair (both MB/s, the ratio, the load average, and the CPU
+seconds each side used: the processes involved, from ``/proc``), so a round where the
+cores were busy shows itself. The figures are medians and the ratio is the median of the
+per-round ratios; a miss exits non-zero. ``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload
+(default 1024 MiB). ``--ops`` adds the buffer service's own operations (create, 4 KiB
+append with fsync, 4 KiB read, info) one after another on a keep-alive connection.
 """
 
 from __future__ import annotations
@@ -86,9 +92,21 @@ def token(site: str, buffer: str, right: str) -> str:
     return issue_token(SECRET, site=site, buffer=buffer, right=right)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (all their threads,
+    ended ones included), from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def raw_socket_sink(port_file: str, out: str) -> None:
     """The limit's receiver (its own process): TCP in, sha256 and write of every byte, fsync
-    per ``LIMIT_SYNC`` bytes; answers the digest. One connection per round, until killed."""
+    per ``LIMIT_SYNC`` bytes; answers the digest. One connection per round, until killed;
+    the sender removes the file after each round (outside its timed part)."""
     import socket
 
     srv = socket.create_server(("127.0.0.1", 0))
@@ -147,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
                 h.update(block)
                 f.write(block)
         digest = h.hexdigest()
-        methods: dict[str, Callable[[], None]] = {}
 
         # The limit: raw TCP socket, sha256 of every byte and fsync per 8 MiB at the receiver.
         port_file = work / "limit.port"
@@ -164,12 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.05)
         limit_port = int(port_file.read_text())
 
+        limit_file = work / "limit.bin"
+
         def limit() -> None:
             if raw_socket_send(payload, limit_port) != digest:
                 raise RuntimeError("the raw socket limit did not copy the bytes intact")
 
-        limit_label = "limit: raw socket + sha256 + fsync per 8 MiB"
-        methods[limit_label] = limit
+        def limit_after() -> None:
+            limit_file.unlink()
 
         # The transfer engine between two buffer services, each in its own process.
         # Each service lists the other as a peer: the source pushes straight to the
@@ -190,42 +209,78 @@ def main(argv: list[str] | None = None) -> int:
             src_ref = BufferRef(a_url, made.id, token("alpha", made.id, "read"))
             src = BufferClient(src_ref, http)
             site_b = SiteClient(b_url, token("beta", "*", "admin"), http)
+            last: list[BufferRef] = []
 
             def engine() -> None:
                 dst = site_b.create(size, ttl=3600)
                 ref = BufferRef(b_url, dst.id, token("beta", dst.id, "write"))
+                last[:] = [ref]
                 rec = TransferEngine().transfer(src_ref, ref)
                 if rec.sha256 != digest or rec.bytes != size or not rec.pushed:
                     raise RuntimeError("the transfer did not verify, or was not pushed")
-                # which way the push went (nothing is left to send: a few ms, timed with it)
-                if src.push(ref, 8 * MiB).channel != "data port":
+
+            def engine_after() -> None:
+                # which way the push went (nothing is left to send), then the deletion
+                if src.push(last[0], 8 * MiB).channel != "data port":
                     raise RuntimeError("the push did not go through the destination's data port")
-                site_b.delete(dst.id)
+                site_b.delete(last[0].buffer)
 
+            me = os.getpid()
+            limit_label = "limit: raw socket + sha256 + fsync per 8 MiB"
             engine_label = "transfer engine, pushed to the data port (sha256 x2 + fsync)"
-            methods[engine_label] = engine
-
-            # Rounds interleave the methods so that each sees the same load on the machine.
+            # name -> (timed part, untimed clean-up, the processes whose CPU it uses)
+            methods: dict[str, tuple[Callable[[], None], Callable[[], None], list[int]]] = {
+                limit_label: (limit, limit_after, [me, procs[0].pid]),
+                engine_label: (engine, engine_after, [me, pa.pid, pb.pid]),
+            }
+            gap = float(os.environ.get("CONTINUUM_BENCH_TRANSFER_GAP", "1"))
             times: dict[str, list[float]] = {name: [] for name in methods}
-            for _ in range(rounds):
-                for name, fn in methods.items():
+            cpus: dict[str, list[float]] = {name: [] for name in methods}
+            loads: list[float] = []
+            print(
+                f"\n{'round':<6} {'first':<7} {'limit MB/s':>10} {'engine MB/s':>11} "
+                f"{'ratio':>6} {'limit CPU s':>11} {'engine CPU s':>12} {'load (1 min)':>12}",
+                flush=True,
+            )
+            for r in range(rounds):
+                # Same terms for both: the order alternates, each starts after the same idle
+                # gap, and each removes its 1 GiB after its timed part.
+                order = list(methods) if r % 2 == 0 else list(methods)[::-1]
+                loads.append(os.getloadavg()[0])
+                for name in order:
+                    fn, after, pids = methods[name]
+                    time.sleep(gap)
+                    c0 = cpu_seconds(pids)
                     t0 = time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - t0)
+                    cpus[name].append(cpu_seconds(pids) - c0)
+                    after()
+                lt, et = times[limit_label][-1], times[engine_label][-1]
+                print(
+                    f"{r + 1:<6} {'limit' if r % 2 == 0 else 'engine':<7} "
+                    f"{size / lt / 1e6:>10.0f} {size / et / 1e6:>11.0f} {lt / et:>6.2f} "
+                    f"{cpus[limit_label][-1]:>11.2f} {cpus[engine_label][-1]:>12.2f} "
+                    f"{loads[-1]:>12.1f}",
+                    flush=True,
+                )
         ratios = [
             lim / eng for lim, eng in zip(times[limit_label], times[engine_label], strict=True)
         ]
         ratio = median(ratios)
         print(
-            f"\ntransfer of {size / MiB:.0f} MiB on loopback, {rounds} interleaved rounds "
-            "(median; the ratio is the median of the per-round ratios)"
+            f"\ntransfer of {size / MiB:.0f} MiB on loopback, {rounds} rounds in alternating order "
+            f"after {gap:g} s idle each (median; the ratio is the median of the per-round ratios)"
         )
-        print(f"{'method':<62} {'seconds':>8} {'MB/s':>9} {'rounds MB/s':>24}")
+        print(f"{'method':<62} {'seconds':>8} {'MB/s':>9} {'CPU s':>7}")
         for name, secs in times.items():
-            each = " ".join(f"{size / t / 1e6:.0f}" for t in secs)
-            print(f"{name:<62} {median(secs):>8.3f} {size / median(secs) / 1e6:>9.1f} {each:>24}")
+            print(
+                f"{name:<62} {median(secs):>8.3f} {size / median(secs) / 1e6:>9.1f} "
+                f"{median(cpus[name]):>7.2f}"
+            )
         print(
             f"machine load average (1 min): {load_start:.1f} at start, "
+            f"{min(loads):.1f} to {max(loads):.1f} at the rounds' starts, "
             f"{os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} cores"
         )
         met = ratio >= TARGET
