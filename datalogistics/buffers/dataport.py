@@ -297,11 +297,17 @@ class DataPortServer:
         body = _Body(conn, request.total, blocks, hasher)
         info: BufferInfo | None = None
         try:
+            last = len(request.chunks) - 1
             for i, (length, digest) in enumerate(request.chunks):
-                if i:
+                if i and lease.file.closed:  # the one before was finished: open the next
                     lease = self.store.begin_append(request.buffer, lease.start + lease.written)
                 body.into(lease, length)
-                info = self.store.finish_append(lease, digest, request.durable)
+                if i < last and not request.durable:
+                    # verified, acknowledged to the syncer, and the next one opened, without
+                    # a database session: the request's last chunk checks the buffer's state
+                    lease = self.store.chain_append(lease, digest)
+                else:
+                    info = self.store.finish_append(lease, digest, request.durable)
         except (ValueError, BufferServiceError) as exc:
             # refused (413, 422, the buffer changed): the chunks before stay; read the rest
             # of the body so the connection stays in step, then answer

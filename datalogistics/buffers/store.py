@@ -42,13 +42,18 @@ Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
   (``durable=False``, what the transfer engine does), as soon as its bytes are
   verified and written: a syncer thread then fsyncs the file and commits the
   extents written since its last pass in one transaction (a group commit), so
-  the writer's next chunk arrives while the disk flushes the last one. Such an
-  append counts in the buffer's ``size`` (where the next append starts) but
-  is readable only once committed; a crash before the commit cuts it off on
-  start, and ``size`` then says where to resume. A seal or a durable append
-  first waits for the syncer. Once a pass of the syncer is committed, another
-  thread reads its appends back from disk into the buffer's running sha256 while
-  the syncer fsyncs the next pass; the seal waits for it and finishes the digest.
+  the writer's next chunks arrive while the disk flushes the last ones. A pass
+  records a *resume point*: it runs once a buffer's unsynced appends reach
+  ``sync_bytes`` (64 MiB), or ``sync_delay`` seconds (0.1) after the oldest of
+  them was acknowledged, or at once when a seal, a durable append or ``close``
+  waits for them; so a fast stream pays one fsync per resume point, not one
+  per chunk. Such an append counts in the buffer's ``size`` (where the next
+  append starts) but is readable only once committed; a crash before the
+  commit cuts it off on start (whole appends only), and ``size`` then says
+  where to resume. A seal or a durable append first waits for the syncer. Once
+  a pass of the syncer is committed, another thread reads its appends back from
+  disk into the buffer's running sha256 while the syncer fsyncs the next pass;
+  the seal waits for it and finishes the digest.
 * Privacy: the folders are created 0700, the data files and the SQLite
   database 0600.
 
@@ -95,6 +100,10 @@ DEFAULT_MAX_TTL = 7 * 86_400.0
 """Longest lifetime a buffer may ask for unless the service is configured otherwise (s)."""
 HASH_BLOCK = 1 << 20
 """Bytes read at a time when a seal hashes a buffer's file."""
+SYNC_BYTES = 64 * 2**20
+"""Unsynced bytes of a buffer at which the syncer records a resume point (fsync + commit)."""
+SYNC_DELAY = 0.1
+"""Seconds after which an acknowledged, unsynced append is fsynced and committed anyway."""
 
 
 class BufferState(StrEnum):
@@ -275,6 +284,8 @@ class _Unsynced:
     length: int
     sha256: str
     tag: str | None
+    at: float
+    """When it was acknowledged (``time.monotonic``)."""
 
 
 def _hash_file_range(path: Path, h: Any, start: int, end: int) -> int:
@@ -340,7 +351,9 @@ class BufferStore:
 
     Thread-safe: mutations hold one lock; reads of committed bytes do not
     (appends never change bytes below the committed size). ``max_ttl`` is the
-    longest lifetime a buffer may ask for (seconds).
+    longest lifetime a buffer may ask for (seconds). ``sync_bytes`` and ``sync_delay``:
+    when the syncer records a resume point for appends acknowledged before their fsync
+    (see the module docstring).
     """
 
     def __init__(
@@ -351,9 +364,18 @@ class BufferStore:
         clock: Callable[[], float] = time.time,
         fsync: bool = True,
         max_ttl: float = DEFAULT_MAX_TTL,
+        sync_bytes: int = SYNC_BYTES,
+        sync_delay: float = SYNC_DELAY,
     ) -> None:
         if not (math.isfinite(max_ttl) and max_ttl > 0):
             raise ValueError(f"max_ttl must be a finite, positive number of seconds, got {max_ttl}")
+        if sync_bytes <= 0 or not (math.isfinite(sync_delay) and sync_delay >= 0):
+            raise ValueError(
+                f"sync_bytes must be positive and sync_delay a finite number of seconds >= 0, "
+                f"got {sync_bytes} and {sync_delay}"
+            )
+        self.sync_bytes = sync_bytes
+        self.sync_delay = float(sync_delay)
         self.root = Path(root)
         self.site = site
         self.quota = quota
@@ -373,6 +395,8 @@ class BufferStore:
         self._unsynced: dict[str, list[_Unsynced]] = {}
         self._synced = threading.Condition(self._lock)
         self._syncer: threading.Thread | None = None
+        # Buffers someone waits to see synced (a seal, a durable append): synced at once.
+        self._awaited: dict[str, int] = {}
         # Reads back what the syncer committed, pass after pass, while it fsyncs the next.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix=f"buffer-read-back-{site}")
         self._closing = False
@@ -403,14 +427,38 @@ class BufferStore:
             )
             self._syncer.start()
 
+    def _due(self, now: float) -> tuple[list[str], float | None]:
+        """The buffers whose unsynced appends make a resume point now (enough bytes, old
+        enough, awaited, or the store closing); else how long until the next one is due."""
+        due: list[str] = []
+        soonest: float | None = None
+        for buffer_id, pending in self._unsynced.items():
+            if not pending:
+                continue
+            end = pending[-1].start + pending[-1].length
+            wait = pending[0].at + self.sync_delay - now
+            if (
+                self._closing
+                or buffer_id in self._awaited
+                or end - pending[0].start >= self.sync_bytes
+                or wait <= 0
+            ):
+                due.append(buffer_id)
+            else:
+                soonest = wait if soonest is None else min(soonest, wait)
+        return due, soonest
+
     def _sync_loop(self) -> None:
         while True:
             with self._synced:
-                while not self._unsynced and not self._closing:
-                    self._synced.wait()
-                if not self._unsynced and self._closing:
-                    return
-                batch = {bid: list(exts) for bid, exts in self._unsynced.items()}
+                while True:
+                    if self._closing and not any(self._unsynced.values()):
+                        return
+                    due, wait = self._due(time.monotonic())
+                    if due:
+                        break
+                    self._synced.wait(wait)
+                batch = {bid: list(self._unsynced[bid]) for bid in due}
             for buffer_id, extents in batch.items():
                 self._sync_buffer(buffer_id, extents)
 
@@ -506,11 +554,21 @@ class BufferStore:
         self._hasher.submit(lambda: None).result()
 
     def sync(self, buffer_id: str) -> None:
-        """Wait until every append acknowledged to ``buffer_id`` is fsynced and committed."""
+        """Wait until every append acknowledged to ``buffer_id`` is fsynced and committed
+        (the syncer records the resume point at once for a buffer someone waits for)."""
         with self._synced:
-            while self._unsynced.get(buffer_id):
-                self._start_syncer()
-                self._synced.wait()
+            if not self._unsynced.get(buffer_id):
+                return
+            self._awaited[buffer_id] = self._awaited.get(buffer_id, 0) + 1
+            self._synced.notify_all()
+            try:
+                while self._unsynced.get(buffer_id):
+                    self._start_syncer()
+                    self._synced.wait()
+            finally:
+                self._awaited[buffer_id] -= 1
+                if not self._awaited[buffer_id]:
+                    del self._awaited[buffer_id]
 
     # -- plumbing --------------------------------------------------------------
     @contextmanager
@@ -814,7 +872,9 @@ class BufferStore:
                         f"buffer {lease.buffer_id!r} changed during the append ({row.state})"
                     )
                 pending = self._unsynced.setdefault(row.id, [])
-                pending.append(_Unsynced(lease.start, lease.written, digest, lease.tag))
+                pending.append(
+                    _Unsynced(lease.start, lease.written, digest, lease.tag, time.monotonic())
+                )
                 info = replace(_info(row), size=lease.start + lease.written)
                 self._start_syncer()
                 self._synced.notify_all()
@@ -824,6 +884,43 @@ class BufferStore:
         lease.file.close()
         self._writing.discard(lease.buffer_id)
         return info
+
+    def chain_append(self, lease: AppendLease, sha256: str) -> AppendLease:
+        """Finish ``lease`` as ``finish_append(lease, sha256, durable=False)`` does, and open
+        the next append right where it ends, on the same open file and without a database
+        session: for a writer that sends several appends in a row (the data port).
+
+        The bytes of ``lease`` are verified here (``ChecksumMismatch``: they are cut off, the
+        appends before them stay). The buffer stays claimed by the chain (no other append,
+        no seal) until its last lease goes through ``finish_append`` or ``abort_append``,
+        which checks the buffer's state as any append does; the syncer checks it again
+        before it commits anything.
+        """
+        if lease.tag is not None:
+            self.abort_append(lease)
+            raise ValueError("an append with a tag cannot be chained: finish it on its own")
+        digest = lease.digest.hexdigest()
+        try:
+            lease.file.flush()
+        except BaseException:
+            self.abort_append(lease)
+            raise
+        if sha256.lower() != digest:
+            self.abort_append(lease)
+            raise ChecksumMismatch(
+                f"chunk at offset {lease.start} of buffer {lease.buffer_id!r} has sha256 "
+                f"{digest}, sender declared {sha256}: corrupted in transit, send it again"
+            )
+        end = lease.start + lease.written
+        with self._synced:
+            pending = self._unsynced.setdefault(lease.buffer_id, [])
+            if pending and pending[-1].start + pending[-1].length != lease.start:
+                self.abort_append(lease)
+                raise BufferStateError(f"buffer {lease.buffer_id!r} changed during the append")
+            pending.append(_Unsynced(lease.start, lease.written, digest, None, time.monotonic()))
+            self._start_syncer()
+            self._synced.notify_all()
+        return AppendLease(lease.buffer_id, end, lease.max_size, None, lease.file)
 
     def abort_append(self, lease: AppendLease) -> None:
         """Cut the buffer's file back to where ``lease`` started; nothing of it stays."""
