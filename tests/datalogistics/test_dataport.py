@@ -137,6 +137,32 @@ def test_each_chunk_is_verified_a_corrupted_one_is_refused_and_the_good_ones_sta
     assert sealed.sha256 == sha(one + two + one + three)
 
 
+def test_a_request_acknowledged_before_its_fsync_verifies_each_chained_chunk(
+    svc: ServiceThread, http: httpx.Client, tmp_path: Path
+) -> None:
+    """``durable=false`` (a push's way): the chunks of one request are chained, each verified
+    on its own; a corrupted one is refused with the ones after it, the ones before stay."""
+    chunks = [os.urandom(MiB), os.urandom(MiB // 2), os.urandom(MiB + 3), os.urandom(999)]
+    path = source_file(tmp_path, b"".join(chunks))
+    buf = new_buffer(svc, http, 4 * MiB)
+    client = DataPortClient("127.0.0.1", port_of(svc), buf, svc.token(buf, "write"))
+    good = [(len(c), sha(c)) for c in chunks]
+    try:
+        bad = [good[0], good[1], (good[2][0], sha(chunks[0])), good[3]]
+        with pytest.raises(ChecksumMismatch, match=f"offset {len(chunks[0]) + len(chunks[1])}"):
+            client.append(path, 0, bad, durable=False)
+        reader = BufferClient(BufferRef(svc.url, buf, svc.token(buf, "read")), http)
+        kept = len(chunks[0]) + len(chunks[1])
+        assert reader.info().size == kept  # the two chunks before it stay, none after
+        info = client.append(path, kept, good[2:], durable=False)
+        assert info.size == sum(len(c) for c in chunks)
+    finally:
+        client.close()
+    w = BufferClient(BufferRef(svc.url, buf, svc.token(buf, "write")), http)
+    assert w.seal(sha(b"".join(chunks))).sha256 == sha(b"".join(chunks))
+    assert reader.read()[0] == b"".join(chunks)
+
+
 def test_a_bad_token_is_refused_before_any_byte_of_the_body(
     svc: ServiceThread, http: httpx.Client, tmp_path: Path, clock: Clock
 ) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -124,3 +125,112 @@ def test_destination_killed_mid_transfer_restarts_and_the_transfer_resumes_verif
     finally:
         dst_svc.kill()
         src_svc.stop()
+
+
+MiB = 2**20
+
+
+def _chain(store: BufferStore, buffer_id: str, chunks: list[bytes], start: int) -> None:
+    """Append ``chunks`` from ``start`` as one chained stream (the data port's way): each
+    verified and acknowledged to the syncer, the last one finished on its own."""
+    lease = store.begin_append(buffer_id, start)
+    for i, chunk in enumerate(chunks):
+        lease.write(chunk)
+        digest = hashlib.sha256(chunk).hexdigest()
+        if i < len(chunks) - 1:
+            lease = store.chain_append(lease, digest)
+        else:
+            store.finish_append(lease, digest, durable=False)
+
+
+def test_chained_appends_verify_each_chunk_and_hold_the_buffer_until_the_last(
+    tmp_path: Path,
+) -> None:
+    # no resume point by bytes or by time: only when someone waits for one (the seal)
+    store = BufferStore(tmp_path, "s", QUOTA, sync_bytes=2**40, sync_delay=3600)
+    a, b, c = os.urandom(1000), os.urandom(1000), os.urandom(1000)
+    buf = store.create(3000, ttl=600)
+    lease = store.begin_append(buf.id, 0)
+    lease.write(a)
+    lease = store.chain_append(lease, hashlib.sha256(a).hexdigest())
+    assert (lease.start, store.info(buf.id).size) == (1000, 1000)  # acknowledged, counted
+    with pytest.raises(OffsetMismatch, match="in progress"):  # the chain holds the buffer
+        store.begin_append(buf.id, 1000)
+    with pytest.raises(OffsetMismatch, match="in progress"):
+        store.seal(buf.id)
+    lease.write(b)
+    with pytest.raises(ChecksumMismatch, match="offset 1000"):  # corrupted: cut off
+        store.chain_append(lease, hashlib.sha256(c).hexdigest())
+    assert store.info(buf.id).size == 1000  # the chunk before it stays
+    assert store.path(buf.id).stat().st_size == 1000
+    tagged = store.begin_append(buf.id, 1000, tag="t")
+    tagged.write(b)
+    with pytest.raises(ValueError, match="tag cannot be chained"):
+        store.chain_append(tagged, hashlib.sha256(b).hexdigest())
+    _chain(store, buf.id, [b, c], 1000)
+    assert store.read(buf.id)[0] == b""  # acknowledged, not yet committed
+    digest = hashlib.sha256(a + b + c).hexdigest()
+    sealed: list[str | None] = []
+    sealing = threading.Thread(
+        target=lambda: sealed.append(store.seal(buf.id, digest).sha256), daemon=True
+    )
+    sealing.start()  # the seal waits for the syncer, which syncs an awaited buffer at once
+    sealing.join(timeout=60)
+    assert sealed == [digest]
+    assert store.read(buf.id)[0] == a + b + c
+    store.close()
+
+
+def test_resume_points_come_per_sync_bytes_and_a_crash_keeps_whole_chunks_in_order(
+    tmp_path: Path,
+) -> None:
+    """The syncer fsyncs and commits a resume point per ``sync_bytes`` of acknowledged
+    appends, not per chunk. A crash loses the appends after the last resume point, whole;
+    the transfer resumes from the restarted store's size and ends with every chunk once, in
+    order, and the right sha256."""
+    chunks = [os.urandom(MiB) for _ in range(8)]
+    data = b"".join(chunks)
+    # sync_delay: never by time here, only by bytes (3 MiB) or when awaited
+    store = BufferStore(tmp_path, "s", QUOTA, sync_bytes=3 * MiB, sync_delay=3600)
+    passes: list[int] = []
+    sync_buffer = store._sync_buffer
+
+    def counted(buffer_id: str, extents: list[Any]) -> None:
+        passes.append(sum(e.length for e in extents))
+        sync_buffer(buffer_id, extents)
+
+    store._sync_buffer = counted  # type: ignore[method-assign]
+    buf = store.create(len(data), ttl=600)
+    _chain(store, buf.id, chunks, 0)
+    assert store.info(buf.id).size == len(data)  # all acknowledged
+    deadline = time.monotonic() + 60
+    while True:  # the syncer commits by 3 MiB: all but a tail of at most 2 MiB
+        with store._synced:
+            pending = sum(e.length for e in store._unsynced.get(buf.id, []))
+            if pending < 3 * MiB:
+                # "crash": the list of acknowledged, unsynced appends is lost with the
+                # process, and a new process starts on the same folder
+                store._unsynced.clear()
+                restarted = BufferStore(tmp_path, "s", QUOTA)
+                break
+        assert time.monotonic() < deadline, "the syncer never recorded a resume point"
+        time.sleep(0.01)
+    store.close()
+    assert passes  # no fsync per chunk: a resume point per 3 MiB or more
+    assert all(n >= 3 * MiB for n in passes)
+    assert len(passes) <= 2
+    resumed_at = restarted.info(buf.id).size
+    assert resumed_at % MiB == 0  # whole chunks only
+    assert 6 * MiB <= resumed_at <= 8 * MiB
+    assert restarted.path(buf.id).stat().st_size == resumed_at  # the rest was cut off
+    assert restarted.read(buf.id)[0] == data[:resumed_at]
+    if resumed_at < len(data):
+        _chain(restarted, buf.id, chunks[resumed_at // MiB :], resumed_at)
+    digest = hashlib.sha256(data).hexdigest()
+    sealed = restarted.seal(buf.id, digest)  # awaited: the syncer commits the tail at once
+    assert (sealed.state, sealed.size, sealed.sha256) == ("full", len(data), digest)
+    extents = restarted.extents_from(buf.id, 0, len(data), 100)
+    assert [(o, n) for o, n, _ in extents] == [(i * MiB, MiB) for i in range(8)]
+    assert [d for _, _, d in extents] == [hashlib.sha256(c).hexdigest() for c in chunks]
+    assert restarted.read(buf.id)[0] == data
+    restarted.close()
