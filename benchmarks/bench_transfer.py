@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             gap = float(os.environ.get("CONTINUUM_BENCH_TRANSFER_GAP", "1"))
             times: dict[str, list[float]] = {name: [] for name in methods}
             cpus: dict[str, list[float]] = {name: [] for name in methods}
+            split: dict[str, list[list[float]]] = {name: [] for name in methods}
             loads: list[float] = []
             print(
                 f"\n{'round':<6} {'first':<7} {'limit MB/s':>10} {'engine MB/s':>11} "
@@ -250,11 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     fn, after, pids = methods[name]
                     time.sleep(gap)
-                    c0 = cpu_seconds(pids)
+                    c0 = [cpu_seconds([pid]) for pid in pids]
                     t0 = time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - t0)
-                    cpus[name].append(cpu_seconds(pids) - c0)
+                    each = [cpu_seconds([pid]) - c for pid, c in zip(pids, c0, strict=True)]
+                    cpus[name].append(sum(each))
+                    split[name].append(each)
                     after()
                 lt, et = times[limit_label][-1], times[engine_label][-1]
                 print(
@@ -277,6 +280,16 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{name:<62} {median(secs):>8.3f} {size / median(secs) / 1e6:>9.1f} "
                 f"{median(cpus[name]):>7.2f}"
+            )
+        parts = {
+            limit_label: ("benchmark (sender)", "receiver"),
+            engine_label: ("benchmark (engine)", "source service", "destination service"),
+        }
+        for name, names in parts.items():
+            cols = list(zip(*split[name], strict=True))
+            print(
+                f"CPU seconds of {name.split(':')[0].split(',')[0]} by process (medians): "
+                + ", ".join(f"{n} {median(list(c)):.2f}" for n, c in zip(names, cols, strict=True))
             )
         print(
             f"machine load average (1 min): {load_start:.1f} at start, "
