@@ -14,17 +14,18 @@ Measured in the same run, on the same bytes, rounds interleaved:
   engine's) finishes that digest and compares it with the source's. The round fails
   unless the bytes went through the data port. Target: at least 0.8x the limit (issue 19).
 
-Each of ``CONTINUUM_BENCH_TRANSFER_ROUNDS`` rounds (at least 3) runs both, on equal terms:
-the order alternates from round to round (limit first in even rounds, engine first in odd
-ones), each run starts after the same idle gap (``CONTINUUM_BENCH_TRANSFER_GAP`` seconds,
-default 1), and each side removes its copy of the 1 GiB (the limit's file, the engine's
-destination buffer) after its timed part, so neither pays for the other's deletion or for
-its own. Every round prints the pair (both MB/s, the ratio, the load average, and the CPU
-seconds each side used: the processes involved, from ``/proc``), so a round where the
-cores were busy shows itself. The figures are medians and the ratio is the median of the
-per-round ratios; a miss exits non-zero. ``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload
-(default 1024 MiB). ``--ops`` adds the buffer service's own operations (create, 4 KiB
-append with fsync, 4 KiB read, info) one after another on a keep-alive connection.
+Each of ``CONTINUUM_BENCH_TRANSFER_ROUNDS`` rounds (an even number, at least 4) runs both,
+on equal terms: the order alternates from round to round (the limit first in rounds 1, 3,
+..., the engine first in rounds 2, 4, ...), each run starts after the same idle gap
+(``CONTINUUM_BENCH_TRANSFER_GAP`` seconds, default 1), and each side removes its copy of the
+1 GiB (the limit's file, the engine's destination buffer) after its timed part, so neither
+pays for the other's deletion or for its own. Every round prints the pair (both MB/s, the
+ratio, the load average, and the CPU seconds each side used: the processes involved, from
+``/proc``), so a round where the cores were busy shows itself. The figures are medians and
+the ratio is the median of the per-round ratios; a miss exits non-zero.
+``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload (default 1024 MiB). ``--ops`` adds the
+buffer service's own operations (create, 4 KiB append with fsync, 4 KiB read, info) one
+after another on a keep-alive connection.
 """
 
 from __future__ import annotations
@@ -152,7 +153,10 @@ def median(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     size = int(os.environ.get("CONTINUUM_BENCH_TRANSFER_MB", "1024")) * MiB
-    rounds = max(3, int(os.environ.get("CONTINUUM_BENCH_TRANSFER_ROUNDS", "3")))
+    # an even number of rounds (at least 4): as many with the limit first as with the engine
+    # first (the side that runs second finds the machine in the state the first left it)
+    asked = int(os.environ.get("CONTINUUM_BENCH_TRANSFER_ROUNDS", "4"))
+    rounds = max(4, asked + asked % 2)
     load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
     procs: list[subprocess.Popen[bytes]] = []
