@@ -6,7 +6,10 @@ HTTP stack (parser, ASGI messages, event loop, a worker thread). The data port t
 same appends on a TCP socket of its own, served by one thread per connection that receives
 each block with ``recv_into`` into one reused buffer, hashes it and writes it: the loop of
 a plain socket copy, with the buffer store's append semantics (``BufferStore.begin_append``,
-``AppendLease.write_pieces``, ``BufferStore.finish_append``) unchanged.
+``AppendLease.write_pieces``, ``BufferStore.finish_append``) unchanged. The chunks of a
+request acknowledged before their fsync (``durable: false``, a push) are chained
+(``BufferStore.chain_append``: each verified and handed to the syncer, the next opened on the
+same file without a database session); the request's last chunk is finished as any append.
 
 The protocol, one request after another on a connection (``MAGIC``, then a 4-byte
 big-endian length, then that many bytes of UTF-8 JSON, is one *message*)::
