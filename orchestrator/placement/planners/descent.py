@@ -17,12 +17,21 @@ time-shifted and, like every start, kept only when it keeps the limits.
 
 from __future__ import annotations
 
-import math
 import time
+from collections.abc import Callable, Iterable
 
 from orchestrator.errors import InfeasiblePlan
 from orchestrator.placement.costs import CostModel
-from orchestrator.placement.improve import move_effect, slack_of
+from orchestrator.placement.groups import (
+    GROUP_KINDS,
+    GroupMove,
+    ItemIndex,
+    MoveEffect,
+    group_effect,
+    group_moves,
+    transfer_eur,
+)
+from orchestrator.placement.improve import slack_of
 from orchestrator.placement.links import Transfers, transfers_of
 from orchestrator.placement.plan import Objective, Plan
 from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
@@ -35,23 +44,13 @@ def _only(step: str, opts: list[Option]) -> Option:
     return opts[0]
 
 
-def gain(
-    model: CostModel,
-    placed: Placed,
-    step: str,
-    alt: str,
-    weights: dict[str, float],
-    ref: dict[str, float],
-) -> tuple[float, float]:
-    """(the objective's gain, seconds the step's end moves later) of moving ``step`` to
-    ``alt``: its cost (run and transfers), energy and carbon, weighted and normalised."""
-    site, start, _ = placed[step]
-    eur, longer = move_effect(model, placed, step, alt)
-    here, there = model.terms(step, site, start), model.terms(step, alt, start)
-    g = weights["cost"] * eur / ref["cost"]
-    for t in ("energy", "carbon"):
-        g += weights[t] * (here[t] - there[t]) / ref[t]
-    return g, longer
+def weighted_gain(e: MoveEffect, weights: dict[str, float], ref: dict[str, float]) -> float:
+    """A move's saving as the objective weighs it: ``sum_t w_t saved_t / ref_t``."""
+    return (
+        weights["cost"] * e.eur / ref["cost"]
+        + weights["energy"] * e.kwh / ref["energy"]
+        + weights["carbon"] * e.kg / ref["carbon"]
+    )
 
 
 def slack_descent(
@@ -61,73 +60,73 @@ def slack_descent(
     ref: dict[str, float],
     rounds: int = 6,
     seconds: float = 1.0,
+    groups: Iterable[str] = GROUP_KINDS,
 ) -> Plan:
     """``start`` with steps moved within their slack towards the deadline (module
     docstring); ``start``'s own placement when nothing moves. No new trial starts after
-    ``seconds`` (a list schedule of a thousand steps takes a tenth of a second or more)."""
+    ``seconds`` (a list schedule of a thousand steps takes a tenth of a second or more).
+    ``groups``: the kinds of group moves tried besides single steps (``groups``; none
+    with an empty tuple)."""
     stop = time.perf_counter() + seconds
     c = model.constraints
     deadline = c.deadline
     if deadline is None:
         raise ValueError("slack_descent needs a deadline")
+    kinds = tuple(groups)
     w = objective.weights()
     rf = {t: (ref.get(t, 0.0) or 1.0) for t in w}
     ranks = upward_ranks(model)
+    index = ItemIndex(model)
     placed: Placed = {s: (a.site, a.start, a.end) for s, a in start.assignments.items()}
     booked: Transfers = transfers_of(start)
 
-    def keeps(p: Placed, tr: Transfers) -> bool:
+    def score(p: Placed, tr: Transfers) -> float | None:
+        """The objective's score, None when the limits break."""
         values = model.evaluate(p, model.flows(p, tr))
         if values["time"] > deadline * (1 + 1e-9):
-            return False
-        return c.budget is None or values["cost"] <= c.budget * (1 + 1e-9)
+            return None
+        if c.budget is not None and values["cost"] > c.budget * (1 + 1e-9):
+            return None
+        return objective.score(values, rf)
 
+    def worth(e: MoveEffect) -> bool:
+        return weighted_gain(e, w, rf) > 1e-12
+
+    current = score(placed, booked)
     for _ in range(rounds):
-        if time.perf_counter() >= stop:
+        if time.perf_counter() >= stop or current is None:
             break
         slack = slack_of(model, placed, deadline)
-        moves: list[tuple[float, str, str]] = []
-        for j, (site, _, _) in placed.items():
+        sites = {s: v[0] for s, v in placed.items()}
+        base = {i: transfer_eur(model, index, i, sites) for i in index.producer}
+        moves: list[tuple[float, tuple[str, ...], str]] = []
+        for j, site in sites.items():
             best: tuple[float, str] | None = None
             for alt in model.eligible[j]:
                 if alt == site:
                     continue
-                g, longer = gain(model, placed, j, alt, w, rf)
-                fits = not math.isinf(longer) and longer <= slack[j]
-                if fits and g > 1e-12 and (best is None or g > best[0]):
+                one = GroupMove((j,), alt, "single")
+                e = group_effect(model, placed, sites, index, one, slack, base, worth)
+                g = weighted_gain(e, w, rf)
+                if e.fits and g > 1e-12 and (best is None or g > best[0]):
                     best = (g, alt)
             if best is not None:
-                moves.append((-best[0], j, best[1]))
+                moves.append((-best[0], (j,), best[1]))
+        if kinds:
+            for m in group_moves(model, sites, index, kinds):
+                if time.perf_counter() >= stop:
+                    break
+                e = group_effect(model, placed, sites, index, m, slack, base, worth)
+                g = weighted_gain(e, w, rf)
+                if e.fits and g > 1e-12:
+                    moves.append((-g, m.steps, m.site))
         if not moves:
             break
         moves.sort()
-        fixed = {s: v[0] for s, v in placed.items()}
-
-        def trial(
-            k: int,
-            fixed: dict[str, str] = fixed,
-            moves: list[tuple[float, str, str]] = moves,
-        ) -> tuple[Placed, Transfers] | None:
-            sites = dict(fixed)
-            for _, j, alt in moves[:k]:
-                sites[j] = alt
-            try:
-                p, tr, _ = list_schedule(model, ranks, _only, sites)
-            except InfeasiblePlan:
-                return None
-            return (p, tr) if keeps(p, tr) else None
-
-        lo, hi, found = 0, len(moves), None
-        while lo < hi and time.perf_counter() < stop:  # the longest prefix that keeps the limits
-            mid = (lo + hi + 1) // 2
-            got = trial(mid)
-            if got is not None:
-                lo, found = mid, got
-            else:
-                hi = mid - 1
-        if found is None:
+        found = _longest_prefixes(model, ranks, sites, [(s, a) for _, s, a in moves], score, stop)
+        if found is None or found[2] >= current - 1e-12:
             break
-        placed, booked = found
+        placed, booked, current = found
     placed, booked, _ = timeshift(model, placed, objective, deadline, booked)
     return build_plan(
         model,
@@ -139,3 +138,75 @@ def slack_descent(
         ref=ref,
         transfers=booked,
     )
+
+
+def _longest_prefixes(
+    model: CostModel,
+    ranks: dict[str, float],
+    sites: dict[str, str],
+    moves: list[tuple[tuple[str, ...], str]],
+    score: Callable[[Placed, Transfers], float | None],
+    stop: float,
+) -> tuple[Placed, Transfers, float] | None:
+    """The moves (best first) applied as a longest prefix that keeps the limits and does
+    not worsen the score (found by galloping then bisection on its length: the slacks of
+    steps on one chain overlap, and the gains of overlapping moves do not add up); the move
+    that breaks it is
+    dropped and the bisection goes on with the rest on top of the prefix, until the list
+    or the time ends. A move whose steps an earlier kept move moved is skipped. The
+    placement, its bookings and score, or None when nothing was kept."""
+    best: tuple[Placed, Transfers, float] | None = None
+    cur = dict(sites)
+    moved: set[str] = set()
+    rest = [(s, a) for s, a in moves]
+    limit: float | None = None
+
+    def apply(k: int) -> tuple[dict[str, str], set[str]]:
+        out, done = dict(cur), set(moved)
+        for steps, alt in rest[:k]:
+            if done.intersection(steps):
+                continue
+            done.update(steps)
+            for j in steps:
+                out[j] = alt
+        return out, done
+
+    def trial(k: int) -> tuple[Placed, Transfers, float] | None:
+        out, _ = apply(k)
+        try:
+            p, tr, _ = list_schedule(model, ranks, _only, out)
+        except InfeasiblePlan:
+            return None
+        sc = score(p, tr)
+        if sc is None or (limit is not None and sc > limit + 1e-12):
+            return None
+        return p, tr, sc
+
+    first = trial(0)
+    if first is None:
+        return None
+    limit = first[2]
+    while rest and time.perf_counter() < stop:
+        # galloping: 1, 2, 4... moves until one breaks, then a bisection in between
+        lo, hi, got = 0, len(rest), None
+        step = 1
+        while lo < hi and time.perf_counter() < stop:
+            mid = min(hi, lo + step)
+            t = trial(mid)
+            if t is None:
+                hi = mid - 1
+                break
+            lo, got = mid, t
+            step *= 2
+        while lo < hi and time.perf_counter() < stop:
+            mid = (lo + hi + 1) // 2
+            t = trial(mid)
+            if t is not None:
+                lo, got = mid, t
+            else:
+                hi = mid - 1
+        if lo > 0 and got is not None:
+            cur, moved = apply(lo)
+            best, limit = got, got[2]
+        rest = rest[lo + 1 :]  # the move at ``lo`` breaks the prefix: dropped
+    return best

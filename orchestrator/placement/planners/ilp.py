@@ -46,6 +46,7 @@ from orchestrator.placement.planners.cpsat import (
     decode,
     solve_cpsat,
 )
+from orchestrator.placement.planners.descent import slack_descent
 from orchestrator.placement.planners.incumbent import incumbents
 from orchestrator.placement.planners.milp_data import (
     ILPData,
@@ -77,7 +78,9 @@ class ILPSettings:
     budget of the local search on the critical chain after decoding; ``search_share``: the
     share of the time limit (at most ``improve_seconds``) of the local search on the
     incumbent before the engines, for the makespan under a budget; ``descent_share``: the
-    share (at most 2 s) of the slack descents among the starts under a deadline.
+    share (at most ``descent_seconds``) of the slack descents among the starts under a
+    deadline; ``polish_share``: the share kept from CP-SAT (at most ``descent_seconds``)
+    for a slack descent from the chosen plan under a deadline (``polish``).
     """
 
     solver: str = "highs"
@@ -89,7 +92,9 @@ class ILPSettings:
     gap_rel: float = 1e-4
     improve_seconds: float = 3.0
     search_share: float = 0.2
-    descent_share: float = 0.1
+    descent_share: float = 0.25
+    descent_seconds: float = 5.0
+    polish_share: float = 0.1
     threads: int = 1
     workers: int = 2
     msg: bool = False
@@ -109,6 +114,10 @@ class ILPSettings:
             raise ValueError("search_share must be in [0, 1)")
         if not 0 <= self.descent_share < 1:
             raise ValueError("descent_share must be in [0, 1)")
+        if not 0 <= self.polish_share < 1:
+            raise ValueError("polish_share must be in [0, 1)")
+        if self.descent_seconds < 0:
+            raise ValueError("descent_seconds must be >= 0")
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
@@ -141,7 +150,10 @@ class ILPPlanner(ModelPlanner):
         cfg = self.settings
         constraints = model.constraints
         self._say("incumbent: HEFT, greedy, market")
-        inc = incumbents(model, objective, t_start, min(2.0, cfg.descent_share * cfg.time_limit))
+        descends = constraints.deadline is not None and objective.weights()["time"] < 1.0
+        inc = incumbents(
+            model, objective, t_start, min(cfg.descent_seconds, cfg.descent_share * cfg.time_limit)
+        )
         ref = inc.ref
         best = inc.best(objective)
         notes: list[str] = []
@@ -158,6 +170,7 @@ class ILPPlanner(ModelPlanner):
         info: SolveInfo | None = None
         engines = list(engines_for(cfg, objective))
         deadline = t_start + cfg.time_limit
+        polish = min(cfg.descent_seconds, cfg.polish_share * cfg.time_limit) if descends else 0.0
         missing: str | None = None
         for engine in engines:
             if engine == "cpsat":
@@ -180,7 +193,7 @@ class ILPPlanner(ModelPlanner):
                 reasons.append(f"cp-sat: {missing}")
                 continue
             else:
-                cp = CPSATSettings(time_limit=max(0.1, left), workers=cfg.workers)
+                cp = CPSATSettings(time_limit=max(0.1, left - polish), workers=cfg.workers)
                 hint = _best_of([*produced, *([best] if best else [])], objective, ref)
                 res = solve_cpsat(model, objective, ref, hint, cp, self.progress)
                 notes.append(f"cp-sat: {res.status}, {res.wall_s:.2f} s")
@@ -213,6 +226,12 @@ class ILPPlanner(ModelPlanner):
             notes.append(f"kept {best.metrics.planner}'s plan: the engines' plans were worse")
         else:
             chosen = engine_best
+        if descends and polish > 0:
+            chosen, moved = self._polish(model, objective, ref, chosen, deadline)
+            if moved:
+                notes.append(f"slack descent from the chosen plan: {chosen.metrics.planner}")
+                if fallback is not None:
+                    fallback = (chosen.metrics.planner, fallback[1])
         if (
             not has_time_variation(model, set(model.sites))
             and len(model.workflow) <= 3000
@@ -280,6 +299,28 @@ class ILPPlanner(ModelPlanner):
         if limit_breach(plan, model.constraints) or not better(plan, best, objective, ref):
             return best, 0
         return plan, moves
+
+    def _polish(
+        self,
+        model: CostModel,
+        objective: Objective,
+        ref: dict[str, float],
+        chosen: Plan,
+        until: float,
+    ) -> tuple[Plan, bool]:
+        """``chosen`` after a slack descent (single steps and group moves) in the time left
+        until ``until``; ``chosen`` itself unless the result keeps the limits and is better."""
+        seconds = until - time.perf_counter()
+        if seconds <= 0.05:
+            return chosen, False
+        self._say("slack descent from the chosen plan")
+        try:
+            plan = slack_descent(model, objective, chosen, ref, seconds=seconds)
+        except InfeasiblePlan:
+            return chosen, False
+        if limit_breach(plan, model.constraints) or not better(plan, chosen, objective, ref):
+            return chosen, False
+        return plan, True
 
     # -- the MILP ----------------------------------------------------------------------
     def _milp(
