@@ -10,8 +10,8 @@ search (``improve``) therefore also try, besides single steps:
 * **consumers** : every consumer of one item on one site, moved to the
   item's source site (the transfer of that item to that site disappears);
 * **with predecessors** / **with successors**: a step with its parents, or with its
-  children, gathered on a site one of them is on (the edges between them stay on one
-  site);
+  children, moved to one site (the edges between them stay on one site): any site for
+  up to ``SMALL_GROUP`` steps, a site one of them is on for larger groups;
 * **level** : every step of one category on one site (WfCommons task names carry
   the category: ``mBackground_ID...``), moved to another site.
 
@@ -35,6 +35,8 @@ Placed = Mapping[str, tuple[str, float, float]]
 
 GROUP_KINDS = ("consumers", "predecessors", "successors", "level")
 """The kinds of group moves (module docstring), in the order they are generated."""
+SMALL_GROUP = 4
+"""A step and its parents (or children) up to this many are tried on every site."""
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,13 @@ def group_moves(
         for step in sites:
             if not near[step]:
                 continue
-            # gathered on a site one of them is on already
-            for site in {sites[step], *(sites[n] for n in near[step])}:
-                add((step, *near[step]), site, kind)
+            # a few steps to any site, more gathered on a site one of them is on already
+            members = (step, *near[step])
+            targets = (
+                model.eligible[step] if len(members) <= SMALL_GROUP else {sites[m] for m in members}
+            )
+            for site in targets:
+                add(members, site, kind)
     if "level" in wanted:
         by_cat: dict[tuple[str, str], list[str]] = defaultdict(list)
         for step, site in sites.items():
