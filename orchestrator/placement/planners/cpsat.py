@@ -170,7 +170,9 @@ def solve_cpsat(
     terms: list[tuple[Any, float]] = []  # (literal, objective weight in score units)
     cost_terms: list[tuple[Any, float]] = []  # (literal, EUR) for the budget
     slopes: list[tuple[Any, float]] = []  # (start copy in ticks, objective weight per tick)
-    varying = _varying_sites(model)
+    varying = _varying_sites(
+        model, w["cost"] > 0 or constraints.budget is not None, w["carbon"] > 0
+    )
     for step in model.steps:
         j = step.id
         sites = model.eligible[j]
@@ -373,12 +375,15 @@ def _serial_span(model: CostModel) -> float:
     return work + delays + inputs + release + waits + 1.0
 
 
-def _varying_sites(model: CostModel) -> set[str]:
-    """Sites whose price or carbon forecast varies in time."""
+def _varying_sites(model: CostModel, price: bool = True, carbon: bool = True) -> set[str]:
+    """Sites whose price (when ``price`` counts: a cost weight or a budget) or carbon
+    forecast (when ``carbon`` counts) varies in time. A series that counts for nothing
+    needs no pieces: the makespan alone, on 263 steps, had up to 96 piece literals per step
+    and site for a cost it never weighs."""
     out = set()
     for s in model.sites:
         ser = model.series[s]
-        if len(set(ser.price)) > 1 or len(set(ser.carbon)) > 1:
+        if (price and len(set(ser.price)) > 1) or (carbon and len(set(ser.carbon)) > 1):
             out.add(s)
     return out
 
