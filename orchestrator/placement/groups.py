@@ -10,8 +10,9 @@ search (``improve``) therefore also try, besides single steps:
 * **consumers** : every consumer of one item on one site, moved to the
   item's source site (the transfer of that item to that site disappears);
 * **with predecessors** / **with successors**: a step with its parents, or with its
-  children, moved to one site (the edges between them stay on one site): any site for
-  up to ``SMALL_GROUP`` steps, a site one of them is on for larger groups;
+  children, moved to one site (the edges between them stay on one site): a site one of
+  them is on, or, for up to ``SMALL_GROUP`` steps, a site where the step alone would
+  gain (``promising``) but for its transfers;
 * **level** : every step of one category on one site (WfCommons task names carry
   the category: ``mBackground_ID...``), moved to another site.
 
@@ -93,9 +94,12 @@ def group_moves(
     sites: Mapping[str, str],
     index: ItemIndex,
     kinds: Iterable[str] = GROUP_KINDS,
+    promising: Callable[[str, str], bool] | None = None,
 ) -> list[GroupMove]:
     """The group moves of ``kinds`` from the placement ``sites`` (step -> site); only groups
-    of two steps or more whose every step is eligible on the target and not already there."""
+    of two steps or more whose every step is eligible on the target and not already there.
+    ``promising(step, site)``: whether a step and its parents (or children) are tried on a
+    site none of them is on (all eligible sites when None)."""
     wanted = set(kinds)
     unknown = wanted - set(GROUP_KINDS)
     if unknown:
@@ -135,8 +139,12 @@ def group_moves(
                 continue
             # a few steps to any site, more gathered on a site one of them is on already
             pack = (step, *near[step])
-            targets = model.eligible[step] if len(pack) <= SMALL_GROUP else {sites[m] for m in pack}
-            for site in targets:
+            targets = {sites[m] for m in pack}
+            if len(pack) <= SMALL_GROUP:
+                targets.update(
+                    x for x in model.eligible[step] if promising is None or promising(step, x)
+                )
+            for site in sorted(targets):
                 add(pack, site, kind)
     if "level" in wanted:
         by_cat: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -158,6 +166,21 @@ def transfer_eur(model: CostModel, index: ItemIndex, item: str, sites: Mapping[s
     size = index.size[item]
     dsts = {sites[c] for c in model.consumers[item]}
     return sum(model.transfer_cost(src, d, size) for d in dsts if d != src)
+
+
+def placement_values(model: CostModel, index: ItemIndex, placed: Placed) -> dict[str, float]:
+    """Makespan, cost, energy and carbon of a full placement, as ``CostModel.evaluate``
+    counts them (one transfer per item and destination site) without building its flows:
+    the descent scores hundreds of list schedules."""
+    makespan = max((e for _, _, e in placed.values()), default=0.0)
+    cost = energy = carbon = 0.0
+    for step, (site, start, _) in placed.items():
+        cost += model.run_cost(step, site, start)
+        energy += model.energy_kwh(step, site)
+        carbon += model.carbon_kg(step, site, start)
+    sites = {s: v[0] for s, v in placed.items()}
+    cost += sum(transfer_eur(model, index, item, sites) for item in index.producer)
+    return {"time": makespan, "cost": cost, "energy": energy, "carbon": carbon}
 
 
 class _Overlay(Mapping[str, str]):

@@ -30,6 +30,7 @@ from orchestrator.placement.groups import (
     ItemIndex,
     group_effect,
     group_moves,
+    placement_values,
 )
 from orchestrator.placement.improve import improve
 from orchestrator.placement.links import transfers_of
@@ -231,3 +232,18 @@ def test_the_optimiser_is_never_worse_than_the_group_descent() -> None:
     assert plan.metrics.cost_eur == pytest.approx(OPTIMUM_EUR)
     assert check_plan(plan, chain(), fed, view, c) == []
     assert transfers_of(plan) == {}
+
+
+@pytest.mark.parametrize("sites", ["ccc", "cll", "lcl", "llc", "lll", "clc"])
+def test_the_fast_values_are_the_cost_models(sites: str) -> None:
+    """``placement_values`` (the descent's score) equals ``CostModel.evaluate`` of the
+    list-scheduled placement, transfers included."""
+    from orchestrator.placement.schedule import list_schedule, upward_ranks
+
+    model, _ = _model(fork(), deadline=None)
+    fixed = {j: {"c": "cloud", "l": "local"}[x] for j, x in zip("abc", sites, strict=True)}
+    placed, booked, _ = list_schedule(model, upward_ranks(model), lambda s, o: o[0], fixed)
+    fast = placement_values(model, ItemIndex(model), placed)
+    full = model.evaluate(placed, model.flows(placed, booked))
+    for term in ("time", "cost", "energy", "carbon"):
+        assert fast[term] == pytest.approx(full[term])
