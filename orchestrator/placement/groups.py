@@ -38,6 +38,10 @@ GROUP_KINDS = ("consumers", "predecessors", "successors", "level")
 """The kinds of group moves (module docstring), in the order they are generated."""
 SMALL_GROUP = 4
 """A step and its parents (or children) up to this many are tried on every site."""
+HUB_DEGREE = 16
+"""A step with more parents and children than this (a merge of a thousand branches) is
+not added to the group of each of its neighbours: each such group would count the hub's
+thousand transfers (11 s on seismology-1000p)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,10 @@ class ItemIndex:
             for c in consumers:
                 self.inputs[c].append(item)
         self.origin = model.origin
+
+
+def _degree(model: CostModel, step: str) -> int:
+    return len(model.parents_of[step]) + len(model.children_of[step])
 
 
 def _category(model: CostModel, step: str) -> str:
@@ -138,6 +146,8 @@ def group_moves(
             if not near[step]:
                 continue
             # a few steps to any site, more gathered on a site one of them is on already
+            if any(_degree(model, n) > HUB_DEGREE for n in near[step]):
+                continue  # a hub's own group is tried once, not with each of its neighbours
             pack = (step, *near[step])
             targets = {sites[m] for m in pack}
             if len(pack) <= SMALL_GROUP:

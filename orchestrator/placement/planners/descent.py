@@ -70,12 +70,17 @@ def slack_descent(
     rounds: int = 6,
     seconds: float = 1.0,
     groups: Iterable[str] = GROUP_KINDS,
+    first_trials: int = 16,
 ) -> Plan:
     """``start`` with steps moved within their slack towards the deadline (module
     docstring); ``start``'s own placement when nothing moves. No new trial starts after
     ``seconds`` (a list schedule of a thousand steps takes a tenth of a second or more).
     ``groups``: the kinds of group moves tried besides single steps (``groups``; none
-    with an empty tuple)."""
+    with an empty tuple). The first round runs to ``first_trials`` list schedules whatever
+    the time: its moves are listed in full (a few thousand exact effects on a thousand
+    steps), so a descent squeezed by a loaded machine still tries the best moves (on
+    montage-dss-10d at a load of 4, half a second had ended the round before its first
+    trial)."""
     stop = time.perf_counter() + seconds
     c = model.constraints
     deadline = c.deadline
@@ -102,8 +107,8 @@ def slack_descent(
         return weighted_gain(e, w, rf) > 1e-12
 
     current = score(placed, booked)
-    for _ in range(rounds):
-        if time.perf_counter() >= stop or current is None:
+    for r in range(rounds):
+        if (r > 0 and time.perf_counter() >= stop) or current is None:
             break
         slack = slack_of(model, placed, deadline)
         sites = {s: v[0] for s, v in placed.items()}
@@ -135,7 +140,7 @@ def slack_descent(
                 return weighted_gain(run, w, rf) > 1e-12
 
             for m in group_moves(model, sites, index, kinds, promising):
-                if time.perf_counter() >= stop:
+                if r > 0 and time.perf_counter() >= stop:
                     break
                 e = group_effect(model, placed, sites, index, m, slack, base, worth)
                 g = weighted_gain(e, w, rf)
@@ -144,7 +149,9 @@ def slack_descent(
         if not moves:
             break
         moves.sort()
-        found = _longest_prefixes(model, ranks, sites, [(s, a) for _, s, a in moves], score, stop)
+        listed = [(s, a) for _, s, a in moves]
+        least = first_trials if r == 0 else 0
+        found = _longest_prefixes(model, ranks, sites, listed, score, stop, least)
         if found is None or found[2] >= current - 1e-12:
             break
         placed, booked, current = found
@@ -168,14 +175,16 @@ def _longest_prefixes(
     moves: list[tuple[tuple[str, ...], str]],
     score: Callable[[Placed, Transfers], float | None],
     stop: float,
+    least: int = 0,
 ) -> tuple[Placed, Transfers, float] | None:
     """The moves (best first) applied as a longest prefix that keeps the limits and does
     not worsen the score (found by galloping then bisection on its length: the slacks of
     steps on one chain overlap, and the gains of overlapping moves do not add up); the move
     that breaks it is
     dropped and the bisection goes on with the rest on top of the prefix, until the list
-    or the time ends. A move whose steps an earlier kept move moved is skipped. The
-    placement, its bookings and score, or None when nothing was kept."""
+    or the time ends (but not before ``least`` list schedules). A move whose steps an
+    earlier kept move moved is skipped. The placement, its bookings and score, or None
+    when nothing was kept."""
     best: tuple[Placed, Transfers, float] | None = None
     cur = dict(sites)
     moved: set[str] = set()
@@ -192,7 +201,13 @@ def _longest_prefixes(
                 out[j] = alt
         return out, done
 
+    done = [0]
+
+    def going() -> bool:
+        return done[0] < least or time.perf_counter() < stop
+
     def trial(k: int) -> tuple[Placed, Transfers, float] | None:
+        done[0] += 1
         out, _ = apply(k)
         try:
             p, tr, _ = list_schedule(model, ranks, _only, out)
@@ -207,11 +222,11 @@ def _longest_prefixes(
     if first is None:
         return None
     limit = first[2]
-    while rest and time.perf_counter() < stop:
+    while rest and going():
         # galloping: 1, 2, 4... moves until one breaks, then a bisection in between
         lo, hi, got = 0, len(rest), None
         step = 1
-        while lo < hi and time.perf_counter() < stop:
+        while lo < hi and going():
             mid = min(hi, lo + step)
             t = trial(mid)
             if t is None:
@@ -219,7 +234,7 @@ def _longest_prefixes(
                 break
             lo, got = mid, t
             step *= 2
-        while lo < hi and time.perf_counter() < stop:
+        while lo < hi and going():
             mid = (lo + hi + 1) // 2
             t = trial(mid)
             if t is not None:
