@@ -102,6 +102,10 @@ class CPSATSettings:
     fix_hint: bool = False
     """A diagnostic: every variable fixed to the incumbent's hint, so the status says whether
     the hint is a solution of the model (CP-SAT silently drops an infeasible hint)."""
+    wall_limit: bool = False
+    """The time spent building the model counts in ``time_limit`` (the optimiser's: a second
+    on 472 steps under load, which the descent from its chosen plan would otherwise lose);
+    otherwise the search alone gets ``time_limit`` (the benchmark's reference)."""
 
     def __post_init__(self) -> None:
         if self.time_limit <= 0:
@@ -277,7 +281,10 @@ def solve_cpsat(
     if incumbent is not None:
         _hint(m, model, incumbent, start, end, present, makespan, dur, moves, scale)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = settings.time_limit
+    limit = settings.time_limit
+    if settings.wall_limit:  # the model's building counted in the limit
+        limit = max(0.1, limit - (time.perf_counter() - t_start))
+    solver.parameters.max_time_in_seconds = limit
     solver.parameters.num_workers = settings.workers
     solver.parameters.random_seed = settings.seed
     # probing in presolve took seconds on a few hundred steps before the search even met

@@ -194,7 +194,9 @@ class ILPPlanner(ModelPlanner):
                 reasons.append(f"cp-sat: {missing}")
                 continue
             else:
-                cp = CPSATSettings(time_limit=max(0.1, left - polish), workers=cfg.workers)
+                cp = CPSATSettings(
+                    time_limit=max(0.1, left - polish), workers=cfg.workers, wall_limit=True
+                )
                 hint = _best_of([*produced, *([best] if best else [])], objective, ref)
                 res = solve_cpsat(model, objective, ref, hint, cp, self.progress)
                 notes.append(f"cp-sat: {res.status}, {res.wall_s:.2f} s")
