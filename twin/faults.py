@@ -40,7 +40,11 @@ samples better), a recovery is tested only on windows of samples that all came
 after the lapse (``Fault.lapsed``). A sample that agrees with the reference and
 is a jump away from the reference plus the offset (a jump back) puts the step
 in doubt (``Fault.doubt``): until a sample favours the offset by as much again,
-the reference learns nothing from samples that favour it only narrowly.
+the reference learns nothing from samples that favour it only narrowly. A
+recovery after a lapse also asks the samples since the lapse whether they hold
+an offset of their own (significant at ``alpha_degraded``, one dof): if they
+do, the step persists with that offset (``Fault.since_lapse``; its first
+offset may have taken in a real move of the series that has since ended).
 
 Every test above reads a sample's NIS over the site's **noise level**
 (``NoiseLevel``): the median, over the last ``level_window`` updates, of each
@@ -102,6 +106,11 @@ class Fault:
     lapsed: int = 0
     # a jump back was seen and no sample has favoured the offset as strongly since
     doubt: bool = False
+    # per sample tested against the reference since the step's support lapsed, per metric:
+    # (innovation / variance, 1 / variance), the last ``SUPPORT_SAMPLES``
+    since_lapse: deque[dict[str, tuple[float, float]]] = field(
+        default_factory=lambda: deque(maxlen=SUPPORT_SAMPLES)
+    )
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -119,6 +128,7 @@ class Fault:
             "support": list(self.support),
             "lapsed": self.lapsed,
             "doubt": self.doubt,
+            "since_lapse": [{k: list(v) for k, v in e.items()} for e in self.since_lapse],
         }
 
     @classmethod
@@ -140,6 +150,13 @@ class Fault:
             support=deque((float(v) for v in state.get("support", ())), SUPPORT_SAMPLES),
             lapsed=int(state.get("lapsed", 0)),
             doubt=bool(state.get("doubt", False)),
+            since_lapse=deque(
+                (
+                    {str(k): (float(a), float(b)) for k, (a, b) in e.items()}
+                    for e in state.get("since_lapse", ())
+                ),
+                SUPPORT_SAMPLES,
+            ),
         )
 
 

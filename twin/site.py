@@ -331,6 +331,7 @@ class SiteTwin:
         m = len(self.model.observations)
         self._critical = CriticalValues(cfg.alpha_degraded).table(cfg.nis_window * m)
         self._jump = CriticalValues(cfg.alpha_jump).table(m)
+        self._persist = CriticalValues(cfg.alpha_degraded)(1)  # one offset: one dof
         self.level = NoiseLevel(cfg.level_window, m)
         self._trim_dof = cfg.trim * m
         self._runs: dict[str, tuple[float, int]] = {}
@@ -651,12 +652,24 @@ class SiteTwin:
                         x3, P3 = x2 - f.P @ (H.T @ (d / v)), P2  # K d = P H^T S^-1 d
                     f.x, f.P = x3, P3
                 f.passed = f.lapsed = 0
+                f.since_lapse.clear()
                 return
             # The step's support lapsed: the site may have jumped back, or the series itself
             # moved by about the offset for a while. Only windows of samples that all came
             # after the lapse can tell a recovery (the step's own samples are not averaged
             # into them).
             f.lapsed += 1
+            f.since_lapse.append(
+                {
+                    name: (r / var, 1.0 / var)
+                    for name, r, var in zip(
+                        present,
+                        np.atleast_1d(u.innovation).tolist(),
+                        np.atleast_1d(u.variance).tolist(),
+                        strict=True,
+                    )
+                }
+            )
             if f.lapsed < cfg.nis_window:
                 f.passed = 0
                 return
@@ -667,10 +680,41 @@ class SiteTwin:
             f.passed += 1
         else:
             f.passed = 0
+        if f.passed >= cfg.confirm and f.offset and self._offset_persists(f):
+            return
         if f.passed >= cfg.confirm:
             self.x, self.P = f.x, f.P  # the reference followed the healthy samples
             self.counters.faults_recovered += 1
             self._clear()
+
+    def _offset_persists(self, f: Fault) -> bool:
+        """Whether the samples since the step's support lapsed, which agree with the
+        reference window by window, still hold one offset of their own: then the step
+        persists at another size (its first offset took in a move of the series itself,
+        or the fault it came with ended), and it goes on with that offset.
+
+        Twice the log-likelihood ratio of the best single offset per metric (the samples'
+        innovations against the reference, weighted by their variances), over the noise
+        level, against ``chi2.isf(alpha_degraded, 1)``: the step persists while an offset
+        of its own is as significant as a window that flags a site degraded."""
+        acc: dict[str, tuple[float, float]] = {}
+        for entry in f.since_lapse:
+            for name, (a, b) in entry.items():
+                a0, b0 = acc.get(name, (0.0, 0.0))
+                acc[name] = (a0 + a, b0 + b)
+        scale = self.level.scale
+        held = {
+            n: a / b for n, (a, b) in acc.items() if b > 0 and a * a / b / scale > self._persist
+        }
+        if not held:
+            return False
+        f.offset = {**f.offset, **held}
+        f.support.clear()
+        f.since_lapse.clear()
+        f.passed = f.lapsed = 0
+        f.doubt = False
+        f.history.clear()
+        return True
 
     def _clear(self) -> None:
         """No open fault, and the innovation windows start afresh."""

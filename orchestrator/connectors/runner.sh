@@ -7,7 +7,8 @@
 # 2. run TASK_DIR/task.sh in a shell of its own (its own process: $$ is the task's, a
 #    task that kills itself is a task killed by a signal), with stdout and stderr in
 #    TASK_DIR/stdout and stderr;
-# 3. write TASK_DIR/result.json, one short write: a reader that finds it incomplete treats
+# 3. write TASK_DIR/result.json, one short write (also when SIGTERM came after the task had
+#    ended or while it finished: see below): a reader that finds it incomplete treats
 #    it as absent (the runner is then alive, or died without a result: a lost attempt);
 # 4. exit with the task's status (0 when another runner had the claim), so that a batch
 #    scheduler running it records the task's outcome.
@@ -24,12 +25,21 @@ if ! { printf '{"pid": %s, "job": "%s"}\n' "$$" "${SLURM_JOB_ID:-}" > claim; } 2
     exit 0
 fi
 set +C
+# SIGTERM is the scheduler ending the job (Slurm at a node failure, the time limit, scancel:
+# every process of the job gets it, SIGKILL follows KillWait later). It is noted, not obeyed
+# at once: the shell runs the trap only once the task has ended, so a task that had done its
+# work, or finished it in that moment, still gets its result (run again, its side effects
+# would be repeated), while a task the signal killed leaves no result and the scheduler's
+# verdict stands.
+term=
+trap 'term=1' TERM
 sh ./task.sh > stdout 2> stderr < /dev/null
 code=$?
-# Killed by a signal: a scheduler ending the whole job (Slurm at the time limit, scancel, a
-# node going down) kills this shell a moment after the task; leave it that moment, so that
-# the scheduler's verdict stands rather than a result saying "killed by signal". A task
-# that killed itself, or was killed alone, still gets its result (only this rare path waits).
-[ "$code" -gt 128 ] && sleep 0.2
+# Killed by a signal: a scheduler ending the whole job signals this shell a moment after
+# the task; leave it that moment, so that the scheduler's verdict stands rather than a
+# result saying "killed by signal". A task that killed itself, or was killed alone, still
+# gets its result (only this rare path waits).
+[ "$code" -gt 128 ] && [ -z "$term" ] && sleep 0.2
+[ "$code" -gt 128 ] && [ -n "$term" ] && exit "$code"
 printf '{"exit_code": %s}\n' "$code" > result.json
 exit "$code"

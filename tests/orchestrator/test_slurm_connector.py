@@ -239,6 +239,37 @@ def test_a_second_job_of_the_same_attempt_runs_nothing_and_the_connector_follows
     assert marker.read_text() == "ran\n"
 
 
+def test_a_task_that_ends_as_its_node_goes_down_is_done_not_lost(
+    conn: SlurmConnector, tmp_path: Path, slurm: LocalSlurm
+) -> None:
+    """Exactly once when a node goes down between a step's side effect and its result.
+
+    The task does its work (the marker), then the node is set down: Slurm calls the job
+    NODE_FAIL and signals its processes (SIGTERM, SIGKILL ``KillWait`` later). The task
+    finishes in that moment, as a program flushing its output on SIGTERM would (it exits
+    0 about 0.8 s after the signal). The runner, signalled while it waits for the task, must
+    still write the task's result, and the connector, told NODE_FAIL before that result
+    exists, must wait for it: the attempt is done, so the executor never runs the step a
+    second time. Without either, the attempt reads lost and the step's work is repeated."""
+    marker = tmp_path / "marker"
+    command = (
+        "trap 'touch got-term' TERM\n"
+        f"echo done >> {marker}\n"
+        "while [ ! -f got-term ]; do sleep 0.05; done\n"
+        "sleep 0.8\n"
+    )
+    handle = conn.submit(spec("ends-as-node-dies", command))
+    until(marker.exists, 60, "the task's side effect")  # observed progress, then the fault
+    job = conn.job_id(handle) or ""
+    slurm.set_nodes("down", reason="test: node lost as the task ends")
+    until(lambda: squeue_field(job, "%T").strip() == "NODE_FAIL", 30, "Slurm's NODE_FAIL")
+    info = finish(conn, handle, 60)
+    assert (Path(handle) / "got-term").exists(), "the task was never signalled"
+    assert info.status is TaskStatus.SUCCEEDED, info
+    assert info.exit_code == 0
+    assert marker.read_text().split() == ["done"]
+
+
 def test_capacity_telemetry_and_health_follow_the_partition(
     conn: SlurmConnector, slurm: LocalSlurm
 ) -> None:
