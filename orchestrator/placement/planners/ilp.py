@@ -195,7 +195,7 @@ class ILPPlanner(ModelPlanner):
                 continue
             else:
                 cp = CPSATSettings(
-                    time_limit=max(0.1, left - polish), workers=cfg.workers, wall_limit=True
+                    time_limit=max(0.1, left - polish), workers=cfg.workers, wall_limit=polish > 0
                 )
                 hint = _best_of([*produced, *([best] if best else [])], objective, ref)
                 res = solve_cpsat(model, objective, ref, hint, cp, self.progress)
