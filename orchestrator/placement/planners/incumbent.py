@@ -59,8 +59,8 @@ def incumbents(
     """Run HEFT (and HEFT time-shifted), greedy and the market on ``model`` for ``objective``
     (and the starts for its limits); the two slack descents share ``descent_seconds``
     (two thirds for the first, from HEFT's plan; the second, from the best plan so far,
-    gets what the first left, a sixth at least)
-    (the optimiser gives them a tenth of its time limit)."""
+    gets what the first left, a sixth at least; the optimiser gives them a quarter of its
+    time limit, at most 5 s)."""
     start = time.perf_counter() if t0 is None else t0
     constraints = model.constraints
     heft = HEFTPlanner(explain=False).plan_model(model, objective, start)
