@@ -7,13 +7,13 @@ whole transfer (a cloud's egress), and moving it back saves nothing while anothe
 of the item stays where it is. The slack descent (``planners.descent``) and the local
 search (``improve``) therefore also try, besides single steps:
 
-* **consumers** : every consumer of one item on one site, moved to the
-  item's source site (the transfer of that item to that site disappears);
+* **consumers**: every consumer of one item on one site, moved to the item's source
+  site (the transfer of that item to that site disappears);
 * **with predecessors** / **with successors**: a step with its parents, or with its
   children, moved to one site (the edges between them stay on one site): a site one of
   them is on, or, for up to ``SMALL_GROUP`` steps, a site where the step alone would
   gain (``promising``) but for its transfers;
-* **level** : every step of one category on one site (WfCommons task names carry
+* **level**: every step of one category on one site (WfCommons task names carry
   the category: ``mBackground_ID...``), moved to another site.
 
 ``group_effect`` counts a move's change of cost (run cost at the current starts, energy price
@@ -37,7 +37,8 @@ Placed = Mapping[str, tuple[str, float, float]]
 GROUP_KINDS = ("consumers", "predecessors", "successors", "level")
 """The kinds of group moves (module docstring), in the order they are generated."""
 SMALL_GROUP = 4
-"""A step and its parents (or children) up to this many are tried on every site."""
+"""A step and its parents (or children) up to this many are also tried on sites none of
+them is on (where ``promising``)."""
 HUB_DEGREE = 16
 """A step with more parents and children than this (a merge of a thousand branches) is
 not added to the group of each of its neighbours: each such group would count the hub's
