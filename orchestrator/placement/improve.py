@@ -4,7 +4,8 @@ The ILP sees capacity only as aggregate load, so the list schedule of its
 site choices can queue where the model did not expect it. This pass walks the
 critical chain of the current schedule (from the last-finishing step back
 through the parent whose data arrived last (its booked transfer), or the step that freed the core
-it waited for), tries every other eligible site for each step on it, re-runs
+it waited for), tries every other eligible site for each step on it, and the step with its
+parents, or with its children, gathered on one site (a group move, ``groups``), re-runs
 the list schedule with all sites fixed, and keeps a move when the objective
 score improves and the deadline and budget still hold. It stops when a full
 pass finds nothing or the time budget is spent.
@@ -70,9 +71,12 @@ def improve(
     ref: Mapping[str, float],
     constraints: PlanningConstraints,
     seconds: float,
+    groups: bool = True,
 ) -> tuple[Placed, Transfers, int]:
     """A placement at least as good as ``placed`` (booked ``transfers``), its bookings and
-    the number of moves kept."""
+    the number of moves kept. With ``groups`` a step on the critical chain is also moved
+    with its parents, and with its children, to each site where all of them may run (the
+    data between them then stays on one site: ``groups``)."""
     deadline = time.perf_counter() + seconds
     ranks = upward_ranks(model)
 
@@ -108,12 +112,12 @@ def improve(
     while improved and time.perf_counter() < deadline:
         improved = False
         for step in critical_chain(model, best, best_tr):
-            current = best[step][0]
-            for site in model.eligible[step]:
-                if site == current or time.perf_counter() >= deadline:
-                    continue
+            for steps, site in _trial_moves(model, best, step, groups):
+                if time.perf_counter() >= deadline:
+                    break
                 fixed = {s: v[0] for s, v in best.items()}
-                fixed[step] = site
+                for j in steps:
+                    fixed[j] = site
                 try:
                     trial, trial_tr, _ = list_schedule(model, ranks, only, fixed)
                 except InfeasiblePlan:  # an unlinked pair makes the move infeasible
@@ -128,7 +132,7 @@ def improve(
                 ):
                     # shorter but over the budget: pay for it with slack steps on cheaper sites
                     repaired = _pay_for(
-                        model, ranks, fixed, trial, last["values"]["cost"], constraints, step
+                        model, ranks, fixed, trial, last["values"]["cost"], constraints, steps
                     )
                     if repaired is not None:
                         trial, trial_tr = repaired
@@ -147,6 +151,29 @@ def improve(
             if improved:
                 break
     return best, best_tr, moves
+
+
+def _trial_moves(
+    model: CostModel, placed: Mapping[str, tuple[str, float, float]], step: str, groups: bool
+) -> list[tuple[tuple[str, ...], str]]:
+    """The moves tried for ``step``: alone to each other eligible site, then (``groups``)
+    with its parents and with its children to each site all of them may use."""
+    here = placed[step][0]
+    out: list[tuple[tuple[str, ...], str]] = [
+        ((step,), site) for site in model.eligible[step] if site != here
+    ]
+    if not groups:
+        return out
+    for near in (model.parents_of[step], model.children_of[step]):
+        if not near:
+            continue
+        members = (step, *near)
+        for site in model.eligible[step]:
+            moving = tuple(j for j in members if placed[j][0] != site)
+            if len(moving) < 2 or any(site not in model.eligible[j] for j in moving):
+                continue
+            out.append((moving, site))
+    return out
 
 
 def _only_cost_breaks(values: Mapping[str, float], constraints: PlanningConstraints) -> bool:
@@ -185,15 +212,15 @@ def _pay_for(
     trial: Mapping[str, tuple[str, float, float]],
     cost: float,
     constraints: PlanningConstraints,
-    moved_step: str,
+    moved: tuple[str, ...],
 ) -> tuple[Placed, Transfers] | None:
     """``trial`` (over the budget by ``cost - budget``) with steps that have slack moved to
     cheaper sites (``cheaper_sites``, slack only), the new list schedule, or None (the
-    savings cannot cover the excess, or an unlinked pair). ``moved_step`` (the move being
-    paid for) stays where it is. The caller scores the result."""
+    savings cannot cover the excess, or an unlinked pair). ``moved`` (the steps of the move
+    being paid for) stay where they are. The caller scores the result."""
     budget = constraints.budget
     assert budget is not None
-    repaired = cheaper_sites(model, fixed, trial, cost - budget, {moved_step}, slack_only=True)
+    repaired = cheaper_sites(model, fixed, trial, cost - budget, set(moved), slack_only=True)
     if repaired is None:
         return None
     try:

@@ -281,3 +281,31 @@ def test_a_solution_whose_held_starts_break_the_deadline_is_laid_out_early_inste
     on_time = decode(model, objective, ref, sites, {"s0": 0.0, "s1": 2001.0}, hold_starts=True)
     assert on_time is not None
     assert on_time.assignments["s1"].start >= 2001.0  # a start that keeps the limits is held
+
+
+def test_cpsat_models_a_varying_series_only_where_the_objective_weighs_it() -> None:
+    """``green``'s carbon varies in time: CP-SAT needs its linear pieces for ``carbon``,
+    not for the makespan alone, nor for the cost (its price is constant)."""
+    from orchestrator.placement.planners.cpsat import _varying_sites
+
+    fed = pair()
+    view = green_then_dirty(fed)
+    model = CostModel(two_step_chain(), fed, view, PlanningConstraints())
+    assert _varying_sites(model) == {"green"}
+    assert _varying_sites(model, price=False, carbon=True) == {"green"}
+    assert _varying_sites(model, price=True, carbon=False) == set()
+    assert _varying_sites(model, price=False, carbon=False) == set()
+    # and the makespan planned over it is the same as over a constant series
+    c = PlanningConstraints()
+    flat = static_view(fed, horizon=24, slot_seconds=2500.0)
+    for v in (view, flat):
+        plan = checked(
+            make_planner("cpsat", ILPSettings(time_limit=5.0)).plan(
+                two_step_chain(), fed, v, c, Objective.parse("time")
+            ),
+            two_step_chain(),
+            fed,
+            v,
+            c,
+        )
+        assert plan.metrics.makespan_s == pytest.approx(4000.0)

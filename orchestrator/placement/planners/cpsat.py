@@ -102,6 +102,10 @@ class CPSATSettings:
     fix_hint: bool = False
     """A diagnostic: every variable fixed to the incumbent's hint, so the status says whether
     the hint is a solution of the model (CP-SAT silently drops an infeasible hint)."""
+    wall_limit: bool = False
+    """The time spent building the model counts in ``time_limit`` (the optimiser's: a second
+    on 472 steps under load, which the descent from its chosen plan would otherwise lose);
+    otherwise the search alone gets ``time_limit`` (the benchmark's reference)."""
 
     def __post_init__(self) -> None:
         if self.time_limit <= 0:
@@ -170,7 +174,9 @@ def solve_cpsat(
     terms: list[tuple[Any, float]] = []  # (literal, objective weight in score units)
     cost_terms: list[tuple[Any, float]] = []  # (literal, EUR) for the budget
     slopes: list[tuple[Any, float]] = []  # (start copy in ticks, objective weight per tick)
-    varying = _varying_sites(model)
+    varying = _varying_sites(
+        model, w["cost"] > 0 or constraints.budget is not None, w["carbon"] > 0
+    )
     for step in model.steps:
         j = step.id
         sites = model.eligible[j]
@@ -275,7 +281,10 @@ def solve_cpsat(
     if incumbent is not None:
         _hint(m, model, incumbent, start, end, present, makespan, dur, moves, scale)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = settings.time_limit
+    limit = settings.time_limit
+    if settings.wall_limit:  # the model's building counted in the limit
+        limit = max(0.1, limit - (time.perf_counter() - t_start))
+    solver.parameters.max_time_in_seconds = limit
     solver.parameters.num_workers = settings.workers
     solver.parameters.random_seed = settings.seed
     # probing in presolve took seconds on a few hundred steps before the search even met
@@ -373,12 +382,15 @@ def _serial_span(model: CostModel) -> float:
     return work + delays + inputs + release + waits + 1.0
 
 
-def _varying_sites(model: CostModel) -> set[str]:
-    """Sites whose price or carbon forecast varies in time."""
+def _varying_sites(model: CostModel, price: bool = True, carbon: bool = True) -> set[str]:
+    """Sites whose price (when ``price`` counts: a cost weight or a budget) or carbon
+    forecast (when ``carbon`` counts) varies in time. A series that counts for nothing
+    needs no pieces: the makespan alone, on 263 steps, had up to 96 piece literals per step
+    and site for a cost it never weighs."""
     out = set()
     for s in model.sites:
         ser = model.series[s]
-        if len(set(ser.price)) > 1 or len(set(ser.carbon)) > 1:
+        if (price and len(set(ser.price)) > 1) or (carbon and len(set(ser.carbon)) > 1):
             out.add(s)
     return out
 

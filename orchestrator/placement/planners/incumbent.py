@@ -58,7 +58,9 @@ def incumbents(
 ) -> Incumbents:
     """Run HEFT (and HEFT time-shifted), greedy and the market on ``model`` for ``objective``
     (and the starts for its limits); the two slack descents share ``descent_seconds``
-    (the optimiser gives them a tenth of its time limit)."""
+    (two thirds for the first, from HEFT's plan; the second, from the best plan so far,
+    gets what the first left, a sixth at least; the optimiser gives them a quarter of its
+    time limit, at most 5 s)."""
     start = time.perf_counter() if t0 is None else t0
     constraints = model.constraints
     heft = HEFTPlanner(explain=False).plan_model(model, objective, start)
@@ -96,18 +98,22 @@ def incumbents(
             keep(planner.plan_model(model, objective, time.perf_counter()))
         except InfeasiblePlan as exc:
             left.append(f"{planner.name}: {exc}")
+    spent = 0.0
     if constraints.deadline is not None and objective.weights()["time"] < 1.0:
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref))
         keep(paced_greedy(model, objective, heft, constraints.deadline, ref, latest=True))
         if not limit_breach(heft, constraints):
-            keep(slack_descent(model, objective, heft, ref, seconds=descent_seconds / 2))
+            t_descent = time.perf_counter()
+            keep(slack_descent(model, objective, heft, ref, seconds=descent_seconds * 2 / 3))
+            spent = time.perf_counter() - t_descent
     for plan in budget_plans(model, objective, heft):
         keep(plan)
     if constraints.deadline is not None and objective.weights()["time"] < 1.0 and plans:
         # and from the best plan so far (its steps have slack of their own)
         so_far = min(plans, key=lambda p: score_of(p, objective, ref))
         if so_far is not heft:
-            keep(slack_descent(model, objective, so_far, ref, seconds=descent_seconds / 2))
+            rest_s = max(descent_seconds / 6, descent_seconds - spent)
+            keep(slack_descent(model, objective, so_far, ref, seconds=rest_s))
     return Incumbents(heft, tuple(plans), tuple(left))
 
 
