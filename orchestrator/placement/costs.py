@@ -479,12 +479,7 @@ class CostModel:
         self, placed: Mapping[str, tuple[str, float, float]], flows: Sequence[Flow]
     ) -> dict[str, float]:
         """Makespan, cost, energy, carbon and bytes moved of a full placement."""
-        makespan = max((e for _, _, e in placed.values()), default=0.0)
-        cost = energy = carbon = 0.0
-        for step, (site, start, _) in placed.items():
-            cost += self.run_cost(step, site, start)
-            energy += self.energy_kwh(step, site)
-            carbon += self.carbon_kg(step, site, start)
+        makespan, cost, energy, carbon = self.run_totals(placed)
         moved = 0.0
         for f in flows:
             if f.crosses_sites:
@@ -498,6 +493,18 @@ class CostModel:
             "carbon": carbon,
             "bytes_moved": moved,
         }
+
+    def run_totals(
+        self, placed: Mapping[str, tuple[str, float, float]]
+    ) -> tuple[float, float, float, float]:
+        """Makespan, and the run cost, energy and carbon of the steps (no transfers)."""
+        makespan = max((e for _, _, e in placed.values()), default=0.0)
+        cost = energy = carbon = 0.0
+        for step, (site, start, _) in placed.items():
+            cost += self.run_cost(step, site, start)
+            energy += self.energy_kwh(step, site)
+            carbon += self.carbon_kg(step, site, start)
+        return makespan, cost, energy, carbon
 
     def lower_bounds(self) -> dict[str, float]:
         """Valid lower bounds of each criterion over every feasible plan.

@@ -183,12 +183,7 @@ def placement_values(model: CostModel, index: ItemIndex, placed: Placed) -> dict
     """Makespan, cost, energy and carbon of a full placement, as ``CostModel.evaluate``
     counts them (one transfer per item and destination site) without building its flows:
     the descent scores hundreds of list schedules."""
-    makespan = max((e for _, _, e in placed.values()), default=0.0)
-    cost = energy = carbon = 0.0
-    for step, (site, start, _) in placed.items():
-        cost += model.run_cost(step, site, start)
-        energy += model.energy_kwh(step, site)
-        carbon += model.carbon_kg(step, site, start)
+    makespan, cost, energy, carbon = model.run_totals(placed)
     sites = {s: v[0] for s, v in placed.items()}
     cost += sum(transfer_eur(model, index, item, sites) for item in index.producer)
     return {"time": makespan, "cost": cost, "energy": energy, "carbon": carbon}

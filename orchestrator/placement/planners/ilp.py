@@ -285,7 +285,7 @@ class ILPPlanner(ModelPlanner):
         seconds = min(seconds, t_start + cfg.time_limit - time.perf_counter())
         if seconds <= 0 or len(model.workflow) > 3000:
             return best, 0
-        self._say("local search under the budget")
+        self._say("local search on the critical chain")
         placed = {s: (a.site, a.start, a.end) for s, a in best.assignments.items()}
         improved, booked, moves = improve(
             model, placed, transfers_of(best), objective, ref, model.constraints, seconds
