@@ -236,6 +236,7 @@ class CostModel:
         self._dur: dict[tuple[str, str], float] = {}
         self._kwh: dict[tuple[str, str], float] = {}
         self._lb: dict[str, float] | None = None
+        self._objective_lb: dict[tuple[tuple[str, float], ...], float] = {}
         self.ranks: dict[str, float] | None = None
 
     # -- site series ---------------------------------------------------------------
@@ -545,9 +546,19 @@ class CostModel:
         The makespan term from ``lower_bounds``; the additive terms (cost, energy,
         carbon) minimised jointly per step over its eligible sites and the lowest
         price and intensity of the horizon, transfers free. Tighter than summing
-        each criterion's own bound, since one site must serve all three.
+        each criterion's own bound, since one site must serve all three. Cached per
+        weights and reference (every plan built on the model asks for it).
         """
+        key = tuple(sorted((f"w:{t}", float(v)) for t, v in weights.items())) + tuple(
+            sorted((f"r:{t}", float(v)) for t, v in ref.items())
+        )
+        if key not in self._objective_lb:
+            if len(self._objective_lb) >= 64:  # plans scored against their own values
+                self._objective_lb.clear()
+            self._objective_lb[key] = self._objective_bound(weights, ref)
+        return self._objective_lb[key]
 
+    def _objective_bound(self, weights: Mapping[str, float], ref: Mapping[str, float]) -> float:
         def r(t: str) -> float:
             v = ref.get(t, 0.0)
             return v if v > 0 else 1.0

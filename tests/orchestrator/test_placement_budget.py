@@ -177,3 +177,23 @@ def test_slack_descent_moves_the_step_with_slack_to_the_cheaper_site() -> None:
 def test_the_shares_of_the_starts_must_be_fractions_below_one(name: str, share: float) -> None:
     with pytest.raises(ValueError, match=name):
         ILPSettings(**{name: share})  # type: ignore[arg-type]
+
+
+def test_the_starts_are_not_explained_but_the_optimisers_plan_is() -> None:
+    """The optimiser's starts (HEFT, greedy, the market...) skip their per-step explanations
+    (time the engines get on large instances); the plan it returns explains every step."""
+    fed, wf = fast_and_cheap(), four_steps()
+    view = static_view(fed)
+    c = PlanningConstraints(deadline=12 * UNIT)
+    model = CostModel(wf, fed, view, c)
+    starts = incumbents(model, Objective.parse("cost"))
+    assert {"greedy", "market"} <= {p.metrics.planner for p in starts.plans}
+    for p in starts.plans:
+        assert all(a.why == "" for a in p.assignments.values()), p.metrics.planner
+    plan = make_planner("ilp", ILPSettings(time_limit=2.0)).plan(
+        wf, fed, view, c, Objective.parse("cost")
+    )
+    assert all(a.why for a in plan.assignments.values())
+    # the planners called on their own still explain
+    alone = make_planner("greedy").plan(wf, fed, view, c, Objective.parse("cost"))
+    assert all(a.why for a in alone.assignments.values())

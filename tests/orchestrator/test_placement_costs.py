@@ -292,3 +292,21 @@ def test_a_workflow_restricted_to_a_project_is_modelled_on_its_sites_only() -> N
     assert CostModel(chain(3), fed, static_view(fed), PlanningConstraints()).sites == tuple(
         f"s{i}" for i in range(9)
     )
+
+
+def test_the_cached_objective_bound_follows_the_weights_and_the_reference() -> None:
+    """``objective_bound`` is cached per weights and reference: asked in turn for two
+    references and two weightings, each answer is a fresh model's."""
+    fed, wf = two_sites(), chain(3)
+    view = static_view(fed)
+    model = CostModel(wf, fed, view, PlanningConstraints())
+    cases = [
+        ({"cost": 1.0}, {"cost": 2.0, "time": 1.0}),
+        ({"cost": 1.0}, {"cost": 5.0, "time": 1.0}),
+        ({"carbon": 0.5, "time": 0.5}, {"carbon": 3.0, "time": 7.0}),
+        ({"cost": 1.0}, {"cost": 2.0, "time": 1.0}),
+    ]
+    for weights, ref in cases:
+        fresh = CostModel(wf, fed, view, PlanningConstraints()).objective_bound(weights, ref)
+        assert model.objective_bound(weights, ref) == pytest.approx(fresh, rel=1e-12)
+    assert model.objective_bound(*cases[0]) != pytest.approx(model.objective_bound(*cases[1]))

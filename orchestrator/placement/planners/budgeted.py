@@ -162,7 +162,7 @@ def budget_plans(model: CostModel, objective: Objective, heft: Plan | None = Non
         # the cheapest plans the heuristics know (under the deadline): if they break the
         # budget, no heuristic keeps it
         cheapest = Objective.parse("cost")
-        for planner in (GreedyPlanner(), MarketPlanner()):
+        for planner in (GreedyPlanner(explain=False), MarketPlanner(explain=False)):
             try:
                 plan = planner.plan_model(model, cheapest, 0.0)
             except InfeasiblePlan:

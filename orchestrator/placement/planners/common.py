@@ -48,10 +48,12 @@ def heuristic_plan(
     planner: str,
     awards: Mapping[str, str] | None = None,
     notes: tuple[str, ...] = (),
+    explain: bool = True,
 ) -> Plan:
-    """A list-scheduled placement time-shifted within the deadline, explained and built."""
+    """A list-scheduled placement time-shifted within the deadline, built and, when
+    ``explain``, explained (the optimiser's starts are not: its final plan is)."""
     placed, booked, moved = timeshift(model, placed, objective, model.constraints.deadline, booked)
-    why = explain_all(model, placed, objective, awards, booked)
+    why = explain_all(model, placed, objective, awards, booked) if explain else None
     if moved:
         notes = (*notes, f"time-shifted {moved} steps")
     return build_plan(

@@ -36,6 +36,9 @@ class GreedyPlanner(ModelPlanner):
 
     name = "greedy"
 
+    def __init__(self, explain: bool = True) -> None:
+        self.explain = explain
+
     def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
         """Greedy on an already built cost model (the optimiser's incumbents reuse it)."""
         constraints = model.constraints
@@ -49,13 +52,13 @@ class GreedyPlanner(ModelPlanner):
                 return pick(opts, obj, terms)
 
             placed, booked, _ = list_schedule(model, ranks, choose)
-            plan = heuristic_plan(model, placed, booked, objective, self.name)
+            plan = heuristic_plan(model, placed, booked, objective, self.name, explain=self.explain)
             last = limit_breach(plan, constraints)
             if not last:
                 return plan.with_metrics(wall_s=time.perf_counter() - t0)
             if obj is objective:  # then weigh the limit it broke more, step by step
                 tries = escalating(objective, last)
-        plan = HEFTPlanner().plan_model(model, objective, t0)
+        plan = HEFTPlanner(self.explain).plan_model(model, objective, t0)
         if limit_breach(plan, constraints):
             raise InfeasiblePlan(f"greedy: {last}; even HEFT misses it: relax the limit")
         return plan.with_metrics(planner=self.name, wall_s=time.perf_counter() - t0)

@@ -93,7 +93,7 @@ def incumbents(
                 transfers=booked,
             )
         )
-    for planner in (GreedyPlanner(), MarketPlanner()):
+    for planner in (GreedyPlanner(explain=False), MarketPlanner(explain=False)):
         try:
             keep(planner.plan_model(model, objective, time.perf_counter()))
         except InfeasiblePlan as exc:

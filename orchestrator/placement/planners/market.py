@@ -107,9 +107,15 @@ class MarketPlanner(ModelPlanner):
 
     name = "market"
 
-    def __init__(self, surge: float = 0.5, markups: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        surge: float = 0.5,
+        markups: Mapping[str, float] | None = None,
+        explain: bool = True,
+    ) -> None:
         self.surge = surge
         self.markups = dict(markups or {})
+        self.explain = explain
 
     def plan_model(self, model: CostModel, objective: Objective, t0: float) -> Plan:
         """The auction on an already built cost model (the optimiser's incumbents reuse it)."""
@@ -174,4 +180,6 @@ class MarketPlanner(ModelPlanner):
         state["pools"] = CorePools(model)
         placed, booked, _ = list_schedule(model, ranks, choose, pools=state["pools"])
         paid_note = f"market: {paid[0]:.4g} EUR paid to the winning bids"
-        return heuristic_plan(model, placed, booked, objective, self.name, awards, (paid_note,))
+        return heuristic_plan(
+            model, placed, booked, objective, self.name, awards, (paid_note,), self.explain
+        )
