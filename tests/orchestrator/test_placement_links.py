@@ -317,3 +317,6 @@ def test_the_cpsat_hint_is_a_solution_of_its_model(objective: str) -> None:
     assert any(f.start > f.ready for f in hint.flows() if f.crosses_sites)  # a link is shared
     res = solve_cpsat(model, obj, inc.ref, hint, CPSATSettings(time_limit=10.0, fix_hint=True))
     assert res.status in ("OPTIMAL", "FEASIBLE"), res.reason
+    # and complete: every variable hinted, the linear pieces of time-varying cost and carbon
+    # too (CP-SAT otherwise searches for the missing values before it has the incumbent)
+    assert res.unhinted == 0
