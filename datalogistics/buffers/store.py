@@ -360,7 +360,7 @@ class BufferStore:
     (see the module docstring). ``drop_behind``: once the read-back has hashed a pass's
     fsynced bytes, the page cache drops them (``POSIX_FADV_DONTNEED``), so a long stream
     of appends writes into pages the kernel has just freed instead of taking fresh ones
-    for every byte (on a VM that hands free memory back to its host, a fresh page costs a
+    for every byte (on a VM that hands free memory back to its host, a fresh page can cost a
     fault in the host on its first write); readers then read those bytes from disk.
     """
 
