@@ -23,7 +23,10 @@ pays for the other's deletion or for its own. Every round prints the pair (both 
 ratio, the load average, and the CPU seconds each side used: the processes involved, from
 ``/proc``), so a round where the cores were busy shows itself. The figures are medians and
 the ratio is the median of the per-round ratios; a miss exits non-zero.
-``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload (default 1024 MiB). ``--ops`` adds the
+``CONTINUUM_BENCH_TRANSFER_MB`` sets the payload (default 1024 MiB);
+``CONTINUUM_BENCH_TRANSFER_LIMIT_DROP=1`` makes the limit drop each fsynced 8 MiB from the page
+cache too (as the destination's buffer store does once it has read a pass back): a stronger
+limit than the issue's. ``--ops`` adds the
 buffer service's own operations (create, 4 KiB append with fsync, 4 KiB read, info) one
 after another on a keep-alive connection.
 """
@@ -104,9 +107,10 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def raw_socket_sink(port_file: str, out: str) -> None:
+def raw_socket_sink(port_file: str, out: str, drop: bool = False) -> None:
     """The limit's receiver (its own process): TCP in, sha256 and write of every byte, fsync
-    per ``LIMIT_SYNC`` bytes; answers the digest. One connection per round, until killed;
+    per ``LIMIT_SYNC`` bytes (``drop``: then those bytes leave the page cache, as the buffer
+    store's drop-behind does); answers the digest. One connection per round, until killed;
     the sender removes the file after each round (outside its timed part)."""
     import socket
 
@@ -117,7 +121,7 @@ def raw_socket_sink(port_file: str, out: str) -> None:
     while True:
         conn, _ = srv.accept()
         h = hashlib.sha256()
-        unsynced = 0
+        unsynced = synced = 0
         with conn, open(out, "wb") as f:
             while n := conn.recv_into(buf):
                 h.update(view[:n])
@@ -126,6 +130,9 @@ def raw_socket_sink(port_file: str, out: str) -> None:
                 if unsynced >= LIMIT_SYNC:
                     f.flush()
                     os.fsync(f.fileno())
+                    if drop:
+                        os.posix_fadvise(f.fileno(), synced, unsynced, os.POSIX_FADV_DONTNEED)
+                    synced += unsynced
                     unsynced = 0
             f.flush()
             os.fsync(f.fileno())
@@ -172,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # The limit: raw TCP socket, sha256 of every byte and fsync per 8 MiB at the receiver.
         port_file = work / "limit.port"
+        # CONTINUUM_BENCH_TRANSFER_LIMIT_DROP=1: the limit drops behind too (a stronger limit)
+        drop = os.environ.get("CONTINUUM_BENCH_TRANSFER_LIMIT_DROP", "") not in ("", "0")
         code = (
             "from benchmarks.bench_transfer import raw_socket_sink; "
-            f"raw_socket_sink({str(port_file)!r}, {str(work / 'limit.bin')!r})"
+            f"raw_socket_sink({str(port_file)!r}, {str(work / 'limit.bin')!r}, {drop!r})"
         )
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO))
@@ -230,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                 site_b.delete(last[0].buffer)
 
             me = os.getpid()
-            limit_label = "limit: raw socket + sha256 + fsync per 8 MiB"
+            limit_label = "limit: raw socket + sha256 + fsync " + (
+                "+ drop per 8 MiB" if drop else "per 8 MiB"
+            )
             engine_label = "transfer engine, pushed to the data port (sha256 x2 + fsync)"
             # name -> (timed part, untimed clean-up, the processes whose CPU it uses)
             methods: dict[str, tuple[Callable[[], None], Callable[[], None], list[int]]] = {

@@ -94,6 +94,11 @@ class _WatchedPool(ThreadPoolExecutor):
         super().shutdown(*args, **kwargs)
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (all its threads, from ``/proc``)."""
+    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def _instrument() -> None:
     wrap: list[tuple[Any, str, str]] = [
         (dataport._Body, "_fill", "receive (recv_into)"),
@@ -156,15 +161,18 @@ def main() -> int:
                 buf = dst.create(size, ttl=3600)
                 tok = issue_token(SECRET, site="beta", buffer=buf.id, right="write")
                 args = [str(server.port), buf.id, tok, str(payload), json.dumps(chunks)]
+                faults = _minor_faults()
                 t0 = time.perf_counter()
                 subprocess.run([sys.executable, "-c", SENDER, *args], env=env, check=True)
                 sealed = dst.seal(buf.id, whole.hexdigest())
                 seconds = time.perf_counter() - t0  # the sender's start-up included
+                faults = _minor_faults() - faults
                 assert sealed.sha256 == whole.hexdigest()
                 dst.delete(buf.id)
                 print(
                     f"\nround {r + 1}: {size / MiB:.0f} MiB pushed and sealed in {seconds:.2f} s "
-                    f"(sender start-up included), load {os.getloadavg()[0]:.1f}"
+                    f"(sender start-up included), load {os.getloadavg()[0]:.1f}, "
+                    f"{faults} minor page faults in this process"
                 )
                 print(f"  {'phase':<32} {'wall s':>7} {'CPU s':>7} {'calls':>6}")
                 for name in sorted(_wall):

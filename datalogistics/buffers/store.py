@@ -53,7 +53,8 @@ Semantics (compatible with the Exa-AToW Ephemeral Buffers service):
   where to resume. A seal or a durable append first waits for the syncer. Once
   a pass of the syncer is committed, another thread reads its appends back from
   disk into the buffer's running sha256 while the syncer fsyncs the next pass;
-  the seal waits for it and finishes the digest.
+  the seal waits for it and finishes the digest. The page cache then drops
+  the bytes read back (``drop_behind``): a stream's writes reuse its pages.
 * Privacy: the folders are created 0700, the data files and the SQLite
   database 0600.
 
@@ -288,10 +289,11 @@ class _Unsynced:
     """When it was acknowledged (``time.monotonic``)."""
 
 
-def _hash_file_range(path: Path, h: Any, start: int, end: int) -> int:
+def _hash_file_range(path: Path, h: Any, start: int, end: int, drop: bool = False) -> int:
     """Feed the bytes ``[start, end)`` of the file at ``path``, as read from disk in blocks
     of ``HASH_BLOCK`` into one reused buffer, to the hash ``h``; the offset reached (less
-    than ``end`` when the file is shorter)."""
+    than ``end`` when the file is shorter). ``drop``: then ask the kernel to drop those
+    bytes from the page cache (they must be fsynced: a dirty page is not dropped)."""
     block = bytearray(min(HASH_BLOCK, max(end - start, 0)))
     view = memoryview(block)
     at = start
@@ -303,6 +305,8 @@ def _hash_file_range(path: Path, h: Any, start: int, end: int) -> int:
                 break
             h.update(view[:n])
             at += n
+        if drop and at > start:
+            os.posix_fadvise(f.fileno(), start, at - start, os.POSIX_FADV_DONTNEED)
     return at
 
 
@@ -353,7 +357,11 @@ class BufferStore:
     (appends never change bytes below the committed size). ``max_ttl`` is the
     longest lifetime a buffer may ask for (seconds). ``sync_bytes`` and ``sync_delay``:
     when the syncer records a resume point for appends acknowledged before their fsync
-    (see the module docstring).
+    (see the module docstring). ``drop_behind``: once the read-back has hashed a pass's
+    fsynced bytes, the page cache drops them (``POSIX_FADV_DONTNEED``), so a long stream
+    of appends writes into pages the kernel has just freed instead of taking fresh ones
+    for every byte (on a VM that hands free memory back to its host, a fresh page can cost a
+    fault in the host on its first write); readers then read those bytes from disk.
     """
 
     def __init__(
@@ -366,6 +374,7 @@ class BufferStore:
         max_ttl: float = DEFAULT_MAX_TTL,
         sync_bytes: int = SYNC_BYTES,
         sync_delay: float = SYNC_DELAY,
+        drop_behind: bool = True,
     ) -> None:
         if not (math.isfinite(max_ttl) and max_ttl > 0):
             raise ValueError(f"max_ttl must be a finite, positive number of seconds, got {max_ttl}")
@@ -381,6 +390,8 @@ class BufferStore:
         self.quota = quota
         self.clock = clock
         self.fsync = fsync
+        # the page cache drops what the read-back hashed (fsynced bytes only)
+        self.drop_behind = drop_behind and fsync
         self.max_ttl = float(max_ttl)
         _private_dir(self.root)
         _private_dir(self.root / "data")
@@ -541,7 +552,7 @@ class BufferStore:
             return
         end = extents[-1].start + extents[-1].length
         try:
-            upto = _hash_file_range(self.path(buffer_id), h, start, end)
+            upto = _hash_file_range(self.path(buffer_id), h, start, end, self.drop_behind)
         except OSError:  # gone, or unreadable: the seal hashes the whole file itself
             with self._lock:
                 self._read_back.pop(buffer_id, None)

@@ -3,7 +3,9 @@ transfer resumes from it with its checksums verified."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import mmap
 import os
 import threading
 import time
@@ -76,6 +78,50 @@ def test_a_seal_after_unsynced_appends_checks_the_bytes_read_back_from_disk(
     digest = hashlib.sha256(data).hexdigest()
     assert store.seal(good.id, digest).sha256 == digest
     store.close()
+
+
+def _cached_pages(path: Path) -> tuple[int, int]:
+    """How many pages of the file at ``path`` the page cache holds, of how many
+    (``mincore`` on a private mapping of the file, which reports the page cache's pages)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(m))  # the export is dropped
+        vec = (ctypes.c_ubyte * pages)()
+        if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vec) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+    return sum(b & 1 for b in vec), pages
+
+
+def test_bytes_read_back_after_their_fsync_leave_the_page_cache_and_read_intact_from_disk(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(8 * 2**20)
+    digest = hashlib.sha256(data).hexdigest()
+
+    def write(store: BufferStore, durable: bool) -> str:
+        buf = store.create(len(data), ttl=600)
+        for i in range(0, len(data), 2**20):
+            store.append(buf.id, data[i : i + 2**20], offset=i, durable=durable)
+        assert store.seal(buf.id, digest).sha256 == digest
+        return buf.id
+
+    store = BufferStore(tmp_path / "drop", "s", QUOTA, sync_bytes=2 * 2**20)
+    streamed = write(store, durable=False)  # the syncer's passes, each read back
+    cached, pages = _cached_pages(store.path(streamed))
+    assert cached == 0, f"{cached} of {pages} pages read back still in the page cache"
+    assert store.read(streamed)[0] == data  # read again, from disk
+    # the control: durable appends are not read back, so their pages stay cached (the
+    # measure above can see cached pages), and so do a store's without drop-behind
+    durable = write(store, durable=True)
+    assert _cached_pages(store.path(durable))[0] > pages // 2
+    store.close()
+    keep = BufferStore(tmp_path / "keep", "s", QUOTA, sync_bytes=2 * 2**20, drop_behind=False)
+    kept = write(keep, durable=False)
+    assert _cached_pages(keep.path(kept))[0] > pages // 2
+    assert keep.read(kept)[0] == data
+    keep.close()
 
 
 def test_destination_killed_mid_transfer_restarts_and_the_transfer_resumes_verified(
