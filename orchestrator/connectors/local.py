@@ -12,9 +12,7 @@ claim and result files and checks the recorded process.
 A task costs two processes (``/bin/sh`` running ``runner.sh``, and the task's shell). The
 connector watches its runners through process file descriptors (``wakeup_fds``, Linux's
 ``pidfd``), so an executor waiting for work wakes the moment a task ends instead of polling
-on a timer. The runners are started by a thread of the connector's own: starting a process
-blocks the caller until the child reaches ``exec`` (about a millisecond, several under
-load), and the executor's thread goes on with the next step meanwhile.
+on a timer.
 """
 
 from __future__ import annotations
@@ -26,9 +24,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-import threading
 import time
-import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -98,30 +94,14 @@ class LocalConnector(TaskFolderConnector):
         self._queue: deque[tuple[str, int]] = deque()
         self._queued: set[str] = set()  # the handles in _queue: O(1) membership
         # handle -> (runner, cores, its pidfd or -1 where the system has none)
-        self._running: dict[str, tuple[subprocess.Popen[bytes] | None, int, int]] = {}
+        self._running: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
         # handle -> pidfd of a runner that ended, kept open (readable) until ``status`` has
         # reported the task's end or ``wakeup_fds`` has handed it out once: an executor
         # about to sleep then wakes at once
         self._ended: dict[str, int] = {}
         self._handed: list[int] = []  # ended pidfds handed out, closed at the next call
-        self._busy = 0  # cores of the running tasks (and of those being started)
+        self._busy = 0  # cores of the running tasks
         self._down = False
-        # The starter thread (see the module docstring). A task handed to it is in
-        # ``_running`` with no process yet (reported running) and in ``_starting``.
-        # ``_spawn_lock`` is held from the starter's last look at the task's result file to
-        # its runner's registration, so a cancel or the site's failure comes either before
-        # (the runner is never started) or after (it is killed). ``_lock`` guards
-        # ``_running``, ``_busy``, ``_ended`` and ``_starting`` between the two threads. A
-        # byte on ``_woken[0]`` wakes an executor asleep on ``wakeup_fds`` once a runner,
-        # and so its pidfd, is registered. The thread ends after a second without work.
-        self._starting: deque[str] = deque()
-        self._lock = threading.Lock()
-        self._spawn_lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._starter: threading.Thread | None = None
-        self._closing = False
-        self._woken = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        weakref.finalize(self, _close_fds, self._woken)
 
     # -- the contract ----------------------------------------------------------------
     def handle_for(self, spec: TaskSpec) -> str:
@@ -144,13 +124,11 @@ class LocalConnector(TaskFolderConnector):
         # Tasks of this process first, from memory: no file to read.
         if handle in self._queued:
             return TaskInfo(TaskStatus.QUEUED, workdir=task_dir)
-        with self._lock:
-            running = handle in self._running
-            fd = -1 if running else self._ended.pop(handle, -1)
-        if running:
-            # Its runner is alive or being started: the task runs (or is writing its
-            # result: the next call reads it, once the runner has exited).
+        if handle in self._running:
+            # Its runner is alive: the task runs (or is writing its result: the next
+            # call reads it, once the runner has exited).
             return TaskInfo(TaskStatus.RUNNING, workdir=task_dir)
+        fd = self._ended.pop(handle, -1)
         if fd >= 0:
             os.close(fd)
         done = read_result(task_dir)
@@ -197,11 +175,10 @@ class LocalConnector(TaskFolderConnector):
 
     def telemetry(self) -> dict[str, float]:
         self._reap()
-        with self._lock:
-            busy, running = self._busy, len(self._running)
+        busy = self._busy
         return {
             "utilisation": busy / self.slots,
-            "running": float(running),
+            "running": float(len(self._running)),
             "queued": float(len(self._queue)),
             "queue_backlog": float(sum(c for _, c in self._queue)),
         }
@@ -211,32 +188,19 @@ class LocalConnector(TaskFolderConnector):
         (its runner's pidfd): ``Executor.wait`` sleeps on them. A task that ended but whose
         end ``status`` has not reported yet keeps its (readable) descriptor here, so the
         executor does not sleep past it (once: the next call closes it)."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._woken[0], 4096):  # wake-ups of runners registered by now
-                pass
         self._reap()
         for fd in self._handed:
             os.close(fd)
-        with self._lock:
-            self._handed = list(self._ended.values())
-            self._ended.clear()
-            fds = [fd for _, _, fd in self._running.values() if fd >= 0]
-        return [*fds, *self._handed, self._woken[0]]
+        self._handed = list(self._ended.values())
+        self._ended.clear()
+        return [fd for _, _, fd in self._running.values() if fd >= 0] + self._handed
 
     def close(self) -> None:
-        with self._lock:
-            starter, self._closing = self._starter, True
-            self._work.notify()
-        if starter is not None:
-            starter.join()
-        with self._lock:
-            self._closing = False
         self._reap()
-        with self._lock:
-            for fd in [*self._ended.values(), *self._handed]:
-                os.close(fd)
-            self._ended.clear()
-            self._handed = []
+        for fd in [*self._ended.values(), *self._handed]:
+            os.close(fd)
+        self._ended.clear()
+        self._handed = []
 
     # -- failure injection (a site going down) -----------------------------------------
     def fail(self) -> None:
@@ -264,106 +228,42 @@ class LocalConnector(TaskFolderConnector):
 
     # -- internals ---------------------------------------------------------------------
     def _dispatch(self) -> None:
-        handed = False
         while self._queue and self._busy + self._queue[0][1] <= self.slots:
             handle, cores = self._queue.popleft()
             self._queued.discard(handle)
             if (Path(handle) / RESULT).exists():
                 continue  # cancelled while it waited here (by another process, too)
-            with self._lock:
-                self._running[handle] = (None, cores, -1)  # the starter starts its runner
-                self._busy += cores
-                self._starting.append(handle)
-            handed = True
-        if handed:
-            with self._lock:
-                self._work.notify()
-                if self._starter is None or not self._starter.is_alive():
-                    self._starter = threading.Thread(
-                        target=self._start_runners,
-                        name=f"continuum-start-{self.site_id}",
-                        daemon=True,
-                    )
-                    self._starter.start()
-
-    def _start_runners(self) -> None:
-        """The starter thread: start the runner of each task handed to it, in order."""
-        while True:
-            with self._lock:
-                self._work.wait_for(lambda: bool(self._starting) or self._closing, timeout=1.0)
-                if not self._starting:
-                    self._starter = None
-                    return
-                handle = self._starting.popleft()
-            with self._spawn_lock:
-                with self._lock:
-                    entry = self._running.get(handle)
-                if entry is None or entry[0] is not None:
-                    continue  # killed (cancelled, the site failed) before it started
-                if (Path(handle) / RESULT).exists():  # cancelled by another process
-                    with self._lock:
-                        del self._running[handle]
-                        self._busy -= entry[1]
-                    self._wake()
-                    continue
-                try:
-                    proc = subprocess.Popen(
-                        [RUNNER_SHELL, RUNNER_SCRIPT, handle],
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
-                except OSError as exc:  # no process to be had: the attempt is lost
-                    with self._lock:
-                        del self._running[handle]
-                        self._busy -= entry[1]
-                    write_atomic(
-                        Path(handle) / RESULT,
-                        {"exit_code": None, "lost": True, "message": f"runner not started: {exc}"},
-                    )
-                    self._wake()
-                    continue
-                with self._lock:
-                    self._running[handle] = (proc, entry[1], _pidfd(proc.pid))
-            self._wake()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._woken[1], b"x")
+            proc = subprocess.Popen(
+                [RUNNER_SHELL, RUNNER_SCRIPT, handle],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self._running[handle] = (proc, cores, _pidfd(proc.pid))
+            self._busy += cores
 
     def _reap(self) -> None:
-        with self._lock:
-            for handle, (proc, cores, fd) in list(self._running.items()):
-                if proc is not None and proc.poll() is not None:
-                    del self._running[handle]
-                    self._busy -= cores
-                    if fd >= 0:
-                        self._ended[handle] = fd  # closed once status() reports the end
+        for handle, (proc, cores, fd) in list(self._running.items()):
+            if proc.poll() is not None:
+                del self._running[handle]
+                self._busy -= cores
+                if fd >= 0:
+                    self._ended[handle] = fd  # closed once status() reports the end
 
     def _kill(self, handle: str) -> None:
-        with self._spawn_lock, self._lock:  # not while the starter starts it: before or after
-            entry = self._running.pop(handle, None)
-            if entry is not None:
-                self._busy -= entry[1]
-                if entry[2] >= 0:
-                    os.close(entry[2])
-        proc = entry[0] if entry is not None else None
-        if entry is not None and proc is None:
-            return  # never started: the starter skips it
-        pid = proc.pid if proc is not None else _read_claim(Path(handle) / CLAIM)[0]
+        entry = self._running.pop(handle, None)
+        if entry is not None:
+            self._busy -= entry[1]
+            if entry[2] >= 0:
+                os.close(entry[2])
+        pid = entry[0].pid if entry else _read_claim(Path(handle) / CLAIM)[0]
         if pid is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        if proc is not None:
-            proc.wait()
-
-
-def _close_fds(fds: tuple[int, int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        if entry:
+            entry[0].wait()
 
 
 def _pidfd(pid: int) -> int:

@@ -455,8 +455,7 @@ def test_a_result_being_written_reads_as_no_result_yet(tmp_path: Path) -> None:
 
 
 def test_a_local_site_wakes_the_executor_when_a_task_ends(tmp_path: Path) -> None:
-    """wakeup_fds: the last descriptor wakes an executor once the starter thread has started
-    a runner; a running task's descriptor is not readable; once its runner has ended it
+    """wakeup_fds: a running task's descriptor is not readable; once its runner has ended it
     is (the executor's sleep ends at once), handed out once only (no busy loop on a task
     nobody asks about), and closed when status has reported the end."""
     import select
@@ -466,37 +465,30 @@ def test_a_local_site_wakes_the_executor_when_a_task_ends(tmp_path: Path) -> Non
     site = LocalConnector("a", tmp_path / "a", slots=1)
     gate = tmp_path / "gate"
     spec = TaskSpec("r", "s", 1, f'while [ ! -e "{gate}" ]; do sleep 0.01; done')
+    # (status is not asked until the end: the executor might not ask about every task)
+    handle = site.submit(spec)
+    fds = site.wakeup_fds()
+    assert len(fds) == 1
 
     def readable(fd: int, timeout_ms: int) -> bool:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         return bool(poller.poll(timeout_ms))
 
-    # (status is not asked until the end: the executor might not ask about every task)
-    handle = site.submit(spec)
-    fds = site.wakeup_fds()
-    while len(fds) == 1:  # the runner is being started: the wake-up descriptor tells when
-        assert readable(fds[0], 60_000)
-        fds = site.wakeup_fds()
-    assert len(fds) == 2  # the runner's, then the starter's
     assert not readable(fds[0], 0)  # the task runs
-    assert not readable(fds[1], 0)  # and its start was taken in
     gate.touch()
     assert readable(fds[0], 60_000)  # its runner ended: a sleeping executor wakes
     after = site.wakeup_fds()
-    assert len(after) == 2  # handed out once, readable
+    assert len(after) == 1  # handed out once, readable
     assert readable(after[0], 0)
-    again = site.wakeup_fds()
-    assert again == [fds[1]]  # not again: no busy loop
-    assert not readable(again[0], 0)
+    assert site.wakeup_fds() == []  # not again: no busy loop
     assert site.status(handle).status is TaskStatus.SUCCEEDED
     site.close()
 
 
-def test_a_task_cancelled_as_it_is_handed_to_the_starter_never_runs(tmp_path: Path) -> None:
-    """The runners start in a thread of their own: a task cancelled at once, whether its
-    runner was started yet or not, reads cancelled and leaves no side effect (a runner started
-    after the cancel would run it)."""
+def test_a_task_cancelled_at_once_never_runs(tmp_path: Path) -> None:
+    """A task cancelled right after its submission, its runner started or not, reads
+    cancelled and leaves no side effect (its runner is killed before the task's work)."""
     from orchestrator.connectors.base import TaskSpec
 
     site = LocalConnector("a", tmp_path / "a", slots=4)
