@@ -182,6 +182,11 @@ async def round_service(
     return applied / seconds, int(applied), busy, acknowledged
 
 
+def _ratios(values: list[float]) -> str:
+    """The median ratio and each round's, as the summary lines print them."""
+    return f"{median(values):.2f} (rounds: {', '.join(f'{r:.2f}' for r in values)})"
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -244,13 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     acks = [a / b for a, b in zip(ack_rates, bare_rates, strict=True)]
     print(
-        f"acknowledged / bare = {median(acks):.2f} (rounds: {', '.join(f'{r:.2f}' for r in acks)}; "
-        "no target: the journal's acknowledgement with the twin's applier beside it)"
+        f"acknowledged / bare = {_ratios(acks)}; "
+        "no target: the journal's acknowledgement with the twin's applier beside it"
     )
     met = ratio >= TARGET
     print(
-        f"applied / bare = {ratio:.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)}); "
-        f"target >= {TARGET:.2f}: {'met' if met else 'NOT met'}"
+        f"applied / bare = {_ratios(ratios)}; target >= {TARGET:.2f}: {'met' if met else 'NOT met'}"
     )
     return 0 if met else 1
 

@@ -236,7 +236,7 @@ class CostModel:
         self._dur: dict[tuple[str, str], float] = {}
         self._kwh: dict[tuple[str, str], float] = {}
         self._lb: dict[str, float] | None = None
-        self._objective_lb: dict[tuple[tuple[str, float], ...], float] = {}
+        self._objective_lb: dict[tuple[tuple[tuple[str, float], ...], ...], float] = {}
         self.ranks: dict[str, float] | None = None
 
     # -- site series ---------------------------------------------------------------
@@ -549,8 +549,9 @@ class CostModel:
         each criterion's own bound, since one site must serve all three. Cached per
         weights and reference (every plan built on the model asks for it).
         """
-        key = tuple(sorted((f"w:{t}", float(v)) for t, v in weights.items())) + tuple(
-            sorted((f"r:{t}", float(v)) for t, v in ref.items())
+        key = (
+            tuple(sorted((t, float(v)) for t, v in weights.items())),
+            tuple(sorted((t, float(v)) for t, v in ref.items())),
         )
         if key not in self._objective_lb:
             if len(self._objective_lb) >= 64:  # plans scored against their own values
