@@ -384,7 +384,13 @@ def _collapse(M: Array) -> Array:
 
 
 def project(
-    x: Array, P: Array, D: Array, lower: Array, upper: Array, max_iter: int | None = None
+    x: Array,
+    P: Array,
+    D: Array,
+    lower: Array,
+    upper: Array,
+    max_iter: int | None = None,
+    Dx: list[float] | None = None,
 ) -> Array:
     """Project one estimate onto ``{x : lower <= D x <= upper}`` in the ``P^-1`` metric.
 
@@ -395,10 +401,33 @@ def project(
     covariance is left unchanged, so it stays symmetric positive definite.
     With one active constraint ``d`` (the usual case: one metric past its
     bound) the correction is ``P d (d x - b) / (d P d)``, without a solve.
+
+    ``Dx``: ``D x`` as a list, when the caller has it (the twin checks the bounds
+    after every update, so it computes it anyway).
     """
+    lo, hi = lower.tolist(), upper.tolist()
+    v = (D @ x).tolist() if Dx is None else Dx
+    past = [i for i in range(len(v)) if v[i] < lo[i] - 1e-12 or v[i] > hi[i] + 1e-12]
+    if len(past) == 1:
+        # One metric past its bound: the rank-one correction, and ``D x~`` from ``D P d``
+        # (the other bounds still hold: done; otherwise the active-set pass below).
+        i = past[0]
+        d = D[i]
+        Pd = P @ d
+        dPd = float(d @ Pd)
+        if dPd > 0.0:
+            c = (v[i] - (lo[i] if v[i] < lo[i] else hi[i])) / dPd
+            dv = (D @ Pd).tolist()
+            if all(
+                lo[j] - (1e-9 if j == i else 1e-12)
+                <= v[j] - c * dv[j]
+                <= hi[j] + (1e-9 if j == i else 1e-12)
+                for j in range(len(v))
+            ):
+                out: Array = x - Pd * c
+                return out
     active: dict[int, float] = {}
     xt = x
-    lo, hi = lower.tolist(), upper.tolist()
     for _ in range(max_iter or len(D) + 1):
         v = (D @ xt).tolist()
         viol = [

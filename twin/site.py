@@ -418,13 +418,15 @@ class SiteTwin:
                 self._wsum += nis
                 self._wdof += dof
                 h.append((nis, dof))
-                self._tests = min(self._tests + 1, self.config.confirm)
+                if self._tests < self.config.confirm:
+                    self._tests += 1
                 self._updates += 1
         self._watch(t, present, zs, dof)
         if self._limits:  # after the fault check: a recovery hands over its reference's estimate
-            for v, (lo, hi) in zip((self._D @ self.x).tolist(), self._limits, strict=True):
+            Dx = (self._D @ self.x).tolist()
+            for v, (lo, hi) in zip(Dx, self._limits, strict=True):
                 if v < lo or v > hi:
-                    self.x = project(self.x, self.P, self._D, self._lo, self._hi)
+                    self.x = project(self.x, self.P, self._D, self._lo, self._hi, Dx=Dx)
                     break
         if present and self.config.combine:
             # what the seasonal forecast reads: what the site reports, as the live filter

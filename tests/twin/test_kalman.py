@@ -205,3 +205,36 @@ def test_projection_lands_in_the_box(seed: int) -> None:
     v = D @ project(x, P, D, lo, hi)
     assert (v >= lo - 1e-7).all()
     assert (v <= hi + 1e-7).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_one_bound_past_is_projected_to_the_covariance_weighted_nearest_point(seed: int) -> None:
+    """The one-bound path (no solve) against the KKT system of the same projection: the
+    minimiser of (x~ - x)^T P^-1 (x~ - x) with the bound as an equality. The caller's ``D x``
+    gives the same result as none."""
+    rng = np.random.default_rng(seed)
+    n = 5
+    P = _spd(rng, n)
+    D = rng.standard_normal((3, n))
+    x = rng.standard_normal(n)
+    v = D @ x
+    lo = v - 1.0 - rng.random(3)  # every bound holds with room...
+    hi = v + 1.0 + rng.random(3)
+    i = int(rng.integers(3))
+    if rng.random() < 0.5:  # ...but one, which x is past
+        hi[i] = v[i] - 0.5
+    else:
+        lo[i] = v[i] + 0.5
+    bound = hi[i] if v[i] > hi[i] else lo[i]
+    kkt = np.zeros((n + 1, n + 1))
+    Pinv = np.linalg.inv(P)
+    kkt[:n, :n], kkt[:n, n], kkt[n, :n] = Pinv, D[i], D[i]
+    expected = np.linalg.solve(kkt, np.append(Pinv @ x, bound))[:n]
+    xt = project(x, P, D, lo, hi)
+    after = D @ xt
+    assert ((after >= lo - 1e-7) & (after <= hi + 1e-7)).all()
+    reached = D @ expected
+    if ((reached >= lo - 1e-9) & (reached <= hi + 1e-9)).all():  # one active bound: exact
+        np.testing.assert_allclose(xt, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(project(x, P, D, lo, hi, Dx=v.tolist()), xt)
