@@ -84,6 +84,49 @@ class BareServer(ServerProcess):
         self.url = f"http://127.0.0.1:{json.loads(line)['port']}"
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of a server process and of this process (the load generator)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.server = self.client = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._s0, self._c0 = _cpu_s(self.pid), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server += _cpu_s(self.pid) - self._s0
+        self.client += time.process_time() - self._c0
+
+
+def twin_us_per_sample(fed: Any, bodies: list[list[dict[str, Any]]], sites: list[str]) -> float:
+    """CPU us per sample of the twin's own update (``FederationTwin.ingest``, no HTTP, no
+    journal) on the records a round sends, in this process: what any applier must spend."""
+    from twin import FederationTwin
+    from twin.telemetry import TelemetrySample
+
+    samples = [
+        TelemetrySample(site=site, **{k: v for k, v in smp.items() if k != "id"})
+        for site, mine in zip(sites, bodies, strict=True)
+        for body in mine
+        for smp in body["samples"]
+    ]
+    best = float("inf")
+    for _ in range(3):
+        twin = FederationTwin(fed)
+        c0 = time.process_time()
+        twin.ingest(samples)
+        best = min(best, time.process_time() - c0)
+    return best / len(samples) * 1e6
+
+
 def batches(start: float, first: int, n: int = BATCHES) -> list[list[dict[str, Any]]]:
     """``n`` batches of new samples (fresh ids, later timestamps), made in advance, dealt to
     the ``CLIENTS`` clients (each client's in time order: one site per client)."""
@@ -218,15 +261,21 @@ def main(argv: list[str] | None = None) -> int:
             counter = itertools.count(start=BATCHES, step=BATCHES)  # after the warm-up ids
             warm = batches(start - 86400.0, 0, 4 * CLIENTS)
             asyncio.run(round_service(api.url, token, warm, sites, warm=True))
+            bare_cpu, api_cpu = CpuMeter(bare.proc.pid), CpuMeter(api.proc.pid)
             for _ in range(rounds):
                 bodies = batches(start, next(counter))
-                bare_rates.append(asyncio.run(round_bare(bare.url, bodies)))
-                rate, applied, busy, ack = asyncio.run(round_service(api.url, token, bodies, sites))
+                with bare_cpu:
+                    bare_rates.append(asyncio.run(round_bare(bare.url, bodies)))
+                with api_cpu:
+                    rate, applied, busy, ack = asyncio.run(
+                        round_service(api.url, token, bodies, sites)
+                    )
                 if applied != BATCHES * BATCH:
                     raise RuntimeError(f"the twin applied {applied} of {BATCHES * BATCH} samples")
                 service_rates.append(rate)
                 ack_rates.append(ack)
                 busy_total += busy
+    twin_us = twin_us_per_sample(fed, batches(start, 0), sites)
     ratios = [s / b for s, b in zip(service_rates, bare_rates, strict=True)]
     ratio = median(ratios)
     print(
@@ -246,6 +295,20 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"machine load average (1 min): {load_start:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} cores"
+    )
+    n = rounds * BATCHES * BATCH
+    print(
+        "CPU us per sample, server / load generator: "
+        f"bare {bare_cpu.server / n * 1e6:.1f} / {bare_cpu.client / n * 1e6:.1f}, "
+        f"service {api_cpu.server / n * 1e6:.1f} / {api_cpu.client / n * 1e6:.1f}; "
+        f"the twin's update alone (FederationTwin.ingest, same records, in process) {twin_us:.1f}"
+    )
+    cores = os.cpu_count() or 1
+    need = TARGET * median(bare_rates) * (bare_cpu.server / n + twin_us * 1e-6)
+    print(
+        f"CPU the target needs: {TARGET:.1f} x {median(bare_rates):.0f} samples/s x (the bare "
+        f"server's work + the twin's update) = {need:.2f} cores, with no journal, no token and "
+        f"no load generator; this machine has {cores}"
     )
     acks = [a / b for a, b in zip(ack_rates, bare_rates, strict=True)]
     print(
