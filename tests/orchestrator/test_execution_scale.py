@@ -239,13 +239,15 @@ def test_the_local_site_is_handed_only_what_it_can_start_soon(tmp_path: Path) ->
         state = ex.step_once(rid)
         held = site.telemetry()
         assert held["running"] + held["queued"] <= 3  # 2 slots + 1 ahead
-        # recorded running: those, plus ones that just ended, recorded at the next pass
+        # recorded running: what the site held when the pass collected results (recorded
+        # until the next pass, also when it ends right after), plus as many new steps as the
+        # site had room for when the pass dispatched (all 3, if those 3 ended in between)
         handed = sum(r.state is StepState.RUNNING for r in ex.runs.steps(rid).values())
         most = max(most, handed)
         if state is not RunState.RUNNING:
             break
     assert state is RunState.DONE
-    assert most <= 5
+    assert most <= 2 * 3
     assert ex.stats.submits == n
 
 
