@@ -56,13 +56,18 @@ def generate(federation: Federation, days: int = 14, seed: int = SEED) -> list[T
             + _ar1(rng, len(hours), 0.7, 0.05 * site.cores * 3600),
         )
         price0 = site.energy_price_eur_per_kwh
+        carbon0 = site.carbon_intensity_g_per_kwh
+        if price0 is None or carbon0 is None:
+            raise SystemExit(
+                f"site {site.id!r}: the generator needs energy_price_eur_per_kwh and "
+                "carbon_intensity_g_per_kwh in the federation file"
+            )
         price = price0 * (
             1
             + 0.25 * np.cos(2 * np.pi * (hod - 19) / 24)
             + 0.08 * np.cos(2 * np.pi * (hod - 8) / 12)
             - 0.15 * weekend
         ) + _ar1(rng, len(hours), 0.9, 0.05 * price0)
-        carbon0 = site.carbon_intensity_g_per_kwh
         carbon = carbon0 * (1 + 0.2 * np.cos(2 * np.pi * (hod - 19) / 24)) + _ar1(
             rng, len(hours), 0.9, 0.05 * carbon0
         )
