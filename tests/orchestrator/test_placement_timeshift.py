@@ -69,3 +69,32 @@ def test_flat_forecasts_and_time_objectives_leave_plans_alone() -> None:
     assert timeshift(model, placed, Objective.parse("time"), 3600.0)[2] == 0
     flat = CostModel(wf, fed, static_view(fed), PlanningConstraints(deadline=3600.0))
     assert timeshift(flat, placed, Objective.parse("carbon"), 3600.0)[2] == 0
+
+
+def test_cpsat_spends_no_rounding_slack_past_the_deadline() -> None:
+    """Three 100-s steps in a chain on the cheap slow site take 300 s; the deadline is 0.05 s
+    shorter, so one must run on the dear fast site. The model's horizon carries a tick per
+    step of rounding slack past the deadline (so that plans feasible in seconds stay feasible
+    in ticks; here 100 steps, 0.1 s), enough for the all-slow chain: CP-SAT used to choose
+    it, the decoded plan broke the deadline and was thrown away for a heuristic's (status
+    ``fallback``). CP-SAT's own plan must keep the deadline and be the one returned."""
+    base = two_sites()
+    slow, fast = base.sites
+    fed = base.model_copy(
+        update={"sites": (slow, fast.model_copy(update={"price_per_core_hour": 2.0}))}
+    )
+    view = static_view(fed, horizon=2, slot_seconds=600.0)
+    chain = [
+        {"id": f"t{i}", "work": 400.0, "cores": 4, **({"after": [f"t{i - 1}"]} if i else {})}
+        for i in range(3)
+    ]
+    tiny = [{"id": f"s{i}", "work": 0.01, "constraints": {"sites": ["fast"]}} for i in range(97)]
+    wf = Workflow.from_dict({"name": "chain", "steps": chain + tiny})
+    c = PlanningConstraints(deadline=299.95)
+    for name in ("cpsat", "ilp"):
+        plan = make_planner(name, ILPSettings(time_limit=10)).plan(
+            wf, fed, view, c, Objective.parse("cost")
+        )
+        assert check_plan(plan, wf, fed, view, c) == []
+        assert not plan.metrics.status.startswith("fallback"), (name, plan.notes)
+        assert sorted(plan.site_of(f"t{i}") for i in range(3)) == ["fast", "slow", "slow"]

@@ -289,8 +289,16 @@ def solve_cpsat(
     m.minimize(sum(obj_terms))
     unhinted: int | None = None
     if incumbent is not None:
-        _hint(m, model, incumbent, start, end, present, makespan, dur, moves, scale, pieces_of)
+        hinted = _hint(
+            m, model, incumbent, start, end, present, makespan, dur, moves, scale, pieces_of
+        )
         unhinted = len(m.proto.variables) - len(m.proto.solution_hint.vars)
+        if constraints.deadline is not None:
+            # The horizon's rounding slack (a tick per step past the deadline) is there so
+            # that a plan feasible in seconds stays feasible in ticks; past what the hinted
+            # incumbent needs, a cost or carbon objective would spend it on plans that end
+            # past the real deadline once laid out in seconds (and are then thrown away).
+            m.add(makespan <= max(math.floor(constraints.deadline * scale), hinted))
     solver = cp_model.CpSolver()
     limit = settings.time_limit
     if settings.wall_limit:  # the model's building counted in the limit
@@ -530,8 +538,9 @@ def _hint(
     moves: Moves,
     scale: float,
     pieces_of: Mapping[tuple[str, str], list[tuple[Any, int, int, Any]]] | None = None,
-) -> None:
-    """Hint the incumbent as a schedule that is feasible in ticks, every variable hinted.
+) -> int:
+    """Hint the incumbent as a schedule that is feasible in ticks, every variable hinted;
+    returns its makespan in ticks.
 
     Its starts rounded would not do: with durations rounded up, a child's rounded start can
     fall a tick before its parent's rounded end, and CP-SAT then ignores the whole hint. So
@@ -606,7 +615,9 @@ def _hint(
     for (item, b), v in moves.sent.items():
         producer = model.workflow.producer(item)
         m.add_hint(v, sent_t.get((item, b), 0 if producer is None else end_t[producer]))
-    m.add_hint(makespan, max(end_t.values(), default=0))
+    hinted = max(end_t.values(), default=0)
+    m.add_hint(makespan, hinted)
+    return hinted
 
 
 def _source(model: CostModel, item: str, site_of: Mapping[str, str]) -> str | None:
