@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 from benchmarks.bench_api import ServerProcess, _keys_and_token
+from benchmarks.bench_transfer import cpu_seconds
 from federation.api.routers.telemetry import Batch  # the service's model, for the bare route
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,12 +85,6 @@ class BareServer(ServerProcess):
         self.url = f"http://127.0.0.1:{json.loads(line)['port']}"
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) the process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds of a server process and of this process (the load generator)."""
 
@@ -98,11 +93,11 @@ class CpuMeter:
         self.server = self.client = 0.0
 
     def __enter__(self) -> CpuMeter:
-        self._s0, self._c0 = _cpu_s(self.pid), time.process_time()
+        self._s0, self._c0 = cpu_seconds([self.pid]), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server += _cpu_s(self.pid) - self._s0
+        self.server += cpu_seconds([self.pid]) - self._s0
         self.client += time.process_time() - self._c0
 
 

@@ -610,8 +610,11 @@ def _ingest_costs(
                 )
             t = tk
 
-    def run_bare() -> None:
-        """The textbook equations inline (S inverted)."""
+    def textbook(bounded: bool) -> None:
+        """The textbook equations inline (S inverted); ``bounded``: then the model's bounds,
+        the estimate projected onto ``lo <= D x <= hi`` in the ``P^-1`` metric (Simon and
+        Chia) when it left them (one bound, the usual case: ``x - P d (d x - b) / (d P d)``,
+        without a solve)."""
         x, P, t = x0.copy(), P0.copy(), t0
         for k, tk in enumerate(times):
             A, Q = model.transition(tk - t)
@@ -627,25 +630,8 @@ def _ingest_costs(
                 P = P - K @ PHT.T
                 P = 0.5 * (P + P.T)
             t = tk
-
-    def run_bounded() -> None:
-        """The textbook equations inline, then the model's bounds: the estimate projected
-        onto ``lo <= D x <= hi`` in the ``P^-1`` metric (Simon and Chia) when it left them
-        (one bound, the usual case: ``x - P d (d x - b) / (d P d)``, without a solve)."""
-        x, P, t = x0.copy(), P0.copy(), t0
-        for k, tk in enumerate(times):
-            A, Q = model.transition(tk - t)
-            x = A @ x
-            P = A @ P @ A.T + Q
-            rows = np.flatnonzero(keep[k])  # the sample's mask, as it arrives
-            if len(rows):
-                H, R = model.H[rows], model.R[np.ix_(rows, rows)]
-                y = vals[k, rows] - H @ x
-                PHT = P @ H.T
-                K = PHT @ np.linalg.inv(H @ PHT + R)
-                x = x + K @ y
-                P = P - K @ PHT.T
-                P = 0.5 * (P + P.T)
+            if not bounded:
+                continue
             v = (D @ x).tolist()  # three numbers: compared in Python, cheaper than numpy
             out = [i for i, a in enumerate(v) if a < lo_l[i] or a > hi_l[i]]
             if len(out) == 1:  # one bound violated: the rank-one correction, no solve
@@ -657,7 +643,12 @@ def _ingest_costs(
                 Da = D[out]
                 da = np.clip(np.array(v)[out], lo[out], hi[out])
                 x = x - P @ Da.T @ np.linalg.solve(Da @ P @ Da.T, Da @ x - da)
-            t = tk
+
+    def run_bare() -> None:
+        textbook(bounded=False)
+
+    def run_bounded() -> None:
+        textbook(bounded=True)
 
     def run_diag() -> None:
         """The twin's arithmetic inline: diagonal S, and the NIS it tests."""
