@@ -196,7 +196,7 @@ def case_rows(
         # broke a limit once laid out) carries CP-SAT's proof of a model it does not keep
         proved = (
             opt.plan is not None
-            and not opt.plan.metrics.status.startswith("fallback")
+            and opt.plan.metrics.fallback is None
             and any(n.startswith("cp-sat: OPTIMAL") for n in opt.plan.notes)
         )
         if not proved:
