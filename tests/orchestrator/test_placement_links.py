@@ -320,3 +320,55 @@ def test_the_cpsat_hint_is_a_solution_of_its_model(objective: str) -> None:
     # and complete: every variable hinted, the linear pieces of time-varying cost and carbon
     # too (CP-SAT otherwise searches for the missing values before it has the incumbent)
     assert res.unhinted == 0
+
+
+def test_cpsat_runs_only_neighbourhood_search_from_lns_only_steps_with_a_complete_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From ``lns_only_steps`` steps on, with a hint that sets every variable, both workers
+    improve the incumbent (``use_lns_only``: the parameter reaches the real solver); below
+    it, or with no hint to improve, CP-SAT's default portfolio. The optimiser passes its
+    own setting (150 by default) and says so in its notes; the ``cpsat`` planner, the
+    benchmark's reference, keeps the default portfolio."""
+    from ortools.sat.python import cp_model
+
+    from orchestrator import ILPSettings, make_planner
+    from orchestrator.placement.planners.cpsat import CPSATSettings, solve_cpsat
+    from orchestrator.placement.planners.incumbent import incumbents
+
+    seen: list[bool] = []
+    solve = cp_model.CpSolver.solve
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(bool(self.parameters.use_lns_only))
+        return solve(self, *args, **kwargs)
+
+    monkeypatch.setattr(cp_model.CpSolver, "solve", spy)
+    fed = three_sites(2e6)
+    wf = free_consumers(4)
+    view = varying_view(fed, 1)
+    heft = HEFTPlanner().plan(wf, fed, view, PlanningConstraints(), Objective())
+    c = PlanningConstraints(deadline=1.3 * heft.metrics.makespan_s)
+    model = CostModel(wf, fed, view, c)
+    obj = Objective.parse("carbon")
+    inc = incumbents(model, obj)
+    hint = inc.best(obj)
+    assert hint is not None
+    n = len(model.steps)
+    for steps, start, expected in ((n, hint, True), (n + 1, hint, False), (1, None, False)):
+        cfg = CPSATSettings(time_limit=2.0, lns_only_steps=steps)
+        res = solve_cpsat(model, obj, inc.ref, start, cfg)
+        assert res.lns_only is expected, (steps, start is None)
+        assert seen[-1] is expected, (steps, start is None)
+        assert res.plan is not None, res.reason
+        assert check_plan(res.plan, wf, fed, view, c) == []
+        if start is not None:  # the search starts from the incumbent and keeps it at worst
+            assert res.plan.metrics.carbon_kg <= hint.metrics.carbon_kg * (1 + 1e-6)
+    opt = make_planner("ilp", ILPSettings(time_limit=3.0, lns_only_steps=1)).plan(
+        wf, fed, view, c, obj
+    )
+    assert any(m.startswith("cp-sat:") and m.endswith("(LNS only)") for m in opt.notes)
+    assert seen[-1] is True
+    assert ILPSettings().lns_only_steps == 150
+    make_planner("cpsat", ILPSettings(time_limit=2.0)).plan(wf, fed, view, c, obj)
+    assert seen[-1] is False

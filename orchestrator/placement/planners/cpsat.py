@@ -106,12 +106,19 @@ class CPSATSettings:
     """The time spent building the model counts in ``time_limit`` (the optimiser's: a second
     on 472 steps under load, which the descent from its chosen plan would otherwise lose);
     otherwise the search alone gets ``time_limit`` (the benchmark's reference)."""
+    lns_only_steps: int | None = None
+    """From this many steps on, when the incumbent hints every variable, every worker
+    improves the incumbent by large neighbourhood search (``use_lns_only``) instead of one
+    running the full search with the LP (CP-SAT's default portfolio, which proves small
+    models optimal). ``None``: the default portfolio always (the benchmark's reference)."""
 
     def __post_init__(self) -> None:
         if self.time_limit <= 0:
             raise ValueError("time_limit must be > 0 seconds")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.lns_only_steps is not None and self.lns_only_steps < 1:
+            raise ValueError(f"lns_only_steps must be >= 1 or None, got {self.lns_only_steps}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,8 @@ class CPSATResult:
     """Variables of the model the incumbent's hint left without a value (None: no hint).
     CP-SAT has the incumbent at once only when this is 0; otherwise it searches for the
     missing values first."""
+    lns_only: bool = False
+    """Whether every worker ran large neighbourhood search (``CPSATSettings.lns_only_steps``)."""
 
 
 def solve_cpsat(
@@ -312,17 +321,27 @@ def solve_cpsat(
     solver.parameters.cp_model_probing_level = 0
     if settings.fix_hint:
         solver.parameters.fix_variables_to_their_hinted_value = True
+    lns_only = (
+        settings.lns_only_steps is not None
+        and len(model.steps) >= settings.lns_only_steps
+        and unhinted == 0
+    )
+    if lns_only:
+        solver.parameters.use_lns_only = True
     if progress is not None:
         progress(
             f"CP-SAT: {len(model.steps)} steps x {len(model.sites)} sites, "
             f"limit {settings.time_limit:.0f} s, {settings.workers} workers"
+            + (", LNS only" if lns_only else "")
         )
     status = solver.solve(m)
     name = solver.status_name(status)
     wall = time.perf_counter() - t_start
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         why = "proved infeasible" if status == cp_model.INFEASIBLE else "no solution in time"
-        return CPSATResult(name, wall, None, reason=f"cp-sat: {name} ({why})", unhinted=unhinted)
+        return CPSATResult(
+            name, wall, None, reason=f"cp-sat: {name} ({why})", unhinted=unhinted, lns_only=lns_only
+        )
     site_of = {j: s for (j, s), b in present.items() if solver.boolean_value(b)}
     t_of = {j: solver.value(start[j]) / scale for j in start}
     plan = decode(model, objective, ref, site_of, t_of, bool(varying))
@@ -337,8 +356,9 @@ def solve_cpsat(
             bound,
             "cp-sat's solution breaks a limit or a buffer once list-scheduled",
             unhinted,
+            lns_only,
         )
-    return CPSATResult(name, wall, plan, value, bound, unhinted=unhinted)
+    return CPSATResult(name, wall, plan, value, bound, unhinted=unhinted, lns_only=lns_only)
 
 
 def decode(

@@ -80,7 +80,10 @@ class ILPSettings:
     incumbent before the engines, for the makespan (under a budget or not); ``descent_share``: the
     share (at most ``descent_seconds``) of the slack descents among the starts under a
     deadline; ``polish_share``: the share kept from CP-SAT (at most ``descent_seconds``)
-    for a slack descent from the chosen plan under a deadline (``polish``).
+    for a slack descent from the chosen plan under a deadline (``polish``);
+    ``lns_only_steps``: from this many steps on, CP-SAT's workers all improve the incumbent by
+    large neighbourhood search (``CPSATSettings.lns_only_steps``; ``None``: its default
+    portfolio).
     """
 
     solver: str = "highs"
@@ -97,6 +100,7 @@ class ILPSettings:
     polish_share: float = 0.1
     threads: int = 1
     workers: int = 2
+    lns_only_steps: int | None = 150
     msg: bool = False
 
     def __post_init__(self) -> None:
@@ -118,6 +122,8 @@ class ILPSettings:
             raise ValueError("polish_share must be in [0, 1)")
         if self.descent_seconds < 0:
             raise ValueError("descent_seconds must be >= 0")
+        if self.lns_only_steps is not None and self.lns_only_steps < 1:
+            raise ValueError("lns_only_steps must be >= 1 or None")
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
@@ -195,11 +201,15 @@ class ILPPlanner(ModelPlanner):
                 continue
             else:
                 cp = CPSATSettings(
-                    time_limit=max(0.1, left - polish), workers=cfg.workers, wall_limit=polish > 0
+                    time_limit=max(0.1, left - polish),
+                    workers=cfg.workers,
+                    wall_limit=polish > 0,
+                    lns_only_steps=cfg.lns_only_steps,
                 )
                 hint = _best_of([*produced, *([best] if best else [])], objective, ref)
                 res = solve_cpsat(model, objective, ref, hint, cp, self.progress)
-                notes.append(f"cp-sat: {res.status}, {res.wall_s:.2f} s")
+                lns = " (LNS only)" if res.lns_only else ""
+                notes.append(f"cp-sat: {res.status}, {res.wall_s:.2f} s{lns}")
                 decoded, why = res.plan, res.reason
                 infeasible = infeasible or res.status == "INFEASIBLE"
             if decoded is not None:
