@@ -329,7 +329,9 @@ def test_cpsat_runs_only_neighbourhood_search_from_lns_only_steps_with_a_complet
     improve the incumbent (``use_lns_only``: the parameter reaches the real solver); below
     it, or with no hint to improve, CP-SAT's default portfolio. The optimiser passes its
     own setting (150 by default) and says so in its notes; the ``cpsat`` planner, the
-    benchmark's reference, keeps the default portfolio."""
+    benchmark's reference, keeps the default portfolio. With LNS only, each search has the
+    optimiser's shorter deterministic limit (``lns_deterministic_limit``, 0.03); otherwise
+    CP-SAT's own (0.1)."""
     from ortools.sat.python import cp_model
 
     from orchestrator import ILPSettings, make_planner
@@ -337,10 +339,12 @@ def test_cpsat_runs_only_neighbourhood_search_from_lns_only_steps_with_a_complet
     from orchestrator.placement.planners.incumbent import incumbents
 
     seen: list[bool] = []
+    limits: list[float] = []
     solve = cp_model.CpSolver.solve
 
     def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
         seen.append(bool(self.parameters.use_lns_only))
+        limits.append(self.parameters.lns_initial_deterministic_limit)
         return solve(self, *args, **kwargs)
 
     monkeypatch.setattr(cp_model.CpSolver, "solve", spy)
@@ -356,10 +360,11 @@ def test_cpsat_runs_only_neighbourhood_search_from_lns_only_steps_with_a_complet
     assert hint is not None
     n = len(model.steps)
     for steps, start, expected in ((n, hint, True), (n + 1, hint, False), (1, None, False)):
-        cfg = CPSATSettings(time_limit=2.0, lns_only_steps=steps)
+        cfg = CPSATSettings(time_limit=2.0, lns_only_steps=steps, lns_deterministic_limit=0.02)
         res = solve_cpsat(model, obj, inc.ref, start, cfg)
         assert res.lns_only is expected, (steps, start is None)
         assert seen[-1] is expected, (steps, start is None)
+        assert limits[-1] == pytest.approx(0.02 if expected else 0.1), (steps, start is None)
         assert res.plan is not None, res.reason
         assert check_plan(res.plan, wf, fed, view, c) == []
         if start is not None:  # the search starts from the incumbent and keeps it at worst
@@ -369,6 +374,11 @@ def test_cpsat_runs_only_neighbourhood_search_from_lns_only_steps_with_a_complet
     )
     assert any(m.startswith("cp-sat:") and m.endswith("(LNS only)") for m in opt.notes)
     assert seen[-1] is True
+    assert limits[-1] == pytest.approx(0.03)
     assert ILPSettings().lns_only_steps == 150
     make_planner("cpsat", ILPSettings(time_limit=2.0)).plan(wf, fed, view, c, obj)
     assert seen[-1] is False
+    assert limits[-1] == pytest.approx(0.1)
+    for kind in (ILPSettings, CPSATSettings):
+        with pytest.raises(ValueError, match="lns_deterministic_limit must be > 0"):
+            kind(lns_deterministic_limit=0.0)

@@ -83,7 +83,8 @@ class ILPSettings:
     for a slack descent from the chosen plan under a deadline (``polish``);
     ``lns_only_steps``: from this many steps on, CP-SAT's workers all improve the incumbent by
     large neighbourhood search (``CPSATSettings.lns_only_steps``; ``None``: its default
-    portfolio).
+    portfolio), each search limited to ``lns_deterministic_limit`` deterministic seconds
+    (``CPSATSettings.lns_deterministic_limit``; ``None``: CP-SAT's 0.1).
     """
 
     solver: str = "highs"
@@ -101,6 +102,7 @@ class ILPSettings:
     threads: int = 1
     workers: int = 2
     lns_only_steps: int | None = 150
+    lns_deterministic_limit: float | None = 0.03
     msg: bool = False
 
     def __post_init__(self) -> None:
@@ -124,6 +126,8 @@ class ILPSettings:
             raise ValueError("descent_seconds must be >= 0")
         if self.lns_only_steps is not None and self.lns_only_steps < 1:
             raise ValueError("lns_only_steps must be >= 1 or None")
+        if self.lns_deterministic_limit is not None and self.lns_deterministic_limit <= 0:
+            raise ValueError("lns_deterministic_limit must be > 0 or None")
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
@@ -205,6 +209,7 @@ class ILPPlanner(ModelPlanner):
                     workers=cfg.workers,
                     wall_limit=polish > 0,
                     lns_only_steps=cfg.lns_only_steps,
+                    lns_deterministic_limit=cfg.lns_deterministic_limit,
                 )
                 hint = _best_of([*produced, *([best] if best else [])], objective, ref)
                 res = solve_cpsat(model, objective, ref, hint, cp, self.progress)
