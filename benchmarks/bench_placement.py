@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m benchmarks placement [--quick]`` (or
 ``python -m benchmarks.bench_placement [--quick] [--seconds S] [--ref-seconds S]
-[--instances a,b] [--federations x,y] [--no-batch] [--cases 'time $B,...']``).
+[--instances a,b] [--federations x,y] [--no-batch] [--cases 'time $B,...'] [--ref-seeds N]``).
 Needs ``../shared/data`` (the WfCommons instances and the hourly series).
 
 Federations: the capacity-bound ones shipped in ``examples/federations/`` (58 and 60
@@ -20,7 +20,9 @@ time under ``B``, carbon at 1.5x under ``B``, rows marked ``$B``; a known plan k
 limits, so every case is feasible): HEFT, greedy, market, the optimiser (``ilp``: the best
 heuristic, the MILP and CP-SAT, ``--seconds``) and the reference (CP-SAT alone,
 ``--ref-seconds``, hinted with the best heuristic plan, same run; skipped when the
-optimiser's CP-SAT already proved its model optimal), with planning times. The best known
+optimiser's CP-SAT already proved its model optimal; with ``--ref-seeds N``, N runs with CP-SAT's
+seeds 0 to N-1, its cell showing the best and its worst draw's ratio to the best known), with
+planning times. The best known
 value of the objective's criterion is the lowest over every plan of the row that keeps the
 deadline and passes the checker; ``ratio`` is the optimiser's value over it. Targets on the
 capacity-bound federations: makespan ratio <= 1.01, carbon and cost ratios <= 1.02. A
@@ -50,6 +52,7 @@ from orchestrator import (
     make_planner,
 )
 from orchestrator.placement import merge_workflows
+from orchestrator.placement.planners import CPSATPlanner, CPSATSettings
 from orchestrator.placement.planners.cpsat import cpsat_unavailable
 from twin.state import Forecast, SiteView, static_view
 
@@ -130,13 +133,19 @@ def run(
     c: PlanningConstraints,
     objective: str,
     seconds: float = 20.0,
+    seed: int = 0,
 ) -> Run:
-    """One planner's plan, its wall time and the checker's verdict (a failure is a row)."""
+    """One planner's plan, its wall time and the checker's verdict (a failure is a row).
+    ``seed``: CP-SAT's random seed for the reference (``cpsat``)."""
     t0 = time.perf_counter()
+    settings = ILPSettings(time_limit=seconds)
+    planner = (
+        CPSATPlanner(CPSATSettings(time_limit=seconds, workers=settings.workers, seed=seed))
+        if name == "cpsat"
+        else make_planner(name, settings)
+    )
     try:
-        plan = make_planner(name, ILPSettings(time_limit=seconds)).plan(
-            wf, fed, view, c, Objective.parse(objective)
-        )
+        plan = planner.plan(wf, fed, view, c, Objective.parse(objective))
     except Exception as exc:  # a planner that cannot keep the limits: its row says why
         return Run(None, time.perf_counter() - t0, f"none: {type(exc).__name__}")
     secs = time.perf_counter() - t0
@@ -162,6 +171,29 @@ def value(r: Run, objective: str) -> float | None:
     return float(getattr(r.plan.metrics, CRITERION[objective]))
 
 
+def reference_draws(
+    wf: Workflow,
+    fed: Federation,
+    view: SiteView,
+    c: PlanningConstraints,
+    objective: str,
+    seconds: float,
+    seeds: int,
+) -> tuple[Run, list[float]]:
+    """The reference run with CP-SAT's seeds ``0 .. seeds-1``: the draw with the best value
+    (the first when none has one) and the values of the draws that kept the limits. One
+    draw of a 60 s CP-SAT run on a few hundred steps is luck as much as search: on
+    montage-dss-10d carbon @1.5x under ``B`` three seeds gave 0.0080, 0.0082 and 0.0092 kg."""
+    draws = [run("cpsat", wf, fed, view, c, objective, seconds, seed) for seed in range(seeds)]
+    values = [v for r in draws if (v := value(r, objective)) is not None]
+
+    def rank(r: Run) -> tuple[bool, float]:
+        v = value(r, objective)
+        return (v is None, 0.0 if v is None else v)
+
+    return min(draws, key=rank), values
+
+
 def case_rows(
     label: str,
     wf: Workflow,
@@ -171,8 +203,10 @@ def case_rows(
     ref_seconds: float,
     bound: bool,
     cases: tuple[tuple[str, float | None, bool], ...] = CASES,
+    ref_seeds: int = 1,
 ) -> tuple[list[list[str]], list[str], int]:
-    """Rows of one instance on one federation; missed targets; checker failures."""
+    """Rows of one instance on one federation; missed targets; checker failures. The
+    reference runs ``ref_seeds`` times (``reference_draws``)."""
     rows: list[list[str]] = []
     missed: list[str] = []
     failures = 0
@@ -199,8 +233,11 @@ def case_rows(
             and opt.plan.metrics.fallback is None
             and any(n.startswith("cp-sat: OPTIMAL") for n in opt.plan.notes)
         )
+        draws: list[float] = []
         if not proved:
-            runs["cpsat"] = run("cpsat", wf, fed, view, c, objective, ref_seconds)
+            runs["cpsat"], draws = reference_draws(
+                wf, fed, view, c, objective, ref_seconds, ref_seeds
+            )
         failures += sum(r.check.startswith("FAIL") for r in runs.values())
         known = [v for r in runs.values() if (v := value(r, objective)) is not None]
         best = min(known) if known else None
@@ -208,15 +245,24 @@ def case_rows(
         ratio = mine / best if mine is not None and best else None
         ok = ratio is not None and ratio <= TARGET[objective] + 1e-9
         case = case_name(objective, factor, capped)
+        spread = worst = ""  # the reference's own draws against the best known
+        if len(draws) > 1 and best:
+            spread = f"{min(draws) / best:.3f} to {max(draws) / best:.3f}"
+            worst = f"; {len(draws)} draws, worst {max(draws) / best:.3f}"
         if bound and not ok:
-            missed.append(f"{name} {case}: ratio {ratio}")
+            within = f" (the reference's {len(draws)} draws: {spread})" if spread else ""
+            missed.append(f"{name} {case}: ratio {ratio}{within}")
 
-        def cell(name: str, runs: dict[str, Run] = runs, objective: str = objective) -> str:
+        def cell(
+            name: str, runs: dict[str, Run] = runs, objective: str = objective, worst: str = worst
+        ) -> str:
             r = runs.get(name)
             if r is None:
                 return "proved by ilp"
             v = value(r, objective)
-            return "-" if v is None else f"{v:.5g} ({r.seconds:.1f}s)"
+            if v is None:
+                return "-"
+            return f"{v:.5g} ({r.seconds:.1f}s{worst if name == 'cpsat' else ''})"
 
         rows.append(
             [
@@ -289,7 +335,16 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated case labels, e.g. 'time $B,carbon @1.5x $B' (default: all)",
     )
+    ap.add_argument(
+        "--ref-seeds",
+        type=int,
+        default=1,
+        help="runs of the reference with CP-SAT's seeds 0..N-1; the best is the reference",
+    )
     args = ap.parse_args(argv or [])
+    if args.ref_seeds < 1:
+        print(f"--ref-seeds must be >= 1, got {args.ref_seeds}")
+        return 2
     seconds = args.seconds or (5.0 if args.quick else 20.0)
     ref_seconds = args.ref_seconds or (15.0 if args.quick else 60.0)
     folder = SHARED / "wfinstances"
@@ -328,7 +383,15 @@ def main(argv: list[str] | None = None) -> int:
         for f in files:
             wf = load_workflow(f)
             r, m, n = case_rows(
-                f"{f.stem[:30]} ({len(wf)})", wf, fed, view, seconds, ref_seconds, True, cases
+                f"{f.stem[:30]} ({len(wf)})",
+                wf,
+                fed,
+                view,
+                seconds,
+                ref_seconds,
+                True,
+                cases,
+                args.ref_seeds,
             )
             rows += r
             missed += m
@@ -357,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         ref_seconds,
         True,
         cases,
+        args.ref_seeds,
     )
     missed += m
     failures += n
