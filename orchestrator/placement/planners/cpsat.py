@@ -30,7 +30,10 @@ optimiser's, from 150 steps) and a hint that sets every variable, both workers i
 incumbent by large neighbourhood search, each search stopped after ``lns_deterministic_limit``
 of CP-SAT's deterministic seconds (the optimiser's 0.03); otherwise one of them runs the full
 search with the LP relaxation, which proves small models optimal but on a few hundred steps
-found nothing in seconds. Its solution is decoded by list scheduling the chosen sites in the
+found nothing in seconds. When neighbourhood search alone has found nothing better than the
+incumbent in ``lns_stall_share`` of the time (the optimiser's half), the rest goes to the
+default portfolio from the same hint: its LP solutions guide the neighbourhoods (RINS) that
+found montage-dss-10d's better plans under a budget. Its solution is decoded by list scheduling the chosen sites in the
 order of the model's starts (no step starts later than in the model; in cost- or
 carbon-driven objectives no earlier either), time-shifted and checked against the limits and
 the buffers. When the held starts break a limit once laid out (the model's rounded durations
@@ -122,6 +125,12 @@ class CPSATSettings:
     0.1). On the largest models a search of 0.1 deterministic seconds took 9 s of wall time
     (seismology-1000p: the cumulative constraints' propagation is not all counted), so the
     optimiser asks for shorter ones."""
+    lns_stall_share: float | None = None
+    """With every worker on neighbourhood search, when no plan better than the hint is found
+    in this share of the time limit, the search stops and the rest of the time goes to
+    CP-SAT's default portfolio from the same hint: its full search with the LP relaxation,
+    whose LP solutions guide the neighbourhoods that search alone has not (RINS). ``None``:
+    neighbourhood search to the end."""
 
     def __post_init__(self) -> None:
         if self.time_limit <= 0:
@@ -133,6 +142,10 @@ class CPSATSettings:
         if self.lns_deterministic_limit is not None and self.lns_deterministic_limit <= 0:
             raise ValueError(
                 f"lns_deterministic_limit must be > 0 or None, got {self.lns_deterministic_limit}"
+            )
+        if self.lns_stall_share is not None and not 0 < self.lns_stall_share < 1:
+            raise ValueError(
+                f"lns_stall_share must be in (0, 1) or None, got {self.lns_stall_share}"
             )
 
 
@@ -152,6 +165,10 @@ class CPSATResult:
     missing values first."""
     lns_only: bool = False
     """Whether every worker ran large neighbourhood search (``CPSATSettings.lns_only_steps``)."""
+    stalled_s: float | None = None
+    """Seconds of search after which neighbourhood search, having found no plan better than
+    the hint, gave the rest of the time to the default portfolio
+    (``CPSATSettings.lns_stall_share``); None: it did not."""
 
 
 def solve_cpsat(
@@ -323,19 +340,10 @@ def solve_cpsat(
             # incumbent needs, a cost or carbon objective would spend it on plans that end
             # past the real deadline once laid out in seconds (and are then thrown away).
             m.add(makespan <= max(math.floor(constraints.deadline * scale), hinted))
-    solver = cp_model.CpSolver()
     limit = settings.time_limit
     if settings.wall_limit:  # the model's building counted in the limit
         limit = max(0.1, limit - (time.perf_counter() - t_start))
-    solver.parameters.max_time_in_seconds = limit
-    solver.parameters.num_workers = settings.workers
-    solver.parameters.random_seed = settings.seed
-    # probing in presolve took seconds on a few hundred steps before the search even met
-    # the hint; without it the hint is a solution 2 to 7 times sooner (measured on
-    # epigenomics-ilmn, 263 steps, regional-4) and the plans at 20 s are as good or better
-    solver.parameters.cp_model_probing_level = 0
-    if settings.fix_hint:
-        solver.parameters.fix_variables_to_their_hinted_value = True
+    solver = _solver(settings, limit)
     lns_only = (
         settings.lns_only_steps is not None
         and len(model.steps) >= settings.lns_only_steps
@@ -351,13 +359,32 @@ def solve_cpsat(
             f"limit {settings.time_limit:.0f} s, {settings.workers} workers"
             + (", LNS only" if lns_only else "")
         )
-    status = solver.solve(m)
+    stalled: float | None = None
+    if lns_only and settings.lns_stall_share is not None:
+        status, stalled = _solve_watched(solver, m, settings.lns_stall_share * limit)
+        if stalled is not None:
+            rest = max(0.1, limit - stalled)
+            if progress is not None:
+                progress(
+                    f"CP-SAT: no plan better than the hint after {stalled:.1f} s of "
+                    f"neighbourhood search; the default portfolio for {rest:.1f} s"
+                )
+            solver = _solver(settings, rest)
+            status = solver.solve(m)
+    else:
+        status = solver.solve(m)
     name = solver.status_name(status)
     wall = time.perf_counter() - t_start
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         why = "proved infeasible" if status == cp_model.INFEASIBLE else "no solution in time"
         return CPSATResult(
-            name, wall, None, reason=f"cp-sat: {name} ({why})", unhinted=unhinted, lns_only=lns_only
+            name,
+            wall,
+            None,
+            reason=f"cp-sat: {name} ({why})",
+            unhinted=unhinted,
+            lns_only=lns_only,
+            stalled_s=stalled,
         )
     site_of = {j: s for (j, s), b in present.items() if solver.boolean_value(b)}
     t_of = {j: solver.value(start[j]) / scale for j in start}
@@ -374,8 +401,72 @@ def solve_cpsat(
             "cp-sat's solution breaks a limit or a buffer once list-scheduled",
             unhinted,
             lns_only,
+            stalled,
         )
-    return CPSATResult(name, wall, plan, value, bound, unhinted=unhinted, lns_only=lns_only)
+    return CPSATResult(
+        name, wall, plan, value, bound, unhinted=unhinted, lns_only=lns_only, stalled_s=stalled
+    )
+
+
+def _solver(settings: CPSATSettings, limit: float) -> Any:
+    """A CP-SAT solver with the engine's parameters and ``limit`` seconds."""
+    from ortools.sat.python import cp_model
+
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = limit
+    solver.parameters.num_workers = settings.workers
+    solver.parameters.random_seed = settings.seed
+    # probing in presolve took seconds on a few hundred steps before the search even met
+    # the hint; without it the hint is a solution 2 to 7 times sooner (measured on
+    # epigenomics-ilmn, 263 steps, regional-4) and the plans at 20 s are as good or better
+    solver.parameters.cp_model_probing_level = 0
+    if settings.fix_hint:
+        solver.parameters.fix_variables_to_their_hinted_value = True
+    return solver
+
+
+def _solve_watched(solver: Any, m: Any, after: float) -> tuple[Any, float | None]:
+    """Solve ``m``; stop the search ``after`` seconds when no solution better than the first
+    (the complete hint's) was found by then. The status, and the seconds after which the
+    search was stopped (None: it ran to its end)."""
+    import threading
+
+    from ortools.sat.python import cp_model
+
+    class Watch(cp_model.CpSolverSolutionCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first: float | None = None
+            self.improved = False
+
+        def on_solution_callback(self) -> None:
+            v = self.objective_value
+            if self.first is None:
+                self.first = v
+            elif v < self.first - 0.5:  # integer objective: strictly better
+                self.improved = True
+
+    watch = Watch()
+    lock = threading.Lock()
+    done = False
+    stalled: list[float] = []
+    t0 = time.perf_counter()
+
+    def check() -> None:
+        with lock:
+            if not done and not watch.improved:
+                stalled.append(time.perf_counter() - t0)
+                solver.stop_search()
+
+    timer = threading.Timer(after, check)
+    timer.start()
+    try:
+        status = solver.solve(m, watch)
+    finally:
+        with lock:
+            done = True
+        timer.cancel()
+    return status, (stalled[0] if stalled and status == cp_model.FEASIBLE else None)
 
 
 def decode(

@@ -84,7 +84,9 @@ class ILPSettings:
     ``lns_only_steps``: from this many steps on, CP-SAT's workers all improve the incumbent by
     large neighbourhood search (``CPSATSettings.lns_only_steps``; ``None``: its default
     portfolio), each search limited to ``lns_deterministic_limit`` deterministic seconds
-    (``CPSATSettings.lns_deterministic_limit``; ``None``: CP-SAT's 0.1).
+    (``CPSATSettings.lns_deterministic_limit``; ``None``: CP-SAT's 0.1); when that search
+    finds no plan better than the incumbent in ``lns_stall_share`` of CP-SAT's time, the rest
+    goes to CP-SAT's default portfolio (``CPSATSettings.lns_stall_share``; ``None``: never).
     """
 
     solver: str = "highs"
@@ -103,6 +105,7 @@ class ILPSettings:
     workers: int = 2
     lns_only_steps: int | None = 150
     lns_deterministic_limit: float | None = 0.03
+    lns_stall_share: float | None = 0.5
     msg: bool = False
 
     def __post_init__(self) -> None:
@@ -128,6 +131,8 @@ class ILPSettings:
             raise ValueError("lns_only_steps must be >= 1 or None")
         if self.lns_deterministic_limit is not None and self.lns_deterministic_limit <= 0:
             raise ValueError("lns_deterministic_limit must be > 0 or None")
+        if self.lns_stall_share is not None and not 0 < self.lns_stall_share < 1:
+            raise ValueError("lns_stall_share must be in (0, 1) or None")
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
@@ -210,10 +215,16 @@ class ILPPlanner(ModelPlanner):
                     wall_limit=polish > 0,
                     lns_only_steps=cfg.lns_only_steps,
                     lns_deterministic_limit=cfg.lns_deterministic_limit,
+                    lns_stall_share=cfg.lns_stall_share,
                 )
                 hint = _best_of([*produced, *([best] if best else [])], objective, ref)
                 res = solve_cpsat(model, objective, ref, hint, cp, self.progress)
                 lns = " (LNS only)" if res.lns_only else ""
+                if res.stalled_s is not None:
+                    lns = (
+                        f" (LNS only, then the default portfolio from {res.stalled_s:.1f} s: "
+                        "no better plan by then)"
+                    )
                 notes.append(f"cp-sat: {res.status}, {res.wall_s:.2f} s{lns}")
                 decoded, why = res.plan, res.reason
                 infeasible = infeasible or res.status == "INFEASIBLE"
