@@ -23,25 +23,25 @@ total load per site (the MILP's) cannot see it. CP-SAT schedules exactly that:
 * objective: ``sum_t w_t f_t / ref_t`` scaled to integers.
 
 The solver is hinted with the incumbent (the best heuristic plan; not with ``repair_hint``:
-with two workers OR-Tools 9.15 aborted the process,
-``Check failed: heuristics.fixed_search != nullptr``, on the second solve of a process) and
-stops at its time limit or when it proves its model optimal. With ``lns_only_steps`` (the
-optimiser's, from 150 steps) and a hint that sets every variable, both workers improve the
-incumbent by large neighbourhood search, each search stopped after ``lns_deterministic_limit``
-of CP-SAT's deterministic seconds (the optimiser's 0.03); otherwise one of them runs the full
-search with the LP relaxation, which proves small models optimal but on a few hundred steps
-found nothing in seconds. When neighbourhood search alone has found nothing better than the
-incumbent in ``lns_stall_share`` of the time (the optimiser's half), the rest goes to the
-default portfolio from the same hint: its LP solutions guide the neighbourhoods (RINS) that
-found montage-dss-10d's better plans under a budget. Its solution is decoded by list scheduling the chosen sites in the
-order of the model's starts (no step starts later than in the model; in cost- or
-carbon-driven objectives no earlier either), time-shifted and checked against the limits and
-the buffers. When the held starts break a limit once laid out (the model's rounded durations
-and transfers are not the list scheduler's), the same sites in the same order are laid out as
-early as the pools allow and time-shifted again: on regional-4 at 5 s this turned fallbacks
-to a heuristic (rnaseq cost at 1.1x HEFT's makespan: 2.08x the best known) into plans within
-2 % of it. The plan is kept only if it beats the incumbent (the MILP's solution is decoded
-the same way).
+with two workers OR-Tools 9.15 aborted the process, ``Check failed: heuristics.fixed_search
+!= nullptr``, on the second solve of a process) and stops at its time limit or when it
+proves its model optimal. With ``lns_only_steps`` (the optimiser's, from 150 steps) and a
+hint that sets every variable, both workers improve the incumbent by large neighbourhood
+search, each search stopped after ``lns_deterministic_limit`` of CP-SAT's deterministic
+seconds (the optimiser's 0.03); otherwise one of them runs the full search with the LP
+relaxation, which proves small models optimal but on a few hundred steps found nothing in
+seconds. When neighbourhood search alone has found nothing better than the incumbent in
+``lns_stall_share`` of the time (the optimiser's half), the rest goes to the default
+portfolio from the same hint: its LP solutions guide the neighbourhoods (RINS) that found
+montage-dss-10d's better plans under a budget. Its solution is decoded by list scheduling
+the chosen sites in the order of the model's starts (no step starts later than in the model;
+in cost- or carbon-driven objectives no earlier either), time-shifted and checked against
+the limits and the buffers. When the held starts break a limit once laid out (the model's
+rounded durations and transfers are not the list scheduler's), the same sites in the same
+order are laid out as early as the pools allow and time-shifted again: on regional-4 at 5 s
+this turned fallbacks to a heuristic (rnaseq cost at 1.1x HEFT's makespan: 2.08x the best
+known) into plans within 2 % of it. The plan is kept only if it beats the incumbent (the
+MILP's solution is decoded the same way).
 """
 
 from __future__ import annotations
