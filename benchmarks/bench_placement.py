@@ -183,7 +183,7 @@ def reference_draws(
     """The reference run with CP-SAT's seeds ``0 .. seeds-1``: the draw with the best value
     (the first when none has one) and the values of the draws that kept the limits. One
     draw of a 60 s CP-SAT run on a few hundred steps is luck as much as search: on
-    montage-dss-10d carbon @1.5x under ``B`` three seeds gave 0.0080, 0.0082 and 0.0092 kg."""
+    montage-dss-10d carbon @1.5x under ``B`` three seeds gave 0.0080, 0.0081 and 0.0092 kg."""
     draws = [run("cpsat", wf, fed, view, c, objective, seconds, seed) for seed in range(seeds)]
     values = [v for r in draws if (v := value(r, objective)) is not None]
 
