@@ -64,14 +64,14 @@ def test_a_search_that_finds_nothing_gives_the_rest_to_the_default_portfolio(
     hint = inc.best(obj)
     assert hint is not None
     cfg = CPSATSettings(
-        time_limit=4.0, lns_only_steps=150, lns_deterministic_limit=0.03, lns_stall_share=0.25
+        time_limit=8.0, lns_only_steps=150, lns_deterministic_limit=0.03, lns_stall_share=0.4
     )
     res = solve_cpsat(model, obj, inc.ref, hint, cfg)
     assert res.lns_only
-    assert res.stalled_s is not None, "neighbourhood search improved the hint within 1 s"
-    assert 0.9 <= res.stalled_s < 2.0
+    assert res.stalled_s is not None, "no stall: a gain within 3.2 s, or the hint not in by then"
+    assert res.stalled_s >= 3.1
     assert solves[-2:] == [True, False]  # the same model solved again, default portfolio
-    assert res.wall_s < 4.0 + 3.0  # the model's building (about 1 s) and the two searches
+    assert res.wall_s < 8.0 + 6.0  # the model's building (1 s alone, more under load)
     assert res.plan is not None, res.reason
     assert check_plan(res.plan, wf, fed, view, c) == []
     assert res.plan.metrics.carbon_kg <= hint.metrics.carbon_kg * (1 + 1e-6)
@@ -87,8 +87,10 @@ def test_a_search_that_improves_the_hint_is_left_to_run(
     model = CostModel(wf, fed, view, c)
     obj = Objective.parse("carbon")
     inc = incumbents(model, obj)
+    # a third of 6 s: room for the presolve on a loaded machine (CI's 2 cores under the
+    # whole suite took 0.76 s to meet a gain that comes at once when alone)
     cfg = CPSATSettings(
-        time_limit=3.0, lns_only_steps=150, lns_deterministic_limit=0.03, lns_stall_share=0.25
+        time_limit=6.0, lns_only_steps=150, lns_deterministic_limit=0.03, lns_stall_share=0.34
     )
     res = solve_cpsat(model, obj, inc.ref, inc.heft, cfg)
     assert res.lns_only
@@ -104,7 +106,9 @@ def test_the_optimiser_hands_over_and_says_so(dss: tuple[Any, ...], solves: list
     wf, fed, view, deadline, budget = dss
     c = PlanningConstraints(deadline=deadline, budget=budget)
     assert ILPSettings().lns_stall_share == 0.5
-    plan = make_planner("ilp", ILPSettings(time_limit=8.0, lns_stall_share=0.2)).plan(
+    # 16 s: the starts took 6 s of 8 under the whole suite on CI's 2 cores, leaving CP-SAT
+    # no time to meet its hint
+    plan = make_planner("ilp", ILPSettings(time_limit=16.0, lns_stall_share=0.2)).plan(
         wf, fed, view, c, Objective.parse("carbon")
     )
     notes = [n for n in plan.notes if n.startswith("cp-sat:")]

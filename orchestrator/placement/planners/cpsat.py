@@ -454,7 +454,8 @@ def _solve_watched(solver: Any, m: Any, after: float) -> tuple[Any, float | None
 
     def check() -> None:
         with lock:
-            if not done and not watch.improved:
+            # only once the hint is in: a search still in presolve has not stalled
+            if not done and watch.first is not None and not watch.improved:
                 stalled.append(time.perf_counter() - t0)
                 solver.stop_search()
 
