@@ -18,7 +18,8 @@ makespan; and under a budget ``B``, halfway between HEFT's cost and the cost of 
 cheapest heuristic plan (greedy or market for ``cost``) that keeps the case's deadline:
 time under ``B``, carbon at 1.5x under ``B``, rows marked ``$B``; a known plan keeps both
 limits, so every case is feasible): HEFT, greedy, market, the optimiser (``ilp``: the best
-heuristic, the MILP and CP-SAT, ``--seconds``) and the reference (CP-SAT alone,
+heuristic, the MILP and CP-SAT, ``--seconds``, by default its own limit by the workflow's
+size: 20 s up to 200 steps, then 0.1 s per step up to 60 s) and the reference (CP-SAT alone,
 ``--ref-seconds``, hinted with the best heuristic plan, same run; skipped when the
 optimiser's CP-SAT already proved its model optimal; with ``--ref-seeds N``, N runs with CP-SAT's
 seeds 0 to N-1, its cell showing the best and its worst draw's ratio to the best known), with
@@ -132,10 +133,11 @@ def run(
     view: SiteView,
     c: PlanningConstraints,
     objective: str,
-    seconds: float = 20.0,
+    seconds: float | None = None,
     seed: int = 0,
 ) -> Run:
     """One planner's plan, its wall time and the checker's verdict (a failure is a row).
+    ``seconds``: the time limit (``None``: the optimiser's default, by the workflow's size);
     ``seed``: CP-SAT's random seed for the reference (``cpsat``)."""
     t0 = time.perf_counter()
     settings = ILPSettings(time_limit=seconds)
@@ -199,7 +201,7 @@ def case_rows(
     wf: Workflow,
     fed: Federation,
     view: SiteView,
-    seconds: float,
+    seconds: float | None,
     ref_seconds: float,
     bound: bool,
     cases: tuple[tuple[str, float | None, bool], ...] = CASES,
@@ -325,7 +327,12 @@ HEADER = [
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks placement")
     ap.add_argument("--quick", action="store_true", help="a smoke subset (minutes)")
-    ap.add_argument("--seconds", type=float, default=None, help="the optimiser's time limit")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="the optimiser's time limit (default: its own, by the workflow's size; 5 s quick)",
+    )
     ap.add_argument("--ref-seconds", type=float, default=None, help="the reference's limit")
     ap.add_argument("--instances", default="", help="comma-separated instance names (stems)")
     ap.add_argument("--federations", default="", help="comma-separated federation names")
@@ -345,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ref_seeds < 1:
         print(f"--ref-seeds must be >= 1, got {args.ref_seeds}")
         return 2
-    seconds = args.seconds or (5.0 if args.quick else 20.0)
+    seconds = args.seconds or (5.0 if args.quick else None)
     ref_seconds = args.ref_seconds or (15.0 if args.quick else 60.0)
     folder = SHARED / "wfinstances"
     if not folder.is_dir():
@@ -370,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     # OR-Tools loads in about a second: once here, not inside the first case's time limit
     cpsat_unavailable()
     print(
-        f"optimiser limit {seconds:.0f} s, reference (CP-SAT) limit {ref_seconds:.0f} s; "
+        f"optimiser limit {f'{seconds:.0f} s' if seconds else 'by size (20 to 60 s)'}, "
+        f"reference (CP-SAT) limit {ref_seconds:.0f} s; "
         f"load average {os.getloadavg()[0]:.2f} at the start"
     )
     missed: list[str] = []

@@ -47,8 +47,9 @@ class PlanningDefaults:
 
     planner: str = "ilp"
     objective: str = "weighted"
-    time_limit_s: float = 20.0
-    """Wall-clock limit of the MILP solver, seconds."""
+    time_limit_s: float | None = None
+    """The optimiser's wall-clock limit, seconds; ``None``: by the workflow's size
+    (``auto_time_limit``: 20 s up to 200 steps, then 0.1 s per step, at most 60 s)."""
 
 
 PLANNING_DEFAULTS = PlanningDefaults()

@@ -284,7 +284,12 @@ def run_workflow(
     ] = None,
     budget: Annotated[float | None, typer.Option(help="Largest total cost, EUR.", min=0.0)] = None,
     time_limit: Annotated[
-        float | None, typer.Option(help="ILP solver limit, seconds.", min=0.1)
+        float | None,
+        typer.Option(
+            help="The optimiser's time limit, seconds (default: by the workflow's size, "
+            "20 s up to 200 steps, then 0.1 s per step, at most 60 s).",
+            min=0.1,
+        ),
     ] = None,
     project: ProjectOption = None,
     madpp: MadppOption = None,

@@ -116,7 +116,7 @@ def run_planner(
     constraints: Any,
     objective: Any,
     solver: str = "highs",
-    time_limit: float = 20.0,
+    time_limit: float | None = None,
     show_progress: bool = True,
 ) -> Plan:
     """Run one planner with a progress display, then the independent checker."""
@@ -171,7 +171,12 @@ def plan(
     ] = None,
     solver: Annotated[str, typer.Option(help="ILP solver: highs | cbc")] = "highs",
     time_limit: Annotated[
-        float | None, typer.Option(help="ILP time limit, seconds (default: 20).", min=0.1)
+        float | None,
+        typer.Option(
+            help="The optimiser's time limit, seconds (default: by the workflow's size, "
+            "20 s up to 200 steps, then 0.1 s per step, at most 60 s).",
+            min=0.1,
+        ),
     ] = None,
     why: Annotated[int, typer.Option(help="How many placements to explain.", min=0)] = 8,
 ) -> None:

@@ -309,3 +309,62 @@ def test_cpsat_models_a_varying_series_only_where_the_objective_weighs_it() -> N
             c,
         )
         assert plan.metrics.makespan_s == pytest.approx(4000.0)
+
+
+def chain(n: int, work: float = 100.0) -> Workflow:
+    """``n`` steps in a row, each passing a byte to the next."""
+    return Workflow.from_dict(
+        {
+            "name": f"chain-{n}",
+            "data": [{"id": f"d{i}", "size": 1.0} for i in range(n - 1)],
+            "steps": [
+                {
+                    "id": f"s{i}",
+                    "work": work,
+                    **({"inputs": [f"d{i - 1}"]} if i else {}),
+                    **({"outputs": [f"d{i}"]} if i < n - 1 else {}),
+                }
+                for i in range(n)
+            ],
+        }
+    )
+
+
+def test_the_time_limit_by_default_grows_with_the_workflow() -> None:
+    """Without a time limit the optimiser (and the ``cpsat`` planner) takes 20 s up to 200
+    steps, then 0.1 s per step up to 60 s; a limit given is kept whatever the size. The
+    limit reaches the planner: its progress says which it took (a chain of 250 steps, which
+    CP-SAT proves optimal at once, so the test does not wait for the limit)."""
+    from orchestrator.placement.planners.common import auto_time_limit
+    from orchestrator.placement.planners.cpsat import CPSATSettings
+    from orchestrator.placement.planners.ilp import ILPPlanner
+
+    assert [auto_time_limit(n) for n in (1, 200, 250, 472, 600, 1001)] == pytest.approx(
+        [20.0, 20.0, 25.0, 47.2, 60.0, 60.0]
+    )
+    assert ILPSettings().limit_for(619) == 60.0
+    assert ILPSettings(time_limit=7.0).limit_for(1001) == 7.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="time_limit"):
+            ILPSettings(time_limit=bad)
+        with pytest.raises(ValueError, match="time_limit"):
+            CPSATSettings(time_limit=bad)
+    fed = pair()
+    view = static_view(fed)
+    c = PlanningConstraints()
+    for n, given, said in (
+        (250, None, "time limit 25 s (by size: 250 steps)"),
+        (250, 9.0, "time limit 9 s"),
+        (30, None, "time limit 20 s (by size: 30 steps)"),
+    ):
+        wf = chain(n)
+        lines: list[str] = []
+        planner = ILPPlanner(ILPSettings(time_limit=given, lns_only_steps=None), lines.append)
+        plan = checked(planner.plan(wf, fed, view, c, Objective.parse("time")), wf, fed, view, c)
+        assert said in lines
+        assert any(note.startswith("cp-sat: OPTIMAL") for note in plan.notes), plan.notes
+    lines = []
+    make_planner("cpsat", ILPSettings(), lines.append).plan(
+        chain(250), fed, view, c, Objective.parse("time")
+    )
+    assert any("250 steps x 2 sites, limit 25 s" in line for line in lines), lines

@@ -340,7 +340,7 @@ def test_ilp_reports_its_phases_and_the_solver_verdict() -> None:
     said: list[str] = []
     planner = ILPPlanner(ILPSettings(time_limit=5.0, engine="milp"), progress=said.append)
     plan = planner.plan(wf, fed, static_view(fed), PlanningConstraints(), Objective())
-    assert said[0] == "incumbent: HEFT, greedy, market"
+    assert said[:2] == ["time limit 5 s", "incumbent: HEFT, greedy, market"]
     assert any(s.startswith("solving with HIGHS") for s in said)
     assert planner.last_solve is not None
     assert planner.last_solve.status == "Optimal"

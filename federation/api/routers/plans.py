@@ -62,7 +62,15 @@ class PlanRequest(BaseModel):
     objective: ObjectiveName = _D.objective  # type: ignore[assignment]
     deadline_s: float | None = Field(default=None, gt=0)
     budget_eur: float | None = Field(default=None, ge=0)
-    time_limit_s: float = Field(default=_D.time_limit_s, gt=0, le=600, description="ILP limit")
+    time_limit_s: float | None = Field(
+        default=_D.time_limit_s,
+        gt=0,
+        le=600,
+        description=(
+            "The optimiser's time limit, seconds; absent or null: by the workflow's size "
+            "(20 s up to 200 steps, then 0.1 s per step, at most 60 s)"
+        ),
+    )
 
 
 class CompareRequest(BaseModel):
@@ -72,7 +80,9 @@ class CompareRequest(BaseModel):
     objective: ObjectiveName = _D.objective  # type: ignore[assignment]
     deadline_s: float | None = Field(default=None, gt=0)
     budget_eur: float | None = Field(default=None, ge=0)
-    time_limit_s: float = Field(default=_D.time_limit_s, gt=0, le=600)
+    time_limit_s: float | None = Field(
+        default=_D.time_limit_s, gt=0, le=600, description="As in a plan request."
+    )
 
 
 class Approval(BaseModel):
@@ -141,7 +151,7 @@ def _plan(
     objective: str,
     deadline: float | None,
     budget: float | None,
-    time_limit: float,
+    time_limit: float | None,
 ) -> Plan:
     engine = engine_of(ctx)
     try:

@@ -61,7 +61,12 @@ from orchestrator.placement.costs import CostModel
 from orchestrator.placement.explain import explain_all
 from orchestrator.placement.links import LinkBook, transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import ModelPlanner, better, limit_breach
+from orchestrator.placement.planners.common import (
+    ModelPlanner,
+    auto_time_limit,
+    better,
+    limit_breach,
+)
 from orchestrator.placement.planners.incumbent import incumbents
 from orchestrator.placement.planners.milp_data import breakpoints, start_extremes
 from orchestrator.placement.schedule import Option, build_plan, list_schedule, upward_ranks
@@ -101,7 +106,8 @@ class CPSATSettings:
     ``max_windows`` windows at their largest values; ``max_steps`` above which it is not
     tried."""
 
-    time_limit: float = 20.0
+    time_limit: float | None = None
+    """Seconds; ``None``: by the model's size (``auto_time_limit``, the optimiser's rule)."""
     workers: int = 2
     max_windows: int = 24
     max_pieces: int = 96
@@ -133,8 +139,8 @@ class CPSATSettings:
     neighbourhood search to the end."""
 
     def __post_init__(self) -> None:
-        if self.time_limit <= 0:
-            raise ValueError("time_limit must be > 0 seconds")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError("time_limit must be > 0 seconds or None")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.lns_only_steps is not None and self.lns_only_steps < 1:
@@ -340,7 +346,11 @@ def solve_cpsat(
             # incumbent needs, a cost or carbon objective would spend it on plans that end
             # past the real deadline once laid out in seconds (and are then thrown away).
             m.add(makespan <= max(math.floor(constraints.deadline * scale), hinted))
-    limit = settings.time_limit
+    limit = (
+        settings.time_limit
+        if settings.time_limit is not None
+        else auto_time_limit(len(model.steps))
+    )
     if settings.wall_limit:  # the model's building counted in the limit
         limit = max(0.1, limit - (time.perf_counter() - t_start))
     solver = _solver(settings, limit)
@@ -356,8 +366,7 @@ def solve_cpsat(
     if progress is not None:
         progress(
             f"CP-SAT: {len(model.steps)} steps x {len(model.sites)} sites, "
-            f"limit {settings.time_limit:.0f} s, {settings.workers} workers"
-            + (", LNS only" if lns_only else "")
+            f"limit {limit:.0f} s, {settings.workers} workers" + (", LNS only" if lns_only else "")
         )
     stalled: float | None = None
     if lns_only and settings.lns_stall_share is not None:

@@ -39,7 +39,12 @@ from orchestrator.placement.explain import explain_all
 from orchestrator.placement.improve import improve
 from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
-from orchestrator.placement.planners.common import ModelPlanner, better, limit_breach
+from orchestrator.placement.planners.common import (
+    ModelPlanner,
+    auto_time_limit,
+    better,
+    limit_breach,
+)
 from orchestrator.placement.planners.cpsat import (
     CPSATSettings,
     cpsat_unavailable,
@@ -70,7 +75,9 @@ class ILPSettings:
     """How the optimiser runs.
 
     ``solver``: the MILP's, ``"highs"`` (highspy, default) or ``"cbc"`` (pulp's bundled CBC);
-    ``time_limit`` in seconds for the engines together; ``engine``: ``auto``, ``milp`` or
+    ``time_limit`` in seconds for the starts and the engines together (``None``: by the
+    workflow's size, ``auto_time_limit``: 20 s up to 200 steps, then 0.1 s per step up to
+    60 s); ``engine``: ``auto``, ``milp`` or
     ``cpsat`` (module docstring); ``milp_share``: the MILP's share of the time when both run;
     ``exact_max_steps``: above this many steps the group-level MILP is solved;
     ``max_groups``: groups are coarsened (category prefix, then level only) until at most
@@ -90,7 +97,7 @@ class ILPSettings:
     """
 
     solver: str = "highs"
-    time_limit: float = 20.0
+    time_limit: float | None = None
     engine: str = "auto"
     milp_share: float = 0.25
     exact_max_steps: int = 120
@@ -115,8 +122,8 @@ class ILPSettings:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.threads < 1 or self.workers < 1:
             raise ValueError("threads and workers must be >= 1")
-        if self.time_limit <= 0:
-            raise ValueError("time_limit must be > 0 seconds")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError("time_limit must be > 0 seconds or None")
         if not 0 < self.milp_share <= 1:
             raise ValueError("milp_share must be in (0, 1]")
         if not 0 <= self.search_share < 1:
@@ -133,6 +140,11 @@ class ILPSettings:
             raise ValueError("lns_deterministic_limit must be > 0 or None")
         if self.lns_stall_share is not None and not 0 < self.lns_stall_share < 1:
             raise ValueError("lns_stall_share must be in (0, 1) or None")
+
+    def limit_for(self, steps: int) -> float:
+        """The time limit for a model of ``steps`` steps: ``time_limit``, or
+        ``auto_time_limit(steps)`` when it is ``None``."""
+        return self.time_limit if self.time_limit is not None else auto_time_limit(steps)
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
@@ -163,11 +175,16 @@ class ILPPlanner(ModelPlanner):
 
     def plan_model(self, model: CostModel, objective: Objective, t_start: float) -> Plan:
         cfg = self.settings
+        time_limit = cfg.limit_for(len(model.steps))
         constraints = model.constraints
+        self._say(
+            f"time limit {time_limit:.0f} s"
+            + (f" (by size: {len(model.steps)} steps)" if cfg.time_limit is None else "")
+        )
         self._say("incumbent: HEFT, greedy, market")
         descends = constraints.deadline is not None and objective.weights()["time"] < 1.0
         inc = incumbents(
-            model, objective, t_start, min(cfg.descent_seconds, cfg.descent_share * cfg.time_limit)
+            model, objective, t_start, min(cfg.descent_seconds, cfg.descent_share * time_limit)
         )
         ref = inc.ref
         best = inc.best(objective)
@@ -175,7 +192,7 @@ class ILPPlanner(ModelPlanner):
         if best is not None:
             notes.append(f"incumbent: {best.metrics.planner}")
             if objective.kind is ObjectiveKind.TIME:
-                best, moved = self._search_first(model, objective, ref, best, t_start)
+                best, moved = self._search_first(model, objective, ref, best, t_start, time_limit)
                 if moved:
                     where = "under the budget" if constraints.budget is not None else "first"
                     notes.append(f"local search {where}: {moved} moves")
@@ -185,8 +202,8 @@ class ILPPlanner(ModelPlanner):
         data: ILPData | None = None
         info: SolveInfo | None = None
         engines = list(engines_for(cfg, objective))
-        deadline = t_start + cfg.time_limit
-        polish = min(cfg.descent_seconds, cfg.polish_share * cfg.time_limit) if descends else 0.0
+        deadline = t_start + time_limit
+        polish = min(cfg.descent_seconds, cfg.polish_share * time_limit) if descends else 0.0
         missing: str | None = None
         for engine in engines:
             if engine == "cpsat":
@@ -201,7 +218,7 @@ class ILPPlanner(ModelPlanner):
                 continue
             if engine == "milp":
                 share = cfg.milp_share if len(engines) > 1 else 1.0
-                limit = max(0.1, min(left, cfg.time_limit * share))
+                limit = max(0.1, min(left, time_limit * share))
                 data, info, decoded, why = self._milp(model, objective, ref, best, limit)
                 notes.append(f"solver {info.solver}: {info.status}, {info.wall_s:.2f} s")
                 infeasible = infeasible or info.status.lower().startswith("infeasible")
@@ -240,7 +257,7 @@ class ILPPlanner(ModelPlanner):
                     "or widen the steps' eligibility"
                 )
             raise PlanningError(
-                f"ilp: no feasible plan within {cfg.time_limit:.0f} s "
+                f"ilp: no feasible plan within {time_limit:.0f} s "
                 f"({'; '.join([*reasons, *inc.left_out])}); raise the time limit or relax "
                 "the constraints"
             )
@@ -298,6 +315,7 @@ class ILPPlanner(ModelPlanner):
         ref: dict[str, float],
         best: Plan,
         t_start: float,
+        time_limit: float,
     ) -> tuple[Plan, int]:
         """The incumbent after the local search on the critical chain (single steps and a
         step with its parents or children; under a budget, with moves paid for by slack
@@ -307,8 +325,8 @@ class ILPPlanner(ModelPlanner):
         list schedule is as early as the pools allow, so prices that vary in time are
         counted exactly."""
         cfg = self.settings
-        seconds = min(cfg.improve_seconds, cfg.search_share * cfg.time_limit)
-        seconds = min(seconds, t_start + cfg.time_limit - time.perf_counter())
+        seconds = min(cfg.improve_seconds, cfg.search_share * time_limit)
+        seconds = min(seconds, t_start + time_limit - time.perf_counter())
         if seconds <= 0 or len(model.workflow) > 3000:
             return best, 0
         self._say("local search on the critical chain")

@@ -334,10 +334,11 @@ async function newPlanView(main, { args: [query], signal }) {
   const objective = h("select", { name: "objective" }, ["weighted", "time", "cost", "energy", "carbon"].map((o) => h("option", { value: o }, o)));
   const deadline = h("input", { name: "deadline", type: "number", min: 0, step: "any", placeholder: "none" });
   const budget = h("input", { name: "budget", type: "number", min: 0, step: "any", placeholder: "none" });
-  const limit = h("input", { name: "time_limit", type: "number", min: 1, max: 600, value: 20 });
+  const limit = h("input", { name: "time_limit", type: "number", min: 1, max: 600, step: "any", placeholder: "auto (20-60 s by size)" });
   const compareBox = h("div", { id: "compare" });
   const request = () => {
-    const body = { workflow_id: wf.id, objective: objective.value, time_limit_s: Number(limit.value) };
+    const body = { workflow_id: wf.id, objective: objective.value };
+    if (limit.value) body.time_limit_s = Number(limit.value);
     if (deadline.value) body.deadline_s = Number(deadline.value);
     if (budget.value) body.budget_eur = Number(budget.value);
     return body;
@@ -375,7 +376,7 @@ async function newPlanView(main, { args: [query], signal }) {
     },
   },
   field("planner", planner), field("objective", objective), field("deadline (s)", deadline),
-  field("budget (EUR)", budget), field("ILP time limit (s)", limit),
+  field("budget (EUR)", budget), field("optimiser time limit (s)", limit),
   h("button", { type: "submit" }, "Preview plan"), compareButton);
   put(main, 
     h("h1", {}, `Plan ${wf.name}`),
