@@ -37,6 +37,11 @@ def auto_time_limit(steps: int) -> float:
     return min(most, max(least, AUTO_LIMIT_PER_STEP_S * steps))
 
 
+def time_limit_for(given: float | None, steps: int) -> float:
+    """``given``, or ``auto_time_limit(steps)`` when it is ``None`` (both settings classes)."""
+    return given if given is not None else auto_time_limit(steps)
+
+
 class ModelPlanner:
     """A planner that works on a cost model: ``plan`` builds it (refusing an objective whose
     figures are unknown everywhere) and hands it to ``plan_model``."""

@@ -63,9 +63,9 @@ from orchestrator.placement.links import LinkBook, transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
 from orchestrator.placement.planners.common import (
     ModelPlanner,
-    auto_time_limit,
     better,
     limit_breach,
+    time_limit_for,
 )
 from orchestrator.placement.planners.incumbent import incumbents
 from orchestrator.placement.planners.milp_data import breakpoints, start_extremes
@@ -346,11 +346,7 @@ def solve_cpsat(
             # incumbent needs, a cost or carbon objective would spend it on plans that end
             # past the real deadline once laid out in seconds (and are then thrown away).
             m.add(makespan <= max(math.floor(constraints.deadline * scale), hinted))
-    limit = (
-        settings.time_limit
-        if settings.time_limit is not None
-        else auto_time_limit(len(model.steps))
-    )
+    limit = time_limit_for(settings.time_limit, len(model.steps))
     if settings.wall_limit:  # the model's building counted in the limit
         limit = max(0.1, limit - (time.perf_counter() - t_start))
     solver = _solver(settings, limit)

@@ -41,9 +41,9 @@ from orchestrator.placement.links import transfers_of
 from orchestrator.placement.plan import Objective, ObjectiveKind, Plan, PlanningConstraints
 from orchestrator.placement.planners.common import (
     ModelPlanner,
-    auto_time_limit,
     better,
     limit_breach,
+    time_limit_for,
 )
 from orchestrator.placement.planners.cpsat import (
     CPSATSettings,
@@ -144,7 +144,7 @@ class ILPSettings:
     def limit_for(self, steps: int) -> float:
         """The time limit for a model of ``steps`` steps: ``time_limit``, or
         ``auto_time_limit(steps)`` when it is ``None``."""
-        return self.time_limit if self.time_limit is not None else auto_time_limit(steps)
+        return time_limit_for(self.time_limit, steps)
 
 
 def engines_for(settings: ILPSettings, objective: Objective) -> tuple[str, ...]:
