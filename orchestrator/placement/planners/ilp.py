@@ -92,7 +92,8 @@ class ILPSettings:
     large neighbourhood search (``CPSATSettings.lns_only_steps``; ``None``: its default
     portfolio), each search limited to ``lns_deterministic_limit`` deterministic seconds
     (``CPSATSettings.lns_deterministic_limit``; ``None``: CP-SAT's 0.1); when that search
-    finds no plan better than the incumbent in ``lns_stall_share`` of CP-SAT's time, the rest
+    finds no plan better than the incumbent (by ``cpsat.LNS_GAIN`` of its objective) in
+    ``lns_stall_share`` of CP-SAT's time, the rest
     goes to CP-SAT's default portfolio (``CPSATSettings.lns_stall_share``; ``None``: never).
     """
 
@@ -240,7 +241,7 @@ class ILPPlanner(ModelPlanner):
                 if res.stalled_s is not None:
                     lns = (
                         f" (LNS only, then the default portfolio from {res.stalled_s:.1f} s: "
-                        "no better plan by then)"
+                        "no gain by then)"
                     )
                 notes.append(f"cp-sat: {res.status}, {res.wall_s:.2f} s{lns}")
                 decoded, why = res.plan, res.reason
