@@ -93,8 +93,8 @@ class ILPSettings:
     portfolio), each search limited to ``lns_deterministic_limit`` deterministic seconds
     (``CPSATSettings.lns_deterministic_limit``; ``None``: CP-SAT's 0.1); when that search
     finds no plan better than the incumbent (by ``cpsat.LNS_GAIN`` of its objective) in
-    ``lns_stall_share`` of CP-SAT's time, the rest
-    goes to CP-SAT's default portfolio (``CPSATSettings.lns_stall_share``; ``None``: never).
+    ``lns_stall_share`` of CP-SAT's time, the rest goes to CP-SAT's default portfolio
+    (``CPSATSettings.lns_stall_share``; ``None``: never).
     """
 
     solver: str = "highs"
