@@ -77,22 +77,27 @@ def test_a_search_that_finds_nothing_gives_the_rest_to_the_default_portfolio(
     assert res.plan.metrics.carbon_kg <= hint.metrics.carbon_kg * (1 + 1e-6)
 
 
+def _from_heft(dss: tuple[Any, ...]) -> tuple[Any, Any]:
+    """CP-SAT hinted with HEFT's plan (blind to carbon), carbon under the deadline alone, 6 s
+    of which a third before the hand-over: room for the presolve on a loaded machine (CI's 2
+    cores under the whole suite took 0.76 s to meet a gain that comes at once when alone).
+    The result and the incumbents."""
+    wf, fed, view, deadline, _ = dss
+    model = CostModel(wf, fed, view, PlanningConstraints(deadline=deadline))
+    obj = Objective.parse("carbon")
+    inc = incumbents(model, obj)
+    cfg = CPSATSettings(
+        time_limit=6.0, lns_only_steps=150, lns_deterministic_limit=0.03, lns_stall_share=0.34
+    )
+    return solve_cpsat(model, obj, inc.ref, inc.heft, cfg), inc
+
+
 def test_a_search_that_improves_the_hint_is_left_to_run(
     dss: tuple[Any, ...], solves: list[bool]
 ) -> None:
     """Hinted with HEFT's plan (blind to carbon), neighbourhood search improves at once and
     keeps the whole time: one solve, LNS only."""
-    wf, fed, view, deadline, _ = dss
-    c = PlanningConstraints(deadline=deadline)
-    model = CostModel(wf, fed, view, c)
-    obj = Objective.parse("carbon")
-    inc = incumbents(model, obj)
-    # a third of 6 s: room for the presolve on a loaded machine (CI's 2 cores under the
-    # whole suite took 0.76 s to meet a gain that comes at once when alone)
-    cfg = CPSATSettings(
-        time_limit=6.0, lns_only_steps=150, lns_deterministic_limit=0.03, lns_stall_share=0.34
-    )
-    res = solve_cpsat(model, obj, inc.ref, inc.heft, cfg)
+    res, inc = _from_heft(dss)
     assert res.lns_only
     assert res.stalled_s is None
     assert solves == [True]
@@ -147,15 +152,7 @@ def test_gains_below_the_threshold_do_not_hold_back_the_hand_over(
     import orchestrator.placement.planners.cpsat as cpsat
 
     monkeypatch.setattr(cpsat, "LNS_GAIN", 1.0)  # only a plan of objective 0 would count
-    wf, fed, view, deadline, _ = dss
-    c = PlanningConstraints(deadline=deadline)
-    model = CostModel(wf, fed, view, c)
-    obj = Objective.parse("carbon")
-    inc = incumbents(model, obj)
-    cfg = CPSATSettings(
-        time_limit=6.0, lns_only_steps=150, lns_deterministic_limit=0.03, lns_stall_share=0.34
-    )
-    res = solve_cpsat(model, obj, inc.ref, inc.heft, cfg)
+    res, inc = _from_heft(dss)
     assert res.lns_only
     assert res.stalled_s is not None
     assert solves == [True, False]
