@@ -32,7 +32,7 @@ seconds (the optimiser's 0.03); otherwise one of them runs the full search with 
 relaxation, which proves small models optimal but on a few hundred steps found nothing in
 seconds. When neighbourhood search alone has found no plan better than the incumbent by
 ``LNS_GAIN`` of its objective (smaller gains are tie-breaks) in ``lns_stall_share`` of the
-time (the optimiser's half), the rest goes to the default portfolio from the same hint: its
+time (the optimiser's quarter), the rest goes to the default portfolio from the same hint: its
 LP solutions guide the neighbourhoods (RINS) that found montage-dss-10d's better plans under
 a budget. Its solution is decoded by list scheduling
 the chosen sites in the order of the model's starts (no step starts later than in the model;

@@ -113,7 +113,7 @@ class ILPSettings:
     workers: int = 2
     lns_only_steps: int | None = 150
     lns_deterministic_limit: float | None = 0.03
-    lns_stall_share: float | None = 0.5
+    lns_stall_share: float | None = 0.25
     msg: bool = False
 
     def __post_init__(self) -> None:
